@@ -1,0 +1,206 @@
+"""Closed-form infinite-width kernels (NNGP and NTK) of fully-connected ReLU networks.
+
+For the network ``[Dense(w_std, b_std), ReLU] × depth + Dense(w_std, b_std)`` in the
+NTK parameterization (a layer computes ``w_std/√fan_in · W h + b_std · b`` with
+standard-normal ``W, b``), the infinite-width kernels follow the layer recursion
+(Jacot et al. 2018; Arora et al. 2019; Cho & Saul 2009 for the arc-cosine
+expectations)::
+
+    K⁰(x, x') = w² · x·x' / d + b²                 Θ⁰ = K⁰
+    for l = 1..depth:
+        c      = Kˡ⁻¹(x, x') / √(Kˡ⁻¹(x, x) Kˡ⁻¹(x', x'))      (cosine, clipped to [-1, 1])
+        θ      = arccos c
+        E[φφ]  = √(Kˡ⁻¹(x,x) Kˡ⁻¹(x',x')) · (sin θ + (π − θ) cos θ) / (2π)
+        E[φ'φ']= (π − θ) / (2π)
+        Kˡ     = w² · E[φφ] + b²
+        Θˡ     = w² · E[φ'φ'] · Θˡ⁻¹ + Kˡ
+    nngp = K^depth,  ntk = Θ^depth
+
+This is the kernel of ∞-AE (dissertation Ch. 3, Eq. 3.1, where the single hidden
+layer case reads 𝕂(x, x') = σ̃(xᵀx') + σ̃'(xᵀx')·xᵀx'). The values match
+neural-tangents' ``stax`` (checked against ``shared/reference/ntk_golden.json``).
+
+Numerics: the cosine is clipped to [-1, 1] for values, and the two arc-cosine
+factors carry custom JVPs. ``J(c) = √(1−c²) + (π − arccos c)·c`` has the finite
+derivative ``π − arccos c`` everywhere (its naive autodiff is ∞ − ∞ = NaN at c = ±1);
+the derivative of ``π − arccos c`` is ``1/√(1−c²)``, which is infinite at c = ±1 and
+is capped (its cotangent at the diagonal of K(X, X) multiplies a cosine change that
+is zero up to round-off). Zero rows with ``b_std = 0`` give a zero kernel, not NaN.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh
+
+from distill import parallel
+from distill._checks import check_array, check_float, check_int
+
+__all__ = ["Kernel", "fc_relu", "fc_relu_blocked"]
+
+
+class Kernel(NamedTuple):
+    """Infinite-width kernels of one architecture, each ``(n1, n2)``."""
+
+    nngp: jax.Array
+    ntk: jax.Array
+
+
+@jax.custom_jvp
+def _arccos_j1(c: jax.Array) -> jax.Array:
+    """``sin θ + (π − θ) cos θ`` with ``θ = arccos c`` (the ReLU arc-cosine J₁)."""
+    return jnp.sqrt(jnp.maximum(1.0 - c * c, 0.0)) + (jnp.pi - jnp.arccos(c)) * c
+
+
+@_arccos_j1.defjvp
+def _arccos_j1_jvp(primals, tangents):
+    (c,), (dc,) = primals, tangents
+    return _arccos_j1(c), (jnp.pi - jnp.arccos(c)) * dc
+
+
+@jax.custom_jvp
+def _arccos_j0(c: jax.Array) -> jax.Array:
+    """``π − arccos c`` (the ReLU derivative's arc-cosine J₀)."""
+    return jnp.pi - jnp.arccos(c)
+
+
+@_arccos_j0.defjvp
+def _arccos_j0_jvp(primals, tangents):
+    (c,), (dc,) = primals, tangents
+    # 1/√(1−c²) is infinite at |c| = 1; cap it at 1/√eps of the dtype.
+    tiny = jnp.finfo(c.dtype).eps
+    return _arccos_j0(c), dc / jnp.sqrt(jnp.maximum(1.0 - c * c, tiny))
+
+
+def _safe_sqrt(x: jax.Array) -> jax.Array:
+    """√x with a finite gradient at 0 (zero rows of inputs without bias)."""
+    pos = x > 0
+    return jnp.where(pos, jnp.sqrt(jnp.where(pos, x, 1.0)), 0.0)
+
+
+def _relu_layer(k12, k11, k22, t12, w_var, b_var):
+    """One ``ReLU → Dense`` step of the recursion on cross and diagonal terms."""
+    norm = _safe_sqrt(k11[:, None] * k22[None, :])
+    safe_norm = jnp.where(norm > 0, norm, 1.0)
+    c = jnp.clip(jnp.where(norm > 0, k12 / safe_norm, 0.0), -1.0, 1.0)
+    inv_2pi = 1.0 / (2.0 * jnp.pi)
+    e_phi = norm * _arccos_j1(c) * inv_2pi
+    e_dphi = _arccos_j0(c) * inv_2pi
+    k12_new = w_var * e_phi + b_var
+    t12_new = w_var * e_dphi * t12 + k12_new
+    # Diagonal: c = 1, so E[φφ] = k/2 (ReLU halves the second moment).
+    k11_new = w_var * 0.5 * k11 + b_var
+    k22_new = w_var * 0.5 * k22 + b_var
+    return k12_new, k11_new, k22_new, t12_new
+
+
+def _fc_relu_dense(x1, x2, depth, w_std, b_std) -> Kernel:
+    d = x1.shape[1]
+    w_var, b_var = w_std**2, b_std**2
+    # NTK parameterization: the first layer sees inputs scaled by 1/d.
+    k12 = w_var * (x1 @ x2.T) / d + b_var
+    k11 = w_var * jnp.sum(x1 * x1, axis=1) / d + b_var
+    k22 = w_var * jnp.sum(x2 * x2, axis=1) / d + b_var
+    t12 = k12
+    for _ in range(depth):
+        k12, k11, k22, t12 = _relu_layer(k12, k11, k22, t12, w_var, b_var)
+    return Kernel(nngp=k12, ntk=t12)
+
+
+def _validate(x1, x2, depth, w_std, b_std):
+    check_array(x1, "x1", ndim=2, kind="numeric", finite=True)
+    if x2 is not None:
+        check_array(x2, "x2", ndim=2, kind="numeric", finite=True)
+        if x2.shape[1] != x1.shape[1]:
+            raise ValueError(
+                f"x2: expected {x1.shape[1]} features to match x1, got shape {tuple(x2.shape)}"
+            )
+    depth = check_int(depth, "depth", min_value=0)
+    w_std = check_float(w_std, "w_std", min_value=0.0, strict_min=True)
+    b_std = check_float(b_std, "b_std", min_value=0.0)
+    return depth, w_std, b_std
+
+
+def _as_float(x):
+    return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.result_type(float))
+
+
+def fc_relu(
+    x1: jax.Array,
+    x2: jax.Array | None = None,
+    *,
+    depth: int = 1,
+    w_std: float = 2**0.5,
+    b_std: float = 0.1,
+) -> Kernel:
+    """NNGP and NTK of ``[Dense, ReLU] × depth + Dense`` between two sets of inputs.
+
+    Args:
+      x1: ``(n1, d)`` inputs (e.g. users' bag-of-items rows).
+      x2: ``(n2, d)`` inputs; ``None`` means ``x1`` (the Gram matrix).
+      depth: number of hidden ``[Dense, ReLU]`` blocks (0 gives the linear kernel).
+      w_std: weight standard deviation σ_w of every Dense layer.
+      b_std: bias standard deviation σ_b of every Dense layer.
+
+    Returns:
+      ``Kernel(nngp, ntk)``, each ``(n1, n2)``. Differentiable in ``x1`` and ``x2``.
+
+    Source: dissertation Ch. 3, Eq. 3.1 (∞-AE's kernel); recursion in the module doc.
+    """
+    depth, w_std, b_std = _validate(x1, x2, depth, w_std, b_std)
+    x1 = _as_float(jnp.asarray(x1))
+    x2 = x1 if x2 is None else _as_float(jnp.asarray(x2))
+    return _fc_relu_dense(x1, x2, depth, w_std, b_std)
+
+
+@functools.partial(jax.jit, static_argnames=("depth", "w_std", "b_std", "block_size", "mesh"))
+def _blocked(x1, x2, *, depth, w_std, b_std, block_size, mesh):
+    def rows(xb, x2):
+        # lax.map over row blocks bounds the live elementwise temporaries to
+        # block_size × n2 (the recursion keeps ~6 such arrays alive at once).
+        n = xb.shape[0]
+        nb = -(-n // block_size)
+        xp, _ = parallel.pad_rows(xb, nb * block_size)
+        blocks = xp.reshape(nb, block_size, xp.shape[1])
+        out = jax.lax.map(lambda b: _fc_relu_dense(b, x2, depth, w_std, b_std), blocks)
+        return jax.tree_util.tree_map(lambda o: o.reshape(nb * block_size, -1)[:n], out)
+
+    return parallel.map_rows(rows, x1, x2, mesh=mesh)
+
+
+def fc_relu_blocked(
+    x1: jax.Array,
+    x2: jax.Array | None = None,
+    *,
+    depth: int = 1,
+    w_std: float = 2**0.5,
+    b_std: float = 0.1,
+    block_size: int = 1024,
+    mesh: Mesh | None = None,
+) -> Kernel:
+    """:func:`fc_relu` evaluated in row blocks, optionally sharded over a device mesh.
+
+    Memory is ``O(block_size · n2)`` for the temporaries of the recursion (plus the
+    ``(n1, n2)`` outputs), instead of ``O(n1 · n2)`` per temporary. With ``mesh``, rows
+    of ``x1`` are split across devices (``x2`` replicated) via
+    :func:`distill.parallel.map_rows`; the result equals the single-device one.
+
+    Args:
+      x1, x2, depth, w_std, b_std: as in :func:`fc_relu`.
+      block_size: rows of ``x1`` per block (per device).
+      mesh: optional 1-d mesh from :func:`distill.parallel.make_mesh`.
+
+    Returns:
+      ``Kernel(nngp, ntk)`` of shape ``(n1, n2)``.
+    """
+    depth, w_std, b_std = _validate(x1, x2, depth, w_std, b_std)
+    block_size = check_int(block_size, "block_size", min_value=1)
+    x1 = _as_float(jnp.asarray(x1))
+    x2 = x1 if x2 is None else _as_float(jnp.asarray(x2))
+    per_device = -(-x1.shape[0] // (1 if mesh is None else mesh.size))
+    block_size = min(block_size, per_device)
+    return _blocked(x1, x2, depth=depth, w_std=w_std, b_std=b_std, block_size=block_size, mesh=mesh)

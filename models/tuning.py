@@ -1,0 +1,81 @@
+"""Choosing a model's regularisation on validation data (shared by ∞-AE and EASE)."""
+
+from __future__ import annotations
+
+import re
+from typing import Callable, NamedTuple, Sequence
+
+import jax
+import numpy as np
+
+from distill import metrics as cf_metrics
+from distill._checks import check_array, check_float
+
+__all__ = ["GridSearch", "select_lambda", "parse_metric"]
+
+
+class GridSearch(NamedTuple):
+    """Outcome of a validation grid search over λ."""
+
+    lams: tuple[float, ...]
+    values: tuple[float, ...]
+    best_lam: float
+    metric: str
+
+_METRIC = re.compile(r"^(HR|nDCG|PSP)@(\d+)$|^AUC$")
+
+
+def parse_metric(metric: str) -> tuple[str, int | None]:
+    """``'HR@100'`` → ``('hr', 100)``; ``'AUC'`` → ``('auc', None)``."""
+    m = _METRIC.match(metric) if isinstance(metric, str) else None
+    if m is None:
+        raise ValueError(f"metric: expected 'HR@k', 'nDCG@k', 'PSP@k' or 'AUC', got {metric!r}")
+    if metric == "AUC":
+        return "auc", None
+    return m.group(1).lower(), int(m.group(2))
+
+
+def select_lambda(
+    scores_for: Callable[[float], jax.Array],
+    lams: Sequence[float],
+    val: jax.Array,
+    train: jax.Array,
+    *,
+    metric: str = "HR@100",
+    batch_size: int = 4096,
+    propensity: jax.Array | None = None,
+) -> GridSearch:
+    """Grid search: evaluate ``scores_for(λ)`` on the validation items for every λ.
+
+    Args:
+      scores_for: λ → ``(n_users, n_items)`` scores of the validation users.
+      lams: the grid (each ≥ 0, at least one).
+      val: ``(n_users, n_items)`` binary held-out validation items.
+      train: ``(n_users, n_items)`` binary training items (excluded from rankings).
+      metric: which metric to maximise (``'HR@100'``, ``'nDCG@10'``, ``'AUC'``, ...).
+      batch_size: users per metric batch.
+      propensity: item propensities, required for ``PSP@k``.
+
+    Returns:
+      :class:`GridSearch` with the metric per λ; ties go to the first λ in the grid.
+    """
+    name, k = parse_metric(metric)
+    lams = tuple(check_float(l, "lams", min_value=0.0) for l in lams)
+    if not lams:
+        raise ValueError("lams: expected at least one value, got an empty grid")
+    check_array(val, "val", ndim=2)
+    check_array(train, "train", shape=val.shape)
+    values = []
+    for lam in lams:
+        res = cf_metrics.evaluate(
+            scores_for(lam),
+            val,
+            train,
+            ks=(k,) if k is not None else (10,),
+            metrics=(name,),
+            propensity=propensity,
+            batch_size=batch_size,
+        )
+        values.append(float(res[metric]))
+    best = int(np.argmax(values))
+    return GridSearch(lams, tuple(values), lams[best], metric)

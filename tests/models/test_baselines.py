@@ -1,0 +1,99 @@
+"""EASE against brute-force constrained least squares, popularity, and the λ grid search."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from distill import metrics
+from models import ease, infinite_ae, popularity, tuning
+
+jax.config.update("jax_enable_x64", True)
+
+
+def _data(seed=0, n=30, items=12, density=0.3):
+    rng = np.random.default_rng(seed)
+    return (rng.random((n, items)) < density).astype(np.float64)
+
+
+def test_ease_equals_per_item_constrained_ridge():
+    """Column j of B minimises ‖X_j − X B_j‖² + λ‖B_j‖² with B_jj = 0 (Steck 2019)."""
+    x = _data()
+    lam = 3.0
+    b = np.asarray(ease.fit(x, lam=lam).weights)
+    for j in range(x.shape[1]):
+        others = [i for i in range(x.shape[1]) if i != j]
+        xo = x[:, others]
+        sol = np.linalg.solve(xo.T @ xo + lam * np.eye(len(others)), xo.T @ x[:, j])
+        np.testing.assert_allclose(b[others, j], sol, atol=1e-10)
+        assert b[j, j] == 0.0
+    np.testing.assert_allclose(ease.predict(ease.fit(x, lam=lam), x[:4]), x[:4] @ b, atol=1e-12)
+
+
+def test_popularity_scores_are_item_counts():
+    x = _data(1)
+    s = popularity.predict(popularity.fit(x), x[:3])
+    np.testing.assert_allclose(s, np.tile(x.sum(0), (3, 1)))
+
+
+def _split(seed=2, n=40, items=25):
+    rng = np.random.default_rng(seed)
+    full = (rng.random((n, items)) < 0.35).astype(np.float64)
+    val = full * (rng.random(full.shape) < 0.25)
+    return full - val, val
+
+
+@pytest.mark.parametrize("metric", ["HR@10", "nDCG@5", "AUC"])
+def test_infinite_ae_grid_search_equals_brute_force(metric):
+    train, val = _split()
+    lams = (1e-3, 0.5, 5.0, 50.0)
+    model, search = infinite_ae.select_lambda(train, val, lams=lams, metric=metric, block_size=None)
+    name, k = tuning.parse_metric(metric)
+    brute = []
+    for lam in lams:
+        s = infinite_ae.predict(infinite_ae.fit(train, lam=lam), train)
+        brute.append(metrics.evaluate(s, val, train, ks=(k or 10,), metrics=(name,))[metric])
+    np.testing.assert_allclose(search.values, brute, rtol=1e-9)
+    assert search.best_lam == lams[int(np.argmax(brute))]
+    ref = infinite_ae.fit(train, lam=search.best_lam)
+    np.testing.assert_allclose(model.alpha, ref.alpha, rtol=1e-8, atol=1e-12)
+
+
+def test_ease_grid_search_equals_brute_force():
+    train, val = _split(3)
+    lams = (0.5, 5.0, 50.0)
+    model, search = ease.select_lambda(train, val, lams=lams, metric="HR@10")
+    brute = [
+        metrics.evaluate(ease.predict(ease.fit(train, lam=l), train), val, train, ks=(10,), metrics=("hr",))[
+            "HR@10"
+        ]
+        for l in lams
+    ]
+    np.testing.assert_allclose(search.values, brute, rtol=1e-9)
+    np.testing.assert_allclose(model.weights, ease.fit(train, lam=search.best_lam).weights, atol=1e-12)
+
+
+def test_bad_input():
+    x = _data()
+    with pytest.raises(ValueError, match="lam"):
+        ease.fit(x, lam=0.0)
+    with pytest.raises(ValueError, match="x_query"):
+        ease.predict(ease.fit(x), np.ones((2, 3)))
+    with pytest.raises(ValueError, match="x_query"):
+        popularity.predict(popularity.fit(x), np.ones((2, 3)))
+    with pytest.raises(ValueError, match="metric"):
+        tuning.parse_metric("HR10")
+    with pytest.raises(ValueError, match="lams"):
+        infinite_ae.select_lambda(x, x, lams=(-1.0,))
+    with pytest.raises(ValueError, match="lams"):
+        infinite_ae.select_lambda(x, x, lams=())
+
+
+def test_ease_dual_form_equals_primal():
+    """Fewer users than items: the Woodbury (user-space) solve gives the same B."""
+    x = _data(5, n=8, items=20, density=0.4)
+    lam = jnp.asarray(2.0)
+    np.testing.assert_allclose(ease._weights_dual(x, lam), ease._weights_primal(x, lam), atol=1e-10)
+    np.testing.assert_allclose(
+        ease._train_scores_dual(x, x @ x.T, lam), ease._train_scores_primal(x, x.T @ x, lam), atol=1e-10
+    )
