@@ -70,7 +70,7 @@ def run_seed(inter, name: str, seed: int, args) -> tuple[list[dict], dict]:
 
     t = time.perf_counter()
     model, search = infinite_ae.select_lambda(train, val, lams=args.lams, depth=args.depth)
-    scores = infinite_ae.predict(model, context, block_size=1024)
+    scores = infinite_ae.predict(model, context)
     rows.append({"model": "inf-AE", "lam": search.best_lam, **test_metrics(scores)})
     rows[-1]["time_s"] = time.perf_counter() - t
     sweeps["inf-AE"] = dict(zip(map(str, search.lams), search.values))

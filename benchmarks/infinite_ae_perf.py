@@ -5,7 +5,8 @@
 Measures, in one run:
 * plain ``x @ x.T`` throughput vs the NTK kernel build (same 2·n²·I matmul FLOPs plus
   the elementwise arc-cosine recursion), as GFLOP/s and their ratio;
-* compiled temporary memory of the dense kernel vs the row-blocked kernel;
+* compiled temporary memory of the dense kernel build, and of scoring all users
+  ``NTK(X, X) · α`` naively (kernel materialised) vs in row blocks (``fc_relu_apply``);
 * the whole job — λ sweep on validation (kernel once, one Cholesky per λ), final fit,
   test scoring and metrics — against the naive sweep (kernel rebuilt and ``K·α``
   computed per λ), with the speed ratio;
@@ -57,7 +58,7 @@ def main(argv=None):
     p.add_argument("--users", type=int, default=6040)
     p.add_argument("--items", type=int, default=3706)
     p.add_argument("--density", type=float, default=0.045)
-    p.add_argument("--block-size", type=int, default=1024)
+    p.add_argument("--block-size", type=int, default=512)
     p.add_argument("--skip-naive", action="store_true", help="skip the naive sweep")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
@@ -74,23 +75,23 @@ def main(argv=None):
     # Throughput: plain matmul vs NTK kernel build (both compiled, warmed up).
     flops = 2.0 * n * n * i
     mm = jax.jit(lambda x: x @ x.T)
-    blocked = lambda x: kernels.fc_relu_blocked(x, block_size=args.block_size).ntk
     dense = jax.jit(lambda x: kernels.fc_relu(x).ntk)
-    jax.block_until_ready((mm(train), blocked(train), dense(train)))
+    jax.block_until_ready((mm(train), dense(train)))
     _, t_mm = timed(lambda: mm(train), repeats=3)
-    _, t_kb = timed(lambda: blocked(train), repeats=3)
     _, t_kd = timed(lambda: dense(train), repeats=3)
-    mem_dense = _temp_bytes(lambda x: kernels.fc_relu(x).ntk, train)
-    mem_blocked = _temp_bytes(
-        lambda x: kernels._blocked(
-            x, x, depth=1, w_std=2**0.5, b_std=0.1, block_size=args.block_size, mesh=None
-        ).ntk,
-        train,
-    )
+    mem_kernel = _temp_bytes(lambda x: kernels.fc_relu(x).ntk, train)
+    alpha = jnp.zeros_like(train)
+    naive_apply = jax.jit(lambda x, a: kernels.fc_relu(x).ntk @ a)
+    blocked_apply = lambda x, a: kernels.fc_relu_apply(x, x, a, block_size=args.block_size)
+    jax.block_until_ready((naive_apply(train, alpha), blocked_apply(train, alpha)))
+    _, t_an = timed(lambda: naive_apply(train, alpha), repeats=2)
+    _, t_ab = timed(lambda: blocked_apply(train, alpha), repeats=2)
+    mem_apply_naive = _temp_bytes(lambda x, a: kernels.fc_relu(x).ntk @ a, train, alpha)
+    mem_apply_blocked = _temp_bytes(blocked_apply, train, alpha)
 
     # The job: λ sweep + final fit + test evaluation (warm-up pass compiles first).
     def job():
-        model, search = infinite_ae.select_lambda(train, val, lams=lams, block_size=args.block_size)
+        model, search = infinite_ae.select_lambda(train, val, lams=lams)
         best = search.best_lam
         ctx = train + val
         scores = infinite_ae.predict(model, ctx, block_size=args.block_size)
@@ -120,8 +121,10 @@ def main(argv=None):
     hw = jax.devices()[0].platform
     rows = [
         {"what": "x @ x.T", "seconds": t_mm, "GFLOP/s": flops / t_mm / 1e9},
-        {"what": "NTK kernel (blocked)", "seconds": t_kb, "GFLOP/s": flops / t_kb / 1e9},
-        {"what": "NTK kernel (dense)", "seconds": t_kd, "GFLOP/s": flops / t_kd / 1e9},
+        {"what": "NTK kernel", "seconds": t_kd, "GFLOP/s": flops / t_kd / 1e9},
+        {"what": "NTK(X,X)@alpha naive", "seconds": t_an, "GFLOP/s": 2 * flops / t_an / 1e9},
+        {"what": f"NTK(X,X)@alpha blocks of {args.block_size}", "seconds": t_ab,
+         "GFLOP/s": 2 * flops / t_ab / 1e9},
         {"what": f"sweep {len(lams)} lams + fit + test eval", "seconds": t_job, "GFLOP/s": "-"},
     ]
     if t_naive is not None:
@@ -132,12 +135,14 @@ def main(argv=None):
         "density": density,
         "matmul_s": t_mm,
         "matmul_gflops": flops / t_mm / 1e9,
-        "kernel_blocked_s": t_kb,
-        "kernel_blocked_gflops": flops / t_kb / 1e9,
-        "kernel_dense_s": t_kd,
-        "kernel_over_matmul_throughput": t_mm / t_kb,
-        "kernel_temp_bytes_dense": mem_dense,
-        "kernel_temp_bytes_blocked": mem_blocked,
+        "kernel_s": t_kd,
+        "kernel_gflops": flops / t_kd / 1e9,
+        "kernel_over_matmul_throughput": t_mm / t_kd,
+        "kernel_temp_bytes": mem_kernel,
+        "apply_naive_s": t_an,
+        "apply_blocked_s": t_ab,
+        "apply_temp_bytes_naive": mem_apply_naive,
+        "apply_temp_bytes_blocked": mem_apply_blocked,
         "job_s": t_job,
         "naive_job_s": t_naive,
         "speedup_vs_naive": (t_naive / t_job) if t_naive else None,
@@ -146,8 +151,9 @@ def main(argv=None):
         "peak_rss_mb": peak_rss_mb(),
     }
     print(
-        f"kernel/matmul throughput {100 * t_mm / t_kb:.0f} %, temp memory dense "
-        f"{mem_dense / 2**20:.0f} MiB vs blocked {mem_blocked / 2**20:.0f} MiB, "
+        f"kernel/matmul throughput {100 * t_mm / t_kd:.0f} %, kernel temp "
+        f"{mem_kernel / 2**20:.0f} MiB; NTK@alpha temp naive {mem_apply_naive / 2**20:.0f} MiB "
+        f"vs blocked {mem_apply_blocked / 2**20:.0f} MiB, "
         f"job {t_job:.1f} s" + (f" vs naive {t_naive:.1f} s" if t_naive else "")
         + f", peak RSS {results['peak_rss_mb']:.0f} MiB"
     )

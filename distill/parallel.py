@@ -25,7 +25,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from distill._checks import check_int
 
-__all__ = ["make_mesh", "map_rows", "sum_rows", "pad_rows", "DATA_AXIS"]
+__all__ = ["make_mesh", "map_rows", "map_row_blocks", "sum_rows", "pad_rows", "replicate", "DATA_AXIS"]
 
 DATA_AXIS = "data"
 
@@ -46,6 +46,34 @@ def pad_rows(x: jax.Array, multiple: int) -> tuple[jax.Array, int]:
     if n_pad:
         x = jnp.concatenate([x, jnp.zeros((n_pad,) + x.shape[1:], x.dtype)], axis=0)
     return x, n_pad
+
+
+def map_row_blocks(fn: Callable[..., Any], x: jax.Array, *replicated: Any, block_size: int) -> Any:
+    """Apply a row-wise ``fn`` to ``block_size`` rows at a time, sequentially.
+
+    The memory counterpart of :func:`map_rows`: only one block's temporaries are alive
+    at once, e.g. a ``(block_size, n)`` kernel slice that ``fn`` immediately contracts.
+    Blocks are written in place into the preallocated output (``fori_loop`` +
+    ``dynamic_update_slice``); the last block is shifted back to end at row ``n``
+    (recomputing a few rows) instead of padding, so no padded copy of the output is
+    ever made. Returns the same as ``fn(x, *replicated)``.
+    """
+    n = x.shape[0]
+    if n <= block_size:
+        return fn(x, *replicated)
+    nb = -(-n // block_size)
+    shapes = jax.eval_shape(lambda b: fn(b, *replicated), x[:block_size])
+    out0 = jax.tree_util.tree_map(lambda s: jnp.zeros((n,) + s.shape[1:], s.dtype), shapes)
+
+    def body(i, out):
+        start = jnp.minimum(i * block_size, n - block_size)
+        block = jax.lax.dynamic_slice_in_dim(x, start, block_size, axis=0)
+        res = fn(block, *replicated)
+        return jax.tree_util.tree_map(
+            lambda o, r: jax.lax.dynamic_update_slice_in_dim(o, r, start, axis=0), out, res
+        )
+
+    return jax.lax.fori_loop(0, nb, body, out0)
 
 
 def _n_shards(mesh: Mesh, axis_name: str) -> int:

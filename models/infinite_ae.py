@@ -77,17 +77,12 @@ class InfiniteAE(NamedTuple):
     spec: KernelSpec
 
 
-def _gram(x1, x2, spec, block_size, mesh):
-    if block_size is None and mesh is None:
-        return kernels.fc_relu(x1, x2, depth=spec.depth, w_std=spec.w_std, b_std=spec.b_std).ntk
+def _gram(x, spec, mesh):
+    """``NTK(X, X)``, rows sharded over ``mesh`` when given."""
+    if mesh is None:
+        return kernels.fc_relu(x, depth=spec.depth, w_std=spec.w_std, b_std=spec.b_std).ntk
     return kernels.fc_relu_blocked(
-        x1,
-        x2,
-        depth=spec.depth,
-        w_std=spec.w_std,
-        b_std=spec.b_std,
-        block_size=block_size or 1024,
-        mesh=mesh,
+        x, depth=spec.depth, w_std=spec.w_std, b_std=spec.b_std, mesh=mesh
     ).ntk
 
 
@@ -115,7 +110,6 @@ def fit(
     depth: int = 1,
     w_std: float = 2**0.5,
     b_std: float = 0.1,
-    block_size: int | None = None,
     mesh: Mesh | None = None,
 ) -> InfiniteAE:
     """Fit ∞-AE on a user × item matrix (Algorithm 3).
@@ -124,8 +118,7 @@ def fit(
       x_train: ``(n, I)`` interactions (binary, or soft as in Distill-CF summaries).
       lam: ridge λ ≥ 0, relative to the mean kernel diagonal ``tr(K)/n``.
       depth, w_std, b_std: kernel settings (see :func:`models.kernels.fc_relu`).
-      block_size: build K in row blocks of this size (bounded memory); ``None`` dense.
-      mesh: shard the kernel rows over this device mesh.
+      mesh: shard the kernel rows over this device mesh (the solve runs replicated).
 
     Returns:
       :class:`InfiniteAE` with ``alpha = (K + λ·tr(K)/n·I)⁻¹ X`` (Cholesky solve).
@@ -134,14 +127,12 @@ def fit(
     x_train = _check_matrix(x_train, "x_train")
     lam = check_float(lam, "lam", min_value=0.0)
     spec = KernelSpec(depth, w_std, b_std)
-    if block_size is not None:
-        check_int(block_size, "block_size", min_value=1)
-    return _fit(x_train, lam, spec, block_size, mesh)
+    return _fit(x_train, lam, spec, mesh)
 
 
-@functools.partial(jax.jit, static_argnums=(2, 3, 4))
-def _fit(x_train, lam, spec, block_size, mesh):
-    k = _gram(x_train, x_train, spec, block_size, mesh)
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _fit(x_train, lam, spec, mesh):
+    k = _gram(x_train, spec, mesh)
     return InfiniteAE(x_train, _solve(_regularized(k, lam), x_train), spec)
 
 
@@ -149,7 +140,7 @@ def predict(
     params: InfiniteAE,
     x_query: jax.Array,
     *,
-    block_size: int | None = None,
+    block_size: int | None = 512,
     mesh: Mesh | None = None,
 ) -> jax.Array:
     """Scores of query users (Algorithm 4, before the softmax): ``NTK(x_query, X) · α``.
@@ -157,7 +148,10 @@ def predict(
     Args:
       params: a fitted :class:`InfiniteAE`.
       x_query: ``(m, I)`` query users' interaction rows (the model's input).
-      block_size, mesh: as in :func:`fit` for the ``(m, n)`` cross kernel.
+      block_size: query users per block: the ``(m, n)`` cross kernel is built and
+        contracted with α one ``(block_size, n)`` slice at a time
+        (:func:`models.kernels.fc_relu_apply`); ``None`` builds it whole.
+      mesh: shard query users over this device mesh.
 
     Returns:
       ``(m, I)`` scores; rank items by them (softmax does not change the order).
@@ -169,12 +163,19 @@ def predict(
         raise ValueError(
             f"x_query: expected {params.support.shape[1]} items, got shape {tuple(x_query.shape)}"
         )
-    return _predict(params, x_query.astype(params.support.dtype), block_size, mesh)
-
-
-@functools.partial(jax.jit, static_argnums=(2, 3))
-def _predict(params, x_query, block_size, mesh):
-    return _gram(x_query, params.support, params.spec, block_size, mesh) @ params.alpha
+    if block_size is not None:
+        check_int(block_size, "block_size", min_value=1)
+    spec = params.spec
+    return kernels.fc_relu_apply(
+        x_query.astype(params.support.dtype),
+        params.support,
+        params.alpha,
+        depth=spec.depth,
+        w_std=spec.w_std,
+        b_std=spec.b_std,
+        block_size=block_size,
+        mesh=mesh,
+    )
 
 
 @jax.jit
@@ -206,7 +207,6 @@ def select_lambda(
     depth: int = 1,
     w_std: float = 2**0.5,
     b_std: float = 0.1,
-    block_size: int | None = 1024,
     mesh: Mesh | None = None,
     batch_size: int = 4096,
 ) -> tuple[InfiniteAE, tuning.GridSearch]:
@@ -221,7 +221,7 @@ def select_lambda(
       val: ``(n, I)`` binary validation items of the same users.
       lams: grid of λ (relative to ``tr(K)/n``); all ≥ 0.
       metric: key of :func:`distill.metrics.evaluate` to maximise (e.g. ``'HR@100'``).
-      depth, w_std, b_std, block_size, mesh: kernel settings, see :func:`fit`.
+      depth, w_std, b_std, mesh: kernel settings, see :func:`fit`.
       batch_size: users per metric batch.
 
     Returns:
@@ -230,7 +230,7 @@ def select_lambda(
     """
     x_train = _check_matrix(x_train, "x_train")
     spec = KernelSpec(depth, w_std, b_std)
-    k = _gram(x_train, x_train, spec, block_size, mesh)
+    k = _gram(x_train, spec, mesh)
     eig_cache = []
 
     def scores_for(lam):

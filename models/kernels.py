@@ -40,7 +40,7 @@ from jax.sharding import Mesh
 from distill import parallel
 from distill._checks import check_array, check_float, check_int
 
-__all__ = ["Kernel", "fc_relu", "fc_relu_blocked"]
+__all__ = ["Kernel", "fc_relu", "fc_relu_blocked", "fc_relu_apply"]
 
 
 class Kernel(NamedTuple):
@@ -157,19 +157,30 @@ def fc_relu(
     return _fc_relu_dense(x1, x2, depth, w_std, b_std)
 
 
+def _rows_fn(depth, w_std, b_std, block_size, rhs_fn=None):
+    """Row-wise kernel evaluation (optionally contracted with ``rhs``) in row blocks."""
+
+    def one_block(b, x2, *rhs):
+        k = _fc_relu_dense(b, x2, depth, w_std, b_std)
+        return k if rhs_fn is None else rhs_fn(k, *rhs)
+
+    def rows(xb, x2, *rhs):
+        if block_size is None:
+            return one_block(xb, x2, *rhs)
+        return parallel.map_row_blocks(one_block, xb, x2, *rhs, block_size=block_size)
+
+    return rows
+
+
 @functools.partial(jax.jit, static_argnames=("depth", "w_std", "b_std", "block_size", "mesh"))
 def _blocked(x1, x2, *, depth, w_std, b_std, block_size, mesh):
-    def rows(xb, x2):
-        # lax.map over row blocks bounds the live elementwise temporaries to
-        # block_size × n2 (the recursion keeps ~6 such arrays alive at once).
-        n = xb.shape[0]
-        nb = -(-n // block_size)
-        xp, _ = parallel.pad_rows(xb, nb * block_size)
-        blocks = xp.reshape(nb, block_size, xp.shape[1])
-        out = jax.lax.map(lambda b: _fc_relu_dense(b, x2, depth, w_std, b_std), blocks)
-        return jax.tree_util.tree_map(lambda o: o.reshape(nb * block_size, -1)[:n], out)
+    return parallel.map_rows(_rows_fn(depth, w_std, b_std, block_size), x1, x2, mesh=mesh)
 
-    return parallel.map_rows(rows, x1, x2, mesh=mesh)
+
+@functools.partial(jax.jit, static_argnames=("which", "depth", "w_std", "b_std", "block_size", "mesh"))
+def _apply(x1, x2, rhs, *, which, depth, w_std, b_std, block_size, mesh):
+    contract = lambda k, rhs: getattr(k, which) @ rhs
+    return parallel.map_rows(_rows_fn(depth, w_std, b_std, block_size, contract), x1, x2, rhs, mesh=mesh)
 
 
 def fc_relu_blocked(
@@ -179,28 +190,76 @@ def fc_relu_blocked(
     depth: int = 1,
     w_std: float = 2**0.5,
     b_std: float = 0.1,
-    block_size: int = 1024,
+    block_size: int | None = None,
     mesh: Mesh | None = None,
 ) -> Kernel:
-    """:func:`fc_relu` evaluated in row blocks, optionally sharded over a device mesh.
+    """:func:`fc_relu` with rows of ``x1`` sharded over a device mesh and/or in row blocks.
 
-    Memory is ``O(block_size · n2)`` for the temporaries of the recursion (plus the
-    ``(n1, n2)`` outputs), instead of ``O(n1 · n2)`` per temporary. With ``mesh``, rows
-    of ``x1`` are split across devices (``x2`` replicated) via
-    :func:`distill.parallel.map_rows`; the result equals the single-device one.
+    With ``mesh``, rows of ``x1`` are split across devices (``x2`` replicated) via
+    :func:`distill.parallel.map_rows`, so each device holds ``n1/devices × n2`` of the
+    kernel; the result equals the single-device one. ``block_size`` evaluates each
+    device's rows ``block_size`` at a time.
+
+    Memory note (measured in ``benchmarks/infinite_ae_perf``): XLA fuses the whole
+    elementwise recursion into the ``x1 @ x2ᵀ`` output, so the dense forward pass
+    has no ``(n1, n2)`` temporaries besides its result, and row blocks only add a
+    copy. Blocks pay off when each block is consumed at once — use
+    :func:`fc_relu_apply` for ``K @ rhs`` with memory ``O(block_size · n2)``.
 
     Args:
       x1, x2, depth, w_std, b_std: as in :func:`fc_relu`.
-      block_size: rows of ``x1`` per block (per device).
+      block_size: rows of ``x1`` per block (per device); ``None`` for one block.
       mesh: optional 1-d mesh from :func:`distill.parallel.make_mesh`.
 
     Returns:
       ``Kernel(nngp, ntk)`` of shape ``(n1, n2)``.
     """
     depth, w_std, b_std = _validate(x1, x2, depth, w_std, b_std)
-    block_size = check_int(block_size, "block_size", min_value=1)
+    if block_size is not None:
+        block_size = check_int(block_size, "block_size", min_value=1)
     x1 = _as_float(jnp.asarray(x1))
     x2 = x1 if x2 is None else _as_float(jnp.asarray(x2))
-    per_device = -(-x1.shape[0] // (1 if mesh is None else mesh.size))
-    block_size = min(block_size, per_device)
     return _blocked(x1, x2, depth=depth, w_std=w_std, b_std=b_std, block_size=block_size, mesh=mesh)
+
+
+def fc_relu_apply(
+    x1: jax.Array,
+    x2: jax.Array,
+    rhs: jax.Array,
+    *,
+    which: str = "ntk",
+    depth: int = 1,
+    w_std: float = 2**0.5,
+    b_std: float = 0.1,
+    block_size: int | None = 512,
+    mesh: Mesh | None = None,
+) -> jax.Array:
+    """``K(x1, x2) @ rhs`` without materialising the ``(n1, n2)`` kernel.
+
+    Each block of ``block_size`` rows of ``x1`` builds its ``(block_size, n2)`` kernel
+    slice and contracts it with ``rhs`` at once, so kernel memory is
+    ``O(block_size · n2)`` per device instead of ``O(n1 · n2)``. This is ∞-AE's
+    prediction ``NTK(x_query, X) · α`` (Algorithm 4) for many query users.
+
+    Args:
+      x1: ``(n1, d)`` queries.  x2: ``(n2, d)`` support.  rhs: ``(n2, m)``.
+      which: ``'ntk'`` or ``'nngp'``.
+      depth, w_std, b_std: as in :func:`fc_relu`.
+      block_size: rows per block; ``None`` evaluates all rows at once.
+      mesh: optional mesh; rows of ``x1`` are sharded across it.
+
+    Returns:
+      ``(n1, m)`` array ``K(x1, x2) @ rhs``.
+    """
+    depth, w_std, b_std = _validate(x1, x2, depth, w_std, b_std)
+    if which not in ("ntk", "nngp"):
+        raise ValueError(f"which: expected 'ntk' or 'nngp', got {which!r}")
+    check_array(rhs, "rhs", ndim=2, kind="numeric", shape=(x2.shape[0], None))
+    if block_size is not None:
+        block_size = check_int(block_size, "block_size", min_value=1)
+    x1 = _as_float(jnp.asarray(x1))
+    x2 = _as_float(jnp.asarray(x2))
+    return _apply(
+        x1, x2, jnp.asarray(rhs, x1.dtype), which=which, depth=depth, w_std=w_std, b_std=b_std,
+        block_size=block_size, mesh=mesh,
+    )

@@ -1,0 +1,1 @@
+"""Data selection: per-example scorers, samplers and coresets (see DESIGN.md)."""

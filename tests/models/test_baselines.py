@@ -47,7 +47,7 @@ def _split(seed=2, n=40, items=25):
 def test_infinite_ae_grid_search_equals_brute_force(metric):
     train, val = _split()
     lams = (1e-3, 0.5, 5.0, 50.0)
-    model, search = infinite_ae.select_lambda(train, val, lams=lams, metric=metric, block_size=None)
+    model, search = infinite_ae.select_lambda(train, val, lams=lams, metric=metric)
     name, k = tuning.parse_metric(metric)
     brute = []
     for lam in lams:

@@ -25,10 +25,12 @@ def test_matches_golden(case):
     params = infinite_ae.fit(np.array(case["x_train"]), lam=case["lam"], **kw)
     scores = infinite_ae.predict(params, np.array(case["x_query"]))
     np.testing.assert_allclose(scores, case["scores"], rtol=1e-6, atol=1e-12)
-    blocked = infinite_ae.fit(np.array(case["x_train"]), lam=case["lam"], block_size=5, **kw)
-    np.testing.assert_allclose(
-        infinite_ae.predict(blocked, np.array(case["x_query"]), block_size=2), case["scores"], rtol=1e-6
-    )
+    for block_size in (None, 2, 5, 64):  # whole, ragged blocks, one block
+        np.testing.assert_allclose(
+            infinite_ae.predict(params, np.array(case["x_query"]), block_size=block_size),
+            case["scores"],
+            rtol=1e-6,
+        )
 
 
 def _data(seed=0, n=10, items=15, density=0.3):
@@ -104,7 +106,7 @@ def _sharded_fit_equals_single():
     mesh = parallel.make_mesh()
     x = _data(5, n=21, items=12)
     single = infinite_ae.predict(infinite_ae.fit(x, lam=1.0), x[:9])
-    p = infinite_ae.fit(x, lam=1.0, block_size=2, mesh=mesh)
+    p = infinite_ae.fit(x, lam=1.0, mesh=mesh)
     sharded = infinite_ae.predict(p, x[:9], block_size=2, mesh=mesh)
     np.testing.assert_allclose(sharded, single, rtol=1e-10, atol=1e-12)
 
