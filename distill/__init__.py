@@ -4,8 +4,11 @@ Submodules:
   data      — loaders and splits (MovieLens, PTB, digits), numpy arrays.
   metrics   — CF ranking metrics (HR, nDCG, PSP, AUC), jitted and vmapped over users.
   parallel  — device meshes and the row-sharded map/sum wrappers every method uses.
+  parametrize — how synthetic data is represented (identity, latent factorization, ...).
+  loop      — the one outer loop (optax, jit, tqdm, early stopping, orbax resume).
+  export    — the one export format (.npz + .json, numpy-only loading).
 """
 
-from distill import data, metrics, parallel
+from distill import data, export, loop, metrics, parallel, parametrize
 
-__all__ = ["data", "metrics", "parallel"]
+__all__ = ["data", "export", "loop", "metrics", "parallel", "parametrize"]

@@ -1,0 +1,266 @@
+"""How synthetic data is represented: one small interface, several parametrizations.
+
+A parametrization is ``Parametrization(init, materialize)``:
+
+* ``init(key, ...) -> syn_params`` — the learnable pytree (the outer loop's variables);
+* ``materialize(syn_params, key) -> data`` — the data arrays a model trains on,
+  differentiable in ``syn_params``.
+
+Objectives (Distill-CF, Farzi, DC/DM/MTT/KIP) only ever see ``materialize``'s output,
+so any objective composes with any parametrization:
+
+* :func:`identity` — the data itself is learned (raw pixels, soft interactions).
+* :func:`latent_factorization` — Farzi's ``softmax(Z · M / τ)`` (dissertation Ch. 4,
+  Eq. 4.1): ``μ`` sequences of length ``ξ`` over a vocabulary of ``V`` tokens from a
+  per-token latent ``Z ∈ R^{μ×ξ×d}`` and a shared decoder ``M ∈ R^{d×V}``.
+* ``gumbel_multisample`` — Distill-CF's multi-sample Gumbel-softmax summary
+  (dissertation Ch. 3, §3.4), defined with its memory-constant custom VJP.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from distill._checks import check_array, check_float, check_int
+
+__all__ = [
+    "Parametrization",
+    "identity",
+    "LatentFactors",
+    "latent_factorization",
+    "gumbel_multisample",
+    "multisample_gumbel_sum",
+]
+
+
+class Parametrization(NamedTuple):
+    """``init(key, ...) -> syn_params`` and ``materialize(syn_params, key) -> data``."""
+
+    init: Callable[..., Any]
+    materialize: Callable[[Any, jax.Array], Any]
+
+
+def identity() -> Parametrization:
+    """The synthetic data are the parameters (e.g. pixels initialised from real images).
+
+    ``init(key, data)`` returns ``data`` as floating arrays (a pytree is fine, e.g.
+    ``(images, soft_labels)``); ``materialize(params, key)`` returns them unchanged.
+    """
+
+    def init(key: jax.Array, data: Any) -> Any:
+        del key
+        def to_float(a):
+            check_array(a, "data", finite=True)
+            a = jnp.asarray(a)
+            return a if jnp.issubdtype(a.dtype, jnp.floating) else a.astype(jnp.result_type(float))
+
+        return jax.tree_util.tree_map(to_float, data)
+
+    def materialize(params: Any, key: jax.Array) -> Any:
+        del key
+        return params
+
+    return Parametrization(init, materialize)
+
+
+class LatentFactors(NamedTuple):
+    """Farzi's latent summary: ``z`` ``(μ, ξ, d)`` and the shared decoder ``m`` ``(d, V)``."""
+
+    z: jax.Array
+    m: jax.Array
+
+
+def latent_factorization(
+    n_seqs: int,
+    seq_len: int,
+    latent_dim: int,
+    vocab_size: int,
+    *,
+    tau: float = 1.0,
+    init_scale: float = 1.0,
+) -> Parametrization:
+    """Farzi's low-rank data parametrization ``D_syn = softmax(Z · M / τ)``.
+
+    Storing ``μ·ξ·d + d·V`` numbers instead of ``μ·ξ·V`` makes the summary cheap to
+    optimise and to store, and the softmax keeps every synthetic token a proper
+    distribution over the vocabulary (models embed it as ``probs @ E``).
+
+    Args:
+      n_seqs: μ, number of synthetic sequences.
+      seq_len: ξ, tokens per sequence.
+      latent_dim: d, latent size per token.
+      vocab_size: V.
+      tau: softmax temperature τ > 0 (lower → sharper, more token-like).
+      init_scale: standard deviation of the Gaussian initialisation of Z and M
+        (both scaled by ``1/√d`` on the product so logits start at ~``init_scale²``).
+
+    Returns:
+      ``Parametrization`` with ``init(key) -> LatentFactors`` and
+      ``materialize(params, key) -> (μ, ξ, V)`` probabilities.
+
+    Source: dissertation Ch. 4, Eq. 4.1 (Farzi).
+    """
+    n_seqs = check_int(n_seqs, "n_seqs", min_value=1)
+    seq_len = check_int(seq_len, "seq_len", min_value=1)
+    latent_dim = check_int(latent_dim, "latent_dim", min_value=1)
+    vocab_size = check_int(vocab_size, "vocab_size", min_value=2)
+    tau = check_float(tau, "tau", min_value=0.0, strict_min=True)
+    init_scale = check_float(init_scale, "init_scale", min_value=0.0, strict_min=True)
+
+    def init(key: jax.Array) -> LatentFactors:
+        kz, km = jax.random.split(key)
+        scale = init_scale / latent_dim**0.25
+        z = scale * jax.random.normal(kz, (n_seqs, seq_len, latent_dim))
+        m = scale * jax.random.normal(km, (latent_dim, vocab_size))
+        return LatentFactors(z, m)
+
+    def materialize(params: LatentFactors, key: jax.Array) -> jax.Array:
+        del key
+        return jax.nn.softmax(jnp.einsum("sld,dv->slv", params.z, params.m) / tau, axis=-1)
+
+    return Parametrization(init, materialize)
+
+
+# --------------------------------------------------------------------------------------
+# Distill-CF: multi-sample Gumbel-softmax with a memory-constant custom VJP
+# --------------------------------------------------------------------------------------
+
+
+def _gumbel_softmax(logits: jax.Array, key: jax.Array, tau: float) -> jax.Array:
+    """One Gumbel-softmax sample per row: ``softmax((Γ + g) / τ)``, ``g ~ Gumbel(0, 1)``."""
+    g = jax.random.gumbel(key, logits.shape, logits.dtype)
+    return jax.nn.softmax((logits + g) / tau, axis=-1)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _multisample_sum(logits: jax.Array, key: jax.Array, n_samples: int, tau: float) -> jax.Array:
+    # Forward: accumulate the γ samples one at a time (only the running sum is live).
+    def body(s, acc):
+        return acc + _gumbel_softmax(logits, jax.random.fold_in(key, s), tau)
+
+    return jax.lax.fori_loop(0, n_samples, body, jnp.zeros_like(logits))
+
+
+def _multisample_fwd(logits, key, n_samples, tau):
+    # Residuals are the inputs only: O(μ·I), independent of γ.
+    return _multisample_sum(logits, key, n_samples, tau), (logits, key)
+
+
+def _multisample_bwd(n_samples, tau, res, ct):
+    logits, key = res
+
+    # Backward: regenerate sample s from fold_in(key, s) and add its VJP. For
+    # y = softmax(z), z = (Γ + g)/τ:  ∂L/∂Γ = y ⊙ (ct − ⟨ct, y⟩) / τ  (row-wise).
+    def body(s, acc):
+        y = _gumbel_softmax(logits, jax.random.fold_in(key, s), tau)
+        return acc + y * (ct - jnp.sum(ct * y, axis=-1, keepdims=True))
+
+    grad = jax.lax.fori_loop(0, n_samples, body, jnp.zeros_like(logits)) / tau
+    key_ct = None
+    return grad, key_ct
+
+
+_multisample_sum.defvjp(_multisample_fwd, _multisample_bwd)
+
+
+def multisample_gumbel_sum(
+    logits: jax.Array, key: jax.Array, *, n_samples: int, tau: float, custom_vjp: bool = True
+) -> jax.Array:
+    """Sum of ``γ`` independent Gumbel-softmax samples of every row of ``logits``.
+
+    ``S = Σ_{s<γ} softmax((Γ + g_s) / τ)`` row-wise, with ``g_s ~ Gumbel(0, 1)``
+    drawn from ``fold_in(key, s)`` (before the hard-tanh of Eq. 3.4).
+
+    With ``custom_vjp=True`` (default) the forward pass accumulates the samples in a
+    ``fori_loop`` and the backward pass regenerates each sample from its key and
+    accumulates its VJP, so memory is ``O(μ·I)`` whatever ``γ`` (dissertation §3.4.4);
+    ``custom_vjp=False`` is the naive version whose autodiff stores ``γ`` samples
+    (``O(γ·μ·I)``), kept for tests and the memory benchmark. Both give the same
+    values and gradients.
+
+    Args:
+      logits: ``(μ, I)`` float logits Γ (the sampling prior, unnormalised log-probs).
+      key: PRNG key.
+      n_samples: γ ≥ 1.
+      tau: temperature τ > 0.
+      custom_vjp: use the memory-constant VJP.
+
+    Returns:
+      ``(μ, I)`` sums, entries in ``[0, γ]``, rows summing to ``γ``.
+
+    Source: dissertation Ch. 3, Eq. 3.4 and §3.4.4 (Distill-CF).
+    """
+    check_array(logits, "logits", ndim=2, kind="float")
+    n_samples = check_int(n_samples, "n_samples", min_value=1)
+    tau = check_float(tau, "tau", min_value=0.0, strict_min=True)
+    if custom_vjp:
+        return _multisample_sum(logits, key, n_samples, tau)
+    keys = jax.vmap(lambda s: jax.random.fold_in(key, s))(jnp.arange(n_samples))
+    samples = jax.vmap(lambda k: _gumbel_softmax(logits, k, tau))(keys)
+    return jnp.sum(samples, axis=0)
+
+
+def gumbel_multisample(
+    n_users: int,
+    n_items: int,
+    *,
+    n_samples: int,
+    tau: float,
+    init_scale: float = 1.0,
+    custom_vjp: bool = True,
+) -> Parametrization:
+    """Distill-CF's summary: the hard-tanh of a sum of γ Gumbel-softmax samples per row.
+
+    The learnable parameters are logits ``Γ ∈ R^{μ×I}`` (a continuous sampling prior
+    per synthetic-user × item pair); a synthetic user's interactions are::
+
+        X̂ˢ = hardtanh( Σ_{s=1..γ} softmax((Γ + g_s) / τ) ),   g_s ~ Gumbel(0, 1)   (Eq. 3.4)
+
+    i.e. a differentiable union of γ draws with replacement from ``softmax(Γ_u)``:
+    entries in ``[0, 1]``, and at low τ each row has at most γ non-negligible entries
+    (sparser for smaller τ and smaller γ). The number of distinct items per row varies
+    with the entropy of ``softmax(Γ_u)``, which is how the summary matches the
+    long-tailed activity of real users. (``softmax`` of Eq. 3.4 inside the Gumbel step
+    is omitted: ``log softmax(Γ)`` differs from Γ by a per-row constant, which the
+    outer softmax cancels.)
+
+    Args:
+      n_users: μ, number of synthetic users.
+      n_items: I.
+      n_samples: γ, Gumbel samples per synthetic user.
+      tau: Gumbel-softmax temperature τ > 0.
+      init_scale: ``init`` sets ``Γ = init_scale · real_rows``.
+      custom_vjp: use the memory-constant custom VJP (see
+        :func:`multisample_gumbel_sum`); ``False`` is the naive autodiff version.
+
+    Returns:
+      ``Parametrization`` with ``init(key, real_rows) -> Γ`` (``real_rows``: ``(μ, I)``
+      rows of μ real users, e.g. a random sample; ``key`` unused) and
+      ``materialize(Γ, key) -> (μ, I)`` summary in ``[0, 1]``.
+
+    Source: dissertation Ch. 3, §3.4.3, Eq. 3.4, Algorithm 5 (line 8); §3.4.4 (memory).
+    """
+    n_users = check_int(n_users, "n_users", min_value=1)
+    n_items = check_int(n_items, "n_items", min_value=1)
+    n_samples = check_int(n_samples, "n_samples", min_value=1)
+    tau = check_float(tau, "tau", min_value=0.0, strict_min=True)
+    init_scale = check_float(init_scale, "init_scale")
+
+    def init(key: jax.Array, real_rows: Any) -> jax.Array:
+        del key
+        check_array(real_rows, "real_rows", ndim=2, kind="numeric", shape=(n_users, n_items), finite=True)
+        rows = jnp.asarray(real_rows)
+        if not jnp.issubdtype(rows.dtype, jnp.floating):
+            rows = rows.astype(jnp.result_type(float))
+        return init_scale * rows
+
+    def materialize(logits: jax.Array, key: jax.Array) -> jax.Array:
+        check_array(logits, "logits", ndim=2, kind="float", shape=(n_users, n_items))
+        total = multisample_gumbel_sum(logits, key, n_samples=n_samples, tau=tau, custom_vjp=custom_vjp)
+        return jax.nn.hard_tanh(total)
+
+    return Parametrization(init, materialize)

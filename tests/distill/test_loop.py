@@ -1,0 +1,116 @@
+"""The outer loop: equals a hand-written optax loop, early stopping, exact resume."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from distill import loop
+
+jax.config.update("jax_enable_x64", True)
+
+TARGET = jnp.asarray(np.random.default_rng(0).normal(size=(6, 3)))
+
+
+def _objective(params, batch, key):
+    noise = 0.1 * jax.random.normal(key, params["w"].shape)
+    return jnp.mean((params["w"] + noise - batch) ** 2) + 0.01 * jnp.sum(params["b"] ** 2)
+
+
+def _batches(step):
+    return TARGET * (1.0 + 0.01 * (step % 3))
+
+
+def _init():
+    return {"w": jnp.zeros((6, 3)), "b": jnp.ones(3)}
+
+
+def test_equals_manual_optax_loop():
+    key = jax.random.PRNGKey(3)
+    opt = optax.adam(0.05)
+    params, hist = loop.run(_objective, _init(), opt, _batches, steps=25, key=key, progress=False)
+    p, s = _init(), opt.init(_init())
+    losses = []
+    for t in range(25):
+        loss, g = jax.value_and_grad(_objective)(p, _batches(t), jax.random.fold_in(key, t))
+        u, s = opt.update(g, s, p)
+        p = optax.apply_updates(p, u)
+        losses.append(float(loss))
+    np.testing.assert_allclose(params["w"], p["w"], rtol=1e-12)
+    np.testing.assert_allclose(hist.losses, losses, rtol=1e-12)
+    assert hist.steps == list(range(25)) and hist.best_step == -1
+    assert hist.losses[-1] < 0.5 * hist.losses[0]
+
+
+def test_projection_and_fixed_batch():
+    clip = lambda p: jax.tree_util.tree_map(lambda a: jnp.clip(a, -0.2, 0.2), p)
+    params, _ = loop.run(_objective, _init(), optax.sgd(0.5), TARGET, steps=20,
+                         key=jax.random.PRNGKey(0), project=clip, progress=False)
+    assert float(jnp.max(jnp.abs(params["w"]))) <= 0.2 + 1e-12
+
+
+def test_early_stopping_returns_best_params():
+    values = iter([1.0, 3.0, 2.0, 2.5, 2.9, 5.0])
+    seen = []
+
+    def evaluate(p):
+        seen.append(p["w"])
+        return next(values)
+
+    params, hist = loop.run(_objective, _init(), optax.adam(0.05), _batches, steps=100,
+                            key=jax.random.PRNGKey(0), evaluate=evaluate, eval_every=5,
+                            patience=3, progress=False)
+    assert hist.eval_values == [1.0, 3.0, 2.0, 2.5, 2.9]
+    assert hist.stopped_early and hist.best_step == 10 and hist.best_value == 3.0
+    np.testing.assert_array_equal(params["w"], seen[1])
+    assert len(hist.losses) == 25
+
+
+def test_resume_after_kill_is_exact(tmp_path):
+    key = jax.random.PRNGKey(7)
+    opt = optax.adam(0.05)
+    evaluate = lambda p: -float(jnp.mean((p["w"] - TARGET) ** 2))
+    kw = dict(key=key, evaluate=evaluate, eval_every=4, progress=False, checkpoint_every=5)
+    full, full_hist = loop.run(_objective, _init(), opt, _batches, steps=30, **kw)
+
+    # A run killed at step 17: the last checkpoint is at 15, steps 15-16 are lost.
+    ckpt = str(tmp_path / "killed")
+
+    def dying_batches(step):
+        if step == 17:
+            raise KeyboardInterrupt("killed")
+        return _batches(step)
+
+    with pytest.raises(KeyboardInterrupt):
+        loop.run(_objective, _init(), opt, dying_batches, steps=30, checkpoint_dir=ckpt, **kw)
+    assert loop.latest_step(ckpt) == 15
+    resumed, hist = loop.run(_objective, _init(), opt, _batches, steps=30, checkpoint_dir=ckpt, **kw)
+    np.testing.assert_array_equal(resumed["w"], full["w"])
+    assert hist.losses == full_hist.losses and hist.eval_values == full_hist.eval_values
+    assert loop.latest_step(ckpt) == 30
+
+    # A finished shorter run extended to 30 steps equals the uninterrupted one too.
+    ckpt2 = str(tmp_path / "extended")
+    loop.run(_objective, _init(), opt, _batches, steps=17, checkpoint_dir=ckpt2, **kw)
+    extended, hist2 = loop.run(_objective, _init(), opt, _batches, steps=30, checkpoint_dir=ckpt2, **kw)
+    np.testing.assert_array_equal(extended["w"], full["w"])
+    assert hist2.eval_values == full_hist.eval_values
+
+
+def test_nan_objective_raises():
+    bad = lambda p, b, k: jnp.sum(p["w"]) * jnp.nan
+    with pytest.raises(FloatingPointError, match="step 0"):
+        loop.run(bad, _init(), optax.sgd(0.1), TARGET, steps=3, key=jax.random.PRNGKey(0), progress=False)
+
+
+def test_bad_input():
+    k = jax.random.PRNGKey(0)
+    with pytest.raises(ValueError, match="steps"):
+        loop.run(_objective, _init(), optax.sgd(0.1), TARGET, steps=-1, key=k)
+    with pytest.raises(ValueError, match="patience"):
+        loop.run(_objective, _init(), optax.sgd(0.1), TARGET, steps=1, key=k, patience=0)
+    with pytest.raises(TypeError, match="optimizer"):
+        loop.run(_objective, _init(), "adam", TARGET, steps=1, key=k)
+    with pytest.raises(ValueError, match="syn_params"):
+        loop.run(_objective, {}, optax.sgd(0.1), TARGET, steps=1, key=k)
