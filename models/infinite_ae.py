@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from distill._checks import check_array, check_float, check_int
+from distill._checks import check_array, check_float, check_int, is_concrete
 from models import kernels, tuning
 
 __all__ = [
@@ -127,7 +127,13 @@ def fit(
     x_train = _check_matrix(x_train, "x_train")
     lam = check_float(lam, "lam", min_value=0.0)
     spec = KernelSpec(depth, w_std, b_std)
-    return _fit(x_train, lam, spec, mesh)
+    params = _fit(x_train, lam, spec, mesh)
+    if is_concrete(params.alpha) and not bool(jnp.all(jnp.isfinite(params.alpha))):
+        raise ValueError(
+            f"lam: K + λ·tr(K)/n·I is not positive definite in {params.alpha.dtype} at "
+            f"lam={lam} (e.g. duplicate users with lam=0); use a larger lam or float64"
+        )
+    return params
 
 
 @functools.partial(jax.jit, static_argnums=(2, 3))
@@ -219,7 +225,8 @@ def select_lambda(
     Args:
       x_train: ``(n, I)`` binary training matrix.
       val: ``(n, I)`` binary validation items of the same users.
-      lams: grid of λ (relative to ``tr(K)/n``); all ≥ 0.
+      lams: grid of λ (relative to ``tr(K)/n``); all > 0 (λ = 0 would make the
+        training users' held-out scores identically 0).
       metric: key of :func:`distill.metrics.evaluate` to maximise (e.g. ``'HR@100'``).
       depth, w_std, b_std, mesh: kernel settings, see :func:`fit`.
       batch_size: users per metric batch.
@@ -229,6 +236,9 @@ def select_lambda(
       (reusing the kernel), and the :class:`models.tuning.GridSearch` (metric per λ).
     """
     x_train = _check_matrix(x_train, "x_train")
+    # λ = 0 interpolates the training rows: their scores are X itself and every
+    # held-out item scores 0, so a validation ranking could only measure tie-breaking.
+    lams = tuple(check_float(l, "lams", min_value=0.0, strict_min=True) for l in lams)
     spec = KernelSpec(depth, w_std, b_std)
     k = _gram(x_train, spec, mesh)
     eig_cache = []

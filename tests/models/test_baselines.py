@@ -86,6 +86,11 @@ def test_bad_input():
     with pytest.raises(ValueError, match="lams"):
         infinite_ae.select_lambda(x, x, lams=(-1.0,))
     with pytest.raises(ValueError, match="lams"):
+        infinite_ae.select_lambda(x, x, lams=(0.0, 1.0))
+    dup = np.concatenate([x[:3], x[:3]])
+    with pytest.raises(ValueError, match="lam"):
+        infinite_ae.fit(dup.astype(np.float32), lam=0.0)
+    with pytest.raises(ValueError, match="lams"):
         infinite_ae.select_lambda(x, x, lams=())
 
 
