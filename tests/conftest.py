@@ -60,3 +60,21 @@ def run_multidevice(func, n_devices: int = 8, timeout: float = 900) -> str:
 def multidevice():
     """The :func:`run_multidevice` runner, as a fixture."""
     return run_multidevice
+
+
+def _precision_fixture(enabled: bool):
+    def fixture():
+        import jax
+
+        previous = jax.config.jax_enable_x64
+        jax.config.update("jax_enable_x64", enabled)
+        yield
+        jax.config.update("jax_enable_x64", previous)
+
+    return fixture
+
+
+# Some test modules switch float64 on at import; these fixtures set the precision for
+# one test and restore whatever was there before, so tests never leak it to others.
+x64 = pytest.fixture(_precision_fixture(True))
+x32 = pytest.fixture(_precision_fixture(False))

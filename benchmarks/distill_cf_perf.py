@@ -1,0 +1,112 @@
+"""Distill-CF memory and speed of one meta-gradient step (dissertation §3.4.4).
+
+    python -m benchmarks.distill_cf_perf [--quick]
+
+1. Memory: compiled temporary bytes (``memory_analysis().temp_size_in_bytes``) of one
+   jitted meta-gradient step (∞-AE fitted on the Gumbel summary, scored on a real
+   batch, ``value_and_grad`` in Γ) for γ ∈ {50, 200, 800}, with the custom VJP and
+   with naive autodiff through the γ samples.
+2. Speed: seconds per meta-gradient step on a synthetic ML-1M-shaped matrix (6,040 ×
+   3,706; μ = 500, γ = 200; all users as the batch, as in the reference defaults),
+   after a warm-up, with ``block_until_ready``; for the default hash noise and for
+   ``jax.random`` threefry noise.
+Writes ``benchmarks/results/distill_cf_perf_<platform>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks._common import format_table, peak_rss_mb, timed, write_result
+from benchmarks.infinite_ae_perf import synthetic_ml1m
+from distill import data as D
+from distill import distill_cf as dcf
+from distill import parametrize as P
+
+
+def _step_fn(mu, n_items, gamma, tau, custom_vjp, noise):
+    par = P.gumbel_multisample(mu, n_items, n_samples=gamma, tau=tau, custom_vjp=custom_vjp, noise=noise)
+    obj = functools.partial(dcf.objective, parametrization=par, lam2=1e-3)
+    return jax.jit(jax.value_and_grad(obj)), par
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="smaller speed problem")
+    p.add_argument("--users", type=int, default=6040)
+    p.add_argument("--items", type=int, default=3706)
+    p.add_argument("--mu", type=int, default=500)
+    p.add_argument("--gamma", type=int, default=200)
+    p.add_argument("--tau", type=float, default=1.0)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+    t0 = time.perf_counter()
+
+    # 1. Memory vs γ (shape-only: compiled, never run).
+    mem_mu, mem_items, mem_batch = 100, 2000, 256
+    mem_rows = []
+    for gamma in (50, 200, 800):
+        row = {"gamma": gamma}
+        for name, custom in (("custom_vjp", True), ("naive", False)):
+            fn, _ = _step_fn(mem_mu, mem_items, gamma, args.tau, custom, "hash")
+            args_ = (
+                jnp.zeros((mem_mu, mem_items)),
+                dcf.Batch(jnp.zeros((mem_batch, mem_items)), jnp.asarray(1.0)),
+                jax.random.key(0),
+            )
+            temp = fn.lower(*args_).compile().memory_analysis().temp_size_in_bytes
+            row[f"{name}_MiB"] = temp / 2**20
+        mem_rows.append(row)
+    base = mem_rows[0]["custom_vjp_MiB"]
+    for r in mem_rows:
+        r["custom_vs_gamma50"] = r["custom_vjp_MiB"] / base
+        r["naive_vs_custom"] = r["naive_MiB"] / r["custom_vjp_MiB"]
+    print(f"memory of one meta-gradient step (μ={mem_mu}, I={mem_items}, batch={mem_batch}, float32)")
+    print(format_table(mem_rows, ["gamma", "custom_vjp_MiB", "naive_MiB", "custom_vs_gamma50", "naive_vs_custom"]))
+
+    # 2. Speed on an ML-1M-shaped matrix.
+    n_users, n_items = (1500, 1000) if args.quick else (args.users, args.items)
+    mu, gamma = (100, 50) if args.quick else (args.mu, args.gamma)
+    inter = synthetic_ml1m(n_users, n_items, 0.045)
+    split = D.random_split(inter, seed=0)
+    train = jnp.asarray(split.train)
+    batch = dcf.Batch(train, jnp.asarray(1.0))
+    speed_rows = []
+    for noise in ("hash", "threefry"):
+        fn, par = _step_fn(mu, train.shape[1], gamma, args.tau, True, noise)
+        logits = par.init(None, train[:mu] * 5.0)
+        key = jax.random.key(0)
+        t = time.perf_counter()
+        jax.block_until_ready(fn(logits, batch, key))
+        compile_s = time.perf_counter() - t
+        _, sec = timed(lambda: fn(logits, batch, jax.random.fold_in(key, 1)), repeats=args.repeats)
+        speed_rows.append({"noise": noise, "s_per_step": sec, "first_call_s": compile_s})
+    print(
+        f"seconds per meta-gradient step ({train.shape[0]} x {train.shape[1]}, μ={mu}, γ={gamma}, "
+        f"batch = all users)"
+    )
+    print(format_table(speed_rows, ["noise", "s_per_step", "first_call_s"]))
+    wall = time.perf_counter() - t0
+    config = {
+        "memory": {"mu": mem_mu, "n_items": mem_items, "batch": mem_batch, "gammas": [50, 200, 800]},
+        "speed": {
+            "n_users": int(train.shape[0]), "n_items": int(train.shape[1]), "mu": mu, "gamma": gamma,
+            "tau": args.tau, "batch": "all users", "repeats": args.repeats, "quick": args.quick,
+        },
+        "reference_s_per_step_note": "noveens/distill_cf reported ≈ 6 s/step on this 2-core machine (brief)",
+    }
+    results = {"memory": mem_rows, "speed": speed_rows, "peak_rss_mb": peak_rss_mb()}
+    name = f"distill_cf_perf_{jax.devices()[0].platform}" + ("_quick" if args.quick else "")
+    path = write_result(name, config, results, wall, args.out)
+    print(f"wrote {path} ({wall:.1f} s)")
+
+
+if __name__ == "__main__":
+    main()

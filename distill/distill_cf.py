@@ -1,0 +1,555 @@
+"""Distill-CF: data distillation for collaborative filtering (dissertation Ch. 3, §3.4).
+
+Distill-CF learns ``μ`` *synthetic users* whose interactions, used as ∞-AE's support
+set, reconstruct the real users' interactions best. The learnable parameters are
+logits ``Γ ∈ R^{μ×I}``; the summary is (:func:`distill.parametrize.gumbel_multisample`)::
+
+    X̂ˢ = hardtanh( Σ_{s=1..γ} softmax((Γ + g_s) / τ) ),        g_s ~ Gumbel(0, 1)
+
+and the outer objective on a batch ``X_b`` of real users (their training rows serve
+both as ∞-AE queries and as reconstruction targets) is (Eq. 3.4, Algorithm 5)::
+
+    L(Γ) = −(1/b) Σ_{u∈b} Σ_i X_{u,i} · log softmax(K(X_u, X̂ˢ) · α)_i  +  λ₂ · ‖X̂ˢ‖₁ / μ
+    α    = (K(X̂ˢ, X̂ˢ) + λ · tr(K)/μ · I)⁻¹ X̂ˢ
+
+The reconstruction term is the multinomial log-likelihood used by the reference
+implementation (``log_softmax`` of ∞-AE's scores; Algorithm 5's line 13 writes a
+Bernoulli form of the same idea). The L1 term is averaged over synthetic users, so
+Table 3.2's grid ``λ₂ ∈ {1e-3, 10} / (avg. # interactions per user)`` carries over
+by passing that ratio as ``lam2``.
+
+Inner λ on the fly (§3.6.1: "we don't validate the inner-loop's λ at every outer-loop
+iteration, but keep changing it on-the-fly at each validation cycle"): every
+``eval_every`` steps the current summary (materialised with a fixed evaluation key)
+is scored by :func:`select_lambda` — ∞-AE fitted on it for every λ of a small grid,
+real users' training rows as queries, their validation items as targets — and the
+best λ is used by the objective until the next validation. The same validation value
+(nDCG@10 at the best λ by default) drives early stopping and the choice of the
+returned parameters. The λ schedule is written next to the checkpoints, so a resumed
+run uses exactly the λ the uninterrupted run would have used.
+
+Everything else is shared machinery: the outer loop is :func:`distill.loop.run`
+(optax Adam, checkpoints, exact resume), the loss over the real batch is a
+:func:`distill.parallel.sum_rows` (real users sharded over a mesh, summary replicated,
+partial sums ``psum``-ed), and export is :mod:`distill.export`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import pathlib
+from typing import Any, Mapping, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh
+
+from distill import export, loop, parallel, parametrize
+from distill._checks import (
+    check_array,
+    check_binary,
+    check_float,
+    check_int,
+)
+from models import infinite_ae, kernels, tuning
+
+__all__ = [
+    "Batch",
+    "DistillCFResult",
+    "LoadedSummary",
+    "objective",
+    "select_lambda",
+    "distill",
+    "sample_binary",
+    "export_summary",
+    "load_summary",
+    "DEFAULT_LAMS",
+]
+
+#: The inner-λ grid re-evaluated at every validation cycle (the ∞-AE reference grid).
+DEFAULT_LAMS = infinite_ae.DEFAULT_LAMS
+
+_LAMBDA_FILE = "distill_cf_lambda.json"
+
+
+class Batch(NamedTuple):
+    """One outer step's data.
+
+    Attributes:
+      rows: ``(b, I)`` training rows of a batch of real users (queries and targets).
+      lam: ``()`` the inner KRR's λ currently selected on validation data.
+    """
+
+    rows: jax.Array
+    lam: jax.Array
+
+
+class DistillCFResult(NamedTuple):
+    """Outcome of :func:`distill`.
+
+    Attributes:
+      logits: ``(μ, I)`` the learned Γ (best by validation when evaluated).
+      summary: ``(μ, I)`` Γ materialised with the evaluation key (what was validated).
+      lam: the inner λ selected for ``summary`` on validation data.
+      val_value: its validation metric (``metric`` at ``lam``).
+      history: the :class:`distill.loop.History` of the run.
+      lams: ``{update count: λ}`` — the on-the-fly λ schedule.
+    """
+
+    logits: jax.Array
+    summary: jax.Array
+    lam: float
+    val_value: float
+    history: loop.History
+    lams: dict
+
+
+class LoadedSummary(NamedTuple):
+    """What :func:`load_summary` returns (numpy arrays; settings as a dict)."""
+
+    logits: np.ndarray
+    probs: np.ndarray
+    summary: np.ndarray
+    binary: np.ndarray
+    item_ids: np.ndarray
+    settings: dict
+
+
+# --------------------------------------------------------------------------------------
+# Objective
+# --------------------------------------------------------------------------------------
+
+
+def _check_batch(batch: Any) -> None:
+    if not isinstance(batch, Batch):
+        raise TypeError(f"batch: expected a distill_cf.Batch(rows, lam), got {type(batch).__name__}")
+    check_array(batch.rows, "batch.rows", ndim=2, kind="numeric")
+    check_array(batch.lam, "batch.lam", ndim=0, kind="numeric", nonempty=False)
+
+
+def _nll_sum(rows, weights, model):
+    """``Σ_u w_u · (−Σ_i X_ui log softmax(f(X_u))_i)`` over a shard of real users."""
+    scores = infinite_ae.predict(model, rows, block_size=None)
+    loglik = jnp.sum(rows * jax.nn.log_softmax(scores, axis=-1), axis=-1)
+    return -jnp.sum(weights * loglik)
+
+
+def objective(
+    syn_params: Any,
+    batch: Batch,
+    key: jax.Array,
+    *,
+    parametrization: parametrize.Parametrization,
+    lam2: float,
+    depth: int = 1,
+    w_std: float = 2**0.5,
+    b_std: float = 0.1,
+    mesh: Mesh | None = None,
+) -> jax.Array:
+    """Distill-CF's outer loss (Eq. 3.4): ∞-AE fitted on the summary, scored on real users.
+
+    ``L = −(1/b) Σ_u Σ_i X_ui · log softmax(K(X_u, X̂ˢ) α)_i + λ₂ ‖X̂ˢ‖₁ / μ`` with
+    ``X̂ˢ = parametrization.materialize(syn_params, key)`` and
+    ``α = (K(X̂ˢ, X̂ˢ) + λ·tr(K)/μ·I)⁻¹ X̂ˢ`` (``λ = batch.lam``).
+
+    Args:
+      syn_params: the parametrization's parameters (Γ, ``(μ, I)``, for Distill-CF).
+      batch: :class:`Batch` — ``rows`` ``(b, I)`` real users' training rows and the
+        inner ``lam``.
+      key: PRNG key of this step (the Gumbel noise).
+      parametrization: e.g. :func:`distill.parametrize.gumbel_multisample`.
+      lam2: λ₂ ≥ 0, weight of the mean-per-synthetic-user L1 norm.
+      depth, w_std, b_std: ∞-AE's kernel (see :func:`models.infinite_ae.fit`).
+      mesh: shard the real users over this mesh (:func:`distill.parallel.sum_rows`);
+        the summary and ∞-AE's α are replicated, the per-device sums are ``psum``-ed.
+
+    Returns:
+      Scalar loss; differentiable in ``syn_params``, jittable.
+
+    Source: dissertation Ch. 3, Eq. 3.4 and Algorithm 5 (lines 8–13).
+    """
+    if not isinstance(parametrization, parametrize.Parametrization):
+        raise TypeError(
+            f"parametrization: expected a Parametrization, got {type(parametrization).__name__}"
+        )
+    _check_batch(batch)
+    lam2 = check_float(lam2, "lam2", min_value=0.0)
+    summary = parametrization.materialize(syn_params, key)
+    check_array(summary, "summary", ndim=2, kind="float")
+    if summary.shape[1] != batch.rows.shape[1]:
+        raise ValueError(
+            f"batch.rows: expected {summary.shape[1]} items (the summary's), "
+            f"got shape {tuple(batch.rows.shape)}"
+        )
+    rows = batch.rows.astype(summary.dtype)
+    model = infinite_ae.fit(summary, lam=batch.lam.astype(summary.dtype), depth=depth, w_std=w_std, b_std=b_std)
+    nll = parallel.sum_rows(_nll_sum, rows, model, mesh=mesh) / rows.shape[0]
+    return nll + lam2 * jnp.sum(jnp.abs(summary)) / summary.shape[0]
+
+
+# --------------------------------------------------------------------------------------
+# λ on validation data
+# --------------------------------------------------------------------------------------
+
+
+@functools.partial(jax.jit, static_argnames=("depth", "w_std", "b_std"))
+def _spectral(support, queries, *, depth, w_std, b_std):
+    """Eigen-decomposition of K(S, S) and the λ-independent factors of the scores."""
+    k_ss = kernels.fc_relu(support, depth=depth, w_std=w_std, b_std=b_std).ntk
+    k_qs = kernels.fc_relu(queries, support, depth=depth, w_std=w_std, b_std=b_std).ntk
+    evals, evecs = jnp.linalg.eigh(k_ss)
+    return jnp.maximum(evals, 0.0), k_qs @ evecs, evecs.T @ support, jnp.trace(k_ss) / k_ss.shape[0]
+
+
+@jax.jit
+def _spectral_scores(evals, a, b, mean_diag, lam):
+    # K_qs (K_ss + λ'I)⁻¹ X = (K_qs Q) diag(1/(e + λ')) (Qᵀ X), λ' = λ · tr(K)/μ.
+    reg = lam * mean_diag
+    return (a / (evals + reg)[None, :]) @ b
+
+
+def select_lambda(
+    summary: jax.Array,
+    train: jax.Array,
+    val: jax.Array,
+    *,
+    lams: Sequence[float] = DEFAULT_LAMS,
+    metric: str = "nDCG@10",
+    depth: int = 1,
+    w_std: float = 2**0.5,
+    b_std: float = 0.1,
+    batch_size: int = 4096,
+) -> tuple[float, float, tuning.GridSearch]:
+    """Choose ∞-AE's λ for a support set by a validation metric of real users.
+
+    For each λ, ∞-AE is fitted on ``summary`` and scores the real users from their
+    training rows; training items are excluded from the ranking and ``val`` holds the
+    targets. ``K(S,S)`` is eigen-decomposed once, so each λ costs one ``(n, μ)·(μ, I)``
+    product (and no float32 Cholesky can fail at tiny λ).
+
+    Args:
+      summary: ``(μ, I)`` support set (a Distill-CF summary or a sample of users).
+      train: ``(n, I)`` binary training rows of the real users (queries).
+      val: ``(n, I)`` binary validation items of the same users.
+      lams: λ grid (relative to the mean kernel diagonal, as in :func:`infinite_ae.fit`).
+      metric: :func:`distill.metrics.evaluate` key to maximise.
+      depth, w_std, b_std: the kernel.
+      batch_size: users per metric batch.
+
+    Returns:
+      ``(best_lam, best_value, search)`` (:class:`models.tuning.GridSearch`).
+
+    Source: dissertation §3.6.1 (λ re-selected on the fly at each validation cycle).
+    """
+    check_array(summary, "summary", ndim=2, kind="numeric", finite=True)
+    check_array(train, "train", ndim=2, kind="numeric", shape=(None, summary.shape[1]))
+    check_array(val, "val", ndim=2, kind="numeric", shape=tuple(train.shape))
+    tuning.parse_metric(metric)
+    dtype = jnp.result_type(float)
+    s = jnp.asarray(summary, dtype)
+    q = jnp.asarray(train, dtype)
+    evals, a, b, mean_diag = _spectral(s, q, depth=depth, w_std=w_std, b_std=b_std)
+    search = tuning.select_lambda(
+        lambda lam: _spectral_scores(evals, a, b, mean_diag, jnp.asarray(lam, dtype)),
+        lams,
+        jnp.asarray(val),
+        q,
+        metric=metric,
+        batch_size=batch_size,
+    )
+    return float(search.best_lam), float(max(search.values)), search
+
+
+# --------------------------------------------------------------------------------------
+# The distillation run
+# --------------------------------------------------------------------------------------
+
+
+def _read_lams(checkpoint_dir: str | None) -> dict[int, float]:
+    if checkpoint_dir is None:
+        return {}
+    path = os.path.join(checkpoint_dir, _LAMBDA_FILE)
+    if not os.path.exists(path):
+        return {}
+    return {int(k): float(v) for k, v in json.loads(open(path).read()).items()}
+
+
+def _write_lams(checkpoint_dir: str | None, lams: dict[int, float]) -> None:
+    if checkpoint_dir is None:
+        return
+    os.makedirs(checkpoint_dir, exist_ok=True)
+    path = os.path.join(checkpoint_dir, _LAMBDA_FILE)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump({str(k): v for k, v in sorted(lams.items())}, f)
+    os.replace(tmp, path)
+
+
+def _lam_at(schedule: dict[int, float], step: int) -> float:
+    return schedule[max(s for s in schedule if s <= step)]
+
+
+def distill(
+    train: Any,
+    val: Any,
+    *,
+    n_users: int,
+    key: jax.Array,
+    n_samples: int = 50,
+    tau: float = 1.0,
+    lam2: float = 0.0,
+    learning_rate: float = 0.04,
+    steps: int = 200,
+    batch_size: int | None = None,
+    init_scale: float = 1.0,
+    lams: Sequence[float] = DEFAULT_LAMS,
+    metric: str = "nDCG@10",
+    eval_every: int = 25,
+    patience: int | None = None,
+    checkpoint_dir: str | None = None,
+    checkpoint_every: int = 100,
+    depth: int = 1,
+    w_std: float = 2**0.5,
+    b_std: float = 0.1,
+    mesh: Mesh | None = None,
+    custom_vjp: bool = True,
+    noise: str = "hash",
+    progress: bool = False,
+) -> DistillCFResult:
+    """Synthesize a μ-user data summary with Distill-CF (Algorithm 5).
+
+    Γ starts from ``init_scale ·`` the training rows of μ random real users; each step
+    materialises the summary with fresh Gumbel noise (``fold_in(key, step)``), fits
+    ∞-AE on it, scores a batch of real users and takes an Adam step on
+    :func:`objective`. Every ``eval_every`` steps the summary (fixed evaluation key) is
+    validated by :func:`select_lambda`, which also re-selects the inner λ; the best
+    validated Γ is returned, ``patience`` validations without improvement stop the run.
+    With ``checkpoint_dir``, orbax checkpoints are written every ``checkpoint_every``
+    steps and a rerun with the same arguments resumes from the newest one with the
+    same final result as an uninterrupted run (use ``checkpoint_every`` a multiple of
+    ``eval_every`` so every checkpoint sits on a validation).
+
+    Args:
+      train: ``(n, I)`` binary training matrix of the real users.
+      val: ``(n, I)`` binary validation items of the same users.
+      n_users: μ, synthetic users (1 ≤ μ ≤ n).
+      key: PRNG key (initial users, batches, Gumbel noise, evaluation noise).
+      n_samples: γ, Gumbel samples per synthetic user.
+      tau: Gumbel-softmax temperature τ.
+      lam2: λ₂, weight of the L1 penalty (mean per synthetic user).
+      learning_rate: Adam step size η.
+      steps: ξ, outer-loop updates.
+      batch_size: real users per step (``None``: all, as in the reference defaults).
+      init_scale: Γ initialisation scale (see ``gumbel_multisample``).
+      lams: inner-λ grid re-evaluated at each validation.
+      metric: validation metric for λ and early stopping (``'nDCG@10'``).
+      eval_every: steps between validations.
+      patience: validations without improvement before stopping (``None``: never).
+      checkpoint_dir, checkpoint_every: orbax checkpoints / resume (see above).
+      depth, w_std, b_std: ∞-AE's kernel.
+      mesh: shard real users of each batch over this mesh.
+      custom_vjp: use the memory-constant Gumbel VJP (``False``: naive autodiff).
+      noise: Gumbel noise generator (``'hash'`` or ``'threefry'``).
+      progress: tqdm bar.
+
+    Returns:
+      :class:`DistillCFResult`.
+
+    Source: dissertation Ch. 3, §3.4.3, Eq. 3.4, Algorithm 5; §3.6.1 (λ on the fly).
+    """
+    check_array(train, "train", ndim=2, kind="numeric", finite=True)
+    check_array(val, "val", ndim=2, kind="numeric", shape=tuple(train.shape), finite=True)
+    check_binary(train, "train")
+    check_binary(val, "val")
+    n, n_items = train.shape
+    n_users = check_int(n_users, "n_users", min_value=1, max_value=n)
+    steps = check_int(steps, "steps", min_value=0)
+    lam2 = check_float(lam2, "lam2", min_value=0.0)
+    learning_rate = check_float(learning_rate, "learning_rate", min_value=0.0, strict_min=True)
+    if batch_size is not None:
+        batch_size = check_int(batch_size, "batch_size", min_value=1, max_value=n)
+    if len(tuple(lams)) == 0:
+        raise ValueError("lams: expected at least one λ, got an empty grid")
+    for lam in lams:
+        check_float(lam, "lams", min_value=0.0)
+    if checkpoint_dir is not None and not isinstance(checkpoint_dir, (str, os.PathLike)):
+        raise TypeError(f"checkpoint_dir: expected a str or path, got {type(checkpoint_dir).__name__}")
+    checkpoint_dir = None if checkpoint_dir is None else os.fspath(checkpoint_dir)
+
+    par = parametrize.gumbel_multisample(
+        n_users, n_items, n_samples=n_samples, tau=tau, init_scale=init_scale, custom_vjp=custom_vjp,
+        noise=noise,
+    )
+    dtype = jnp.result_type(float)
+    train_d = jnp.asarray(train, dtype)
+    val_d = jnp.asarray(val, dtype)
+    k_init, k_batch, k_steps, k_eval = jax.random.split(key, 4)
+    users0 = jax.random.choice(k_init, n, (n_users,), replace=False)
+    logits0 = par.init(k_init, train_d[users0])
+
+    select = functools.partial(
+        select_lambda, train=train_d, val=val_d, lams=tuple(lams), metric=metric,
+        depth=depth, w_std=w_std, b_std=b_std,
+    )
+    materialize_eval = jax.jit(lambda g: par.materialize(g, k_eval))
+
+    # The λ schedule {update count: λ}: entry 0 from the initial summary, then one per
+    # validation. Resuming reads it back and continues from the checkpoint's step.
+    schedule = {}
+    start = loop.latest_step(checkpoint_dir) if checkpoint_dir is not None else None
+    if start is not None:
+        saved = _read_lams(checkpoint_dir)
+        schedule = {s: v for s, v in saved.items() if s <= start}
+    if 0 not in schedule:
+        schedule[0] = select(materialize_eval(logits0))[0]
+    values: dict[int, float] = {}
+    state = {"step": start or 0}
+
+    def batches(t: int) -> Batch:
+        state["step"] = t
+        if batch_size is None or batch_size == n:
+            rows = train_d
+        else:
+            idx = jax.random.choice(jax.random.fold_in(k_batch, t), n, (batch_size,), replace=False)
+            rows = train_d[idx]
+        return Batch(rows, jnp.asarray(_lam_at(schedule, t), dtype))
+
+    def evaluate(logits) -> float:
+        done = state["step"] + 1
+        best_lam, best_value, _ = select(materialize_eval(logits))
+        schedule[done] = best_lam
+        values[done] = best_value
+        _write_lams(checkpoint_dir, schedule)
+        return best_value
+
+    obj = functools.partial(
+        objective, parametrization=par, lam2=lam2, depth=depth, w_std=w_std, b_std=b_std, mesh=mesh
+    )
+    _write_lams(checkpoint_dir, schedule)
+    logits, history = loop.run(
+        obj,
+        logits0,
+        optax.adam(learning_rate),
+        batches,
+        steps=steps,
+        key=k_steps,
+        evaluate=evaluate,
+        eval_every=eval_every,
+        patience=patience,
+        maximize=True,
+        checkpoint_dir=checkpoint_dir,
+        checkpoint_every=checkpoint_every,
+        progress=progress,
+    )
+    summary = materialize_eval(logits)
+    if history.best_step >= 0:
+        lam, value = schedule[history.best_step], history.best_value
+    else:  # steps == 0: nothing was validated
+        lam, value, _ = select(summary)
+    return DistillCFResult(logits, summary, float(lam), float(value), history, dict(schedule))
+
+
+# --------------------------------------------------------------------------------------
+# Export
+# --------------------------------------------------------------------------------------
+
+
+def sample_binary(logits: jax.Array, key: jax.Array, *, n_samples: int) -> jax.Array:
+    """A discrete summary: the union of γ categorical draws per row from ``softmax(Γ)``.
+
+    The τ → 0 limit of the Gumbel-softmax summary (Gumbel-max: ``argmax(Γ + g_s)``),
+    i.e. "sample X̂ˢ ∼ Xˢ to get the final, discrete support set" (§3.4.3).
+
+    Args:
+      logits: ``(μ, I)`` Γ.  key: PRNG key.  n_samples: γ ≥ 1.
+
+    Returns:
+      ``(μ, I)`` float 0/1 matrix with between 1 and γ ones per row.
+    """
+    check_array(logits, "logits", ndim=2, kind="float")
+    n_samples = check_int(n_samples, "n_samples", min_value=1)
+    rows = jnp.arange(logits.shape[0])
+
+    def body(s, acc):
+        g = jax.random.gumbel(jax.random.fold_in(key, s), logits.shape, logits.dtype)
+        return acc.at[rows, jnp.argmax(logits + g, axis=-1)].set(1.0)
+
+    return jax.lax.fori_loop(0, n_samples, body, jnp.zeros_like(logits))
+
+
+def export_summary(
+    path: str | os.PathLike,
+    logits: Any,
+    *,
+    key: jax.Array,
+    n_samples: int,
+    tau: float,
+    item_ids: Any | None = None,
+    settings: Mapping[str, Any] | None = None,
+    noise: str = "hash",
+) -> pathlib.Path:
+    """Write a Distill-CF summary with :func:`distill.export.save` (numpy-loadable).
+
+    Arrays written: ``logits`` Γ ``(μ, I)``; ``probs`` = row-wise ``softmax(Γ)`` (the
+    continuous sampling prior); ``summary`` = the hard-tanh Gumbel summary of Eq. 3.4
+    at ``key`` (what ∞-AE is fitted on during distillation); ``binary`` = a sampled
+    0/1 summary (:func:`sample_binary`); ``item_ids`` ``(I,)`` = the original item id
+    of every column. The JSON holds ``{"method": "distill_cf", "n_samples", "tau",
+    ...settings}``.
+
+    Args:
+      path: destination without extension (``<path>.npz`` + ``<path>.json``).
+      logits: ``(μ, I)`` learned Γ.
+      key: PRNG key for the two sampled matrices.
+      n_samples: γ.  tau: τ.
+      item_ids: ``(I,)`` original item ids (default ``0..I-1``).
+      settings: extra JSON-serialisable settings (λ, λ₂, dataset, ...).
+      noise: the Gumbel noise generator used in distillation.
+
+    Returns:
+      The ``.npz`` path.
+    """
+    check_array(logits, "logits", ndim=2, kind="float", finite=True)
+    n_samples = check_int(n_samples, "n_samples", min_value=1)
+    tau = check_float(tau, "tau", min_value=0.0, strict_min=True)
+    mu, n_items = logits.shape
+    if item_ids is None:
+        item_ids = np.arange(n_items)
+    check_array(item_ids, "item_ids", ndim=1, shape=(n_items,))
+    if settings is not None and not isinstance(settings, Mapping):
+        raise TypeError(f"settings: expected a mapping, got {type(settings).__name__}")
+    logits = jnp.asarray(logits)
+    k_soft, k_bin = jax.random.split(key)
+    par = parametrize.gumbel_multisample(mu, n_items, n_samples=n_samples, tau=tau, noise=noise)
+    arrays = {
+        "logits": np.asarray(logits),
+        "probs": np.asarray(jax.nn.softmax(logits, axis=-1)),
+        "summary": np.asarray(par.materialize(logits, k_soft)),
+        "binary": np.asarray(sample_binary(logits, k_bin, n_samples=n_samples)),
+        "item_ids": np.asarray(item_ids),
+    }
+    meta = {
+        "method": "distill_cf",
+        "n_users": mu,
+        "n_items": n_items,
+        "n_samples": n_samples,
+        "tau": tau,
+        "noise": noise,
+    }
+    meta.update(dict(settings or {}))
+    return export.save(path, arrays, meta)
+
+
+def load_summary(path: str | os.PathLike) -> LoadedSummary:
+    """Read what :func:`export_summary` wrote (numpy arrays + the settings dict)."""
+    arrays, settings = export.load(path)
+    missing = [k for k in ("logits", "probs", "summary", "binary", "item_ids") if k not in arrays]
+    if missing:
+        raise ValueError(f"path: {path} is not a Distill-CF export (missing {missing})")
+    return LoadedSummary(
+        arrays["logits"], arrays["probs"], arrays["summary"], arrays["binary"], arrays["item_ids"], settings
+    )
