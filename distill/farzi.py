@@ -1,0 +1,387 @@
+"""Farzi: autoregressive data distillation with latent-factorised data and reverse-mode Adam.
+
+Farzi (dissertation Ch. 4) summarises a dataset of token sequences into μ synthetic
+sequences of length ξ, each token a distribution over the vocabulary,
+
+    D_syn = softmax(Z · M / τ),   Z ∈ R^{μ×ξ×d},  M ∈ R^{d×V}            (Eq. 4.1, 4.2)
+
+(:func:`distill.parametrize.latent_factorization`), optimised so that a model trained on
+D_syn for T Adam steps from a checkpoint θ_i of a pretrained trajectory Ω has a low
+next-token loss on the real data:
+
+    min_{Z, M}  E_{θ_i ~ Ω} [ L_D(θ_{i+T}) ]
+    s.t. θ_{t+1} = Adam(θ_t, ∇_θ L_{D_syn}(θ_t)),   D_syn = softmax(Z·M/τ).     (Eq. 4.2)
+
+The inner loop is :func:`distill.inner.train` (``mode='reverse_adam'`` by default:
+Algorithm 6, memory independent of T up to the stored segment states); the outer loop is
+:func:`distill.loop.run` (optax Adam on (Z, M), orbax resume); the real-batch loss is
+summed over devices with :func:`distill.parallel.sum_rows`; the result leaves through
+:func:`distill.export.save`.
+
+Data conventions: a real batch is an int token matrix ``(b, L+1)``; inputs are its first
+L columns, targets the last L. With ``pad_id`` set (SASRec sequences from
+:mod:`distill.data.sequences`), positions whose input or target is padding are ignored.
+The synthetic data ``(μ, ξ, V)`` trains the model on inputs ``D[:, :-1]`` and soft
+targets ``D[:, 1:]`` with the soft cross-entropy; V is the model's number of outputs
+(``n_items`` for SASRec, the vocabulary for the LM).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from distill import export as _export
+from distill import inner, loop, parallel
+from distill._checks import check_array, check_float, check_int
+from distill.parametrize import LatentFactors, Parametrization, latent_factorization
+from models.model_fns import ModelFns
+
+__all__ = [
+    "soft_cross_entropy",
+    "token_loss",
+    "pretrain_trajectories",
+    "save_trajectories",
+    "load_trajectories",
+    "objective",
+    "distill",
+    "train_on",
+    "export",
+]
+
+tree_map = jax.tree_util.tree_map
+
+
+def soft_cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
+    """Mean over positions of ``-Σ_v targets[..., v] · log_softmax(logits)[..., v]``."""
+    return -jnp.mean(jnp.sum(targets * jax.nn.log_softmax(logits, axis=-1), axis=-1))
+
+
+def _token_sums(logits, targets, mask):
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    safe = jnp.clip(targets, 0, logits.shape[-1] - 1)
+    nll = -jnp.take_along_axis(logp, safe[..., None], axis=-1)[..., 0]
+    return jnp.sum(nll * mask), jnp.sum(mask)
+
+
+def _mask(inputs, targets, pad_id, dtype):
+    if pad_id is None:
+        return jnp.ones(targets.shape, dtype)
+    return ((targets != pad_id) & (inputs != pad_id)).astype(dtype)
+
+
+def token_loss(model: ModelFns, params: Any, tokens: jax.Array, *, pad_id: int | None = None,
+               mesh=None) -> jax.Array:
+    """Mean next-token cross-entropy of ``model`` on int ``tokens`` ``(b, L+1)``.
+
+    Rows are summed across ``mesh`` with :func:`distill.parallel.sum_rows`, so the value
+    (and its gradient) equals the single-device one. Padding positions are excluded.
+    """
+    check_array(tokens, "tokens", ndim=2, kind="int")
+    if tokens.shape[1] < 2:
+        raise ValueError(f"tokens: expected at least 2 columns, got shape {tuple(tokens.shape)}")
+
+    def rows(tok, w, theta):
+        inputs, targets = tok[:, :-1], tok[:, 1:]
+        logits = model.apply(theta, inputs)
+        mask = _mask(inputs, targets, pad_id, logits.dtype) * w[:, None].astype(logits.dtype)
+        return _token_sums(logits, targets, mask)
+
+    num, den = parallel.sum_rows(rows, tokens, params, mesh=mesh)
+    return num / jnp.maximum(den, 1.0)
+
+
+# --------------------------------------------------------------------------------------
+# pretrained trajectories Ω
+
+
+def pretrain_trajectories(
+    model: ModelFns,
+    tokens: Any,
+    *,
+    key: jax.Array,
+    n_runs: int = 2,
+    steps: int = 200,
+    save_every: int = 50,
+    batch_size: int = 64,
+    learning_rate: float = 1e-3,
+    pad_id: int | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+) -> Any:
+    """Train ``model`` on the real data from ``n_runs`` random inits; return Ω.
+
+    Ω is the flat set of episodic checkpoints θ_i (dissertation Ch. 4, §4.3.2), every
+    ``save_every`` steps from step 0 to ``steps`` of every run, stacked along a new
+    leading axis. With ``checkpoint_dir`` each checkpoint is also written with orbax
+    (``<dir>/run<r>_step<s>``); :func:`load_trajectories` reads them back.
+
+    Args:
+      model: the model.
+      tokens: int ``(n, L+1)`` real sequences.
+      key: PRNG key (initialisations and minibatch order).
+      n_runs, steps, save_every, batch_size, learning_rate: the pretraining schedule (Adam).
+      pad_id: padding token to mask (SASRec sequences), or ``None``.
+      checkpoint_dir: optional orbax destination.
+
+    Returns:
+      The stacked parameter pytree, leading dimension ``n_runs · (steps // save_every + 1)``.
+    """
+    if not isinstance(model, ModelFns):
+        raise TypeError(f"model: expected a ModelFns, got {type(model).__name__}")
+    check_array(tokens, "tokens", ndim=2, kind="int")
+    n_runs = check_int(n_runs, "n_runs", min_value=1)
+    steps = check_int(steps, "steps", min_value=0)
+    save_every = check_int(save_every, "save_every", min_value=1)
+    batch_size = check_int(batch_size, "batch_size", min_value=1)
+    learning_rate = check_float(learning_rate, "learning_rate", min_value=0.0, strict_min=True)
+    tokens = jnp.asarray(tokens)
+    n = tokens.shape[0]
+    tx = optax.adam(learning_rate)
+
+    @jax.jit
+    def step(params, opt_state, k):
+        idx = jax.random.randint(k, (min(batch_size, n),), 0, n)
+        loss, g = jax.value_and_grad(lambda p: token_loss(model, p, tokens[idx], pad_id=pad_id))(params)
+        upd, opt_state = tx.update(g, opt_state, params)
+        return optax.apply_updates(params, upd), opt_state, loss
+
+    thetas, names = [], []
+    for r in range(n_runs):
+        kr = jax.random.fold_in(key, r)
+        params = model.init(kr, tokens[:1, :-1])
+        opt_state = tx.init(params)
+        for s in range(steps + 1):
+            if s % save_every == 0:
+                thetas.append(params)
+                names.append(f"run{r}_step{s}")
+            if s < steps:
+                params, opt_state, _ = step(params, opt_state, jax.random.fold_in(kr, s + 1))
+    omega = tree_map(lambda *a: jnp.stack(a), *thetas)
+    if checkpoint_dir is not None:
+        save_trajectories(checkpoint_dir, thetas, names)
+    return omega
+
+
+def save_trajectories(checkpoint_dir, thetas, names) -> None:
+    """Write each parameter pytree of ``thetas`` with orbax to ``<dir>/<name>``."""
+    import orbax.checkpoint as ocp
+
+    root = os.path.abspath(os.fspath(checkpoint_dir))
+    os.makedirs(root, exist_ok=True)
+    ckpt = ocp.StandardCheckpointer()
+    for theta, name in zip(thetas, names):
+        path = os.path.join(root, name)
+        if not os.path.exists(path):
+            ckpt.save(path, theta)
+    ckpt.wait_until_finished()
+    ckpt.close()
+
+
+def load_trajectories(checkpoint_dir, like: Any) -> Any:
+    """Read every orbax checkpoint in ``checkpoint_dir`` (sorted by name) into a stacked Ω.
+
+    ``like`` is one parameter pytree (e.g. ``model.init(...)``) giving the structure.
+    """
+    import orbax.checkpoint as ocp
+
+    root = os.path.abspath(os.fspath(checkpoint_dir))
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"checkpoint_dir: {root} does not exist")
+    names = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    if not names:
+        raise ValueError(f"checkpoint_dir: {root} holds no checkpoints")
+    ckpt = ocp.StandardCheckpointer()
+    abstract = tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), like)
+    thetas = [ckpt.restore(os.path.join(root, nm), abstract) for nm in names]
+    ckpt.close()
+    return tree_map(lambda *a: jnp.stack(a), *thetas)
+
+
+# --------------------------------------------------------------------------------------
+# the objective
+
+
+def objective(
+    model: ModelFns,
+    parametrization: Parametrization,
+    omega: Any,
+    *,
+    inner_steps: int,
+    inner_optimizer: inner.Adam = inner.Adam(1e-2),
+    mode: str = "reverse_adam",
+    reverse_every: int | str | None = "auto",
+    pad_id: int | None = None,
+    mesh=None,
+) -> Callable[[Any, jax.Array, jax.Array], jax.Array]:
+    """Farzi's meta-objective (Eq. 4.2) as ``loss(syn_params, batch, key) -> scalar``.
+
+    ``key`` picks θ_i uniformly from Ω (and is passed to ``materialize``); the model is
+    trained for ``inner_steps`` Adam steps on ``D_syn`` with :func:`distill.inner.train`;
+    the value is the trained model's mean next-token loss on the real ``batch`` (int
+    ``(b, L+1)``), summed over ``mesh`` rows by :func:`distill.parallel.sum_rows`.
+
+    Args:
+      model: ``ModelFns`` accepting soft inputs ``(μ, ξ-1, V)``.
+      parametrization: e.g. :func:`distill.parametrize.latent_factorization`.
+      omega: stacked pretrained checkpoints (:func:`pretrain_trajectories`).
+      inner_steps: T.
+      inner_optimizer: inner :class:`distill.inner.Adam`.
+      mode: inner differentiation mode (``'reverse_adam'``, ``'unrolled'``, ``'checkpointed'``).
+      reverse_every: segment length for ``'reverse_adam'`` (see :func:`distill.inner.train`).
+      pad_id: padding token of the real batches, or ``None``.
+      mesh: a device mesh (``distill.parallel.make_mesh()``) to shard the real batch.
+    """
+    if not isinstance(model, ModelFns):
+        raise TypeError(f"model: expected a ModelFns, got {type(model).__name__}")
+    if not isinstance(parametrization, Parametrization):
+        raise TypeError(f"parametrization: expected a Parametrization, got {type(parametrization).__name__}")
+    leaves = jax.tree_util.tree_leaves(omega)
+    if not leaves or any(getattr(a, "ndim", 0) < 1 for a in leaves):
+        raise ValueError("omega: expected a stacked pytree of checkpoints (leading axis = checkpoint)")
+    n_omega = leaves[0].shape[0]
+    if any(a.shape[0] != n_omega for a in leaves):
+        raise ValueError("omega: every leaf must have the same leading (checkpoint) dimension")
+    inner_steps = check_int(inner_steps, "inner_steps", min_value=1)
+    if not isinstance(inner_optimizer, inner.Adam):
+        raise TypeError(f"inner_optimizer: expected inner.Adam, got {type(inner_optimizer).__name__}")
+    if mode not in inner.MODES:
+        raise ValueError(f"mode: expected one of {list(inner.MODES)}, got {mode!r}")
+
+    def loss(syn_params, batch, key):
+        k_omega, k_mat = jax.random.split(key)
+        data = parametrization.materialize(syn_params, k_mat)
+        idx = jax.random.randint(k_omega, (), 0, n_omega)
+        theta0 = tree_map(lambda a: a[idx], omega)
+        theta_t = inner.train(
+            model.apply, soft_cross_entropy, theta0, (data[:, :-1], data[:, 1:]),
+            steps=inner_steps, optimizer=inner_optimizer, mode=mode, reverse_every=reverse_every,
+        )
+        return token_loss(model, theta_t, batch, pad_id=pad_id, mesh=mesh)
+
+    return loss
+
+
+def distill(
+    model: ModelFns,
+    omega: Any,
+    tokens: Any,
+    *,
+    key: jax.Array,
+    n_seqs: int,
+    seq_len: int,
+    vocab_size: int,
+    latent_dim: int = 16,
+    tau: float = 1.0,
+    steps: int = 200,
+    batch_size: int = 64,
+    inner_steps: int = 20,
+    inner_optimizer: inner.Adam = inner.Adam(1e-2),
+    outer_learning_rate: float = 1e-2,
+    mode: str = "reverse_adam",
+    pad_id: int | None = None,
+    mesh=None,
+    evaluate: Callable[[Any], float] | None = None,
+    eval_every: int = 50,
+    patience: int | None = None,
+    checkpoint_dir: str | None = None,
+    checkpoint_every: int = 100,
+    progress: bool = True,
+) -> tuple[LatentFactors, loop.History, Parametrization]:
+    """Distil ``tokens`` into μ×ξ Farzi data (Eq. 4.2) with :func:`distill.loop.run`.
+
+    Real batches are ``batch_size`` rows of ``tokens`` drawn deterministically from the
+    step (so a resumed run continues exactly). Returns ``(syn_params, history,
+    parametrization)``; ``parametrization.materialize(syn_params, key)`` is D_syn.
+    """
+    check_array(tokens, "tokens", ndim=2, kind="int")
+    batch_size = check_int(batch_size, "batch_size", min_value=1)
+    outer_learning_rate = check_float(outer_learning_rate, "outer_learning_rate", min_value=0.0, strict_min=True)
+    param = latent_factorization(n_seqs, seq_len, latent_dim, vocab_size, tau=tau)
+    obj = objective(model, param, omega, inner_steps=inner_steps, inner_optimizer=inner_optimizer,
+                    mode=mode, pad_id=pad_id, mesh=mesh)
+    tokens_np = np.asarray(tokens)
+    n = tokens_np.shape[0]
+    b = min(batch_size, n)
+    seed = int(jax.random.randint(jax.random.fold_in(key, 7), (), 0, 2**31 - 1))
+
+    def batches(step):
+        rng = np.random.default_rng([seed, int(step)])
+        return jnp.asarray(tokens_np[rng.choice(n, b, replace=False)])
+
+    syn0 = param.init(jax.random.fold_in(key, 1))
+    syn, hist = loop.run(obj, syn0, optax.adam(outer_learning_rate), batches, steps=steps,
+                         key=jax.random.fold_in(key, 2), evaluate=evaluate, eval_every=eval_every,
+                         patience=patience, maximize=True, checkpoint_dir=checkpoint_dir,
+                         checkpoint_every=checkpoint_every, progress=progress)
+    return syn, hist, param
+
+
+def train_on(
+    model: ModelFns,
+    data: jax.Array,
+    *,
+    key: jax.Array,
+    steps: int,
+    learning_rate: float = 1e-3,
+    batch_size: int | None = None,
+    pad_id: int | None = None,
+    theta0: Any = None,
+) -> Any:
+    """Train ``model`` from scratch (or ``theta0``) on a dataset — how Farzi data is used.
+
+    ``data`` is soft ``(μ, ξ, V)`` sequences (soft cross-entropy on ``D[:, 1:]``) or int
+    ``(n, L+1)`` tokens (masked next-token loss). Minibatches of ``batch_size`` rows
+    (all rows when ``None``). Returns the trained parameters.
+    """
+    if not isinstance(model, ModelFns):
+        raise TypeError(f"model: expected a ModelFns, got {type(model).__name__}")
+    check_array(data, "data", ndim=(2, 3))
+    steps = check_int(steps, "steps", min_value=0)
+    data = jnp.asarray(data)
+    soft = jnp.issubdtype(data.dtype, jnp.floating)
+    n = data.shape[0]
+    b = n if batch_size is None else min(check_int(batch_size, "batch_size", min_value=1), n)
+    params = model.init(key, data[:1, :-1]) if theta0 is None else theta0
+    tx = optax.adam(learning_rate)
+
+    def loss_fn(p, rows):
+        if soft:
+            return soft_cross_entropy(model.apply(p, rows[:, :-1]), rows[:, 1:])
+        return token_loss(model, p, rows, pad_id=pad_id)
+
+    @jax.jit
+    def run(params):
+        def body(carry, s):
+            p, st = carry
+            idx = jax.random.permutation(jax.random.fold_in(key, s), n)[:b]
+            g = jax.grad(loss_fn)(p, data[idx])
+            upd, st = tx.update(g, st, p)
+            return (optax.apply_updates(p, upd), st), None
+
+        return jax.lax.scan(body, (params, tx.init(params)), jnp.arange(steps))[0][0]
+
+    return run(params)
+
+
+def export(path, syn_params: LatentFactors, parametrization: Parametrization,
+           settings: Mapping[str, Any] | None = None) -> Any:
+    """Save Farzi data: ``data`` = D_syn ``(μ, ξ, V)`` probabilities, ``z`` and ``m``.
+
+    Uses :func:`distill.export.save` (``<path>.npz`` + ``<path>.json``, numpy-only
+    loading); ``settings`` is stored with ``method='farzi'``.
+    """
+    if not isinstance(syn_params, LatentFactors):
+        raise TypeError(f"syn_params: expected LatentFactors, got {type(syn_params).__name__}")
+    data = parametrization.materialize(syn_params, jax.random.key(0))
+    meta = {"method": "farzi", "equation": "D_syn = softmax(Z @ M / tau) (dissertation Eq. 4.1/4.2)",
+            "n_seqs": int(data.shape[0]), "seq_len": int(data.shape[1]), "vocab_size": int(data.shape[2]),
+            "latent_dim": int(syn_params.z.shape[-1])}
+    meta.update(dict(settings or {}))
+    return _export.save(path, {"data": np.asarray(data), "z": np.asarray(syn_params.z),
+                               "m": np.asarray(syn_params.m)}, meta)

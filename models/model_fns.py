@@ -1,0 +1,73 @@
+"""The model interface every distillation method trains on: ``ModelFns(init, apply)``.
+
+A model is a pair of pure functions
+
+* ``init(key, x) -> params`` — parameters for inputs shaped like ``x``;
+* ``apply(params, x, *, train=False) -> out`` — the forward pass.
+
+No module objects, no mutable state: ``inner.train`` differentiates through
+``apply`` and the outer loop only ever sees pytrees. :func:`from_flax` wraps a
+``flax.linen`` module into this interface.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["ModelFns", "from_flax", "token_inputs", "embed_tokens"]
+
+
+class ModelFns(NamedTuple):
+    """``init(key, x) -> params`` and ``apply(params, x, *, train=False) -> out``."""
+
+    init: Callable[..., Any]
+    apply: Callable[..., Any]
+
+
+def from_flax(module: Any) -> ModelFns:
+    """Wrap a ``flax.linen`` module whose ``__call__(x, train)`` returns the output.
+
+    ``init`` returns the module's ``params`` collection only (the models here have no
+    other state); ``apply`` re-wraps it as ``{'params': params}``.
+    """
+
+    def init(key: jax.Array, x: Any) -> Any:
+        return module.init(key, x, False)["params"]
+
+    def apply(params: Any, x: Any, *, train: bool = False) -> Any:
+        return module.apply({"params": params}, x, train)
+
+    return ModelFns(init, apply)
+
+
+def token_inputs(x: Any, vocab_size: int, name: str = "x") -> None:
+    """Check that ``x`` is int tokens ``(n, L)`` or soft tokens ``(n, L, vocab_size)``."""
+    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        raise TypeError(f"{name}: expected an array, got {type(x).__name__}")
+    kind = np.dtype(x.dtype).kind
+    if kind in "iu":
+        if x.ndim != 2:
+            raise ValueError(f"{name}: expected int tokens of shape (n, L), got {tuple(x.shape)}")
+    elif kind == "f":
+        if x.ndim != 3 or x.shape[-1] != vocab_size:
+            raise ValueError(
+                f"{name}: expected soft tokens of shape (n, L, {vocab_size}), got {tuple(x.shape)}"
+            )
+    else:
+        raise TypeError(f"{name}: expected an int or float dtype, got {x.dtype}")
+    if any(d == 0 for d in x.shape):
+        raise ValueError(f"{name}: expected a non-empty array, got shape {tuple(x.shape)}")
+
+
+def embed_tokens(x: jax.Array, table: jax.Array) -> jax.Array:
+    """Embed int tokens (row lookup) or soft tokens (``probs @ E``) with ``table`` ``(V, d)``.
+
+    A one-hot soft token gives exactly the looked-up row, so the two input kinds agree.
+    """
+    if jnp.issubdtype(x.dtype, jnp.integer):
+        return jnp.take(table, x, axis=0)
+    return jnp.einsum("nlv,vd->nld", x.astype(table.dtype), table)

@@ -1,0 +1,180 @@
+"""inner.train: the three modes agree; reverse-mode Adam equals jax.grad through unrolled Adam."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+jax.config.update("jax_enable_x64", True)
+
+from distill import inner  # noqa: E402
+from models.transformer import transformer  # noqa: E402
+
+
+def mlp_apply(p, x):
+    return jnp.tanh(x @ p["w1"] + p["b1"]) @ p["w2"] + p["b2"]
+
+
+def mse(o, y):
+    return jnp.mean((o - y) ** 2)
+
+
+def _problem(dtype=jnp.float64, n=16, d_in=4, hidden=20):
+    ks = jax.random.split(jax.random.key(0), 6)
+    f = jnp.float64
+    theta = {"w1": 0.5 * jax.random.normal(ks[0], (d_in, hidden), f), "b1": jnp.zeros(hidden, f),
+             "w2": 0.5 * jax.random.normal(ks[1], (hidden, 2), f), "b2": jnp.zeros(2, f)}
+    x, y = jax.random.normal(ks[2], (n, d_in), f), jax.random.normal(ks[3], (n, 2), f)
+    xr, yr = jax.random.normal(ks[4], (32, d_in), f), jax.random.normal(ks[5], (32, 2), f)
+    c = lambda a: a.astype(dtype)
+    return jax.tree_util.tree_map(c, theta), c(x), c(y), c(xr), c(yr)
+
+
+def _flat(tree):
+    return jnp.concatenate([jnp.ravel(a) for a in jax.tree_util.tree_leaves(tree)])
+
+
+def _rel(a, b):
+    a, b = _flat(a), _flat(b)
+    return float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
+
+
+def _meta_grad(mode, steps, reverse_every="auto", opt=inner.Adam(0.01)):
+    theta, x, y, xr, yr = _problem()
+
+    def outer(x, y, th):
+        th_t = inner.train(mlp_apply, mse, th, (x, y), steps=steps, optimizer=opt, mode=mode,
+                           reverse_every=reverse_every)
+        return mse(mlp_apply(th_t, xr), yr)
+
+    return jax.jit(jax.value_and_grad(outer, argnums=(0, 1, 2)))(x, y, theta)
+
+
+def test_unrolled_adam_equals_optax():
+    theta, x, y, _, _ = _problem()
+    tx = optax.adam(0.01)
+    st, p = tx.init(theta), theta
+    for _ in range(7):
+        g = jax.grad(lambda q: mse(mlp_apply(q, x), y))(p)
+        u, st = tx.update(g, st)
+        p = optax.apply_updates(p, u)
+    for mode in inner.MODES:
+        out = inner.train(mlp_apply, mse, theta, (x, y), steps=7, optimizer=inner.Adam(0.01), mode=mode)
+        np.testing.assert_allclose(_flat(out), _flat(p), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("steps", [1, 13, 50])
+def test_three_modes_same_value_and_meta_gradient(steps):
+    v_ref, g_ref = _meta_grad("unrolled", steps)
+    for mode in ("checkpointed", "reverse_adam"):
+        v, g = _meta_grad(mode, steps)
+        np.testing.assert_allclose(v, v_ref, rtol=1e-12)
+        assert _rel(g, g_ref) < 1e-5, (mode, _rel(g, g_ref))
+
+
+def test_reverse_adam_pure_and_segmented_t50():
+    _, g_ref = _meta_grad("unrolled", 50)
+    for every in (None, 7, 50):
+        _, g = _meta_grad("reverse_adam", 50, reverse_every=every)
+        assert _rel(g, g_ref) < 1e-5, (every, _rel(g, g_ref))
+
+
+@pytest.mark.slow
+def test_reverse_adam_transformer_matches_unrolled():
+    v, ln = 9, 5
+    model = transformer(v, max_len=ln, d_model=8, n_heads=2, n_layers=1, dtype=jnp.float64)
+    key = jax.random.key(3)
+    real = jax.random.randint(key, (6, ln + 1), 0, v)
+    theta0 = model.init(key, real[:, :-1])
+    logits = jax.random.normal(jax.random.key(4), (3, ln + 1, v), jnp.float64)
+
+    def soft_xent(lg, t):
+        return -jnp.mean(jnp.sum(t * jax.nn.log_softmax(lg), -1))
+
+    def outer(lg, th, mode):
+        d = jax.nn.softmax(lg)
+        th_t = inner.train(model.apply, soft_xent, th, (d[:, :-1], d[:, 1:]), steps=20,
+                           optimizer=inner.Adam(0.01), mode=mode)
+        lp = jax.nn.log_softmax(model.apply(th_t, real[:, :-1]))
+        return -jnp.mean(jnp.take_along_axis(lp, real[:, 1:, None], -1))
+
+    g_ref = jax.jit(jax.grad(outer, argnums=(0, 1)), static_argnums=2)(logits, theta0, "unrolled")
+    g_rev = jax.jit(jax.grad(outer, argnums=(0, 1)), static_argnums=2)(logits, theta0, "reverse_adam")
+    assert _rel(g_rev[0], g_ref[0]) < 1e-5
+    assert _rel(g_rev[1], g_ref[1]) < 1e-5
+
+
+def test_reverse_recovers_theta0_float64():
+    theta, x, y, _, _ = _problem()
+    opt = inner.Adam(0.01)
+    final = inner.train_state(mlp_apply, mse, theta, (x, y), steps=50, optimizer=opt, mode="unrolled")
+    back = inner.reverse(mlp_apply, mse, final, (x, y), steps=50, optimizer=opt)
+    assert _rel(back, theta) < 1e-9
+
+
+def test_closed_over_arrays_get_gradients():
+    theta, x, y, xr, yr = _problem()
+    w = jnp.linspace(0.5, 1.5, 2)
+
+    def outer(w, mode):
+        loss = lambda o, t: jnp.mean(w * (o - t) ** 2)  # closes over a traced array
+        th_t = inner.train(mlp_apply, loss, theta, (x, y), steps=10, optimizer=inner.Adam(0.01), mode=mode)
+        return mse(mlp_apply(th_t, xr), yr)
+
+    g_ref = jax.grad(outer)(w, "unrolled")
+    g_rev = jax.grad(outer)(w, "reverse_adam")
+    np.testing.assert_allclose(g_rev, g_ref, rtol=1e-6)
+
+
+def _temp_bytes(mode, steps, every="auto"):
+    f = jnp.float32
+    ks = jax.random.split(jax.random.key(0), 4)
+    theta = {"w1": jax.random.normal(ks[0], (8, 16), f), "w2": jax.random.normal(ks[1], (16, 2), f)}
+    apply = lambda p, x: jnp.tanh(x @ p["w1"]) @ p["w2"]
+    x, y = jax.random.normal(ks[2], (512, 8), f), jax.random.normal(ks[3], (512, 2), f)
+
+    def outer(x, th):
+        th_t = inner.train(apply, mse, th, (x, y), steps=steps, optimizer=inner.Adam(1e-3), mode=mode,
+                           reverse_every=every)
+        return mse(apply(th_t, x[:32]), y[:32])
+
+    comp = jax.jit(jax.grad(outer)).lower(x, theta).compile()
+    return comp.memory_analysis().temp_size_in_bytes, sum(a.size for a in jax.tree_util.tree_leaves(theta))
+
+
+def test_memory_flat_in_steps():
+    pure10, _ = _temp_bytes("reverse_adam", 10, None)
+    pure1000, _ = _temp_bytes("reverse_adam", 1000, None)
+    assert pure1000 <= 1.5 * pure10, (pure10, pure1000)
+    seg10, n_params = _temp_bytes("reverse_adam", 10)
+    seg1000, _ = _temp_bytes("reverse_adam", 1000)
+    # Segmented reversal only adds the stored (θ, m, v) states: 3 |θ| floats every K steps.
+    k = inner.default_reverse_every(jnp.float32)
+    assert seg1000 - seg10 <= 1.2 * 3 * n_params * 4 * (1000 // k) + 4096, (seg10, seg1000)
+    unr10, _ = _temp_bytes("unrolled", 10)
+    unr1000, _ = _temp_bytes("unrolled", 1000)
+    assert unr1000 > 20 * unr10, (unr10, unr1000)
+
+
+def test_bad_inputs():
+    theta, x, y, _, _ = _problem()
+    ok = dict(steps=3, optimizer=inner.Adam(), mode="unrolled")
+    with pytest.raises(ValueError, match="mode"):
+        inner.train(mlp_apply, mse, theta, (x, y), **{**ok, "mode": "backprop"})
+    with pytest.raises(ValueError, match="steps"):
+        inner.train(mlp_apply, mse, theta, (x, y), **{**ok, "steps": 0})
+    with pytest.raises(TypeError, match="optimizer"):
+        inner.train(mlp_apply, mse, theta, (x, y), **{**ok, "optimizer": optax.adam(1e-3)})
+    with pytest.raises(TypeError, match="apply"):
+        inner.train(None, mse, theta, (x, y), **ok)
+    with pytest.raises(TypeError, match="loss"):
+        inner.train(mlp_apply, 3, theta, (x, y), **ok)
+    with pytest.raises(TypeError, match="data"):
+        inner.train(mlp_apply, mse, theta, x, **ok)
+    with pytest.raises(TypeError, match="theta0"):
+        inner.train(mlp_apply, mse, {"w": jnp.arange(3)}, (x, y), **ok)
+    with pytest.raises(ValueError, match="reverse_every"):
+        inner.train(mlp_apply, mse, theta, (x, y), steps=3, mode="reverse_adam", reverse_every=0)
+    with pytest.raises(ValueError, match="b1"):
+        inner.adam(1e-3, b1=1.0)

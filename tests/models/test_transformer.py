@@ -1,0 +1,64 @@
+"""Small causal Transformer LM: soft tokens, causality, input checks."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+jax.config.update("jax_enable_x64", True)
+
+from models.transformer import transformer  # noqa: E402
+
+V, L = 13, 7
+
+
+@pytest.fixture(scope="module")
+def lm():
+    m = transformer(V, max_len=L, d_model=16, n_heads=2, n_layers=2, dtype=jnp.float64)
+    x = jax.random.randint(jax.random.key(0), (3, L), 0, V)
+    return m, m.init(jax.random.key(1), x), x
+
+
+def test_shapes_and_soft_equals_int(lm):
+    m, p, x = lm
+    out = m.apply(p, x)
+    assert out.shape == (3, L, V) and out.dtype == jnp.float64
+    np.testing.assert_allclose(m.apply(p, jax.nn.one_hot(x, V, dtype=jnp.float64)), out, rtol=1e-12, atol=1e-12)
+
+
+def test_soft_input_is_linear_in_embedding(lm):
+    m, p, x = lm
+    probs = jax.nn.softmax(jax.random.normal(jax.random.key(2), (3, L, V), jnp.float64))
+    out = m.apply(p, probs)
+    assert np.all(np.isfinite(out))
+    # A mixture input differs from any single token (soft tokens are really used).
+    assert not np.allclose(out, m.apply(p, x))
+
+
+def test_causality(lm):
+    m, p, x = lm
+    base = m.apply(p, x)
+    for pos in range(L):
+        y = x.at[:, pos].set((x[:, pos] + 1) % V)
+        out = m.apply(p, y)
+        np.testing.assert_allclose(out[:, :pos], base[:, :pos], rtol=1e-12, atol=1e-12)
+        assert not np.allclose(out[:, pos:], base[:, pos:])
+
+
+def test_shorter_sequences(lm):
+    m, p, x = lm
+    assert m.apply(p, x[:, :3]).shape == (3, 3, V)
+
+
+def test_bad_inputs(lm):
+    m, p, x = lm
+    with pytest.raises(ValueError, match="x"):
+        m.apply(p, jnp.zeros((3, L, V + 1)))
+    with pytest.raises(ValueError, match="max_len"):
+        m.apply(p, jnp.zeros((3, L + 1), jnp.int32))
+    with pytest.raises(TypeError, match="x"):
+        m.apply(p, [[1, 2]])
+    with pytest.raises(ValueError, match="d_model"):
+        transformer(V, max_len=4, d_model=10, n_heads=3)
+    with pytest.raises(ValueError, match="vocab_size"):
+        transformer(1, max_len=4)
