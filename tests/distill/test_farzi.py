@@ -32,7 +32,7 @@ def _check_grads(g):
         assert np.all(np.isfinite(a)) and float(jnp.abs(a).max()) > 0
 
 
-@pytest.mark.slow  # ~130 s: compiles a gradient through 4 inner Adam steps of a Transformer
+@pytest.mark.slow  # ~130 s: compiles a gradient through 5 inner Adam steps of a Transformer
 def test_objective_gradient_finite_and_outer_steps_lower_loss():
     model, tokens, omega, param = _setup()
     obj = farzi.objective(model, param, omega, inner_steps=5, inner_optimizer=inner.Adam(0.05))
