@@ -1,1 +1,58 @@
-"""Data selection: per-example scorers, samplers and coresets (see DESIGN.md)."""
+"""Data selection: per-example scorers, samplers and coresets (see DESIGN.md).
+
+* :mod:`~selection.scores` — loss, EL2N, GraNd, margin, entropy, output gradients,
+  perplexity (vmapped one-example scorers, sharded with ``mesh=``), forgetting events,
+  data maps, SSL prototype distance.
+* :mod:`~selection.training_dynamics` — recording per-example dynamics in an optax loop.
+* :mod:`~selection.select` — top/bottom-k, random, inverse propensity sampling,
+  stratified and coverage-centric (CCS) selection.
+* :mod:`~selection.density` — DENSITY: p-stable LSH sketch of the embedding KDE + IPS.
+* :mod:`~selection.ask_llm` — ASK-LLM: P("yes") of any next-token LM under the prompt.
+* :mod:`~selection.coresets` — k-means, facility location (naive/lazy/stochastic greedy),
+  CRAIG, k-center greedy.
+* :mod:`~selection.semdedup` — SemDeDup.   :mod:`~selection.s2l` — SmallToLarge.
+
+The package-level names ``semdedup`` and ``s2l`` are the *functions*; import from the
+submodules (``from selection.semdedup import semdedup_fraction``) for the rest.
+"""
+
+from selection import ask_llm, coresets, density, scores, select, training_dynamics
+from selection.ask_llm import PROMPT_TEMPLATE, ask_llm_scores, causal_lm, make_prompt, p_yes
+from selection.coresets import (
+    Coreset,
+    FacilityLocation,
+    KMeans,
+    craig,
+    facility_location,
+    facility_location_value,
+    k_center_greedy,
+    kmeans,
+)
+from selection.density import density_sample, density_scores, exact_kernel_sum
+from selection.s2l import s2l
+from selection.scores import DataMap, data_map, forgetting_events, prototype_distance, score_examples
+from selection.select import (
+    bottom_k,
+    budget,
+    coverage_centric,
+    ips_sample,
+    random_subset,
+    stratified_sample,
+    to_mask,
+    top_k,
+)
+from selection.semdedup import SemDeDup, semdedup
+from selection.training_dynamics import Dynamics, DynamicsRecorder, record_examples, train_with_dynamics
+
+__all__ = [
+    "scores", "select", "density", "ask_llm", "coresets", "training_dynamics",
+    "score_examples", "forgetting_events", "data_map", "DataMap", "prototype_distance",
+    "top_k", "bottom_k", "random_subset", "ips_sample", "coverage_centric", "stratified_sample",
+    "to_mask", "budget",
+    "density_scores", "density_sample", "exact_kernel_sum",
+    "PROMPT_TEMPLATE", "make_prompt", "p_yes", "causal_lm", "ask_llm_scores",
+    "kmeans", "KMeans", "facility_location", "facility_location_value", "FacilityLocation",
+    "craig", "Coreset", "k_center_greedy",
+    "semdedup", "SemDeDup", "s2l",
+    "Dynamics", "DynamicsRecorder", "record_examples", "train_with_dynamics",
+]
