@@ -76,18 +76,9 @@ def convnet(
     width = check_int(width, "width", min_value=1)
     depth = check_int(depth, "depth", min_value=1)
     check_choice(norm, "norm", ("instance", "none"))
-    fns = from_flax(ConvNet(n_classes, width, depth, norm, features_only, dtype))
 
     def check(x):
         if not hasattr(x, "ndim") or x.ndim != 4:
             raise ValueError(f"x: expected NHWC images of shape (n, H, W, C), got {getattr(x, 'shape', type(x).__name__)}")
 
-    def init(key, x):
-        check(x)
-        return fns.init(key, x)
-
-    def apply(params, x, *, train=False):
-        check(x)
-        return fns.apply(params, x, train=train)
-
-    return ModelFns(init, apply)
+    return from_flax(ConvNet(n_classes, width, depth, norm, features_only, dtype), check)

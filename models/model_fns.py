@@ -28,17 +28,22 @@ class ModelFns(NamedTuple):
     apply: Callable[..., Any]
 
 
-def from_flax(module: Any) -> ModelFns:
+def from_flax(module: Any, check: Any = None) -> ModelFns:
     """Wrap a ``flax.linen`` module whose ``__call__(x, train)`` returns the output.
 
     ``init`` returns the module's ``params`` collection only (the models here have no
-    other state); ``apply`` re-wraps it as ``{'params': params}``.
+    other state); ``apply`` re-wraps it as ``{'params': params}``. ``check(x)``, when
+    given, validates the input of both (raising ``ValueError``/``TypeError``).
     """
 
     def init(key: jax.Array, x: Any) -> Any:
+        if check is not None:
+            check(x)
         return module.init(key, x, False)["params"]
 
     def apply(params: Any, x: Any, *, train: bool = False) -> Any:
+        if check is not None:
+            check(x)
         return module.apply({"params": params}, x, train)
 
     return ModelFns(init, apply)

@@ -104,7 +104,6 @@ def sasrec(
     n_layers = check_int(n_layers, "n_layers", min_value=1)
     if d_model % n_heads:
         raise ValueError(f"d_model: expected a multiple of n_heads={n_heads}, got {d_model}")
-    fns = from_flax(SASRec(n_items, max_len, d_model, n_heads, n_layers, dtype))
 
     def check(x):
         if not hasattr(x, "shape") or not hasattr(x, "dtype"):
@@ -125,12 +124,4 @@ def sasrec(
         if x.shape[1] > max_len:
             raise ValueError(f"x: expected at most max_len={max_len} positions, got shape {tuple(x.shape)}")
 
-    def init(key, x):
-        check(x)
-        return fns.init(key, x)
-
-    def apply(params, x, *, train=False):
-        check(x)
-        return fns.apply(params, x, train=train)
-
-    return ModelFns(init, apply)
+    return from_flax(SASRec(n_items, max_len, d_model, n_heads, n_layers, dtype), check)

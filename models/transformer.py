@@ -135,19 +135,10 @@ def transformer(
     d_ff = 2 * d_model if d_ff is None else check_int(d_ff, "d_ff", min_value=1)
     if d_model % n_heads:
         raise ValueError(f"d_model: expected a multiple of n_heads={n_heads}, got {d_model}")
-    fns = from_flax(TransformerLM(vocab_size, max_len, d_model, n_heads, n_layers, d_ff, dtype))
 
     def check(x):
         token_inputs(x, vocab_size)
         if x.shape[1] > max_len:
             raise ValueError(f"x: expected at most max_len={max_len} positions, got shape {tuple(x.shape)}")
 
-    def init(key, x):
-        check(x)
-        return fns.init(key, x)
-
-    def apply(params, x, *, train=False):
-        check(x)
-        return fns.apply(params, x, train=train)
-
-    return ModelFns(init, apply)
+    return from_flax(TransformerLM(vocab_size, max_len, d_model, n_heads, n_layers, d_ff, dtype), check)
