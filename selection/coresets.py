@@ -169,7 +169,7 @@ def _greedy_naive(sim, w, k):
         g = jnp.sum(w[:, None] * jnp.maximum(sim - cur[:, None], 0.0), axis=0)
         g = jnp.where(chosen, -jnp.inf, g)
         j = jnp.argmax(g)
-        return jnp.maximum(cur, sim[:, j]), chosen.at[j].set(True), idx.at[t].set(j), gains.at[t].set(g[j])
+        return jnp.maximum(cur, sim[:, j]), chosen.at[j].set(True), idx.at[t].set(j.astype(idx.dtype)), gains.at[t].set(g[j])
 
     init = (jnp.zeros((n,), sim.dtype), jnp.zeros((m,), bool), jnp.zeros((k,), jnp.int32), jnp.zeros((k,), sim.dtype))
     _, _, idx, gains = jax.lax.fori_loop(0, k, step, init)
@@ -188,7 +188,7 @@ def _greedy_stochastic(key, sim, w, k, s):
         g = jnp.sum(w[:, None] * jnp.maximum(sim[:, cand] - cur[:, None], 0.0), axis=0)
         g = jnp.where(chosen[cand], -jnp.inf, g)
         j = cand[jnp.argmax(g)]
-        return (jnp.maximum(cur, sim[:, j]), chosen.at[j].set(True), idx.at[t].set(j), gains.at[t].set(jnp.max(g)), key)
+        return (jnp.maximum(cur, sim[:, j]), chosen.at[j].set(True), idx.at[t].set(j.astype(idx.dtype)), gains.at[t].set(jnp.max(g)), key)
 
     init = (jnp.zeros((n,), sim.dtype), jnp.zeros((m,), bool), jnp.zeros((k,), jnp.int32), jnp.zeros((k,), sim.dtype), key)
     _, _, idx, gains, _ = jax.lax.fori_loop(0, k, step, init)
@@ -410,7 +410,7 @@ def _k_center_from(x, dmin, k):
         dmin, idx = state
         j = jnp.argmax(dmin)
         d = jnp.sqrt(jnp.maximum(sq - 2 * x @ x[j] + sq[j], 0.0))
-        return jnp.minimum(dmin, d).at[j].set(0.0), idx.at[t].set(j)
+        return jnp.minimum(dmin, d).at[j].set(0.0), idx.at[t].set(j.astype(idx.dtype))
 
     return jax.lax.fori_loop(0, k, step, (dmin, jnp.zeros((k,), jnp.int32)))
 
