@@ -32,6 +32,7 @@ from benchmarks._common import RESULTS, format_table, write_result
 from distill import data as D
 from distill import distill_cf as dcf
 from distill import metrics
+from models import infinite_ae
 
 COLUMNS = ["budget_%", "method", "n_support", "lam", "HR@10", "nDCG@10", "nDCG@10_%full", "time_s"]
 
@@ -39,10 +40,8 @@ COLUMNS = ["budget_%", "method", "n_support", "lam", "HR@10", "nDCG@10", "nDCG@1
 def _test_metrics(support, train, val, test, lams):
     lam, _, _ = dcf.select_lambda(support, train, val, lams=lams, metric="nDCG@10")
     context = train + val
-    evals, a, b, mean_diag = dcf._spectral(
-        jnp.asarray(support, jnp.float32), context, depth=1, w_std=2**0.5, b_std=0.1
-    )
-    scores = dcf._spectral_scores(evals, a, b, mean_diag, jnp.asarray(lam, jnp.float32))
+    path = infinite_ae.spectral_path(jnp.asarray(support, jnp.float32), context)
+    scores = infinite_ae.spectral_scores(path, lam)
     m = metrics.evaluate(scores, test, context, ks=(10,), metrics=("hr", "ndcg"))
     return lam, m
 

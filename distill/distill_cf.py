@@ -55,7 +55,7 @@ from distill._checks import (
     check_float,
     check_int,
 )
-from models import infinite_ae, kernels, tuning
+from models import infinite_ae, tuning
 
 __all__ = [
     "Batch",
@@ -196,22 +196,6 @@ def objective(
 # --------------------------------------------------------------------------------------
 
 
-@functools.partial(jax.jit, static_argnames=("depth", "w_std", "b_std"))
-def _spectral(support, queries, *, depth, w_std, b_std):
-    """Eigen-decomposition of K(S, S) and the λ-independent factors of the scores."""
-    k_ss = kernels.fc_relu(support, depth=depth, w_std=w_std, b_std=b_std).ntk
-    k_qs = kernels.fc_relu(queries, support, depth=depth, w_std=w_std, b_std=b_std).ntk
-    evals, evecs = jnp.linalg.eigh(k_ss)
-    return jnp.maximum(evals, 0.0), k_qs @ evecs, evecs.T @ support, jnp.trace(k_ss) / k_ss.shape[0]
-
-
-@jax.jit
-def _spectral_scores(evals, a, b, mean_diag, lam):
-    # K_qs (K_ss + λ'I)⁻¹ X = (K_qs Q) diag(1/(e + λ')) (Qᵀ X), λ' = λ · tr(K)/μ.
-    reg = lam * mean_diag
-    return (a / (evals + reg)[None, :]) @ b
-
-
 def select_lambda(
     summary: jax.Array,
     train: jax.Array,
@@ -252,9 +236,9 @@ def select_lambda(
     dtype = jnp.result_type(float)
     s = jnp.asarray(summary, dtype)
     q = jnp.asarray(train, dtype)
-    evals, a, b, mean_diag = _spectral(s, q, depth=depth, w_std=w_std, b_std=b_std)
+    path = infinite_ae.spectral_path(s, q, depth=depth, w_std=w_std, b_std=b_std)
     search = tuning.select_lambda(
-        lambda lam: _spectral_scores(evals, a, b, mean_diag, jnp.asarray(lam, dtype)),
+        lambda lam: infinite_ae.spectral_scores(path, lam),
         lams,
         jnp.asarray(val),
         q,

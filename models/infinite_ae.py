@@ -38,6 +38,9 @@ __all__ = [
     "fit",
     "predict",
     "select_lambda",
+    "SpectralPath",
+    "spectral_path",
+    "spectral_scores",
     "DEFAULT_LAMS",
 ]
 
@@ -202,6 +205,65 @@ def _train_scores_eig(evals, evecs, qtx, x, reg):
     # Fallback for λ too small for a float32 Cholesky: the spectral form of X − λ'α.
     shrink = reg / (jnp.maximum(evals, 0.0) + reg)
     return x - evecs @ (shrink[:, None] * qtx)
+
+
+class SpectralPath(NamedTuple):
+    """λ-independent factors of ∞-AE's scores for one support set and one query set.
+
+    With ``K(S, S) = Q diag(e) Qᵀ``, the scores at any λ are
+    ``K(q, S)(K(S, S) + λ'I)⁻¹ X_S = (K(q, S) Q) diag(1/(e + λ')) (Qᵀ X_S)`` with
+    ``λ' = λ · tr(K)/μ``, one ``(m, μ)·(μ, I)`` product per λ.
+    """
+
+    evals: jax.Array  # (μ,) eigenvalues of K(S, S), clipped at 0
+    query_evecs: jax.Array  # (m, μ) K(q, S) Q
+    evecs_support: jax.Array  # (μ, I) Qᵀ X_S
+    mean_diag: jax.Array  # tr(K(S, S)) / μ
+
+
+def spectral_path(
+    support: jax.Array,
+    queries: jax.Array,
+    *,
+    depth: int = 1,
+    w_std: float = 2**0.5,
+    b_std: float = 0.1,
+) -> SpectralPath:
+    """Eigen-decompose ``K(S, S)`` once so :func:`spectral_scores` is cheap for every λ.
+
+    Unlike a Cholesky solve this never fails at tiny λ in float32 (the spectrum is
+    clipped at 0). Used for λ selection when the queries are not the support users
+    (Distill-CF summaries, user samples).
+
+    Args:
+      support: ``(μ, I)`` support users.  queries: ``(m, I)`` query users.
+      depth, w_std, b_std: the kernel.
+    """
+    support = _check_matrix(support, "support")
+    queries = _check_matrix(queries, "queries")
+    if queries.shape[1] != support.shape[1]:
+        raise ValueError(f"queries: expected {support.shape[1]} items, got shape {tuple(queries.shape)}")
+    return _spectral_path(support, queries.astype(support.dtype), KernelSpec(depth, w_std, b_std))
+
+
+@functools.partial(jax.jit, static_argnums=(2,))
+def _spectral_path(support, queries, spec):
+    k_ss = kernels.fc_relu(support, depth=spec.depth, w_std=spec.w_std, b_std=spec.b_std).ntk
+    k_qs = kernels.fc_relu(queries, support, depth=spec.depth, w_std=spec.w_std, b_std=spec.b_std).ntk
+    evals, evecs = jnp.linalg.eigh(k_ss)
+    return SpectralPath(jnp.maximum(evals, 0.0), k_qs @ evecs, evecs.T @ support, jnp.trace(k_ss) / k_ss.shape[0])
+
+
+def spectral_scores(path: SpectralPath, lam: float) -> jax.Array:
+    """``(m, I)`` ∞-AE scores of the path's queries at ridge ``lam`` (> 0)."""
+    lam = check_float(lam, "lam", min_value=0.0, strict_min=True)
+    return _spectral_scores(path, jnp.asarray(lam, path.evals.dtype))
+
+
+@jax.jit
+def _spectral_scores(path, lam):
+    reg = lam * path.mean_diag
+    return (path.query_evecs / (path.evals + reg)[None, :]) @ path.evecs_support
 
 
 def select_lambda(

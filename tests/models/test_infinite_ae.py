@@ -113,3 +113,16 @@ def _sharded_fit_equals_single():
 
 def test_sharded_fit_on_8_devices(multidevice):
     multidevice(_sharded_fit_equals_single)
+
+
+def test_spectral_path_equals_fit_predict():
+    """The eigen-decomposed λ path gives the Cholesky fit's scores for every λ."""
+    support, queries = _data(6, n=7, items=12), _data(7, n=5, items=12)
+    path = infinite_ae.spectral_path(support, queries, depth=2)
+    for lam in (1e-3, 0.5, 20.0):
+        direct = infinite_ae.predict(infinite_ae.fit(support, lam=lam, depth=2), queries)
+        np.testing.assert_allclose(infinite_ae.spectral_scores(path, lam), direct, rtol=1e-7, atol=1e-10)
+    with pytest.raises(ValueError, match="lam"):
+        infinite_ae.spectral_scores(path, 0.0)
+    with pytest.raises(ValueError, match="queries"):
+        infinite_ae.spectral_path(support, np.ones((2, 3)))
