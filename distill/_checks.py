@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Sequence
 
+import os
+
 import jax
 import numpy as np
 
@@ -22,6 +24,7 @@ __all__ = [
     "check_finite",
     "check_same_leading",
     "check_choice",
+    "check_path",
 ]
 
 
@@ -162,3 +165,10 @@ def check_choice(v: Any, name: str, choices: Sequence[Any]) -> Any:
     if v not in choices:
         raise ValueError(f"{name}: expected one of {list(choices)}, got {v!r}")
     return v
+
+
+def check_path(path: Any, name: str = "path") -> str:
+    """Require a ``str`` or ``os.PathLike`` and return it as a ``str``."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{name}: expected a str or os.PathLike, got {type(path).__name__}")
+    return os.fspath(path)

@@ -54,6 +54,7 @@ from distill._checks import (
     check_binary,
     check_float,
     check_int,
+    check_path,
 )
 from models import infinite_ae, tuning
 
@@ -360,9 +361,7 @@ def distill(
         raise ValueError("lams: expected at least one λ, got an empty grid")
     for lam in lams:
         check_float(lam, "lams", min_value=0.0)
-    if checkpoint_dir is not None and not isinstance(checkpoint_dir, (str, os.PathLike)):
-        raise TypeError(f"checkpoint_dir: expected a str or path, got {type(checkpoint_dir).__name__}")
-    checkpoint_dir = None if checkpoint_dir is None else os.fspath(checkpoint_dir)
+    checkpoint_dir = None if checkpoint_dir is None else check_path(checkpoint_dir, "checkpoint_dir")
 
     par = parametrize.gumbel_multisample(
         n_users, n_items, n_samples=n_samples, tau=tau, init_scale=init_scale, custom_vjp=custom_vjp,

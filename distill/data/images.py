@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from distill._checks import check_array, check_choice, check_float, check_int
+from distill._checks import check_array, check_choice, check_float, check_int, check_path
 
 __all__ = [
     "ImageData",
@@ -121,11 +121,7 @@ def load_tfds_images(
     if not isinstance(split, str):
         raise TypeError(f"split: expected a str, got {type(split).__name__}")
     if data_dir is not None:
-        if not isinstance(data_dir, (str, os.PathLike)):
-            raise TypeError(
-                f"data_dir: expected a str or os.PathLike, got {type(data_dir).__name__}"
-            )
-        data_dir = os.fspath(data_dir)
+        data_dir = check_path(data_dir, "data_dir")
     try:
         import tensorflow_datasets as tfds
     except ImportError as e:

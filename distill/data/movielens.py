@@ -20,7 +20,7 @@ from typing import Callable
 
 import numpy as np
 
-from distill._checks import check_choice
+from distill._checks import check_choice, check_path
 from distill.data.interactions import Interactions, from_arrays
 
 __all__ = [
@@ -71,12 +71,6 @@ def load_movielens_small() -> Interactions:
         df["rating"].to_numpy(np.float32),
         df["timestamp"].to_numpy(np.int64),
     )
-
-
-def _check_path(path: object, name: str = "path") -> str:
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"{name}: expected a str or os.PathLike, got {type(path).__name__}")
-    return os.fspath(path)
 
 
 def _read_ratings_file(path: str, split: Callable[[str], list[str]], fmt: str) -> Interactions:
@@ -149,7 +143,7 @@ def load_ml100k(path: str | os.PathLike) -> Interactions:
         field; the message names the file and the 1-based line number.
       FileNotFoundError: ``path`` does not exist.
     """
-    path = _check_path(path)
+    path = check_path(path)
     return _read_ratings_file(path, str.split, "tab-separated user item rating timestamp")
 
 
@@ -169,7 +163,7 @@ def load_ml1m(path: str | os.PathLike) -> Interactions:
       ValueError: a malformed line (message names the file and line number).
       FileNotFoundError: ``path`` does not exist.
     """
-    path = _check_path(path)
+    path = check_path(path)
     return _read_ratings_file(
         path, lambda line: line.split("::"), "UserID::MovieID::Rating::Timestamp"
     )
@@ -212,7 +206,7 @@ def load_tfds_movielens(
     if not isinstance(split, str):
         raise TypeError(f"split: expected a str, got {type(split).__name__}")
     if data_dir is not None:
-        data_dir = _check_path(data_dir, "data_dir")
+        data_dir = check_path(data_dir, "data_dir")
     try:
         import tensorflow_datasets as tfds
     except ImportError as e:
@@ -254,7 +248,7 @@ def load(name_or_path: str | os.PathLike) -> Interactions:
     Raises:
       ValueError: an unknown name, or a path that is neither kind of file.
     """
-    s = _check_path(name_or_path, "name_or_path")
+    s = check_path(name_or_path, "name_or_path")
     if s == "ml-latest-small":
         return load_movielens_small()
     if s.startswith("movielens/"):
