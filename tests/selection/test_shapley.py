@@ -1,0 +1,128 @@
+"""Data Shapley: enumeration == permutation definition; KNN closed form == enumeration; TMC converges."""
+
+import itertools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from selection import shapley
+
+
+def _game(n, seed):
+    """A non-additive utility: coverage of random sets + a pairwise synergy term."""
+    rng = np.random.default_rng(seed)
+    cover = jnp.asarray(rng.random((n, 12)) < 0.3)
+    w = jnp.asarray(rng.random(12))
+    syn = jnp.asarray(np.triu(rng.normal(size=(n, n)), 1))
+
+    def u(mask):
+        covered = jnp.any(cover & mask[:, None], axis=0)
+        m = mask.astype(w.dtype)
+        return jnp.sum(w * covered) + m @ syn @ m
+
+    return u
+
+
+def _by_permutations(u, n):
+    phi = np.zeros(n)
+    for perm in itertools.permutations(range(n)):
+        mask = np.zeros(n, bool)
+        prev = float(u(jnp.asarray(mask)))
+        for i in perm:
+            mask[i] = True
+            cur = float(u(jnp.asarray(mask)))
+            phi[i] += cur - prev
+            prev = cur
+    return phi / math.factorial(n)
+
+
+def test_exact_equals_permutation_definition_and_axioms(x64):
+    n = 5
+    u = _game(n, 0)
+    phi = shapley.exact_shapley(u, n)
+    np.testing.assert_allclose(phi, _by_permutations(jax.jit(u), n), atol=1e-10)
+    full, empty = float(u(jnp.ones(n, bool))), float(u(jnp.zeros(n, bool)))
+    np.testing.assert_allclose(phi.sum(), full - empty, atol=1e-10)  # efficiency
+    # additive game: φ_i is the weight itself
+    w = jnp.asarray([0.5, -1.0, 2.0, 0.0])
+    np.testing.assert_allclose(shapley.exact_shapley(lambda m: jnp.sum(w * m), 4), np.asarray(w), atol=1e-12)
+
+
+def _knn_data(seed, n=8, m=10, c=3):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, 2)), rng.integers(0, c, n).astype(np.int32), rng.normal(size=(m, 2)), rng.integers(0, c, m).astype(np.int32)
+
+
+@pytest.mark.parametrize("k", [1, 3, 10])
+def test_knn_shapley_closed_form_equals_enumeration(x64, k):
+    x, y, xt, yt = _knn_data(k)
+    exact = shapley.exact_shapley(shapley.knn_utility(x, y, xt, yt, k), x.shape[0])
+    got = np.asarray(shapley.knn_shapley(x, y, xt, yt, k))
+    np.testing.assert_allclose(got, exact, atol=1e-12)
+    assert np.ptp(exact) > 1e-3
+
+
+def test_tmc_converges_to_exact(x64):
+    x, y, xt, yt = _knn_data(7, n=7)
+    u = shapley.knn_utility(x, y, xt, yt, 2)
+    exact = shapley.exact_shapley(u, 7)
+    res = shapley.tmc_shapley(jax.random.PRNGKey(0), u, 7, truncation=0.0, max_permutations=3000, convergence_tol=1e-3, window=200, batch=100)
+    assert res.n_permutations == 3000 and not res.converged
+    assert res.utility_calls == 3000 * 7 + 2  # no truncation: every prefix evaluated
+    np.testing.assert_allclose(res.values, exact, atol=0.02)
+    np.testing.assert_allclose(res.values.sum(), float(u(jnp.ones(7, bool))), atol=1e-9)  # efficiency per permutation
+
+
+def test_tmc_truncation_saves_calls_and_stops_on_convergence(x64):
+    rng = np.random.default_rng(0)
+    x, xt = rng.normal(size=(40, 2)), rng.normal(size=(100, 2))
+    y, yt = (x[:, 0] > 0).astype(np.int32), (xt[:, 0] > 0).astype(np.int32)
+    y[:4] = 1 - y[:4]  # four flipped labels
+    u = shapley.knn_utility(x, y, xt, yt, 3)
+    exact = np.asarray(shapley.knn_shapley(x, y, xt, yt, 3))
+    plain = shapley.tmc_shapley(jax.random.PRNGKey(1), u, 40, truncation=0.0, max_permutations=2000)
+    trunc = shapley.tmc_shapley(jax.random.PRNGKey(1), u, 40, truncation=0.02, max_permutations=2000)
+    for res in (plain, trunc):
+        assert res.converged and res.n_permutations < 2000 and res.errors[-1] < 0.05
+    assert trunc.utility_calls < 0.75 * plain.utility_calls
+    assert np.corrcoef(plain.values, exact)[0, 1] > 0.95
+    assert np.corrcoef(trunc.values, exact)[0, 1] > 0.9
+
+
+def test_validation():
+    x, y, xt, yt = _knn_data(0)
+    with pytest.raises(TypeError, match="utility"):
+        shapley.exact_shapley(3, 4)
+    with pytest.raises(ValueError, match="n"):
+        shapley.exact_shapley(lambda m: jnp.sum(m), 17)
+    with pytest.raises(ValueError, match="truncation"):
+        shapley.tmc_shapley(jax.random.PRNGKey(0), lambda m: jnp.sum(m), 3, truncation=-1.0)
+    with pytest.raises(ValueError, match="convergence_tol"):
+        shapley.tmc_shapley(jax.random.PRNGKey(0), lambda m: jnp.sum(m), 3, convergence_tol=0.0)
+    with pytest.raises(ValueError, match="k"):
+        shapley.knn_shapley(x, y, xt, yt, 0)
+    with pytest.raises(TypeError, match="y_train"):
+        shapley.knn_shapley(x, y.astype(float), xt, yt, 1)
+    with pytest.raises(ValueError, match="x_test"):
+        shapley.knn_utility(x, y, xt[:, :1], yt, 1)
+    bad = x.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="finite"):
+        shapley.knn_shapley(bad, y, xt, yt, 1)
+
+
+def _sharded_equals_single():
+    jax.config.update("jax_enable_x64", True)
+    from distill.parallel import make_mesh
+
+    x, y, xt, yt = _knn_data(3, n=20, m=13)
+    a = np.asarray(shapley.knn_shapley(x, y, xt, yt, 3))
+    b = np.asarray(shapley.knn_shapley(x, y, xt, yt, 3, mesh=make_mesh()))
+    np.testing.assert_allclose(a, b, atol=1e-12)
+
+
+def test_sharded_equals_single_device(multidevice):
+    multidevice(_sharded_equals_single)
