@@ -1,0 +1,251 @@
+"""Ψ of the 16 CF samplers on MovieLens latest-small (dissertation §1.3.5, Table 1.3, Fig. 1.3).
+
+    python -m benchmarks.psi                 # 16 samplers × {80,60,40,20,10} % × 5-model panel
+    python -m benchmarks.psi --quick         # 4 samplers × {60, 20} %
+    python -m benchmarks.psi --seeds 0 1 2   # one split per seed
+
+Protocol: implicit feedback, users with < 3 interactions dropped, per-user random
+80/10/10 split (as :mod:`benchmarks.infinite_ae`). Only the *training* interactions
+are sampled (validation and test are never touched, as in the dissertation). For each
+(sampler, rate) the panel {PopRec, bias-only, MF, EASE, ∞-AE}
+(:func:`selection.psi.evaluate_panel`) is trained on the sample and evaluated on the
+full-data test set (ranking excludes the full train + validation items); Kendall's τ
+between its model ranking and the full-data ranking per metric (AUC, HR@100, nDCG@10),
+Ψ = mean τ over metrics and rates. SASRec is not in the panel (sequential feedback
+would need a second split protocol and a GPU-sized budget; skipped).
+
+Cheap but sound settings, so the grid fits ~20 min on 2 idle cores: bias-only/MF
+10 BPR epochs padded to one compiled size; EASE/∞-AE λ chosen on validation once on
+the full data (grids 10/100/500 and 1/5/50, relative for ∞-AE) and kept for the
+samples. Every (dataset, seed, sampler, rate) result is cached in
+``benchmarks/results/psi_cache/`` as JSON, so a rerun only trains what is missing.
+Writes ``benchmarks/results/psi[_quick].json`` and ``psi[_quick]_heatmap.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import time
+import zlib
+from typing import Any, Callable
+
+import jax
+import numpy as np
+from tqdm import tqdm
+
+from benchmarks._common import RESULTS, format_table, write_result
+from distill import data as D
+from distill.data.interactions import Interactions
+from selection import cf_sampling, psi, svp_cf
+
+RATES = (0.8, 0.6, 0.4, 0.2, 0.1)
+SAMPLERS: dict[str, Callable] = {**cf_sampling.SAMPLERS, **svp_cf.SAMPLERS}
+QUICK_SAMPLERS = ("random_interaction", "head_user", "centrality", "svp_cf_prop_user_bias")
+MF_EPOCHS = 10
+
+
+def prepare(inter: Interactions, seed: int) -> dict[str, Any]:
+    """Split ``inter`` and return the training interactions (sampled later) and matrices."""
+    imp = D.filter_min_interactions(D.to_implicit(inter), min_user=3)
+    split = D.random_split(imp, seed=seed, min_interactions=3)
+    rows = split.train[imp.users, imp.items] > 0
+    # Same id space as the split's matrices: the sampled rows scatter back into them.
+    train = imp._replace(
+        users=imp.users[rows], items=imp.items[rows],
+        ratings=imp.ratings[rows], timestamps=imp.timestamps[rows],
+    )
+    return {"split": split, "train": train, "exclude": np.clip(split.train + split.val, 0, 1)}
+
+
+def _matrix(train: Interactions, mask: np.ndarray, shape) -> np.ndarray:
+    x = np.zeros(shape, np.float32)
+    x[train.users[mask], train.items[mask]] = 1.0
+    return x
+
+
+def _cache_path(cache: pathlib.Path, dataset: str, seed: int, sampler: str, rate: float) -> pathlib.Path:
+    return cache / dataset / f"seed{seed}" / f"{sampler}_{int(round(rate * 100))}.json"
+
+
+def _load(path: pathlib.Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _save(path: pathlib.Path, obj: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    tmp.replace(path)  # atomic: a killed run never leaves a half-written cache entry
+
+
+def run_dataset(
+    inter: Interactions,
+    dataset: str,
+    seed: int,
+    samplers: tuple[str, ...],
+    rates: tuple[float, ...],
+    cache: pathlib.Path,
+    *,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Ψ-harness for one dataset and split: full panel, samples, τ per (sampler, rate, metric).
+
+    Returns ``{"full": panel, "lams": ..., "samples": {sampler: {rate%: {"panel", "tau",
+    "n_kept"}}}}``. Cached per (sampler, rate) under ``cache/dataset/seed``.
+    """
+    prep = prepare(inter, seed)
+    split, train = prep["split"], prep["train"]
+    shape = (split.n_users, split.n_items)
+    n_pad = int(train.users.shape[0])
+    key = jax.random.key(seed)
+    full_path = cache / dataset / f"seed{seed}" / "full.json"
+    full = _load(full_path)
+    if full is None:
+        from models import ease, infinite_ae  # λ search on the full data only
+
+        x = split.train
+        lam_ease = ease.select_lambda(x, split.val, lams=(10.0, 100.0, 500.0))[1].best_lam
+        lam_ae = infinite_ae.select_lambda(x, split.val, lams=(1.0, 5.0, 50.0))[1].best_lam
+        panel = psi.evaluate_panel(
+            x, split.val, split.test, prep["exclude"], key, n_pad=n_pad, mf_epochs=MF_EPOCHS,
+            ease_lams=(lam_ease,), inf_ae_lams=(lam_ae,),
+        )
+        full = {"panel": panel, "lam_ease": lam_ease, "lam_inf_ae": lam_ae,
+                "n_users": shape[0], "n_items": shape[1], "n_train": n_pad}
+        _save(full_path, full)
+    importance: dict[str, np.ndarray] = {}
+
+    def sample_mask(name: str, rate: float, k: jax.Array) -> np.ndarray:
+        if not name.startswith("svp_cf"):
+            return SAMPLERS[name](train, rate, k)
+        proxy = name.rsplit("_", 1)[1]
+        prop = "_prop_" in name
+        if proxy not in importance:  # one proxy training per proxy, shared by 8 × rates
+            importance[proxy] = svp_cf.proxy_difficulty(
+                train, jax.random.fold_in(key, 7), proxy=proxy, epochs=MF_EPOCHS
+            )
+        imp = svp_cf.importance(train, importance[proxy], prop=prop)
+        return SAMPLERS[name](train, rate, k, importance=imp)
+
+    out: dict[str, Any] = {"full": full, "samples": {}}
+    jobs = [(s, r) for s in samplers for r in rates]
+    bar = tqdm(jobs, desc=f"psi {dataset} seed {seed}", disable=not progress)
+    for name, rate in bar:
+        path = _cache_path(cache, dataset, seed, name, rate)
+        res = _load(path)
+        if res is None:
+            t0 = time.perf_counter()
+            k = jax.random.fold_in(jax.random.fold_in(key, zlib.crc32(name.encode()) % (2**31)), int(rate * 100))
+            mask = sample_mask(name, rate, k)
+            xs = _matrix(train, mask, shape)
+            panel = psi.evaluate_panel(
+                xs, split.val, split.test, prep["exclude"], key, n_pad=n_pad,
+                mf_epochs=MF_EPOCHS, ease_lams=(full["lam_ease"],),
+                inf_ae_lams=(full["lam_inf_ae"],),
+            )
+            res = {
+                "panel": panel,
+                "tau": psi.taus(full["panel"], panel),
+                "n_kept": int(mask.sum()),
+                "users_kept": int(np.unique(train.users[mask]).size),
+                "items_kept": int(np.unique(train.items[mask]).size),
+                "time_s": time.perf_counter() - t0,
+            }
+            _save(path, res)
+        out["samples"].setdefault(name, {})[str(int(round(rate * 100)))] = res
+    return out
+
+
+def summarize(per_seed: list[dict], samplers, rates) -> list[dict]:
+    """Table 1.3 rows: mean τ per rate (over metrics, seeds) and Ψ per sampler."""
+    rows = []
+    for name in samplers:
+        row = {"sampler": name}
+        all_t = []
+        for r in rates:
+            key = str(int(round(r * 100)))
+            t = [[res["samples"][name][key]["tau"][m] for m in psi.METRICS] for res in per_seed]
+            row[f"tau@{key}"] = psi.psi(np.array(t))
+            all_t.append(t)
+        for m_i, m in enumerate(psi.METRICS):
+            row[f"psi_{m}"] = psi.psi(np.array(all_t)[..., m_i])
+        row["psi"] = psi.psi(np.array(all_t))
+        rows.append(row)
+    return rows
+
+
+def heatmap(rows: list[dict], rates, path: pathlib.Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = [f"tau@{int(round(r * 100))}" for r in rates] + ["psi"]
+    vals = np.array([[row[c] for c in cols] for row in rows])
+    fig, ax = plt.subplots(figsize=(1.1 * len(cols) + 3, 0.38 * len(rows) + 1.5))
+    im = ax.imshow(vals, cmap="RdYlGn", vmin=-1, vmax=1, aspect="auto")
+    ax.set_xticks(range(len(cols)), [c.replace("tau@", "τ @ ") + ("%" if "@" in c else "") for c in cols])
+    ax.set_yticks(range(len(rows)), [r["sampler"] for r in rows])
+    for (i, j), v in np.ndenumerate(vals):
+        ax.text(j, i, "nan" if np.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=7)
+    fig.colorbar(im, ax=ax, label="Kendall's τ (mean over AUC, HR@100, nDCG@10)")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run(args) -> dict:
+    t_start = time.perf_counter()
+    samplers = tuple(args.samplers or (QUICK_SAMPLERS if args.quick else SAMPLERS))
+    rates = (0.6, 0.2) if args.quick else RATES
+    cache = pathlib.Path(args.cache)
+    inter = D.load_movielens_small()
+    per_seed = [run_dataset(inter, "ml-latest-small", s, samplers, rates, cache) for s in args.seeds]
+    rows = summarize(per_seed, samplers, rates)
+    rows.sort(key=lambda r: -r["psi"])
+    cols = ["sampler"] + [f"tau@{int(round(r * 100))}" for r in rates] + [f"psi_{m}" for m in psi.METRICS] + ["psi"]
+    print(format_table(rows, cols))
+    print("full-data panel (seed %d):" % args.seeds[0])
+    full = per_seed[0]["full"]["panel"]
+    print(format_table([{"model": m, **v} for m, v in full.items()], ["model", *psi.METRICS]))
+    name = "psi_quick" if args.quick else "psi"
+    if len(args.seeds) > 1:
+        name += f"_{len(args.seeds)}seeds"
+    out = pathlib.Path(args.out) if args.out else RESULTS
+    out.mkdir(parents=True, exist_ok=True)
+    heatmap(rows, rates, out / f"{name}_heatmap.png",
+            "Ψ of CF samplers, MovieLens latest-small (cf. Table 1.3 / Fig. 1.3)")
+    wall = time.perf_counter() - t_start
+    config = {
+        "dataset": "ml-latest-small", "seeds": list(args.seeds), "samplers": list(samplers),
+        "rates": list(rates), "panel": list(psi.PANEL), "metrics": list(psi.METRICS),
+        "mf_epochs": MF_EPOCHS, "mf_dim": 32, "ease_lams_full": [10.0, 100.0, 500.0],
+        "inf_ae_lams_full": [1.0, 5.0, 50.0], "sasrec": "skipped",
+        "split": "per-user random 80/10/10 (train sampled only)",
+        "cache": str(cache),
+    }
+    results = {"table": rows, "full_panel": {str(s): r["full"] for s, r in zip(args.seeds, per_seed)},
+               "per_seed": {str(s): r["samples"] for s, r in zip(args.seeds, per_seed)}}
+    path = write_result(name, config, results, wall, out)
+    print(f"wrote {path} ({wall:.1f} s; cached entries are reused, so rerun wall time is smaller)")
+    return results
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="4 samplers × 2 rates")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--samplers", nargs="+", choices=sorted(SAMPLERS), default=None)
+    p.add_argument("--cache", default=str(RESULTS / "psi_cache"))
+    p.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
+    run(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,281 @@
+"""Bias-only and matrix-factorisation recommenders trained with BPR (dissertation §1.3.1).
+
+    bias-only:  r̂(u, i) = α + β_u + β_i
+    MF:         r̂(u, i) = α + β_u + β_i + γ_u · γ_i          (γ ∈ R^d; Koren et al., 2009)
+
+Both are trained on implicit feedback with the pairwise BPR loss (Rendle et al., 2009)
+over one uniformly drawn negative item per positive interaction per epoch::
+
+    L = −Σ_{(u,i)} w_ui · log σ(r̂(u, i) − r̂(u, j)) + l2 · (‖β‖² + ‖γ‖²) / 2,   j ~ U(items)
+
+(α and β_u cancel in the difference: they do not change a user's ranking, exactly as in
+the dissertation's bias-only baseline). ``dim = 0`` is the bias-only model.
+
+They are the two proxies of SVP-CF (:mod:`selection.svp_cf`) and two members of the
+Ψ panel (:mod:`benchmarks.psi`). For SVP-CF, :func:`fit` records after every epoch each
+training interaction's *inverse AUC*: the fraction of ``n_negatives`` uniformly drawn
+items that the current model scores at least as high as the positive — the per-epoch
+term of Δ(u, i | P) in §1.3.3 (the dissertation's ``1 / 1(P_e(u,i) > P_e(u,j))`` is
+infinite whenever a negative wins; its bounded Monte-Carlo form is used here).
+
+Negatives are drawn uniformly over all items without excluding the user's positives:
+with MovieLens densities (~1.6 %) that changes the loss by a negligible amount and
+keeps the whole training loop one jitted ``lax.scan``.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from distill._checks import check_array, check_float, check_int, check_same_leading
+
+__all__ = ["MF", "History", "init", "score_pairs", "predict", "fit", "inverse_auc"]
+
+
+class MF(NamedTuple):
+    """Parameters of bias-only (``dim = 0``) / MF models.
+
+    Attributes:
+      global_bias: ``()`` α.
+      user_bias: ``(n_users,)`` β_u.
+      item_bias: ``(n_items,)`` β_i.
+      user_emb: ``(n_users, dim)`` γ_u (``dim`` may be 0).
+      item_emb: ``(n_items, dim)`` γ_i.
+    """
+
+    global_bias: jax.Array
+    user_bias: jax.Array
+    item_bias: jax.Array
+    user_emb: jax.Array
+    item_emb: jax.Array
+
+
+class History(NamedTuple):
+    """What :func:`fit` records per epoch.
+
+    Attributes:
+      loss: ``(epochs,)`` mean weighted BPR loss of the epoch's mini-batches.
+      inverse_auc: ``(epochs, n)`` per interaction: fraction of sampled negatives
+        scored ``>=`` the positive after the epoch (0 = ranked above every negative).
+    """
+
+    loss: jax.Array
+    inverse_auc: jax.Array
+
+
+def _check_params(params) -> None:
+    if not isinstance(params, MF):
+        raise TypeError(f"params: expected an MF from init()/fit(), got {type(params).__name__}")
+
+
+def init(key: jax.Array, n_users: int, n_items: int, *, dim: int = 0, scale: float = 0.01) -> MF:
+    """Zero biases and ``N(0, scale²)`` embeddings.
+
+    Args:
+      key: PRNG key.
+      n_users, n_items: sizes of the id spaces (>= 1).
+      dim: latent size d (0 = bias-only).
+      scale: standard deviation of the initial embeddings (>= 0).
+
+    Returns:
+      :class:`MF` in float32.
+    """
+    n_users = check_int(n_users, "n_users", min_value=1)
+    n_items = check_int(n_items, "n_items", min_value=1)
+    dim = check_int(dim, "dim", min_value=0)
+    scale = check_float(scale, "scale", min_value=0.0)
+    ku, ki = jax.random.split(key)
+    return MF(
+        global_bias=jnp.zeros((), jnp.float32),
+        user_bias=jnp.zeros((n_users,), jnp.float32),
+        item_bias=jnp.zeros((n_items,), jnp.float32),
+        user_emb=scale * jax.random.normal(ku, (n_users, dim), jnp.float32),
+        item_emb=scale * jax.random.normal(ki, (n_items, dim), jnp.float32),
+    )
+
+
+def _pairs(params: MF, users, items):
+    return (
+        params.global_bias
+        + params.user_bias[users]
+        + params.item_bias[items]
+        + jnp.sum(params.user_emb[users] * params.item_emb[items], axis=-1)
+    )
+
+
+def score_pairs(params: MF, users: jax.Array, items: jax.Array) -> jax.Array:
+    """``r̂(u, i)`` for parallel ``(n,)`` int arrays of users and items → ``(n,)``."""
+    _check_params(params)
+    check_array(users, "users", kind="int", nonempty=False)
+    check_array(items, "items", kind="int", nonempty=False)
+    return _pairs(params, jnp.asarray(users), jnp.asarray(items))
+
+
+def predict(params: MF, users: jax.Array) -> jax.Array:
+    """Scores of every item for the given users: ``(m,) → (m, n_items)``.
+
+    ``r̂(u, ·) = α + β_u + β + γ_u Γᵀ``.
+    """
+    _check_params(params)
+    check_array(users, "users", ndim=1, kind="int")
+    u = jnp.asarray(users)
+    return (
+        params.global_bias
+        + params.user_bias[u][:, None]
+        + params.item_bias[None, :]
+        + params.user_emb[u] @ params.item_emb.T
+    )
+
+
+def _inverse_auc(params, users, items, key, n_items, n_negatives):
+    neg = jax.random.randint(key, (users.shape[0], n_negatives), 0, n_items)
+    pos = _pairs(params, users, items)
+    negs = _pairs(params, users[:, None], neg)
+    return jnp.mean((negs >= pos[:, None]).astype(jnp.float32), axis=1)
+
+
+@functools.partial(jax.jit, static_argnames=("n_items", "n_negatives"))
+def _inverse_auc_jit(params, users, items, key, n_items, n_negatives):
+    return _inverse_auc(params, users, items, key, n_items, n_negatives)
+
+
+def inverse_auc(
+    params: MF, users: jax.Array, items: jax.Array, key: jax.Array, *, n_negatives: int = 16
+) -> jax.Array:
+    """Monte-Carlo inverse AUC of each positive ``(u, i)``: ``mean_j 1[r̂(u,j) ≥ r̂(u,i)]``.
+
+    Args:
+      params: a fitted :class:`MF`.
+      users, items: int ``(n,)`` positives.
+      key: PRNG key for the ``n_negatives`` uniform negatives per positive.
+      n_negatives: negatives per positive (>= 1).
+
+    Returns:
+      float32 ``(n,)`` in ``[0, 1]``.
+    """
+    _check_params(params)
+    check_array(users, "users", ndim=1, kind="int")
+    check_array(items, "items", ndim=1, kind="int")
+    check_same_leading([("users", users), ("items", items)])
+    n_negatives = check_int(n_negatives, "n_negatives", min_value=1)
+    return _inverse_auc_jit(
+        params, jnp.asarray(users), jnp.asarray(items), key, params.item_bias.shape[0], n_negatives
+    )
+
+
+@functools.partial(
+    jax.jit, static_argnames=("epochs", "batch_size", "n_negatives", "n_items")
+)
+def _train(params, key, users, items, weights, lr, l2, *, epochs, batch_size, n_negatives, n_items):
+    n = users.shape[0]
+    n_batches = -(-n // batch_size)
+    pad = n_batches * batch_size - n
+    opt = optax.adam(lr)
+    opt_state = opt.init(params)
+
+    def loss_fn(p, u, i, j, w):
+        diff = _pairs(p, u, i) - _pairs(p, u, j)
+        data = -jnp.sum(w * jax.nn.log_sigmoid(diff)) / jnp.maximum(jnp.sum(w), 1.0)
+        reg = 0.5 * l2 * (
+            jnp.sum(p.user_bias**2) + jnp.sum(p.item_bias**2)
+            + jnp.sum(p.user_emb**2) + jnp.sum(p.item_emb**2)
+        )
+        return data + reg / n_batches
+
+    def step(carry, batch):
+        p, s = carry
+        u, i, j, w = batch
+        loss, g = jax.value_and_grad(loss_fn)(p, u, i, j, w)
+        upd, s = opt.update(g, s, p)
+        return (optax.apply_updates(p, upd), s), loss * jnp.sum(w)
+
+    def epoch(carry, k):
+        k_perm, k_neg, k_eval = jax.random.split(k, 3)
+        # Padding slots point at row 0 with weight 0 so every batch has the same shape.
+        perm = jnp.concatenate([jax.random.permutation(k_perm, n), jnp.zeros(pad, jnp.int32)])
+        w = jnp.where(jnp.arange(n + pad) < n, weights[perm], 0.0)
+        negs = jax.random.randint(k_neg, (n + pad,), 0, n_items)
+        shape = (n_batches, batch_size)
+        batches = (
+            users[perm].reshape(shape), items[perm].reshape(shape), negs.reshape(shape), w.reshape(shape)
+        )
+        carry, losses = jax.lax.scan(step, carry, batches)
+        inv = _inverse_auc(carry[0], users, items, k_eval, n_items, n_negatives)
+        return carry, (jnp.sum(losses) / jnp.maximum(jnp.sum(weights), 1.0), inv)
+
+    (params, _), (loss, inv) = jax.lax.scan(epoch, (params, opt_state), jax.random.split(key, epochs))
+    return params, History(loss, inv)
+
+
+def fit(
+    key: jax.Array,
+    users: jax.Array,
+    items: jax.Array,
+    n_users: int,
+    n_items: int,
+    *,
+    dim: int = 0,
+    epochs: int = 20,
+    lr: float = 0.05,
+    l2: float = 1e-3,
+    batch_size: int = 4096,
+    n_negatives: int = 16,
+    weights: jax.Array | None = None,
+) -> tuple[MF, History]:
+    """Train bias-only (``dim=0``) or MF with BPR and Adam, recording per-epoch inverse AUC.
+
+    The whole run (epochs × shuffled mini-batches) is one jitted ``lax.scan``; it
+    compiles once per ``(n, epochs, batch_size, n_negatives, n_items, dim)``. Pad a
+    changing number of interactions to a fixed ``n`` with ``weights = 0`` to reuse the
+    compilation (what :mod:`benchmarks.psi` does for every sample size).
+
+    Args:
+      key: PRNG key (initialisation, shuffles, negatives).
+      users, items: int ``(n,)`` positive interactions (ids in range).
+      n_users, n_items: id-space sizes.
+      dim: latent size (0 = bias-only).
+      epochs: number of passes (>= 1).
+      lr: Adam learning rate (> 0).
+      l2: L2 penalty on biases and embeddings (>= 0).
+      batch_size: interactions per step (>= 1).
+      n_negatives: negatives per positive for the recorded inverse AUC.
+      weights: optional ``(n,)`` non-negative per-interaction weights (0 = padding).
+
+    Returns:
+      ``(params, history)``: the trained :class:`MF` and its :class:`History`.
+    """
+    check_array(users, "users", ndim=1, kind="int")
+    check_array(items, "items", ndim=1, kind="int")
+    check_same_leading([("users", users), ("items", items)])
+    n_users = check_int(n_users, "n_users", min_value=1)
+    n_items = check_int(n_items, "n_items", min_value=1)
+    u, i = jnp.asarray(users, jnp.int32), jnp.asarray(items, jnp.int32)
+    if int(jnp.min(u)) < 0 or int(jnp.max(u)) >= n_users:
+        raise ValueError(f"users: expected ids in [0, {n_users}), got [{int(jnp.min(u))}, {int(jnp.max(u))}]")
+    if int(jnp.min(i)) < 0 or int(jnp.max(i)) >= n_items:
+        raise ValueError(f"items: expected ids in [0, {n_items}), got [{int(jnp.min(i))}, {int(jnp.max(i))}]")
+    epochs = check_int(epochs, "epochs", min_value=1)
+    lr = check_float(lr, "lr", min_value=0.0, strict_min=True)
+    l2 = check_float(l2, "l2", min_value=0.0)
+    batch_size = check_int(batch_size, "batch_size", min_value=1)
+    n_negatives = check_int(n_negatives, "n_negatives", min_value=1)
+    if weights is None:
+        w = jnp.ones(u.shape[0], jnp.float32)
+    else:
+        check_array(weights, "weights", ndim=1, kind="numeric", finite=True)
+        check_same_leading([("users", users), ("weights", weights)])
+        w = jnp.asarray(weights, jnp.float32)
+        if bool(jnp.any(w < 0)):
+            raise ValueError("weights: expected non-negative weights")
+    k_init, k_train = jax.random.split(key)
+    params = init(k_init, n_users, n_items, dim=dim)
+    batch_size = min(batch_size, u.shape[0])
+    return _train(
+        params, k_train, u, i, w, jnp.float32(lr), jnp.float32(l2),
+        epochs=epochs, batch_size=batch_size, n_negatives=n_negatives, n_items=n_items,
+    )

@@ -1,0 +1,250 @@
+"""Ψ: how well a sampler preserves the ranking of recommendation algorithms (dissertation §1.3.4).
+
+    Ψ(D, s) = λ · Σ_f Σ_m Σ_p τ(R_{f,m}, R^{s,p}_{f,m})
+
+``R_{f,m}`` ranks the panel of algorithms trained on the full data D by metric m on the
+full-data test set, ``R^{s,p}_{f,m}`` the same panel trained on the p-sample of D drawn by
+sampler s, τ is Kendall's τ (τ-b, as ``scipy.stats.kendalltau``) and λ makes Ψ the
+mean (NaN τ — a panel that ties everywhere — are skipped). This module has the
+measure (:func:`kendall_tau`, :func:`taus`, :func:`psi`) and the panel
+(:func:`evaluate_panel`: popularity, bias-only, MF, EASE, ∞-AE on one training matrix,
+evaluated on fixed validation/test items); :mod:`benchmarks.psi` runs the grid of
+samplers × rates with caching.
+
+The dissertation uses the implicit-feedback metrics AUC, Recall@100 and nDCG@10
+(Table 1.1); here Recall@100 is :func:`distill.metrics.hr_at_k` at 100 (recall with the
+denominator capped at k, as the project's reference).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.stats
+
+from distill import metrics as cf_metrics
+from distill._checks import check_array, check_choice, check_same_leading
+from models import ease, infinite_ae, mf, popularity
+
+__all__ = [
+    "METRICS",
+    "mean_auc",
+    "PANEL",
+    "kendall_tau",
+    "taus",
+    "psi",
+    "evaluate_panel",
+]
+
+METRICS = ("AUC", "HR@100", "nDCG@10")
+"""Implicit-feedback metrics of Table 1.1 (HR@100 stands for Recall@100)."""
+
+PANEL = ("PopRec", "bias-only", "MF", "EASE", "inf-AE")
+"""The algorithms ranked by Ψ (SASRec is not in the panel, see :mod:`benchmarks.psi`)."""
+
+
+@jax.jit
+def _tau_b(x, y):
+    sx = jnp.sign(x[:, None] - x[None, :])
+    sy = jnp.sign(y[:, None] - y[None, :])
+    n = x.shape[0]
+    n0 = n * (n - 1) / 2.0
+    # Each unordered pair appears twice in the full n × n sign matrices.
+    s = jnp.sum(sx * sy) / 2.0
+    tx = (jnp.sum(sx == 0) - n) / 2.0
+    ty = (jnp.sum(sy == 0) - n) / 2.0
+    return s / jnp.sqrt((n0 - tx) * (n0 - ty))
+
+
+def kendall_tau(x: Any, y: Any) -> float:
+    """Kendall's τ-b between two score vectors (equal to ``scipy.stats.kendalltau(x, y)[0]``).
+
+    ``τ_b = (C − D) / sqrt((n₀ − n₁)(n₀ − n₂))`` with C/D the concordant/discordant
+    pairs, ``n₀ = n(n−1)/2`` and n₁/n₂ the pairs tied in x/y. Jitted over all pairs
+    (panels are small). NaN when either vector is constant, like scipy.
+
+    Args:
+      x, y: ``(n,)`` finite numbers, ``n >= 2``.
+
+    Returns:
+      τ-b as a python float in ``[−1, 1]`` (or NaN).
+    """
+    check_array(x, "x", ndim=1, kind="numeric", finite=True)
+    check_array(y, "y", ndim=1, kind="numeric", finite=True)
+    check_same_leading([("x", x), ("y", y)])
+    if x.shape[0] < 2:
+        raise ValueError(f"x: expected at least 2 values, got {x.shape[0]}")
+    x64 = jnp.asarray(np.asarray(x, np.float64))
+    y64 = jnp.asarray(np.asarray(y, np.float64))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return float(_tau_b(x64, y64))
+
+
+def taus(
+    full: Mapping[str, Mapping[str, float]],
+    sampled: Mapping[str, Mapping[str, float]],
+    metrics: Sequence[str] = METRICS,
+) -> dict[str, float]:
+    """τ between the full-data and the sampled-data ranking of the panel, per metric.
+
+    Args:
+      full: ``{model: {metric: value}}`` of the panel trained on the full data.
+      sampled: the same for the panel trained on a sample (same models).
+      metrics: which metrics (higher = better for every one).
+
+    Returns:
+      ``{metric: τ(R_m, R^{s,p}_m)}``.
+    """
+    if not isinstance(full, Mapping) or not isinstance(sampled, Mapping):
+        raise TypeError("full: expected dicts {model: {metric: value}} for full and sampled")
+    models = sorted(full)
+    if sorted(sampled) != models:
+        raise ValueError(f"sampled: expected the models {models}, got {sorted(sampled)}")
+    out = {}
+    for m in metrics:
+        a = np.array([full[k][m] for k in models], np.float64)
+        b = np.array([sampled[k][m] for k in models], np.float64)
+        out[m] = kendall_tau(a, b)
+    return out
+
+
+def psi(values: Any) -> float:
+    """Ψ: the mean of the τ values over metrics and rates (NaN τ skipped; NaN if all are).
+
+    Args:
+      values: τ values, any shape (e.g. ``(n_rates, n_metrics)``).
+    """
+    check_array(values, "values", kind="numeric")
+    v = np.asarray(values, np.float64).ravel()
+    v = v[~np.isnan(v)]
+    return float(v.mean()) if v.size else float("nan")
+
+
+def mean_auc(scores: Any, test: Any, exclude: Any) -> float:
+    """Mean per-user AUC ×100 over users with test and negative items, in numpy.
+
+    The same quantity as ``distill.metrics.evaluate(...)["AUC"]`` (Mann–Whitney U with
+    ties counted ½, excluded items removed; the tests check equality), computed with one
+    numpy ``rankdata`` of all rows: XLA's CPU sort is ~30× slower than numpy's, and the
+    Ψ grid evaluates ~400 score matrices.
+
+    Args:
+      scores: ``(U, I)`` finite scores.
+      test: ``(U, I)`` bool test items.
+      exclude: ``(U, I)`` bool items removed from the ranking.
+    """
+    check_array(scores, "scores", ndim=2, kind="numeric", finite=True)
+    check_array(test, "test", shape=scores.shape)
+    check_array(exclude, "exclude", shape=scores.shape)
+    s = np.asarray(scores, np.float64)
+    pos = np.asarray(test, bool) & ~np.asarray(exclude, bool)
+    neg = ~np.asarray(test, bool) & ~np.asarray(exclude, bool)
+    excl = ~(pos | neg)
+    # Excluded items go to −inf: they take the lowest ranks, so a candidate's rank
+    # among candidates is its row rank minus the number of excluded items.
+    ranks = scipy.stats.rankdata(np.where(excl, -np.inf, s), axis=1, method="average")
+    ranks -= excl.sum(axis=1, keepdims=True)
+    n_pos, n_neg = pos.sum(axis=1), neg.sum(axis=1)
+    u_stat = np.sum(np.where(pos, ranks, 0.0), axis=1) - n_pos * (n_pos + 1) / 2.0
+    ok = (n_pos > 0) & (n_neg > 0)
+    if not ok.any():
+        raise ValueError("test: expected at least one user with test and negative items")
+    return float(100.0 * np.mean(u_stat[ok] / (n_pos[ok] * n_neg[ok])))
+
+
+@jax.jit
+def _ease_dual_scores(x, lam, q):
+    # EASE scores q·B in user space (Woodbury, as models.ease's dual path) without the
+    # I × I weight matrix: with A = (XXᵀ + λI)⁻¹X, qP = (q − (qXᵀ)A)/λ and
+    # diag P = (1 − Σ_u X_ui A_ui)/λ, so q·B = q − qP / diag P (diagonal term: q_i − q_i = 0).
+    a = ease._chol_solve(x @ x.T, lam, x)
+    diag_p = (1.0 - jnp.sum(x * a, axis=0)) / lam
+    qp = (q - (q @ x.T) @ a) / lam
+    return q - qp / diag_p[None, :]
+
+
+def evaluate_panel(
+    train: Any,
+    val: Any,
+    test: Any,
+    exclude: Any,
+    key: jax.Array,
+    *,
+    models: Sequence[str] = PANEL,
+    n_pad: int | None = None,
+    mf_epochs: int = 20,
+    mf_dim: int = 32,
+    ease_lams: Sequence[float] = (10.0, 100.0, 500.0),
+    inf_ae_lams: Sequence[float] = (1.0, 5.0, 50.0),
+) -> dict[str, dict[str, float]]:
+    """Train the panel on ``train`` and return its test metrics (×100) per model.
+
+    * PopRec: item counts of ``train``.
+    * bias-only / MF: :func:`models.mf.fit` (BPR, ``mf_epochs``, d = ``mf_dim``); the
+      interactions are padded to ``n_pad`` with weight 0 so every sample size reuses
+      one compilation.
+    * EASE / ∞-AE: λ chosen on ``val`` by HR@100 (EASE solves in user space when
+      users < items; ∞-AE builds its kernel once per grid).
+
+    Test queries are ``train + val`` rows (EASE/∞-AE) or user ids (bias-only/MF); the
+    ranking excludes ``exclude`` — the *full* train + validation items, the same for
+    every sample, so metrics stay comparable across samples.
+
+    Args:
+      train: ``(U, I)`` binary training matrix (full data or a sample).
+      val, test: ``(U, I)`` binary validation / test items (never sampled).
+      exclude: ``(U, I)`` binary items removed from every test ranking.
+      key: PRNG key (bias-only / MF training).
+      models: subset of :data:`PANEL`.
+      n_pad: pad bias-only/MF interactions to this length (default: no padding).
+      mf_epochs, mf_dim: MF / bias-only settings.
+      ease_lams, inf_ae_lams: λ grids.
+
+    Returns:
+      ``{model: {"AUC", "HR@100", "nDCG@10": float}}``.
+    """
+    check_array(train, "train", ndim=2, kind="numeric")
+    shape = tuple(train.shape)
+    for name, a in (("val", val), ("test", test), ("exclude", exclude)):
+        check_array(a, name, shape=shape)
+    for m in models:
+        check_choice(m, "models", PANEL)
+    x = jnp.asarray(train, jnp.float32)
+    context = jnp.clip(x + jnp.asarray(val, jnp.float32), 0.0, 1.0)
+    test = jnp.asarray(test, jnp.float32)
+    exclude = jnp.asarray(exclude, jnp.float32)
+    test_np, exclude_np = np.asarray(test, bool), np.asarray(exclude, bool)
+
+    def evaluate(scores):
+        res = cf_metrics.evaluate(scores, test, exclude, ks=(10, 100), metrics=("hr", "ndcg"))
+        return {**res, "AUC": mean_auc(np.asarray(scores), test_np, exclude_np)}
+
+    out = {}
+    for name in models:
+        if name == "PopRec":
+            scores = popularity.predict(popularity.fit(x), context)
+        elif name in ("bias-only", "MF"):
+            u, i = np.nonzero(np.asarray(train))
+            n = u.shape[0]
+            w = np.ones(n, np.float32)
+            if n_pad is not None and n_pad > n:
+                u, i = np.pad(u, (0, n_pad - n)), np.pad(i, (0, n_pad - n))
+                w = np.pad(w, (0, n_pad - n))
+            params, _ = mf.fit(
+                key, u.astype(np.int32), i.astype(np.int32), shape[0], shape[1],
+                dim=0 if name == "bias-only" else mf_dim, epochs=mf_epochs, weights=w,
+            )
+            scores = mf.predict(params, jnp.arange(shape[0]))
+        elif name == "EASE":
+            _, search = ease.select_lambda(x, val, lams=ease_lams)
+            scores = _ease_dual_scores(x, jnp.float32(search.best_lam), context)
+        else:
+            model, _ = infinite_ae.select_lambda(x, val, lams=inf_ae_lams)
+            scores = infinite_ae.predict(model, context)
+        res = evaluate(scores)
+        out[name] = {m: float(res[m]) for m in METRICS}
+    return out
