@@ -1,0 +1,216 @@
+"""Data valuation on sklearn digits: data-removal curves and valuation throughput.
+
+``python -m benchmarks.valuation [--quick] [--seeds 0 1 2]``
+
+The 1,438 training digits are split into 1,138 points to value and a 300-point
+validation set that defines every utility; accuracy is measured on the 359 test digits.
+
+Valuations (larger = more helpful):
+
+* **LOO (KRR)** — exact leave-one-out of NTK kernel ridge regression on one-hot targets
+  (:func:`selection.valuation.loo_krr`, rank-one downdate, validation MSE).
+* **influence** — ``−I_loss / n`` of L2-regularised softmax regression
+  (:func:`selection.influence.influence_loss`, CG over HVPs, validation cross-entropy).
+* **TMC-Shapley** — truncated Monte-Carlo Shapley of the 5-NN utility on validation
+  (:func:`selection.shapley.tmc_shapley`, truncation 1 %, convergence 5 %).
+* **KNN-Shapley** — the exact closed form for the same 5-NN utility
+  (:func:`selection.shapley.knn_shapley`).
+* **random** — random values.
+
+Removal curve (Ghorbani & Zou 2019, Fig. 2): remove the 10–50 % *highest* (or *lowest*)
+valued points and train a fresh MLP 128-128 on the rest (Adam, 300 steps, the pruning
+benchmark's :func:`benchmarks.pruning.train_many`); test accuracy, mean ± std over seeds.
+Removing valuable points should hurt faster than random; removing the least valuable
+should hurt less (or help). Throughput: points valued per second (after warm-up).
+
+Writes ``benchmarks/results/valuation[_quick].json`` and ``.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from benchmarks._common import RESULTS, format_table, timed, write_result
+from benchmarks.pruning import HIDDEN, train_many
+from distill.data import load_digits, standardize
+from models.kernels import fc_relu
+from models.mlp import mlp
+from selection import influence, shapley, valuation
+
+K_NN = 5
+L2 = 1e-3
+
+
+def softmax_loss(params, batch):
+    x, y = batch
+    logits = x @ params["w"] + params["b"]
+    return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], 1))
+
+
+def fit_softmax(x, y, steps=1500):
+    """L2-regularised softmax regression to (near) optimality: full-batch L-BFGS."""
+    p = {"w": jnp.zeros((x.shape[1], 10)), "b": jnp.zeros(10)}
+    obj = lambda q: softmax_loss(q, (x, y)) + 0.5 * L2 * sum(jnp.sum(a**2) for a in jax.tree_util.tree_leaves(q))
+    opt = optax.lbfgs()
+    vg = optax.value_and_grad_from_state(obj)
+
+    @jax.jit
+    def step(carry, _):
+        q, s = carry
+        v, g = vg(q, state=s)
+        u, s = opt.update(g, s, q, value=v, grad=g, value_fn=obj)
+        return (optax.apply_updates(q, u), s), v
+
+    (p, _), vals = jax.lax.scan(step, (p, opt.init(p)), None, length=steps)
+    return p, float(vals[-1])
+
+
+def value_all(x, y, xv, yv, *, tmc_perms, key):
+    """Every valuation: name -> ((n,) values, seconds)."""
+    n = x.shape[0]
+    out, extra = {}, {}
+    onehot, onehot_v = jax.nn.one_hot(y, 10), jax.nn.one_hot(yv, 10)
+
+    def krr():
+        k = fc_relu(x, depth=1).ntk
+        kv = fc_relu(xv, x, depth=1).ntk
+        return valuation.loo_krr(k, onehot, kv, onehot_v, lam=1.0 * jnp.trace(k) / n)
+
+    krr()  # warm-up (compiles)
+    out["LOO (KRR)"] = timed(krr)
+
+    p, final_obj = fit_softmax(x, y)
+    extra["softmax_objective"] = final_obj
+
+    def infl():
+        obj = influence.objective(softmax_loss, p, l2=L2)
+        return influence.influence_loo(influence.influence_loss(obj, (x, y), (xv, yv), damping=1e-4, maxiter=200), n)
+
+    infl()
+    out["influence"] = timed(infl)
+
+    def knn():
+        return shapley.knn_shapley(x, y, xv, yv, K_NN)
+
+    knn()
+    out["KNN-Shapley"] = timed(knn)
+
+    u = shapley.knn_utility(x, y, xv, yv, K_NN)
+    t = time.perf_counter()
+    res = shapley.tmc_shapley(key, u, n, truncation=0.01, max_permutations=tmc_perms, batch=10, window=10, min_permutations=20)
+    out["TMC-Shapley"] = (jnp.asarray(res.values), time.perf_counter() - t)
+    extra["tmc"] = {"permutations": res.n_permutations, "utility_calls": res.utility_calls, "converged": res.converged,
+                    "last_error": float(res.errors[-1]) if len(res.errors) else None}
+    out["random"] = (jax.random.uniform(jax.random.fold_in(key, 1), (n,)), 0.0)
+    return {k: (np.asarray(v), s) for k, (v, s) in out.items()}, extra
+
+
+def removal_curves(values, x, y, xt, yt, fractions, seeds, *, steps, batch, lr):
+    model = mlp(10, hidden=HIDDEN)
+    n = x.shape[0]
+    keys = jnp.stack([jax.random.PRNGKey(100 + s) for s in seeds])
+    full = 100 * train_many(model, keys, np.ones((len(seeds), n)), x, y, xt, yt, steps=steps, batch=batch, lr=lr)
+    curves = {}
+    for name, (v, _) in values.items():
+        order = np.argsort(-v, kind="stable")  # most valuable first
+        for which in ("highest", "lowest"):
+            ws, ks = [], []
+            for f in fractions:
+                r = int(round(f * n))
+                drop = order[:r] if which == "highest" else order[n - r:]
+                w = np.ones(n)
+                w[drop] = 0.0
+                for s in seeds:
+                    ws.append(w)
+                    ks.append(jax.random.PRNGKey(100 + s))
+            acc = 100 * train_many(model, jnp.stack(ks), np.stack(ws), x, y, xt, yt, steps=steps, batch=batch, lr=lr)
+            acc = acc.reshape(len(fractions), len(seeds))
+            curves[f"{name} / remove {which}"] = {"mean": acc.mean(1).tolist(), "std": acc.std(1).tolist()}
+    return {"full": {"mean": float(full.mean()), "std": float(full.std())}, "curves": curves}
+
+
+def plot(path, fractions, res):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for ax, which in zip(axes, ("highest", "lowest")):
+        for name, c in res["curves"].items():
+            if name.endswith(which):
+                ax.errorbar([100 * f for f in fractions], c["mean"], yerr=c["std"], marker="o", capsize=2, label=name.split(" / ")[0])
+        ax.axhline(res["full"]["mean"], color="k", ls=":", label="no removal")
+        ax.set_title(f"remove the {which}-valued points")
+        ax.set_xlabel("% of training points removed")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("test accuracy (%)")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer permutations, fractions and seeds")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    t_start = time.perf_counter()
+    name = args.out or ("valuation_quick" if args.quick else "valuation")
+    seeds = args.seeds[:1] if args.quick else args.seeds
+    fractions = [0.1, 0.3, 0.5] if args.quick else [0.1, 0.2, 0.3, 0.4, 0.5]
+    tmc_perms = 20 if args.quick else 100
+    steps, batch, lr = 300, 64, 1e-3
+
+    train, test = load_digits(seed=0)
+    xtr, mean, std = standardize(train.x)
+    xte, _, _ = standardize(test.x, mean, std)
+    flat = lambda a: a.reshape(a.shape[0], -1)
+    perm = np.random.default_rng(0).permutation(len(train.y))
+    val_idx, tr_idx = perm[:300], perm[300:]
+    x, y = jnp.asarray(flat(xtr)[tr_idx]), jnp.asarray(train.y[tr_idx])
+    xv, yv = jnp.asarray(flat(xtr)[val_idx]), jnp.asarray(train.y[val_idx])
+    xt, yt = jnp.asarray(flat(xte)), jnp.asarray(test.y)
+
+    values, extra = value_all(x, y, xv, yv, tmc_perms=tmc_perms, key=jax.random.PRNGKey(0))
+    n = x.shape[0]
+    thr = [{"method": k, "seconds": round(s, 3), "points/s": (round(n / s, 1) if s > 0 else "-")} for k, (v, s) in values.items() if k != "random"]
+    print(f"valued {n} points (validation {xv.shape[0]}), device {jax.devices()[0].platform}")
+    print(format_table(thr, ["method", "seconds", "points/s"]))
+    names = [k for k in values if k != "random"]
+    corr = np.corrcoef(np.stack([values[k][0] for k in names]))
+    spearman = np.corrcoef(np.stack([np.argsort(np.argsort(values[k][0])) for k in names]))
+    corr_rows = [{"": a, **{b: float(spearman[i, j]) for j, b in enumerate(names)}} for i, a in enumerate(names)]
+    print("Spearman rank correlation between valuations")
+    print(format_table(corr_rows, [""] + names))
+    print("TMC:", extra["tmc"])
+
+    res = removal_curves(values, x, y, xt, yt, fractions, seeds, steps=steps, batch=batch, lr=lr)
+    cols = ["valuation / removed"] + [f"{int(round(100 * f))}%" for f in fractions]
+    rows = [{"valuation / removed": k, **{c: f"{m:.1f}±{s:.1f}" for c, m, s in zip(cols[1:], v["mean"], v["std"])}} for k, v in res["curves"].items()]
+    print(f"test accuracy (%) after removal; no removal: {res['full']['mean']:.1f}±{res['full']['std']:.1f}")
+    print(format_table(rows, cols))
+
+    config = {"n_valued": n, "n_validation": int(xv.shape[0]), "n_test": int(xt.shape[0]), "fractions": fractions,
+              "seeds": list(seeds), "target": "MLP 128-128, Adam 1e-3, 300 steps, batch 64", "knn_k": K_NN,
+              "tmc": {"max_permutations": tmc_perms, "truncation": 0.01, "utility": "5-NN on validation"},
+              "influence": {"model": "softmax regression", "l2": L2, "damping": 1e-4, "solver": "cg"},
+              "loo": {"model": "NTK KRR depth 1, one-hot targets, λ = tr(K)/n", "metric": "validation MSE"}}
+    results = {"throughput": thr, "spearman": {a: {b: float(spearman[i, j]) for j, b in enumerate(names)} for i, a in enumerate(names)},
+               "pearson": {a: {b: float(corr[i, j]) for j, b in enumerate(names)} for i, a in enumerate(names)},
+               "tmc": extra["tmc"], "removal": res, "table": rows}
+    path = write_result(name, config, results, time.perf_counter() - t_start)
+    plot(RESULTS / f"{name}.png", fractions, res)
+    print(f"wrote {path} and {name}.png ({time.perf_counter() - t_start:.0f}s)")
+
+
+if __name__ == "__main__":
+    main()
