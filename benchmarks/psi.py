@@ -38,7 +38,7 @@ from tqdm import tqdm
 from benchmarks._common import RESULTS, format_table, write_result
 from distill import data as D
 from distill.data.interactions import Interactions
-from selection import cf_sampling, psi, svp_cf
+from selection import cf_sampling, data_genie, psi, svp_cf
 
 RATES = (0.8, 0.6, 0.4, 0.2, 0.1)
 SAMPLERS: dict[str, Callable] = {**cf_sampling.SAMPLERS, **svp_cf.SAMPLERS}
@@ -83,6 +83,29 @@ def _save(path: pathlib.Path, obj: dict) -> None:
     tmp.replace(path)  # atomic: a killed run never leaves a half-written cache entry
 
 
+def make_sampler(train: Interactions, key: jax.Array) -> Callable[[str, float], np.ndarray]:
+    """``sample(name, rate) -> mask`` for the 16 samplers, deterministic given ``key``.
+
+    The SVP proxies are trained once per proxy (lazily) and shared by the eight SVP
+    samplers and every rate; each (sampler, rate) draws from its own folded key.
+    """
+    importance: dict[str, np.ndarray] = {}
+
+    def sample(name: str, rate: float) -> np.ndarray:
+        k = jax.random.fold_in(jax.random.fold_in(key, zlib.crc32(name.encode()) % (2**31)), int(rate * 100))
+        if not name.startswith("svp_cf"):
+            return SAMPLERS[name](train, rate, k)
+        proxy = name.rsplit("_", 1)[1]
+        if proxy not in importance:
+            importance[proxy] = svp_cf.proxy_difficulty(
+                train, jax.random.fold_in(key, 7), proxy=proxy, epochs=MF_EPOCHS
+            )
+        imp = svp_cf.importance(train, importance[proxy], prop="_prop_" in name)
+        return SAMPLERS[name](train, rate, k, importance=imp)
+
+    return sample
+
+
 def run_dataset(
     inter: Interactions,
     dataset: str,
@@ -92,11 +115,14 @@ def run_dataset(
     cache: pathlib.Path,
     *,
     progress: bool = True,
+    embed: bool = False,
 ) -> dict[str, Any]:
     """Ψ-harness for one dataset and split: full panel, samples, τ per (sampler, rate, metric).
 
     Returns ``{"full": panel, "lams": ..., "samples": {sampler: {rate%: {"panel", "tau",
-    "n_kept"}}}}``. Cached per (sampler, rate) under ``cache/dataset/seed``.
+    "n_kept"}}}}``. Cached per (sampler, rate) under ``cache/dataset/seed``. With
+    ``embed`` the DATA-GENIE embeddings of the training data and of every sample are
+    added (``"embedding"``; samples are regenerated from their keys when cached without).
     """
     prep = prepare(inter, seed)
     split, train = prep["split"], prep["train"]
@@ -118,19 +144,10 @@ def run_dataset(
         full = {"panel": panel, "lam_ease": lam_ease, "lam_inf_ae": lam_ae,
                 "n_users": shape[0], "n_items": shape[1], "n_train": n_pad}
         _save(full_path, full)
-    importance: dict[str, np.ndarray] = {}
-
-    def sample_mask(name: str, rate: float, k: jax.Array) -> np.ndarray:
-        if not name.startswith("svp_cf"):
-            return SAMPLERS[name](train, rate, k)
-        proxy = name.rsplit("_", 1)[1]
-        prop = "_prop_" in name
-        if proxy not in importance:  # one proxy training per proxy, shared by 8 × rates
-            importance[proxy] = svp_cf.proxy_difficulty(
-                train, jax.random.fold_in(key, 7), proxy=proxy, epochs=MF_EPOCHS
-            )
-        imp = svp_cf.importance(train, importance[proxy], prop=prop)
-        return SAMPLERS[name](train, rate, k, importance=imp)
+    if embed and "embedding" not in full:
+        full["embedding"] = data_genie.embed(train).tolist()
+        _save(full_path, full)
+    sample_mask = make_sampler(train, key)
 
     out: dict[str, Any] = {"full": full, "samples": {}}
     jobs = [(s, r) for s in samplers for r in rates]
@@ -138,10 +155,12 @@ def run_dataset(
     for name, rate in bar:
         path = _cache_path(cache, dataset, seed, name, rate)
         res = _load(path)
-        if res is None:
+        need_emb = embed and (res is None or "embedding" not in res)
+        changed = res is None or need_emb
+        if changed:
             t0 = time.perf_counter()
-            k = jax.random.fold_in(jax.random.fold_in(key, zlib.crc32(name.encode()) % (2**31)), int(rate * 100))
-            mask = sample_mask(name, rate, k)
+            mask = sample_mask(name, rate)
+        if res is None:
             xs = _matrix(train, mask, shape)
             panel = psi.evaluate_panel(
                 xs, split.val, split.test, prep["exclude"], key, n_pad=n_pad,
@@ -156,6 +175,11 @@ def run_dataset(
                 "items_kept": int(np.unique(train.items[mask]).size),
                 "time_s": time.perf_counter() - t0,
             }
+        if need_emb:
+            if int(mask.sum()) != res["n_kept"]:
+                raise RuntimeError(f"{path}: regenerated sample differs from the cached one")
+            res["embedding"] = data_genie.embed(train, mask).tolist()
+        if changed:
             _save(path, res)
         out["samples"].setdefault(name, {})[str(int(round(rate * 100)))] = res
     return out
