@@ -31,8 +31,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import Mesh
 
 from distill._checks import check_array, check_float, check_int, check_same_leading
+from distill.parallel import map_rows
 
 __all__ = ["MF", "History", "init", "score_pairs", "predict", "fit", "inverse_auc"]
 
@@ -132,20 +134,34 @@ def predict(params: MF, users: jax.Array) -> jax.Array:
     )
 
 
-def _inverse_auc(params, users, items, key, n_items, n_negatives):
-    neg = jax.random.randint(key, (users.shape[0], n_negatives), 0, n_items)
-    pos = _pairs(params, users, items)
-    negs = _pairs(params, users[:, None], neg)
+def _inverse_auc_rows(rows, params):
+    # rows: (m, 2 + n_negatives) = [user, positive, negatives...]; row-wise, so it
+    # shards over devices with map_rows.
+    pos = _pairs(params, rows[:, 0], rows[:, 1])
+    negs = _pairs(params, rows[:, :1], rows[:, 2:])
     return jnp.mean((negs >= pos[:, None]).astype(jnp.float32), axis=1)
 
 
-@functools.partial(jax.jit, static_argnames=("n_items", "n_negatives"))
-def _inverse_auc_jit(params, users, items, key, n_items, n_negatives):
-    return _inverse_auc(params, users, items, key, n_items, n_negatives)
+def _inverse_auc(params, users, items, key, n_items, n_negatives, mesh=None):
+    # Negatives are drawn before sharding so the result does not depend on the mesh.
+    neg = jax.random.randint(key, (users.shape[0], n_negatives), 0, n_items)
+    rows = jnp.concatenate([users[:, None], items[:, None], neg], axis=1)
+    return map_rows(_inverse_auc_rows, rows, params, mesh=mesh)
+
+
+@functools.partial(jax.jit, static_argnames=("n_items", "n_negatives", "mesh"))
+def _inverse_auc_jit(params, users, items, key, n_items, n_negatives, mesh):
+    return _inverse_auc(params, users, items, key, n_items, n_negatives, mesh)
 
 
 def inverse_auc(
-    params: MF, users: jax.Array, items: jax.Array, key: jax.Array, *, n_negatives: int = 16
+    params: MF,
+    users: jax.Array,
+    items: jax.Array,
+    key: jax.Array,
+    *,
+    n_negatives: int = 16,
+    mesh: Mesh | None = None,
 ) -> jax.Array:
     """Monte-Carlo inverse AUC of each positive ``(u, i)``: ``mean_j 1[r̂(u,j) ≥ r̂(u,i)]``.
 
@@ -154,6 +170,8 @@ def inverse_auc(
       users, items: int ``(n,)`` positives.
       key: PRNG key for the ``n_negatives`` uniform negatives per positive.
       n_negatives: negatives per positive (>= 1).
+      mesh: optional device mesh; the interactions are sharded over it
+        (:func:`distill.parallel.map_rows`), same result as without.
 
     Returns:
       float32 ``(n,)`` in ``[0, 1]``.
@@ -163,8 +181,11 @@ def inverse_auc(
     check_array(items, "items", ndim=1, kind="int")
     check_same_leading([("users", users), ("items", items)])
     n_negatives = check_int(n_negatives, "n_negatives", min_value=1)
+    if mesh is not None and not isinstance(mesh, Mesh):
+        raise TypeError(f"mesh: expected a jax.sharding.Mesh or None, got {type(mesh).__name__}")
     return _inverse_auc_jit(
-        params, jnp.asarray(users), jnp.asarray(items), key, params.item_bias.shape[0], n_negatives
+        params, jnp.asarray(users, jnp.int32), jnp.asarray(items, jnp.int32), key,
+        params.item_bias.shape[0], n_negatives, mesh,
     )
 
 

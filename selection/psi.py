@@ -24,6 +24,7 @@ from typing import Any, Mapping, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 from distill import metrics as cf_metrics
 from distill._checks import check_array, check_choice, check_same_leading
@@ -182,6 +183,7 @@ def evaluate_panel(
     mf_dim: int = 32,
     ease_lams: Sequence[float] = (10.0, 100.0, 500.0),
     inf_ae_lams: Sequence[float] = (1.0, 5.0, 50.0),
+    mesh: Mesh | None = None,
 ) -> dict[str, dict[str, float]]:
     """Train the panel on ``train`` and return its test metrics (×100) per model.
 
@@ -205,6 +207,8 @@ def evaluate_panel(
       n_pad: pad bias-only/MF interactions to this length (default: no padding).
       mf_epochs, mf_dim: MF / bias-only settings.
       ease_lams, inf_ae_lams: λ grids.
+      mesh: optional device mesh: the ∞-AE kernel and the test metrics shard their
+        user rows over it (:mod:`distill.parallel`).
 
     Returns:
       ``{model: {"AUC", "HR@100", "nDCG@10": float}}``.
@@ -222,7 +226,9 @@ def evaluate_panel(
     test_np, exclude_np = np.asarray(test, bool), np.asarray(exclude, bool)
 
     def evaluate(scores):
-        res = cf_metrics.evaluate(scores, test, exclude, ks=(10, 100), metrics=("hr", "ndcg"))
+        res = cf_metrics.evaluate(
+            scores, test, exclude, ks=(10, 100), metrics=("hr", "ndcg"), mesh=mesh
+        )
         return {**res, "AUC": mean_auc(np.asarray(scores), test_np, exclude_np)}
 
     out = {}
@@ -245,8 +251,8 @@ def evaluate_panel(
             _, search = ease.select_lambda(x, val, lams=ease_lams)
             scores = _ease_dual_scores(x, jnp.float32(search.best_lam), context)
         else:
-            model, _ = infinite_ae.select_lambda(x, val, lams=inf_ae_lams)
-            scores = infinite_ae.predict(model, context)
+            model, _ = infinite_ae.select_lambda(x, val, lams=inf_ae_lams, mesh=mesh)
+            scores = infinite_ae.predict(model, context, mesh=mesh)
         res = evaluate(scores)
         out[name] = {m: float(res[m]) for m in METRICS}
     return out

@@ -109,3 +109,21 @@ def test_validation():
         mf.predict({"a": 1}, np.arange(3))
     with pytest.raises(ValueError, match="n_negatives"):
         mf.inverse_auc(mf.init(k, 3, 4), np.arange(3), np.arange(3), k, n_negatives=0)
+
+
+def _sharded_inverse_auc_equals_single():
+    from distill.parallel import make_mesh
+
+    mesh = make_mesh()
+    assert mesh.devices.size == 8
+    p = mf.init(jax.random.key(0), 7, 11, dim=3, scale=1.0)
+    u = np.arange(29) % 7
+    i = (np.arange(29) * 3) % 11  # 29 rows: not a multiple of 8 (padding path)
+    key = jax.random.key(2)
+    a = np.asarray(mf.inverse_auc(p, u, i, key, n_negatives=4))
+    b = np.asarray(mf.inverse_auc(p, u, i, key, n_negatives=4, mesh=mesh))
+    np.testing.assert_array_equal(a, b)
+
+
+def test_inverse_auc_on_8_devices(multidevice):
+    multidevice(_sharded_inverse_auc_equals_single)

@@ -64,6 +64,7 @@ def test_ease_dual_scores_equal_ease_predict(x64):
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-9)
 
 
+@pytest.mark.slow
 def test_panel_on_block_data_ranks_personalised_models_first():
     # Two user groups with disjoint item halves: the personalised models (MF, EASE, ∞-AE)
     # must beat the ones with one global ranking (PopRec, bias-only) on nDCG@10.
@@ -103,3 +104,24 @@ def test_validation():
                            jax.random.key(0))
     with pytest.raises(ValueError, match="test"):
         psi.mean_auc(np.zeros((2, 3)), np.zeros((2, 3), bool), np.ones((2, 3), bool))
+
+
+def _sharded_panel_equals_single():
+    from distill.parallel import make_mesh
+
+    rng = np.random.default_rng(0)
+    x = (rng.random((21, 25)) < 0.3).astype(np.float32)
+    val = ((rng.random((21, 25)) < 0.1) & (x == 0)).astype(np.float32)
+    test = ((rng.random((21, 25)) < 0.1) & (x == 0) & (val == 0)).astype(np.float32)
+    test[:, 0] = 1 - x[:, 0] - val[:, 0] * (1 - x[:, 0])  # most users get a test item
+    models = ("PopRec", "inf-AE")
+    a = psi.evaluate_panel(x, val, test, x + val, jax.random.key(0), models=models)
+    b = psi.evaluate_panel(x, val, test, x + val, jax.random.key(0), models=models, mesh=make_mesh())
+    for m in models:
+        for k in psi.METRICS:
+            assert abs(a[m][k] - b[m][k]) < 1e-3, (m, k, a[m][k], b[m][k])
+
+
+@pytest.mark.slow
+def test_panel_on_8_devices(multidevice):
+    multidevice(_sharded_panel_equals_single)
