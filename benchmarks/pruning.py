@@ -12,7 +12,9 @@
 3. **PTB** (``--ptb``): a small Transformer LM trained on PTB is the Ask-LLM scorer
    (P("yes") under the dissertation's prompt) and the perplexity scorer; DENSITY uses
    its mean token embedding. A fresh LM is trained on each selection of training
-   sentences; validation perplexity vs fraction kept.
+   sentences until its perplexity on 500 PTB validation sentences stops improving
+   (early stopping: a fixed step count overfits small subsets); test perplexity on 1,000
+   PTB test sentences vs fraction kept.
 
 Writes ``benchmarks/results/pruning[_quick].json`` and ``pruning[_quick].png``.
 """
@@ -230,7 +232,8 @@ def ptb_experiment(args):
 
     n_train = 2000 if args.quick else 6000
     train_s = sentences(corpus.train, n_train)
-    valid_s = sentences(corpus.valid, 500)
+    dev_s = sentences(corpus.valid, 500)  # early stopping
+    test_s = sentences(corpus.test, 1000)  # reported
 
     def pad(sents):
         t = np.full((len(sents), sent_len + 1), eos, np.int32)
@@ -241,34 +244,58 @@ def ptb_experiment(args):
         return jnp.asarray(t), jnp.asarray(m)
 
     tr_tok, tr_mask = pad(train_s)
-    va_tok, va_mask = pad(valid_s)
+    dev_tok, dev_mask = pad(dev_s)
+    te_tok, te_mask = pad(test_s)
     lm = transformer(vocab_size, max_len=max_len, d_model=64, n_heads=2, n_layers=2)
+    opt = optax.adam(3e-3)
 
-    @functools.partial(jax.jit, static_argnames=("steps",))
-    def train_lm(key, w, toks, mask, steps):
-        p = lm.init(key, toks[:1, :-1])
-        opt = optax.adam(3e-3)
-        cdf = jnp.cumsum(w)
+    def nll_fn(p, t, m):
+        logp = jax.nn.log_softmax(lm.apply(p, t[:, :-1]))
+        nll = -jnp.take_along_axis(logp, t[:, 1:, None], -1)[..., 0]
+        return jnp.sum(nll * m) / jnp.sum(m)
 
-        def loss_fn(p, t, m):
-            logp = jax.nn.log_softmax(lm.apply(p, t[:, :-1]))
-            nll = -jnp.take_along_axis(logp, t[:, 1:, None], -1)[..., 0]
-            return jnp.sum(nll * m) / jnp.sum(m)
-
+    @jax.jit
+    def train_chunk(p, s, cdf, toks, mask, keys):
         def step(c, k):
             p, s = c
             idx = _draw(k, cdf, 32)
-            g = jax.grad(loss_fn)(p, toks[idx], mask[idx])
+            g = jax.grad(nll_fn)(p, toks[idx], mask[idx])
             u, s = opt.update(g, s, p)
             return (optax.apply_updates(p, u), s), None
 
-        (p, _), _ = jax.lax.scan(step, (p, opt.init(p)), jax.random.split(key, steps))
-        return p
+        return jax.lax.scan(step, (p, s), keys)[0]
+
+    ppl_of = jax.jit(lambda p, t, m: jnp.exp(nll_fn(p, t, m)))
+
+    def train_lm(key, w, toks, mask, max_steps, *, every=25, patience=4, dev=True):
+        """Adam on minibatches drawn ∝ ``w``; with ``dev``, early stopping on dev perplexity.
+
+        A fixed step budget overfits small subsets (10 % of the pool is ~2k tokens for a
+        5k-word vocabulary) and under-trains large ones, so every subset is trained until
+        its dev perplexity stops improving — the model selection any practitioner would do.
+        """
+        k_init, key = jax.random.split(key)
+        p = lm.init(k_init, toks[:1, :-1])
+        s = opt.init(p)
+        cdf = jnp.cumsum(jnp.asarray(w, jnp.float32))
+        best, best_p, best_step, bad = np.inf, p, 0, 0
+        for start in range(0, max_steps, every):
+            key, k = jax.random.split(key)
+            p, s = train_chunk(p, s, cdf, toks, mask, jax.random.split(k, every))
+            if not dev:
+                best_p, best_step = p, start + every
+                continue
+            d = float(ppl_of(p, dev_tok, dev_mask))
+            if d < best:
+                best, best_p, best_step, bad = d, p, start + every, 0
+            else:
+                bad += 1
+                if bad >= patience:
+                    break
+        return best_p, best_step
 
     def valid_ppl(p):
-        logp = jax.nn.log_softmax(jax.jit(lm.apply)(p, va_tok[:, :-1]))
-        nll = -jnp.take_along_axis(logp, va_tok[:, 1:, None], -1)[..., 0]
-        return float(jnp.exp(jnp.sum(nll * va_mask) / jnp.sum(va_mask)))
+        return float(ppl_of(p, dev_tok, dev_mask))
 
     # 1) the scoring LM: trained on PTB text *outside* the candidate pool (a later slice of the stream)
     t0 = time.perf_counter()
@@ -277,7 +304,7 @@ def ptb_experiment(args):
     wins = rest[: (len(rest) // 65) * 65].reshape(-1, 65)[:20000]
     wins_j = jnp.asarray(wins)
     proxy_steps = 300 if args.quick else 1500
-    proxy = train_lm(jax.random.PRNGKey(7), jnp.ones(wins.shape[0]), wins_j, jnp.ones((wins.shape[0], 64)), proxy_steps)
+    proxy, _ = train_lm(jax.random.PRNGKey(7), jnp.ones(wins.shape[0]), wins_j, jnp.ones((wins.shape[0], 64)), proxy_steps, dev=False)
     proxy_time = time.perf_counter() - t0
     print(f"  scoring LM: {proxy_steps} steps, valid ppl {valid_ppl(proxy):.1f} ({proxy_time:.0f}s)", flush=True)
 
@@ -323,25 +350,33 @@ def ptb_experiment(args):
     }
     fractions = [0.1, 0.3, 0.5, 1.0] if args.quick else [0.1, 0.2, 0.4, 0.6, 1.0]
     seeds = args.seeds[:2] if args.quick else args.seeds
-    steps = 300 if args.quick else 600
-    run = lambda w, s: valid_ppl(train_lm(jax.random.PRNGKey(500 + s), jnp.asarray(w), tr_tok, tr_mask, steps))
-    full = [run(np.ones(n, np.float32), s) for s in seeds]  # 100 %: the same for every selector
+    max_steps = 1500 if args.quick else 3000
+
+    def run(w, s):
+        p, used = train_lm(jax.random.PRNGKey(500 + s), w, tr_tok, tr_mask, max_steps)
+        return float(ppl_of(p, te_tok, te_mask)), used
+
+    full = {s: run(np.ones(n, np.float32), s) for s in seeds}  # 100 %: the same for every selector
+    print(f"  full pool: test ppl {[round(v[0], 1) for v in full.values()]}, steps {[v[1] for v in full.values()]}", flush=True)
     curves, rows = {}, []
     for name, sel in selectors.items():
         curves[name] = {"fraction": [], "mean": [], "std": []}
         row = {"selector": name}
         for f in fractions:
-            vals = []
+            vals, used = [], []
             for s in seeds:
                 if f >= 1:
-                    vals.append(full[seeds.index(s)])
-                    continue
-                w = np.zeros(n, np.float32)
-                w[sel(f, s)] = 1
-                vals.append(run(w, s))
+                    v, u = full[s]
+                else:
+                    w = np.zeros(n, np.float32)
+                    w[sel(f, s)] = 1
+                    v, u = run(w, s)
+                vals.append(v)
+                used.append(u)
             curves[name]["fraction"].append(f)
             curves[name]["mean"].append(float(np.mean(vals)))
             curves[name]["std"].append(float(np.std(vals)))
+            curves[name].setdefault("steps", []).append(used)
             row[f"{int(round(100 * f))}%"] = f"{np.mean(vals):.1f}±{np.std(vals):.1f}"
         rows.append(row)
         print(f"  {name}: {row}", flush=True)
@@ -350,7 +385,9 @@ def ptb_experiment(args):
     bottom = [texts[i] for i in np.argsort(askllm)[:3]]
     return {
         "config": {"vocab_size": vocab_size, "n_sentences": n, "sentence_len": sent_len, "lm": "transformer d64 L2 H2",
-                   "scoring_lm_steps": proxy_steps, "target_steps": steps, "batch": 32, "fractions": fractions, "seeds": list(seeds)},
+                   "scoring_lm_steps": proxy_steps, "target_max_steps": max_steps, "batch": 32, "fractions": fractions,
+                   "seeds": list(seeds), "target_protocol": "Adam 3e-3, early stopping on 500 valid sentences (eval every 25 steps, "
+                   "patience 4); test perplexity on 1000 test sentences"},
         "scoring_lm_valid_ppl": valid_ppl(proxy),
         "curves": curves, "rows": rows, "throughput": throughput_rows, "correlations": corr,
         "askllm_stats": {"mean": float(askllm.mean()), "min": float(askllm.min()), "max": float(askllm.max())},
@@ -383,7 +420,7 @@ def plot(path, results, ptb=None):
         ax = axes[0][-1]
         for name, c in ptb["curves"].items():
             ax.errorbar(np.array(c["fraction"]) * 100, c["mean"], yerr=c["std"], label=name, capsize=2, marker="o")
-        ax.set(xlabel="% of PTB sentences kept", ylabel="validation perplexity", title="PTB, Transformer LM")
+        ax.set(xlabel="% of PTB sentences kept", ylabel="test perplexity", title="PTB, Transformer LM")
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
