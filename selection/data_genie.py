@@ -26,7 +26,7 @@ from a fixed random set of source nodes (exact when ``n_sources`` ≥ nodes).
 from __future__ import annotations
 
 import functools
-from typing import Any, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp

@@ -18,7 +18,6 @@ denominator capped at k, as the project's reference).
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Mapping, Sequence
 
 import jax
