@@ -130,6 +130,8 @@ def run(args) -> dict:
     all_rows += rows_of("ml-latest-small", res, main_rates)
     datasets["ml-latest-small"] = {k: res["full"][k] for k in ("n_users", "n_items", "n_train")}
     for name, inter in variants(args.quick).items():
+        if args.variants is not None and name not in args.variants:
+            continue
         res = psi_bench.run_dataset(inter, name, 0, samplers, VARIANT_RATES, cache, embed=True)
         all_rows += rows_of(name, res, VARIANT_RATES)
         datasets[name] = {k: res["full"][k] for k in ("n_users", "n_items", "n_train")}
@@ -187,6 +189,8 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mp-splits", type=int, default=10)
+    p.add_argument("--variants", nargs="*", default=None,
+                   help="only these sub-datasets (default: all of u30-a ff30 rw30 u50i50)")
     p.add_argument("--cache", default=str(RESULTS / "psi_cache"))
     p.add_argument("--out", default=None)
     run(p.parse_args(argv))
