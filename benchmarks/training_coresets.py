@@ -207,7 +207,9 @@ def sas_experiment(x, y, xt, yt, seeds, *, fractions, proxy_steps, steps):
             row[f"{int(100 * f)}%"] = f"{np.mean(accs):.1f}±{np.std(accs):.1f}"
             print(f"  {name} {int(100 * f)}%: probe {np.mean(accs):.1f}%", flush=True)
         rows.append(row)
-    info = {"proxy_probe_acc": proxy_probe, "proxy_seconds": proxy_time, "ead_seconds": ead_time, "sas_select_seconds": sas_time}
+    p_init = enc.init(jax.random.PRNGKey(30), x[:1])
+    init_probe = linear_probe(np.asarray(feat.apply(p_init, x)), y, np.asarray(feat.apply(p_init, xt)), yt)
+    info = {"untrained_encoder_probe_acc": init_probe, "proxy_probe_acc": proxy_probe, "proxy_seconds": proxy_time, "ead_seconds": ead_time, "sas_select_seconds": sas_time}
     return rows, raw, info
 
 
