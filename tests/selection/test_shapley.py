@@ -69,22 +69,22 @@ def test_tmc_converges_to_exact(x64):
     x, y, xt, yt = _knn_data(7, n=7)
     u = shapley.knn_utility(x, y, xt, yt, 2)
     exact = shapley.exact_shapley(u, 7)
-    res = shapley.tmc_shapley(jax.random.PRNGKey(0), u, 7, truncation=0.0, max_permutations=3000, convergence_tol=1e-3, window=200, batch=100)
-    assert res.n_permutations == 3000 and not res.converged
-    assert res.utility_calls == 3000 * 7 + 2  # no truncation: every prefix evaluated
-    np.testing.assert_allclose(res.values, exact, atol=0.02)
+    res = shapley.tmc_shapley(jax.random.PRNGKey(0), u, 7, truncation=0.0, max_permutations=2000, convergence_tol=1e-3, window=200, batch=100)
+    assert res.n_permutations == 2000 and not res.converged
+    assert res.utility_calls == 2000 * 7 + 2  # no truncation: every prefix evaluated
+    np.testing.assert_allclose(res.values, exact, atol=0.025)
     np.testing.assert_allclose(res.values.sum(), float(u(jnp.ones(7, bool))), atol=1e-9)  # efficiency per permutation
 
 
 def test_tmc_truncation_saves_calls_and_stops_on_convergence(x64):
     rng = np.random.default_rng(0)
-    x, xt = rng.normal(size=(40, 2)), rng.normal(size=(100, 2))
+    x, xt = rng.normal(size=(30, 2)), rng.normal(size=(60, 2))
     y, yt = (x[:, 0] > 0).astype(np.int32), (xt[:, 0] > 0).astype(np.int32)
     y[:4] = 1 - y[:4]  # four flipped labels
     u = shapley.knn_utility(x, y, xt, yt, 3)
     exact = np.asarray(shapley.knn_shapley(x, y, xt, yt, 3))
-    plain = shapley.tmc_shapley(jax.random.PRNGKey(1), u, 40, truncation=0.0, max_permutations=2000)
-    trunc = shapley.tmc_shapley(jax.random.PRNGKey(1), u, 40, truncation=0.02, max_permutations=2000)
+    plain = shapley.tmc_shapley(jax.random.PRNGKey(1), u, 30, truncation=0.0, max_permutations=2000)
+    trunc = shapley.tmc_shapley(jax.random.PRNGKey(1), u, 30, truncation=0.02, max_permutations=2000)
     for res in (plain, trunc):
         assert res.converged and res.n_permutations < 2000 and res.errors[-1] < 0.05
     assert trunc.utility_calls < 0.75 * plain.utility_calls
