@@ -36,14 +36,14 @@ from jax.flatten_util import ravel_pytree
 from distill import parallel
 from distill._checks import check_array, check_choice, check_float, check_int, check_same_leading
 
-__all__ = ["loo_ridge", "loo_krr", "loo_newton", "test_metric"]
+__all__ = ["loo_ridge", "loo_krr", "loo_newton", "heldout_loss"]
 
 
 def _as_2d(y: jax.Array) -> jax.Array:
     return y[:, None] if y.ndim == 1 else y
 
 
-def test_metric(pred: jax.Array, y_test: jax.Array, metric: str) -> jax.Array:
+def heldout_loss(pred: jax.Array, y_test: jax.Array, metric: str) -> jax.Array:
     """Test loss of predictions ``(m, c)`` against targets ``(m, c)``.
 
     ``'mse'``: ``mean_t ‖pred_t − y_t‖²``; ``'error'``: classification error
@@ -88,7 +88,7 @@ def loo_ridge(
       x: float ``(n, d)`` training inputs.  y: float ``(n,)`` or ``(n, c)`` targets.
       x_test: float ``(m, d)``.  y_test: float ``(m,)`` or ``(m, c)`` (same rank as ``y``).
       lam: ridge penalty ``λ > 0``.
-      metric: test loss, ``'mse'`` or ``'error'`` (one-hot targets), see :func:`test_metric`.
+      metric: test loss, ``'mse'`` or ``'error'`` (one-hot targets), see :func:`heldout_loss`.
       mesh: optional device mesh; the ``n`` held-out points are sharded over it.
 
     Returns:
@@ -107,14 +107,14 @@ def _loo_ridge(x, y, xt, yt, lam, metric, mesh):
     theta = jax.scipy.linalg.cho_solve(chol, x.T @ y)  # (d, c)
     ainv_x = jax.scipy.linalg.cho_solve(chol, x.T).T  # (n, d): rows A⁻¹xᵢ
     pred = xt @ theta
-    base = test_metric(pred, yt, metric)
+    base = heldout_loss(pred, yt, metric)
 
     def rows(r, theta, xt, yt, pred, base):  # r = (xᵢ, yᵢ, A⁻¹xᵢ) row-aligned
         xi, yi, ai = r
         h = jnp.sum(xi * ai, axis=1)  # (b,)
         res = yi - xi @ theta  # (b, c)
         dpred = -(xt @ ai.T).T[:, :, None] * res[:, None, :] / (1.0 - h)[:, None, None]  # (b, m, c)
-        return jax.vmap(lambda dp: test_metric(pred + dp, yt, metric))(dpred) - base
+        return jax.vmap(lambda dp: heldout_loss(pred + dp, yt, metric))(dpred) - base
 
     return _map_packed(rows, (x, y, ainv_x), (theta, xt, yt, pred, base), mesh)
 
@@ -163,7 +163,7 @@ def loo_krr(
       k_test: float ``(m, n)`` test–train kernel.
       y_test: float ``(m,)`` or ``(m, c)`` test targets.
       lam: ridge ``λ > 0``.
-      metric: ``'mse'`` or ``'error'`` (see :func:`test_metric`).
+      metric: ``'mse'`` or ``'error'`` (see :func:`heldout_loss`).
       mesh: optional device mesh over the ``n`` held-out points.
 
     Returns:
@@ -185,13 +185,13 @@ def _loo_krr(k, y, kt, yt, lam, metric, mesh):
     g = 0.5 * (g + g.T)
     alpha = g @ y  # (n, c)
     pred = kt @ alpha
-    base = test_metric(pred, yt, metric)
+    base = heldout_loss(pred, yt, metric)
     ktg_t = (kt @ g).T  # (n, m): row i is column i of K_t G
 
     def rows(r, yt, pred, base):
         col, ai, gii = r
         dpred = -col[:, :, None] * ai[:, None, :] / gii[:, :1, None]  # (b, m, c)
-        return jax.vmap(lambda dp: test_metric(pred + dp, yt, metric))(dpred) - base
+        return jax.vmap(lambda dp: heldout_loss(pred + dp, yt, metric))(dpred) - base
 
     return _map_packed(rows, (ktg_t, alpha, jnp.diag(g)[:, None]), (yt, pred, base), mesh)
 

@@ -123,6 +123,17 @@ def test_loo_newton_logistic_equals_refits(x64):
     assert np.ptp(got) > 1e-4
 
 
+def test_heldout_loss():
+    pred = np.array([[0.2, 0.9], [0.6, 0.1], [0.3, 0.4]])
+    yt = np.array([[0.0, 1.0], [0.0, 1.0], [1.0, 0.0]])
+    np.testing.assert_allclose(float(valuation.heldout_loss(pred, yt, "mse")), np.mean(((pred - yt) ** 2).sum(1)), rtol=1e-6)
+    np.testing.assert_allclose(float(valuation.heldout_loss(pred, yt, "error")), 2 / 3, rtol=1e-6)
+    with pytest.raises(ValueError, match="y_test"):
+        valuation.heldout_loss(pred, yt[:2], "mse")
+    with pytest.raises(ValueError, match="metric"):
+        valuation.heldout_loss(pred, yt, "mae")
+
+
 def test_validation():
     x, y, xt, yt = _regression(0)
     x32 = x.astype(np.float32)
