@@ -50,6 +50,9 @@ def heldout_loss(pred: jax.Array, y_test: jax.Array, metric: str) -> jax.Array:
     ``mean_t [argmax pred_t ≠ argmax y_t]`` (one-hot targets), so that for both a larger
     value is worse and the LOO value ``v > 0`` means the point helps.
     """
+    check_array(pred, "pred", ndim=2, kind="float")
+    check_array(y_test, "y_test", shape=tuple(pred.shape), kind="float")
+    check_choice(metric, "metric", ("mse", "error"))
     if metric == "mse":
         return jnp.mean(jnp.sum((pred - y_test) ** 2, axis=-1))
     return jnp.mean(jnp.argmax(pred, -1) != jnp.argmax(y_test, -1)).astype(pred.dtype)
