@@ -53,6 +53,7 @@ def heldout_loss(pred: jax.Array, y_test: jax.Array, metric: str) -> jax.Array:
     check_array(pred, "pred", ndim=2, kind="float")
     check_array(y_test, "y_test", shape=tuple(pred.shape), kind="float")
     check_choice(metric, "metric", ("mse", "error"))
+    pred, y_test = jnp.asarray(pred), jnp.asarray(y_test)
     if metric == "mse":
         return jnp.mean(jnp.sum((pred - y_test) ** 2, axis=-1))
     return jnp.mean(jnp.argmax(pred, -1) != jnp.argmax(y_test, -1)).astype(pred.dtype)
