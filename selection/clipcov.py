@@ -38,8 +38,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from distill._checks import check_array, check_choice, check_float, check_int, check_same_leading
-from selection.coresets import _proportional_budget
-from selection.sas import _latent_classes
+from selection.coresets import proportional_budget
+from selection.sas import latent_classes
 
 __all__ = ["cross_similarity", "clipcov_objective", "maximize", "ClipCov", "clipcov"]
 
@@ -192,9 +192,9 @@ def clipcov(
         un = u / np.maximum(np.linalg.norm(u, axis=1, keepdims=True), 1e-12)
         vn = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
         emb = np.concatenate([un, vn], axis=1)
-    lab = _latent_classes(latent, emb, n_classes, key, n)
+    lab = latent_classes(latent, emb, n_classes, key, n)
     classes, sizes = np.unique(lab, return_counts=True)
-    budget = _proportional_budget(sizes, k) if k is not None else [None] * len(classes)
+    budget = proportional_budget(sizes, k) if k is not None else [None] * len(classes)
     keys = jax.random.split(key, len(classes)) if key is not None else [None] * len(classes)
     out = []
     for c, b, kc in zip(classes, budget, keys):

@@ -34,6 +34,7 @@ __all__ = [
     "FacilityLocation",
     "facility_location",
     "facility_location_value",
+    "proportional_budget",
     "Coreset",
     "craig",
     "k_center_greedy",
@@ -290,9 +291,28 @@ class Coreset(NamedTuple):
     weights: np.ndarray
 
 
-def _proportional_budget(sizes: np.ndarray, k: int) -> np.ndarray:
-    """Largest-remainder split of ``k`` over groups ∝ ``sizes`` (≤ size, ≥ 1 when possible)."""
+def proportional_budget(sizes: Any, k: int) -> np.ndarray:
+    """Split a budget of ``k`` picks over groups in proportion to their sizes.
+
+    Largest-remainder (Hamilton) apportionment of ``k_c ≈ k · n_c / Σ_c n_c``: floor every
+    quota, give every non-empty group at least one pick when ``k`` is at least the number
+    of non-empty groups (so no class vanishes from a per-class coreset such as CRAIG,
+    SAS or CLIPCov), never exceed a group's size, and hand the remaining picks to the
+    largest fractional remainders. Used for the per-class budgets of :func:`craig`,
+    :func:`selection.sas.sas` and :func:`selection.clipcov.clipcov`.
+
+    Args:
+      sizes: int ``(g,)`` group sizes ``n_c >= 0`` with a positive sum.
+      k: total budget, ``0 <= k <= Σ_c n_c``.
+
+    Returns:
+      int64 ``(g,)`` budgets ``k_c`` with ``Σ_c k_c = k`` and ``0 <= k_c <= n_c``.
+    """
+    check_array(sizes, "sizes", ndim=1, kind="int")
     sizes = np.asarray(sizes, np.int64)
+    if sizes.size == 0 or np.any(sizes < 0) or sizes.sum() == 0:
+        raise ValueError(f"sizes: expected non-negative group sizes with a positive sum, got {sizes.tolist()}")
+    k = check_int(k, "k", min_value=0, max_value=int(sizes.sum()))
     raw = k * sizes / sizes.sum()
     b = np.minimum(np.floor(raw).astype(np.int64), sizes)
     if k >= np.count_nonzero(sizes):
@@ -342,7 +362,7 @@ def craig(
     f = jnp.asarray(features)
     lab = np.asarray(labels)
     classes, sizes = np.unique(lab, return_counts=True)
-    budget = _proportional_budget(sizes, k)
+    budget = proportional_budget(sizes, k)
     keys = jax.random.split(key, len(classes)) if key is not None else [None] * len(classes)
     idx_all, w_all = [], []
     for c, b, kc in zip(classes, budget, keys):

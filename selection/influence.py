@@ -38,7 +38,7 @@ from jax.flatten_util import ravel_pytree
 
 from distill import parallel
 from distill._checks import check_choice, check_float, check_int
-from selection.valuation import _check_batch
+from selection.valuation import check_batch
 
 __all__ = ["Objective", "objective", "ihvp_cg", "ihvp_lissa", "influence_params", "influence_loss", "influence_loo"]
 
@@ -104,7 +104,7 @@ def ihvp_cg(
 def _check_ihvp(obj, batch, v):
     if not isinstance(obj, Objective):
         raise TypeError(f"obj: expected an Objective from influence.objective, got {type(obj).__name__}")
-    _check_batch(batch, "batch")
+    check_batch(batch, "batch")
     if not hasattr(v, "shape") or v.ndim not in (1, 2) or v.shape[-1] != obj.flat.shape[0]:
         raise ValueError(f"v: expected shape ({obj.flat.shape[0]},) or (k, {obj.flat.shape[0]}), got {getattr(v, 'shape', type(v).__name__)}")
 
@@ -159,7 +159,7 @@ def ihvp_lissa(
     scale = check_float(scale, "scale", min_value=0.0, strict_min=True)
     depth = check_int(depth, "depth", min_value=1)
     repeats = check_int(repeats, "repeats", min_value=1)
-    n = _check_batch(batch, "batch")
+    n = check_batch(batch, "batch")
     bs = n if batch_size is None else check_int(batch_size, "batch_size", min_value=1, max_value=n)
     return _lissa(_static(obj), obj.flat, key, batch, jnp.asarray(v), damping, scale, depth, bs, repeats)
 
@@ -222,7 +222,7 @@ def influence_params(
     Returns:
       ``(n, p)`` parameter influences (flattened like ``obj.flat``).
     """
-    _check_batch(train, "train")
+    check_batch(train, "train")
     check_choice(method, "method", ("cg", "lissa"))
     grads = _per_example_grads(obj, train, obj.flat)
     return -_solve(method, obj, train, grads, key, damping, maxiter, tol, lissa or {})
@@ -260,8 +260,8 @@ def influence_loss(
     Returns:
       ``(n,)`` or ``(n, m)`` influences (``< 0``: up-weighting ``z_i`` lowers the test loss).
     """
-    n = _check_batch(train, "train")
-    _check_batch(test, "test")
+    n = check_batch(train, "train")
+    check_batch(test, "test")
     check_choice(method, "method", ("cg", "lissa"))
     flat = obj.flat
     if per_test:

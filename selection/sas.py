@@ -27,9 +27,9 @@ import numpy as np
 
 from distill import parallel
 from distill._checks import check_array, check_choice, check_int
-from selection.coresets import _proportional_budget, facility_location, kmeans
+from selection.coresets import facility_location, kmeans, proportional_budget
 
-__all__ = ["augmentation_embeddings", "expected_augmentation_distance", "SAS", "sas"]
+__all__ = ["augmentation_embeddings", "expected_augmentation_distance", "SAS", "sas", "latent_classes"]
 
 
 def augmentation_embeddings(
@@ -129,10 +129,10 @@ def sas(
         raise ValueError(f"distances: expected a square (n, n) matrix, got shape {tuple(distances.shape)}")
     k = check_int(k, "k", min_value=1, max_value=n)
     check_choice(method, "method", ("naive", "lazy", "stochastic"))
-    lab = _latent_classes(latent, embeddings, n_classes, key, n)
+    lab = latent_classes(latent, embeddings, n_classes, key, n)
     d = np.asarray(distances)
     classes, sizes = np.unique(lab, return_counts=True)
-    budget = _proportional_budget(sizes, k)
+    budget = proportional_budget(sizes, k)
     keys = jax.random.split(key if key is not None else jax.random.PRNGKey(0), len(classes))
     out = []
     for c, b, kc in zip(classes, budget, keys):
@@ -145,8 +145,25 @@ def sas(
     return SAS(np.concatenate(out).astype(np.int64), lab)
 
 
-def _latent_classes(latent, embeddings, n_classes, key, n) -> np.ndarray:
-    """Given latent classes, or k-means on embeddings (shared with :mod:`selection.clipcov`)."""
+def latent_classes(
+    latent: Any, embeddings: Any, n_classes: int | None, key: jax.Array | None, n: int
+) -> np.ndarray:
+    """Latent classes for per-class selection: given labels, or k-means on embeddings.
+
+    SAS (Joshi & Mirzasoleiman 2023) and CLIPCov (Joshi et al. 2024) budget their picks per
+    latent class; without labels the classes are the k-means clusters of the embeddings.
+    Shared with :func:`selection.clipcov.clipcov`.
+
+    Args:
+      latent: int ``(n,)`` classes, or None to cluster ``embeddings``.
+      embeddings: float ``(n, d)`` (used only when ``latent`` is None).
+      n_classes: number of k-means clusters, ``1 <= n_classes <= n``.
+      key: PRNG key for k-means.
+      n: number of examples.
+
+    Returns:
+      int ``(n,)`` class labels.
+    """
     if latent is not None:
         check_array(latent, "latent", shape=(n,), kind="int")
         return np.asarray(latent)

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from distill import parallel
-from distill._checks import check_array, check_float, check_int, check_same_leading
+from distill._checks import check_array, check_choice, check_float, check_int, check_same_leading
 
 __all__ = ["exact_shapley", "TMCShapley", "tmc_shapley", "knn_utility", "knn_shapley"]
 
@@ -90,7 +90,8 @@ class TMCShapley(NamedTuple):
 
 
 @functools.partial(jax.jit, static_argnames=("utility",))
-def _tmc_batch(utility, perms, u_full, u_empty, tol):
+def _tmc_map(utility, perms, u_full, u_empty, tol):
+    """One permutation at a time (``lax.map``): the reference engine ``'map'``."""
     n = perms.shape[1]
 
     def one(perm):
@@ -109,6 +110,68 @@ def _tmc_batch(utility, perms, u_full, u_empty, tol):
     return jax.lax.map(one, perms)
 
 
+@functools.partial(jax.jit, static_argnames=("utility", "mesh"))
+def _tmc_vmap(utility, perms, u_full, u_empty, tol, mesh):
+    """All permutations at once: ``vmap``-ped utility, rows sharded over ``mesh``.
+
+    Position ``j`` of every permutation in the shard is evaluated together; the
+    ``while_loop`` stops as soon as every permutation of the shard is truncated (a
+    truncated permutation stays truncated: its ``v`` no longer changes), so truncation
+    still saves work, at the granularity of the shard.
+    """
+
+    def block(p1, u_full, u_empty, tol):
+        b, n = p1.shape
+        # perms arrive shifted by +1 so that map_rows' zero padding rows are recognisable
+        valid, p = p1[:, 0] > 0, p1 - 1
+        rows = jnp.arange(b)
+
+        def pending(prev):
+            return valid & ~(jnp.abs(u_full - prev) < tol)
+
+        def cond(c):
+            return (c[0] < n) & jnp.any(pending(c[2]))
+
+        def body(c):
+            j, mask, prev, marg, calls = c
+            idx = p[:, j]
+            mask = mask.at[rows, idx].set(True)
+            todo = pending(prev)
+            cur = jnp.where(todo, jax.vmap(utility)(mask).astype(prev.dtype), prev)
+            marg = marg.at[rows, idx].set(cur - prev)
+            return j + 1, mask, cur, marg, calls + todo.astype(jnp.int32)
+
+        init = (
+            jnp.int32(0),
+            jnp.zeros((b, n), bool),
+            jnp.full((b,), u_empty),
+            jnp.zeros((b, n), u_empty.dtype),
+            jnp.zeros((b,), jnp.int32),
+        )
+        _, _, _, marg, calls = jax.lax.while_loop(cond, body, init)
+        return marg, calls
+
+    return parallel.map_rows(block, perms + 1, u_full, u_empty, tol, mesh=mesh)
+
+
+def _tmc_python(utility, perms, u_full, u_empty, tol):
+    """Plain Python loops for utilities that cannot be traced (engine ``'python'``)."""
+    perms = np.asarray(perms)
+    b, n = perms.shape
+    marg, calls = np.zeros((b, n)), np.zeros(b, np.int64)
+    for r, perm in enumerate(perms):
+        mask, prev = np.zeros(n, bool), u_empty
+        for i in perm:
+            if abs(u_full - prev) < tol:  # truncated: every later marginal is 0
+                break
+            mask[i] = True
+            cur = float(utility(mask.copy()))
+            marg[r, i] = cur - prev
+            calls[r] += 1
+            prev = cur
+    return marg, calls
+
+
 def tmc_shapley(
     key: jax.Array,
     utility: Utility,
@@ -120,6 +183,9 @@ def tmc_shapley(
     batch: int = 10,
     convergence_tol: float = 0.05,
     window: int = 20,
+    engine: str = "vmap",
+    batches_per_call: int = 1,
+    mesh: Any = None,
 ) -> TMCShapley:
     """Truncated Monte-Carlo Shapley (Ghorbani & Zou 2019, Algorithm 1).
 
@@ -132,15 +198,34 @@ def tmc_shapley(
     ``mean_i |φ^t_i − φ^{t−w}_i| / mean_i |φ^t_i| < convergence_tol`` (the paper's
     criterion, with a mean instead of per-point ratios so near-zero values don't stall it).
 
+    Engines (identical results for the same ``key``: the permutations, the truncation
+    rule and the convergence checks do not depend on the engine or on
+    ``batches_per_call``):
+
+    * ``'vmap'`` (default) — ``batches_per_call · batch`` permutations per jitted call,
+      position ``j`` of all of them evaluated at once (``vmap`` of the utility), the
+      permutations sharded over ``mesh`` with :func:`distill.parallel.map_rows`. The scan
+      over positions stops when every permutation of a shard is truncated. Permutations
+      past the convergence point of a call are discarded (not counted).
+    * ``'map'`` — one permutation after another in a jitted ``lax.map`` (a truncated
+      prefix skips its utility calls individually; one device).
+    * ``'python'`` — plain Python loops; ``utility`` may be any callable on a numpy bool
+      mask returning a float (e.g. one that trains an sklearn model).
+
     Args:
       key: PRNG key (permutations).
-      utility: jittable ``U(mask (n,) bool) -> scalar`` (must accept the empty mask).
+      utility: ``U(mask (n,) bool) -> scalar``, jittable for ``'vmap'``/``'map'`` (must
+        accept the empty mask).
       n: number of training points (>= 1).
       truncation: performance tolerance (>= 0; 0 disables truncation: plain Monte-Carlo).
       max_permutations, min_permutations: bounds on the number of permutations.
-      batch: permutations per jitted call (and between convergence checks).
+      batch: permutations between convergence checks (one PRNG split each).
       convergence_tol: threshold of the convergence statistic (> 0).
       window: look-back in permutations for the convergence statistic.
+      engine: ``'vmap'``, ``'map'`` or ``'python'``.
+      batches_per_call: batches evaluated per call of the ``'vmap'`` engine (more
+        parallel work per call, at the price of speculative permutations near convergence).
+      mesh: optional device mesh over permutations (``'vmap'`` engine only).
 
     Returns:
       :class:`TMCShapley`.
@@ -153,31 +238,56 @@ def tmc_shapley(
     batch = check_int(batch, "batch", min_value=1)
     convergence_tol = check_float(convergence_tol, "convergence_tol", min_value=0.0, strict_min=True)
     window = check_int(window, "window", min_value=1)
-    u_full = jnp.asarray(utility(jnp.ones((n,), bool)))
-    u_empty = jnp.asarray(utility(jnp.zeros((n,), bool)), u_full.dtype)
-    tol = truncation * jnp.abs(u_full)
+    check_choice(engine, "engine", ("vmap", "map", "python"))
+    batches_per_call = check_int(batches_per_call, "batches_per_call", min_value=1)
+    if mesh is not None and engine != "vmap":
+        raise ValueError(f"mesh: only the 'vmap' engine shards permutations, got engine={engine!r}")
+    if engine == "python":
+        u_full = float(utility(np.ones((n,), bool)))
+        u_empty = float(utility(np.zeros((n,), bool)))
+        tol = truncation * abs(u_full)
+    else:
+        u_full = jnp.asarray(utility(jnp.ones((n,), bool)))
+        u_empty = jnp.asarray(utility(jnp.zeros((n,), bool)), u_full.dtype)
+        tol = truncation * jnp.abs(u_full)
     total = np.zeros(n)
     history, errors = [np.zeros(n)], []
     drawn, calls, converged = 0, 2, False
-    while drawn < max_permutations:
-        b = min(batch, max_permutations - drawn)
-        key, sub = jax.random.split(key)
-        perms = jax.vmap(lambda k: jax.random.permutation(k, n))(jax.random.split(sub, b))
-        marg, c = _tmc_batch(utility, perms, u_full, u_empty, tol)
-        marg = np.asarray(marg, np.float64)
-        for row in marg:  # running means after every permutation, for the look-back
-            total += row
-            drawn += 1
-            history.append(total / drawn)
-        calls += int(np.sum(c))
-        if drawn >= max(min_permutations, window + 1):
-            cur, old = history[-1], history[-1 - window]
-            err = float(np.mean(np.abs(cur - old)) / max(np.mean(np.abs(cur)), 1e-12))
-            errors.append(err)
-            if err < convergence_tol:
-                converged = True
+    while drawn < max_permutations and not converged:
+        sizes, chunks = [], []
+        left = max_permutations - drawn
+        for _ in range(batches_per_call if engine == "vmap" else 1):
+            if left == 0:
                 break
-        history = history[-(window + 1) :]
+            b = min(batch, left)
+            key, sub = jax.random.split(key)
+            chunks.append(jax.vmap(lambda k: jax.random.permutation(k, n))(jax.random.split(sub, b)))
+            sizes.append(b)
+            left -= b
+        perms = jnp.concatenate(chunks) if len(chunks) > 1 else chunks[0]
+        if engine == "vmap":
+            marg, c = _tmc_vmap(utility, perms, u_full, u_empty, tol, mesh)
+        elif engine == "map":
+            marg, c = _tmc_map(utility, perms, u_full, u_empty, tol)
+        else:
+            marg, c = _tmc_python(utility, perms, u_full, u_empty, tol)
+        marg, c = np.asarray(marg, np.float64), np.asarray(c)
+        start = 0
+        for b in sizes:  # the convergence check after every `batch` permutations
+            for row in marg[start : start + b]:  # running means, for the look-back
+                total += row
+                drawn += 1
+                history.append(total / drawn)
+            calls += int(np.sum(c[start : start + b]))
+            start += b
+            if drawn >= max(min_permutations, window + 1):
+                cur, old = history[-1], history[-1 - window]
+                err = float(np.mean(np.abs(cur - old)) / max(np.mean(np.abs(cur)), 1e-12))
+                errors.append(err)
+                if err < convergence_tol:
+                    converged = True
+                    break
+            history = history[-(window + 1) :]
     return TMCShapley(total / drawn, drawn, calls, converged, np.asarray(errors))
 
 

@@ -36,7 +36,7 @@ from jax.flatten_util import ravel_pytree
 from distill import parallel
 from distill._checks import check_array, check_choice, check_float, check_int, check_same_leading
 
-__all__ = ["loo_ridge", "loo_krr", "loo_newton", "heldout_loss"]
+__all__ = ["loo_ridge", "loo_krr", "loo_newton", "heldout_loss", "check_batch"]
 
 
 def _as_2d(y: jax.Array) -> jax.Array:
@@ -235,8 +235,8 @@ def loo_newton(
     """
     if not callable(loss_fn):
         raise TypeError(f"loss_fn: expected a callable, got {type(loss_fn).__name__}")
-    n = _check_batch(train, "train")
-    _check_batch(test, "test")
+    n = check_batch(train, "train")
+    check_batch(test, "test")
     l2 = check_float(l2, "l2", min_value=0.0)
     steps = check_int(steps, "steps", min_value=1)
     if n < 2:
@@ -246,7 +246,24 @@ def loo_newton(
     return _loo_newton(loss_fn, tl, unravel, flat, train, test, l2, steps, mesh)
 
 
-def _check_batch(batch: Any, name: str) -> int:
+def check_batch(batch: Any, name: str) -> int:
+    """Validate a data batch (an array or a pytree of arrays sharing the leading axis).
+
+    Every leaf must be a finite numeric array with a leading batch dimension, and all
+    leaves must agree on it (e.g. ``(x (n, d), y (n,))``). Shared by the LOO and
+    influence-function valuations (:mod:`selection.influence`).
+
+    Args:
+      batch: the pytree to check.
+      name: argument name used in the error messages.
+
+    Returns:
+      The batch size ``n``.
+
+    Raises:
+      ValueError: empty pytree, scalar leaves, non-finite values or unequal sizes.
+      TypeError: non-numeric leaves.
+    """
     leaves = jax.tree_util.tree_leaves(batch)
     if not leaves:
         raise ValueError(f"{name}: expected an array or a tuple of arrays, got an empty pytree")

@@ -120,3 +120,23 @@ def test_bad_inputs_name_the_argument():
         coresets.k_center_greedy([[0.0, 1.0]], 1)
     with pytest.raises(ValueError, match="k"):
         coresets.kmeans(jax.random.PRNGKey(0), np.ones((3, 2), np.float32), 5)
+
+
+def test_proportional_budget():
+    # Hamilton apportionment: floors 3, 1, 0 (quotas 3.6, 1.2, 0.2) -> the empty-ish group
+    # gets its guaranteed pick, then the largest remainder (0.6) the last one
+    b = coresets.proportional_budget(np.array([18, 6, 1]), 5)
+    np.testing.assert_array_equal(b, [3, 1, 1])
+    np.testing.assert_array_equal(coresets.proportional_budget(np.array([10, 10]), 7), [4, 3])
+    # never above a group's size, exact total, zero-size groups get nothing
+    b = coresets.proportional_budget(np.array([2, 0, 30]), 20)
+    assert b.sum() == 20 and b[0] <= 2 and b[1] == 0
+    np.testing.assert_array_equal(coresets.proportional_budget(np.array([3, 4]), 7), [3, 4])
+    with pytest.raises(ValueError, match="sizes"):
+        coresets.proportional_budget(np.array([0, 0]), 1)
+    with pytest.raises(ValueError, match="sizes"):
+        coresets.proportional_budget(np.array([3, -1]), 1)
+    with pytest.raises(TypeError, match="sizes"):
+        coresets.proportional_budget(np.array([1.5, 2.0]), 1)
+    with pytest.raises(ValueError, match="k"):
+        coresets.proportional_budget(np.array([3, 4]), 8)
