@@ -312,8 +312,8 @@ def _objectives(x, y):
     }
 
 
-# dsa/mm/mtt compile a long inner loop: ~1 min each on 2 busy cores, so they are slow tests
-@pytest.mark.parametrize("name", ["dc", "dm", "kip"] + [pytest.param(n, marks=pytest.mark.slow) for n in ("dsa", "mm", "mtt")])
+# dc/dsa/mm/mtt compile an inner loop: ~1 min each on 2 busy cores, so they are slow tests
+@pytest.mark.parametrize("name", ["dm", "kip"] + [pytest.param(n, marks=pytest.mark.slow) for n in ("dc", "dsa", "mm", "mtt")])
 def test_objective_lowers_its_loss(name):
     x, y = tiny_data()
     obj, p0, batch = _objectives(x, y)[name]
@@ -379,7 +379,7 @@ def _sharded_equals_single():
         v8, g8 = jax.jit(jax.value_and_grad(functools.partial(obj, mesh=mesh)))(p, batch, jax.random.key(0))
         # x64; only the order of the per-device partial sums differs
         np.testing.assert_allclose(v8, v1, rtol=1e-8)
-        chex.assert_trees_all_close(g8, g1, rtol=1e-7, atol=1e-12)
+        chex.assert_trees_all_close(g8, g1, rtol=1e-7, atol=1e-10)
 
 
 def test_objectives_sharded_over_8_devices_equal_single(multidevice):
