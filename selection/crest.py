@@ -123,14 +123,16 @@ def make_weighted_step(apply: Callable, optimizer: optax.GradientTransformation)
     """
     if not callable(apply):
         raise TypeError(f"apply: expected a callable, got {type(apply).__name__}")
+    # a module-level jit keyed on (apply, optimizer): repeated runs with the same model and
+    # optimizer objects reuse the compiled step instead of tracing a fresh closure
+    return functools.partial(_weighted_step, apply, optimizer)
 
-    @jax.jit
-    def step(params, opt_state, x, y, w):
-        loss, g = jax.value_and_grad(functools.partial(_weighted_ce, apply))(params, x, y, w)
-        upd, opt_state = optimizer.update(g, opt_state, params)
-        return optax.apply_updates(params, upd), opt_state, loss
 
-    return step
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _weighted_step(apply, optimizer, params, opt_state, x, y, w):
+    loss, g = jax.value_and_grad(functools.partial(_weighted_ce, apply))(params, x, y, w)
+    upd, opt_state = optimizer.update(g, opt_state, params)
+    return optax.apply_updates(params, upd), opt_state, loss
 
 
 def quadratic_model_error(apply: Callable, anchor: Any, params: Any, x: Any, y: Any, w: Any) -> jax.Array:

@@ -14,7 +14,11 @@ null-player and additivity.
 * :func:`tmc_shapley` — truncated Monte-Carlo (Ghorbani & Zou 2019, Alg. 1): scan each
   random permutation, stop evaluating ``U`` once the prefix is within
   ``truncation · |U(D)|`` of the full-data utility (later marginals are set to 0), and
-  stop drawing permutations when the running estimate has converged.
+  stop drawing permutations when the running estimate has converged. The default
+  ``'vmap'`` engine evaluates a whole batch of permutations at once (the utility
+  ``vmap``-ped over the batch, position by position) and shards the batch over a mesh
+  with :func:`distill.parallel.map_rows`; ``'map'`` runs them one at a time (each
+  truncation skips its own utility calls), ``'python'`` accepts any Python utility.
 * :func:`knn_shapley` — the exact Shapley value of the K-nearest-neighbour utility in
   ``O(n log n)`` per test point (Jia et al. 2019, Thm. 1), ``vmap``-ped over test points
   and summed across devices with :func:`distill.parallel.sum_rows`.

@@ -64,9 +64,10 @@ def test_quadratic_model_error_is_the_taylor_remainder(x64):
         return -jnp.sum(w * logp[np.arange(40), y])
 
     h = jax.jit(jax.hessian(loss))(flat0)
+    g0 = jax.jit(jax.grad(loss))(flat0)
     for t in (1.0, 0.1):
         dlt = t * dflat
-        model_val = loss(flat0) + jax.jit(jax.grad(loss))(flat0) @ dlt + 0.5 * dlt @ h @ dlt
+        model_val = loss(flat0) + g0 @ dlt + 0.5 * dlt @ h @ dlt
         ref = abs(float(model_val - loss(flat0 + dlt))) / float(loss(flat0 + dlt))
         np.testing.assert_allclose(float(crest.quadratic_model_error(model.apply, p0, shift(t), x, y, w)), ref, rtol=1e-8)
     e1 = float(crest.quadratic_model_error(model.apply, p0, shift(1.0), x, y, w))
@@ -80,15 +81,16 @@ def test_crest_train_learns_and_reselects_by_tau():
     model = mlp(3, hidden=(16,))
     p0 = model.init(jax.random.PRNGKey(0), x[:1])
     acc = jax.jit(lambda p: jnp.mean(jnp.argmax(model.apply(p, xt), -1) == yt))
-    _, h = crest.crest_train(jax.random.PRNGKey(1), model.apply, p0, optax.sgd(0.1), x, y, steps=40, batch_size=16, subset_size=64, n_subsets=4, tau=0.05, check_every=2, eval_fn=acc, eval_every=20)
+    sgd = optax.sgd(0.1)  # one optimizer object: the three runs share the compiled step
+    _, h = crest.crest_train(jax.random.PRNGKey(1), model.apply, p0, sgd, x, y, steps=40, batch_size=16, subset_size=64, n_subsets=4, tau=0.05, check_every=2, eval_fn=acc, eval_every=20)
     assert h.eval_steps == [20, 40]
     assert h.eval_values[-1] > 0.9
     assert 1 < len(h.selection_steps) < 20  # re-selected, but not at every check
     assert h.losses.shape == (40,) and np.all(np.isfinite(h.losses))
     # a tiny τ re-selects at (almost) every check; no rule selects once
-    _, h_tight = crest.crest_train(jax.random.PRNGKey(1), model.apply, p0, optax.sgd(0.1), x, y, steps=10, batch_size=16, subset_size=64, n_subsets=2, tau=1e-9, check_every=2)
+    _, h_tight = crest.crest_train(jax.random.PRNGKey(1), model.apply, p0, sgd, x, y, steps=10, batch_size=16, subset_size=64, n_subsets=4, tau=1e-9, check_every=2)
     assert len(h_tight.selection_steps) == 5
-    _, h_once = crest.train_on_coresets(jax.random.PRNGKey(1), model.apply, p0, optax.sgd(0.1), x, y, features_fn=crest.last_layer_features(model.apply, x, y), steps=4, batch_size=16, subset_size=64)
+    _, h_once = crest.train_on_coresets(jax.random.PRNGKey(1), model.apply, p0, sgd, x, y, features_fn=crest.last_layer_features(model.apply, x, y), steps=4, batch_size=16, subset_size=64)
     assert h_once.selection_steps == [0]
 
 
