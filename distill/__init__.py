@@ -9,6 +9,6 @@ Submodules:
   export    — the one export format (.npz + .json, numpy-only loading).
 """
 
-from distill import data, export, loop, metrics, parallel, parametrize
+from distill import data, export, loop, matching, metrics, parallel, parametrize
 
-__all__ = ["data", "export", "loop", "metrics", "parallel", "parametrize"]
+__all__ = ["data", "export", "loop", "matching", "metrics", "parallel", "parametrize"]

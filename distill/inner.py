@@ -147,7 +147,10 @@ def adam_step(opt: Adam, state: AdamState, grad: Any, t: Any) -> AdamState:
         v = (1 - opt.b2) * g * g + opt.b2 * v
         mh = m / _bias(opt.b1, t, p.dtype)
         vh = v / _bias(opt.b2, t, p.dtype)
-        return p - opt.learning_rate * (mh / (jnp.sqrt(vh) + opt.eps)), m, v
+        # d√v/dv is infinite at v = 0 (a parameter whose gradient has always been 0, e.g.
+        # a dead ReLU unit); the double where keeps autodiff of the update finite there.
+        sq = jnp.where(vh > 0, jnp.sqrt(jnp.where(vh > 0, vh, 1.0)), 0.0)
+        return p - opt.learning_rate * (mh / (sq + opt.eps)), m, v
 
     out = tree_map(leaf, state.params, state.m, state.v, grad)
     treedef = jax.tree_util.tree_structure(state.params)

@@ -64,6 +64,24 @@ def test_unrolled_adam_equals_optax():
         np.testing.assert_allclose(_flat(out), _flat(p), rtol=1e-12, atol=1e-14)
 
 
+def test_meta_gradient_finite_with_a_dead_unit():
+    # A hidden unit whose pre-activation is negative for every example gets gradient 0
+    # at every step, so v = 0: autodiff of √v must not turn that into NaN.
+    theta, x, y, xr, yr = _problem()
+    relu_apply = lambda p, x: jax.nn.relu(x @ p["w1"] + p["b1"]) @ p["w2"] + p["b2"]
+    theta["b1"] = theta["b1"].at[0].set(-1e3)
+
+    def outer(x, th, mode):
+        th_t = inner.train(relu_apply, mse, th, (x, y), steps=5, optimizer=inner.Adam(0.01), mode=mode)
+        return mse(relu_apply(th_t, xr), yr)
+
+    ref = jax.grad(outer, argnums=(0, 1))(x, theta, "unrolled")
+    assert all(bool(jnp.all(jnp.isfinite(a))) for a in jax.tree_util.tree_leaves(ref))
+    for mode in ("checkpointed", "reverse_adam"):
+        g = jax.grad(outer, argnums=(0, 1))(x, theta, mode)
+        assert _rel(g, ref) < 1e-8, (mode, _rel(g, ref))
+
+
 @pytest.mark.parametrize("steps", [1, 13, 50])
 def test_three_modes_same_value_and_meta_gradient(steps):
     v_ref, g_ref = _meta_grad("unrolled", steps)
