@@ -1,6 +1,6 @@
 """DATA-GENIE: predicting the best CF sampler from dataset embeddings (dissertation §1.4, Table 1.4).
 
-    python -m benchmarks.data_genie            # ML latest-small + 4 offline variants
+    python -m benchmarks.data_genie            # ML latest-small + 7 offline variants
     python -m benchmarks.data_genie --quick    # 2 variants, 8 samplers
 
 Training data. Only MovieLens latest-small is available offline, so the datasets are
@@ -8,8 +8,10 @@ it and sub-datasets derived from it (each a different graph, size and density):
 
 * ``ml-latest-small``: the Ψ run of :mod:`benchmarks.psi` (16 samplers × 5 rates,
   reused from its cache);
-* ``u30-a``: 30 % of the users drawn at random;
-* ``ff30`` / ``rw30``: a forest-fire / random-walk 30 % sample of the ratings (the
+* ``u30-a`` / ``u30-b``: 30 % of the users drawn at random (seeds 1, 2; the second also
+  drops items with < 5 ratings);
+* ``i40``: 40 % of the items drawn at random (all their ratings);
+* ``ff30`` / ``rw30`` / ``rw15``: a forest-fire / random-walk 30 % / 15 % sample of the ratings (the
   graph samplers of :mod:`selection.cf_sampling`, so the variant's degree structure
   differs from a uniform subsample);
 * ``u50i50``: 50 % of the users and 50 % of the items at random.
@@ -66,10 +68,15 @@ def variants(quick: bool) -> dict:
         keep_u = rng.random(raw.n_users) < 0.5
         keep_i = rng.random(raw.n_items) < 0.5
         out["u50i50"] = _select(raw, keep_u[raw.users] & keep_i[raw.items])
+        out["u30-b"] = D.filter_min_interactions(users_frac(0.3, 2), min_user=3, min_item=5)
+        keep_i = np.random.default_rng(3).random(raw.n_items) < 0.4
+        out["i40"] = _select(raw, keep_i[raw.items])
+        out["rw15"] = None
     imp = D.to_implicit(raw)
-    for name, fn in (("ff30", cf_sampling.forest_fire), ("rw30", cf_sampling.random_walk)):
+    for name, fn, p in (("ff30", cf_sampling.forest_fire, 0.3), ("rw30", cf_sampling.random_walk, 0.3),
+                        ("rw15", cf_sampling.random_walk, 0.15)):
         if name in out:
-            mask = fn(imp, 0.3, jax.random.key(11))
+            mask = fn(imp, p, jax.random.key(11))
             out[name] = _select(imp, mask)
     return out
 
@@ -190,7 +197,7 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mp-splits", type=int, default=10)
     p.add_argument("--variants", nargs="*", default=None,
-                   help="only these sub-datasets (default: all of u30-a ff30 rw30 u50i50)")
+                   help="only these sub-datasets (default: all of u30-a ff30 rw30 u50i50 u30-b i40 rw15)")
     p.add_argument("--cache", default=str(RESULTS / "psi_cache"))
     p.add_argument("--out", default=None)
     run(p.parse_args(argv))
