@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pathlib
@@ -12,10 +13,23 @@ from importlib import metadata
 from typing import Any, Callable, Sequence
 
 import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 
-__all__ = ["RESULTS", "environment", "write_result", "format_table", "timed", "peak_rss_mb"]
+__all__ = [
+    "RESULTS",
+    "environment",
+    "write_result",
+    "format_table",
+    "timed",
+    "peak_rss_mb",
+    "draw_weighted",
+    "train_eval",
+    "train_many",
+]
 
 
 def environment() -> tuple[dict[str, Any], dict[str, str]]:
@@ -81,3 +95,76 @@ def timed(fn: Callable[[], Any], repeats: int = 1) -> tuple[Any, float]:
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far, in MiB (Linux ru_maxrss is KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+# ----------------------------------------------------------------------------- evaluation training
+# Shared by benchmarks.pruning (subsets as 0/1 or CRAIG weights), benchmarks.matching
+# (synthetic sets) and benchmarks.valuation: train fresh models on a weighted training
+# set and report test accuracy, many runs vmapped in one compiled call.
+
+
+def draw_weighted(key: jax.Array, cdf: jax.Array, batch: int) -> jax.Array:
+    """``batch`` indices drawn with replacement ∝ weights, by inverse CDF (O(batch·log n)).
+
+    Args:
+      key: PRNG key.
+      cdf: ``(n,)`` cumulative sum of the non-negative example weights.
+      batch: number of indices.
+
+    Returns:
+      ``(batch,)`` int indices ``i`` with ``P(i) = w_i / Σ w``.
+    """
+    u = jax.random.uniform(key, (batch,)) * cdf[-1]
+    return jnp.minimum(jnp.searchsorted(cdf, u, side="right"), cdf.shape[0] - 1)
+
+
+@functools.partial(jax.jit, static_argnames=("apply", "steps", "batch"))
+def train_eval(key, params0, w, x, y, xt, yt, apply, steps, batch, lr):
+    """Test accuracy after ``steps`` Adam steps on minibatches drawn ∝ ``w``.
+
+    Args:
+      key: PRNG key (minibatch draws).
+      params0: initial model parameters.
+      w: ``(n,)`` example weights (0 outside the subset).
+      x, y: ``(n, ...)`` training inputs, ``(n,)`` int labels.
+      xt, yt: test inputs and int labels.
+      apply: ``apply(params, x) -> logits`` (static).
+      steps, batch: Adam steps and minibatch size (static).
+      lr: Adam learning rate.
+
+    Returns:
+      Scalar test accuracy in ``[0, 1]``.
+    """
+    opt = optax.adam(lr)
+    cdf = jnp.cumsum(w)
+
+    def loss_fn(p, xb, yb):
+        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(apply(p, xb)), yb[:, None], 1))
+
+    def step(carry, k):
+        p, s = carry
+        idx = draw_weighted(k, cdf, batch)
+        g = jax.grad(loss_fn)(p, x[idx], y[idx])
+        u, s = opt.update(g, s, p)
+        return (optax.apply_updates(p, u), s), None
+
+    (p, _), _ = jax.lax.scan(step, (params0, opt.init(params0)), jax.random.split(key, steps))
+    return jnp.mean(jnp.argmax(apply(p, xt), -1) == yt)
+
+
+def train_many(model, keys, weights, x, y, xt, yt, *, steps, batch, lr) -> np.ndarray:
+    """Test accuracy of ``len(keys)`` runs of :func:`train_eval`, vmapped over seed and weights.
+
+    Args:
+      model: ``ModelFns`` (``init(key, x)``, ``apply(params, x)``); a fresh init per key.
+      keys: ``(R,)`` PRNG keys.
+      weights: ``(R, n)`` example weights of each run.
+      x, y, xt, yt: training and test data.
+      steps, batch, lr: :func:`train_eval` settings.
+
+    Returns:
+      ``(R,)`` numpy test accuracies in ``[0, 1]``.
+    """
+    params0 = jax.vmap(lambda k: model.init(k, x[:1]))(keys)
+    fn = jax.vmap(lambda k, p, w: train_eval(k, p, w, x, y, xt, yt, model.apply, steps, batch, lr))
+    return np.asarray(fn(keys, params0, jnp.asarray(weights, jnp.float32)))

@@ -6,7 +6,7 @@
    for images per class (IPC) ∈ {1, 10} (``--ipcs 1 10 50`` adds 50), a synthetic set is distilled with each
    objective (:mod:`distill.matching`, optimised by :func:`distill.loop.run` with Adam
    on the pixels, initialised from random real images) and 5 freshly initialised
-   evaluation models are trained on it (minibatch Adam, ``benchmarks.pruning.train_many``)
+   evaluation models are trained on it (minibatch Adam, ``benchmarks._common.train_many``)
    and tested on the 359 held-out digits: mean ± std accuracy. Rows: random real
    images (the initialisation), full training data, and — at one IPC — DC, DM and KIP
    with Farzi's latent parametrization (:func:`distill.matching.latent_images`,
@@ -40,8 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from benchmarks._common import RESULTS, format_table, write_result
-from benchmarks.pruning import train_many
+from benchmarks._common import RESULTS, format_table, train_many, write_result
 from distill import inner, loop
 from distill.data import class_balanced_subset, load_digits, standardize
 from distill.data.images import ImageData, load_tfds_images

@@ -22,7 +22,6 @@ Writes ``benchmarks/results/pruning[_quick].json`` and ``pruning[_quick].png``.
 from __future__ import annotations
 
 import argparse
-import functools
 import time
 
 import jax
@@ -30,7 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from benchmarks._common import RESULTS, format_table, timed, write_result
+from benchmarks._common import RESULTS, format_table, timed, train_many, write_result
+from benchmarks._common import draw_weighted as _draw
 from distill.data import load_digits, standardize
 from models.convnet import convnet
 from models.mlp import mlp
@@ -41,42 +41,6 @@ from selection.training_dynamics import train_with_dynamics
 
 HIDDEN = (128, 128)
 CONVNET_SELECTORS = ("random", "el2n (hard)", "craig", "k-center", "density (ips)")
-
-
-# ----------------------------------------------------------------------------- training
-
-
-def _draw(key, cdf, batch):
-    """``batch`` indices drawn with replacement ∝ weights, by inverse CDF (O(batch·log n))."""
-    u = jax.random.uniform(key, (batch,)) * cdf[-1]
-    return jnp.minimum(jnp.searchsorted(cdf, u, side="right"), cdf.shape[0] - 1)
-
-
-@functools.partial(jax.jit, static_argnames=("apply", "steps", "batch"))
-def _train_eval(key, params0, w, x, y, xt, yt, apply, steps, batch, lr):
-    """Adam on minibatches drawn ∝ w (w = 0 outside the subset); returns test accuracy."""
-    opt = optax.adam(lr)
-    cdf = jnp.cumsum(w)
-
-    def loss_fn(p, xb, yb):
-        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(apply(p, xb)), yb[:, None], 1))
-
-    def step(carry, k):
-        p, s = carry
-        idx = _draw(k, cdf, batch)
-        g = jax.grad(loss_fn)(p, x[idx], y[idx])
-        u, s = opt.update(g, s, p)
-        return (optax.apply_updates(p, u), s), None
-
-    (p, _), _ = jax.lax.scan(step, (params0, opt.init(params0)), jax.random.split(key, steps))
-    return jnp.mean(jnp.argmax(apply(p, xt), -1) == yt)
-
-
-def train_many(model, keys, weights, x, y, xt, yt, *, steps, batch, lr):
-    """Test accuracy of ``len(keys)`` runs (vmapped over seed and subset weights)."""
-    params0 = jax.vmap(lambda k: model.init(k, x[:1]))(keys)
-    fn = jax.vmap(lambda k, p, w: _train_eval(k, p, w, x, y, xt, yt, model.apply, steps, batch, lr))
-    return np.asarray(fn(keys, params0, jnp.asarray(weights, jnp.float32)))
 
 
 # ----------------------------------------------------------------------------- selectors
