@@ -11,12 +11,20 @@
 * :mod:`~selection.coresets` — k-means, facility location (naive/lazy/stochastic greedy),
   CRAIG, k-center greedy.
 * :mod:`~selection.semdedup` — SemDeDup.   :mod:`~selection.s2l` — SmallToLarge.
+* :mod:`~selection.valuation` — exact leave-one-out (ridge / KRR rank-one downdates,
+  warm-started Newton refits).  :mod:`~selection.influence` — influence functions with
+  CG / LiSSA inverse-HVPs.  :mod:`~selection.shapley` — exact, truncated Monte-Carlo and
+  KNN Data Shapley.
+* :mod:`~selection.crest` — CREST training-time mini-batch coresets (and the shared
+  coreset training loop).  :mod:`~selection.ssm` — SSM zeroth-order gradient sketches.
+  :mod:`~selection.sas` — SAS for contrastive learning.  :mod:`~selection.clipcov` — ClipCov.
 
-The package-level names ``semdedup`` and ``s2l`` are the *functions*; import from the
+The package-level names ``semdedup``, ``s2l``, ``sas`` and ``clipcov`` are the *functions*; import from the
 submodules (``from selection.semdedup import semdedup_fraction``) for the rest.
 """
 
-from selection import ask_llm, coresets, density, scores, select, training_dynamics
+from selection import ask_llm, coresets, crest, density, influence, scores, select, shapley, ssm, training_dynamics, valuation
+from selection.clipcov import ClipCov, clipcov
 from selection.ask_llm import PROMPT_TEMPLATE, ask_llm_scores, causal_lm, make_prompt, p_yes
 from selection.coresets import (
     Coreset,
@@ -27,7 +35,11 @@ from selection.coresets import (
     facility_location_value,
     k_center_greedy,
     kmeans,
+    proportional_budget,
 )
+from selection.crest import MinibatchCoresets, TrainHistory, crest_train, minibatch_coresets, train_on_coresets
+from selection.influence import ihvp_cg, ihvp_lissa, influence_loss, influence_params
+from selection.sas import SAS, expected_augmentation_distance, sas
 from selection.density import density_sample, density_scores, exact_kernel_sum
 from selection.s2l import s2l
 from selection.scores import DataMap, data_map, forgetting_events, prototype_distance, score_examples
@@ -42,7 +54,10 @@ from selection.select import (
     top_k,
 )
 from selection.semdedup import SemDeDup, semdedup
+from selection.shapley import TMCShapley, exact_shapley, knn_shapley, knn_utility, tmc_shapley
+from selection.ssm import ssm_train, zeroth_order_features
 from selection.training_dynamics import Dynamics, DynamicsRecorder, record_examples, train_with_dynamics
+from selection.valuation import loo_krr, loo_newton, loo_ridge
 
 __all__ = [
     "scores", "select", "density", "ask_llm", "coresets", "training_dynamics",
@@ -55,4 +70,11 @@ __all__ = [
     "craig", "Coreset", "k_center_greedy",
     "semdedup", "SemDeDup", "s2l",
     "Dynamics", "DynamicsRecorder", "record_examples", "train_with_dynamics",
+    "valuation", "influence", "shapley", "crest", "ssm", "proportional_budget",
+    "loo_ridge", "loo_krr", "loo_newton",
+    "ihvp_cg", "ihvp_lissa", "influence_params", "influence_loss",
+    "exact_shapley", "tmc_shapley", "TMCShapley", "knn_shapley", "knn_utility",
+    "minibatch_coresets", "MinibatchCoresets", "train_on_coresets", "TrainHistory", "crest_train",
+    "ssm_train", "zeroth_order_features",
+    "sas", "SAS", "expected_augmentation_distance", "clipcov", "ClipCov",
 ]
