@@ -18,12 +18,32 @@
 * :mod:`~selection.crest` — CREST training-time mini-batch coresets (and the shared
   coreset training loop).  :mod:`~selection.ssm` — SSM zeroth-order gradient sketches.
   :mod:`~selection.sas` — SAS for contrastive learning.  :mod:`~selection.clipcov` — ClipCov.
+* :mod:`~selection.cf_sampling` — the eight heuristic CF samplers (interaction, user,
+  graph).  :mod:`~selection.svp_cf` — the eight SVP-CF(-PROP) samplers.
+  :mod:`~selection.psi` — Kendall's τ, Ψ and the CF model panel.
+  :mod:`~selection.data_genie` — DATA-GENIE (dataset embeddings, Φ, P@1).
 
 The package-level names ``semdedup``, ``s2l``, ``sas`` and ``clipcov`` are the *functions*; import from the
 submodules (``from selection.semdedup import semdedup_fraction``) for the rest.
 """
 
-from selection import ask_llm, coresets, crest, density, influence, scores, select, shapley, ssm, training_dynamics, valuation
+from selection import (
+    ask_llm,
+    cf_sampling,
+    coresets,
+    crest,
+    data_genie,
+    density,
+    influence,
+    psi,
+    scores,
+    select,
+    shapley,
+    ssm,
+    svp_cf,
+    training_dynamics,
+    valuation,
+)
 from selection.clipcov import ClipCov, clipcov
 from selection.ask_llm import PROMPT_TEMPLATE, ask_llm_scores, causal_lm, make_prompt, p_yes
 from selection.coresets import (
@@ -71,6 +91,7 @@ __all__ = [
     "semdedup", "SemDeDup", "s2l",
     "Dynamics", "DynamicsRecorder", "record_examples", "train_with_dynamics",
     "valuation", "influence", "shapley", "crest", "ssm", "proportional_budget",
+    "cf_sampling", "svp_cf", "psi", "data_genie",
     "loo_ridge", "loo_krr", "loo_newton",
     "ihvp_cg", "ihvp_lissa", "influence_params", "influence_loss",
     "exact_shapley", "tmc_shapley", "TMCShapley", "knn_shapley", "knn_utility",
