@@ -27,7 +27,7 @@ import jax.numpy as jnp
 from distill._checks import check_array, check_float
 from models import tuning
 
-__all__ = ["EASE", "fit", "predict", "select_lambda", "DEFAULT_LAMS"]
+__all__ = ["EASE", "fit", "predict", "fit_predict", "select_lambda", "DEFAULT_LAMS"]
 
 DEFAULT_LAMS = (1.0, 10.0, 50.0, 100.0, 200.0, 500.0, 1000.0)
 
@@ -106,6 +106,41 @@ def predict(params: EASE, x_query: jax.Array) -> jax.Array:
             f"x_query: expected {params.weights.shape[0]} items, got shape {tuple(x.shape)}"
         )
     return x.astype(params.weights.dtype) @ params.weights
+
+
+@jax.jit
+def _scores_dual(x, lam, q):
+    a = _chol_solve(x @ x.T, lam, x)
+    diag_p = (1.0 - jnp.sum(x * a, axis=0)) / lam
+    qp = (q - (q @ x.T) @ a) / lam
+    return q - qp / diag_p[None, :]
+
+
+def fit_predict(x_train: jax.Array, x_query: jax.Array, *, lam: float = 200.0) -> jax.Array:
+    """EASE scores ``x_query · B`` without forming the ``(I, I)`` weights when users ≪ items.
+
+    With ``A = (XXᵀ + λI)⁻¹X`` (Woodbury: ``P = (XᵀX + λI)⁻¹ = (I − XᵀA)/λ``),
+    ``x_query · P = (q − (q·Xᵀ)·A)/λ`` and ``diag P = (1 − Σ_u X_ui A_ui)/λ``, so
+    ``q · B = q − (q·P) / diag P`` (the zero diagonal of ``B`` cancels the ``q_i`` term).
+    Memory O(n·I) instead of O(I²); equal to ``predict(fit(x_train, lam=lam), x_query)``.
+    Falls back to that when ``n_users ≥ n_items``.
+
+    Args:
+      x_train: ``(n, I)`` training matrix.
+      x_query: ``(m, I)`` query rows.
+      lam: ridge λ > 0.
+
+    Returns:
+      ``(m, I)`` scores.
+    """
+    x = _as_float_matrix(x_train, "x_train")
+    q = _as_float_matrix(x_query, "x_query")
+    lam = check_float(lam, "lam", min_value=0.0, strict_min=True)
+    if q.shape[1] != x.shape[1]:
+        raise ValueError(f"x_query: expected {x.shape[1]} items, got shape {tuple(q.shape)}")
+    if x.shape[0] >= x.shape[1]:
+        return predict(fit(x, lam=lam), q)
+    return _scores_dual(x, jnp.asarray(lam, x.dtype), q.astype(x.dtype))
 
 
 def select_lambda(

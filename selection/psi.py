@@ -158,17 +158,6 @@ def mean_auc(scores: Any, test: Any, exclude: Any) -> float:
     return float(100.0 * np.mean(u_stat[ok] / (n_pos[ok] * n_neg[ok])))
 
 
-@jax.jit
-def _ease_dual_scores(x, lam, q):
-    # EASE scores q·B in user space (Woodbury, as models.ease's dual path) without the
-    # I × I weight matrix: with A = (XXᵀ + λI)⁻¹X, qP = (q − (qXᵀ)A)/λ and
-    # diag P = (1 − Σ_u X_ui A_ui)/λ, so q·B = q − qP / diag P (diagonal term: q_i − q_i = 0).
-    a = ease._chol_solve(x @ x.T, lam, x)
-    diag_p = (1.0 - jnp.sum(x * a, axis=0)) / lam
-    qp = (q - (q @ x.T) @ a) / lam
-    return q - qp / diag_p[None, :]
-
-
 def evaluate_panel(
     train: Any,
     val: Any,
@@ -248,7 +237,7 @@ def evaluate_panel(
             scores = mf.predict(params, jnp.arange(shape[0]))
         elif name == "EASE":
             _, search = ease.select_lambda(x, val, lams=ease_lams)
-            scores = _ease_dual_scores(x, jnp.float32(search.best_lam), context)
+            scores = ease.fit_predict(x, context, lam=float(search.best_lam))
         else:
             model, _ = infinite_ae.select_lambda(x, val, lams=inf_ae_lams, mesh=mesh)
             scores = infinite_ae.predict(model, context, mesh=mesh)

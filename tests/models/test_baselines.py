@@ -102,3 +102,17 @@ def test_ease_dual_form_equals_primal():
     np.testing.assert_allclose(
         ease._train_scores_dual(x, x @ x.T, lam), ease._train_scores_primal(x, x.T @ x, lam), atol=1e-10
     )
+
+
+def test_ease_fit_predict_dual_equals_weights():
+    rng = np.random.default_rng(0)
+    x = jnp.asarray((rng.random((12, 30)) < 0.3).astype(np.float64))  # users ≪ items: dual path
+    q = jnp.asarray((rng.random((5, 30)) < 0.3).astype(np.float64))
+    want = ease.predict(ease.fit(x, lam=7.0), q)
+    np.testing.assert_allclose(np.asarray(ease.fit_predict(x, q, lam=7.0)), np.asarray(want), atol=1e-9)
+    np.testing.assert_allclose(np.asarray(ease.fit_predict(x.T, q[:, :12], lam=7.0)),
+                               np.asarray(ease.predict(ease.fit(x.T, lam=7.0), q[:, :12])), atol=1e-9)
+    with pytest.raises(ValueError, match="x_query"):
+        ease.fit_predict(x, q[:, :5], lam=7.0)
+    with pytest.raises(ValueError, match="lam"):
+        ease.fit_predict(x, q, lam=0.0)

@@ -7,7 +7,6 @@ import pytest
 import scipy.stats
 
 from distill import metrics
-from models import ease
 from selection import psi
 
 
@@ -53,15 +52,6 @@ def test_mean_auc_equals_metrics_evaluate():
     excl = (rng.random((20, 30)) < 0.2) & ~test
     want = metrics.evaluate(s, test.astype(np.float32), excl.astype(np.float32), metrics=("auc",))["AUC"]
     assert psi.mean_auc(s, test, excl) == pytest.approx(want, abs=1e-4)
-
-
-def test_ease_dual_scores_equal_ease_predict(x64):
-    rng = np.random.default_rng(0)
-    x = jnp.asarray((rng.random((12, 30)) < 0.3).astype(np.float64))
-    q = jnp.asarray((rng.random((5, 30)) < 0.3).astype(np.float64))
-    got = psi._ease_dual_scores(x, 7.0, q)
-    want = ease.predict(ease.fit(x, lam=7.0), q)
-    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-9)
 
 
 @pytest.mark.slow
