@@ -22,7 +22,7 @@ Valuations (larger = more helpful):
 
 Removal curve (Ghorbani & Zou 2019, Fig. 2): remove the 10–50 % *highest* (or *lowest*)
 valued points and train a fresh MLP 128-128 on the rest (Adam, 300 steps, the pruning
-benchmark's :func:`benchmarks.pruning.train_many`); test accuracy, mean ± std over seeds.
+benchmark's :func:`benchmarks._common.train_many`); test accuracy, mean ± std over seeds.
 Removing valuable points should hurt faster than random; removing the least valuable
 should hurt less (or help). Throughput: points valued per second (after warm-up).
 
@@ -40,7 +40,8 @@ import numpy as np
 import optax
 
 from benchmarks._common import RESULTS, format_table, timed, write_result
-from benchmarks.pruning import HIDDEN, train_many
+from benchmarks._common import train_many
+from benchmarks.pruning import HIDDEN
 from distill.data import load_digits, standardize
 from distill.parallel import make_mesh
 from models.kernels import fc_relu
