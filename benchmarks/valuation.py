@@ -39,8 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from benchmarks._common import RESULTS, format_table, timed, write_result
-from benchmarks._common import train_many
+from benchmarks._common import RESULTS, format_table, timed, train_many, write_result
 from benchmarks.pruning import HIDDEN
 from distill.data import load_digits, standardize
 from distill.parallel import make_mesh
