@@ -7,14 +7,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from selection import sas
+from selection.sas import augmentation_embeddings, expected_augmentation_distance, sas
 from selection.coresets import facility_location_value
 
 
 def test_expected_augmentation_distance_brute_force(x64):
     rng = np.random.default_rng(0)
     emb = rng.normal(size=(3, 6, 4))
-    got = np.asarray(sas.expected_augmentation_distance(emb))
+    got = np.asarray(expected_augmentation_distance(emb))
     ref = np.zeros((6, 6))
     for i, j in itertools.product(range(6), range(6)):
         ref[i, j] = np.mean([np.linalg.norm(emb[a, i] - emb[b, j]) for a in range(3) for b in range(3)])
@@ -27,12 +27,12 @@ def test_augmentation_embeddings_and_identity_augmentation(x64):
     x = rng.normal(size=(7, 3))
     w = rng.normal(size=(3, 2))
     enc = lambda xb: jnp.tanh(xb @ w)
-    emb = sas.augmentation_embeddings(jax.random.PRNGKey(0), enc, x, lambda k, xb: xb, n_augment=2)
+    emb = augmentation_embeddings(jax.random.PRNGKey(0), enc, x, lambda k, xb: xb, n_augment=2)
     assert emb.shape == (2, 7, 2)
-    d = np.asarray(sas.expected_augmentation_distance(emb))
+    d = np.asarray(expected_augmentation_distance(emb))
     e = np.tanh(x @ w)
     np.testing.assert_allclose(d, np.linalg.norm(e[:, None] - e[None], axis=-1), atol=1e-7)
-    noisy = sas.augmentation_embeddings(jax.random.PRNGKey(0), enc, x, lambda k, xb: xb + 0.1 * jax.random.normal(k, xb.shape), n_augment=3)
+    noisy = augmentation_embeddings(jax.random.PRNGKey(0), enc, x, lambda k, xb: xb + 0.1 * jax.random.normal(k, xb.shape), n_augment=3)
     assert not np.allclose(noisy[0], noisy[1])
 
 
@@ -47,8 +47,8 @@ def _latent_blobs(seed, per=40, c=3, d=2):
 def test_sas_budgets_and_greedy_quality():
     x, lab = _latent_blobs(0, per=8, c=2)
     emb = np.stack([x + 0.1 * np.random.default_rng(a).normal(size=x.shape) for a in range(3)])
-    d = np.asarray(sas.expected_augmentation_distance(emb))
-    res = sas.sas(d, 4, latent=lab)
+    d = np.asarray(expected_augmentation_distance(emb))
+    res = sas(d, 4, latent=lab)
     assert len(res.indices) == 4
     assert np.bincount(lab[res.indices], minlength=2).tolist() == [2, 2]
     for c in range(2):  # greedy ≥ (1 − 1/e) OPT, by brute force over the class
@@ -64,8 +64,8 @@ def test_sas_preserves_latent_class_centres_better_than_random():
     """The tutorial's claim: ‖μ_k − μ_k^S‖ is small for SAS subsets (central + covering examples)."""
     x, lab = _latent_blobs(1)
     emb = np.stack([x + 0.2 * np.random.default_rng(a).normal(size=x.shape) for a in range(4)]).astype(np.float32)
-    d = np.asarray(sas.expected_augmentation_distance(emb))
-    res = sas.sas(d, 12, embeddings=emb.mean(0), n_classes=3, key=jax.random.PRNGKey(0))
+    d = np.asarray(expected_augmentation_distance(emb))
+    res = sas(d, 12, embeddings=emb.mean(0), n_classes=3, key=jax.random.PRNGKey(0))
     assert len(np.unique(res.latent)) == 3
 
     def centre_err(idx):
@@ -82,27 +82,27 @@ def test_sas_preserves_latent_class_centres_better_than_random():
 def test_validation():
     d = np.ones((5, 5))
     with pytest.raises(ValueError, match="distances"):
-        sas.sas(np.ones((5, 4)), 2, latent=np.zeros(5, np.int32))
+        sas(np.ones((5, 4)), 2, latent=np.zeros(5, np.int32))
     with pytest.raises(ValueError, match="k"):
-        sas.sas(d, 6, latent=np.zeros(5, np.int32))
+        sas(d, 6, latent=np.zeros(5, np.int32))
     with pytest.raises(ValueError, match="latent"):
-        sas.sas(d, 2)
+        sas(d, 2)
     with pytest.raises(ValueError, match="latent"):
-        sas.sas(d, 2, latent=np.zeros(4, np.int32))
+        sas(d, 2, latent=np.zeros(4, np.int32))
     with pytest.raises(ValueError, match="emb"):
-        sas.expected_augmentation_distance(np.ones((5, 4)))
+        expected_augmentation_distance(np.ones((5, 4)))
     with pytest.raises(TypeError, match="encode"):
-        sas.augmentation_embeddings(jax.random.PRNGKey(0), None, np.ones((3, 2)), lambda k, x: x)
+        augmentation_embeddings(jax.random.PRNGKey(0), None, np.ones((3, 2)), lambda k, x: x)
     with pytest.raises(ValueError, match="n_augment"):
-        sas.augmentation_embeddings(jax.random.PRNGKey(0), lambda x: x, np.ones((3, 2)), lambda k, x: x, n_augment=0)
+        augmentation_embeddings(jax.random.PRNGKey(0), lambda x: x, np.ones((3, 2)), lambda k, x: x, n_augment=0)
 
 
 def _sharded_equals_single():
     from distill.parallel import make_mesh
 
     emb = np.random.default_rng(0).normal(size=(2, 13, 3)).astype(np.float32)
-    a = np.asarray(sas.expected_augmentation_distance(emb))
-    b = np.asarray(sas.expected_augmentation_distance(emb, mesh=make_mesh()))
+    a = np.asarray(expected_augmentation_distance(emb))
+    b = np.asarray(expected_augmentation_distance(emb, mesh=make_mesh()))
     np.testing.assert_allclose(a, b, atol=1e-5)
 
 
