@@ -71,7 +71,7 @@ def _sharded_equals_single():
     model, tokens, omega, param = _setup()
     syn = param.init(jax.random.key(1))
     key = jax.random.key(3)
-    for n in (13, 24):  # ragged and divisible row counts
+    for n in (13,):  # ragged: 3 padding rows (the divisible case is covered by tests/distill/test_parallel.py)
         vals = {}
         for name, m in (("single", None), ("sharded", mesh)):
             obj = farzi.objective(model, param, omega, inner_steps=4, mesh=m)
