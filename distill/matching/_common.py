@@ -59,3 +59,25 @@ def check_real_per_class(x_real: Any, n_classes: int, x_syn: jax.Array) -> jax.A
             f"got {tuple(x_real.shape)}"
         )
     return x_real
+
+
+def class_grouped_setup(
+    parametrization: Parametrization, syn_params: Any, batch: Any, key: jax.Array, n_classes: int, net: Any
+) -> tuple[jax.Array, jax.Array, jax.Array, Any, jax.Array]:
+    """The prologue shared by the per-class objectives (DC, DM).
+
+    Splits ``key`` into (materialization, network init, augmentation) keys, materializes
+    the synthetic set, groups it by class, checks the real ``(C, B, ...)`` batch against it
+    and initialises ``net`` on the synthetic input shape.
+
+    Returns:
+      ``(x_syn (C·ipc, ...), x_syn_c (C, ipc, ...), x_real (C, B, ...) in x_syn's dtype,
+      θ of net, augmentation key)``.
+    """
+    k_mat, k_init, k_aug = jax.random.split(key, 3)
+    x_syn = parametrization.materialize(syn_params, k_mat)
+    x_syn_c = group_by_class(x_syn, n_classes)
+    check_real_per_class(batch, n_classes, x_syn)
+    x_real = batch.astype(x_syn.dtype)
+    theta = net.init(k_init, jnp.zeros((1,) + x_syn.shape[1:], x_syn.dtype))
+    return x_syn, x_syn_c, x_real, theta, k_aug

@@ -42,8 +42,7 @@ from distill.matching import augment
 from distill.matching._common import (
     check_model,
     check_parametrization,
-    check_real_per_class,
-    group_by_class,
+    class_grouped_setup,
     tree_map,
     xent,
 )
@@ -143,13 +142,8 @@ def dc_loss(
     inner_lr = check_float(inner_lr, "inner_lr", min_value=0.0)
     if dsa is not None:
         augment.parse_strategy(dsa)
-    k_mat, k_init, k_aug = jax.random.split(key, 3)
-    x_syn = parametrization.materialize(syn_params, k_mat)
-    x_syn_c = group_by_class(x_syn, n_classes)
-    check_real_per_class(batch, n_classes, x_syn)
-    x_real = batch.astype(x_syn.dtype)
+    x_syn, x_syn_c, x_real, theta0, k_aug = class_grouped_setup(parametrization, syn_params, batch, key, n_classes, model)
     y_syn = jnp.repeat(jnp.arange(n_classes), x_syn_c.shape[1])
-    theta0 = model.init(k_init, jnp.zeros((1,) + x_syn.shape[1:], x_syn.dtype))
 
     def class_terms(rows, w, theta, omega):
         xr, xs, c = rows

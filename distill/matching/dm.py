@@ -25,7 +25,7 @@ from jax.sharding import Mesh
 from distill import parallel
 from distill._checks import check_array, check_int
 from distill.matching import augment
-from distill.matching._common import check_model, check_parametrization, check_real_per_class, group_by_class
+from distill.matching._common import check_model, check_parametrization, class_grouped_setup
 from distill.parametrize import Parametrization
 
 __all__ = ["mmd", "dm_loss"]
@@ -80,12 +80,7 @@ def dm_loss(
     n_classes = check_int(n_classes, "n_classes", min_value=1)
     if dsa is not None:
         augment.parse_strategy(dsa)
-    k_mat, k_init, k_aug = jax.random.split(key, 3)
-    x_syn = parametrization.materialize(syn_params, k_mat)
-    x_syn_c = group_by_class(x_syn, n_classes)
-    check_real_per_class(batch, n_classes, x_syn)
-    x_real = batch.astype(x_syn.dtype)
-    theta = embed.init(k_init, jnp.zeros((1,) + x_syn.shape[1:], x_syn.dtype))
+    _, x_syn_c, x_real, theta, k_aug = class_grouped_setup(parametrization, syn_params, batch, key, n_classes, embed)
 
     def class_terms(rows, w, theta, omega):
         xr, xs, c = rows
