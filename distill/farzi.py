@@ -39,7 +39,7 @@ import optax
 
 from distill import export as _export
 from distill import inner, loop, parallel
-from distill._checks import check_array, check_float, check_int
+from distill._checks import check_array, check_choice, check_float, check_int
 from distill.parametrize import LatentFactors, Parametrization, latent_factorization
 from models.model_fns import ModelFns
 
@@ -50,6 +50,7 @@ __all__ = [
     "save_trajectories",
     "load_trajectories",
     "objective",
+    "init_from_tokens",
     "distill",
     "train_on",
     "export",
@@ -267,6 +268,71 @@ def objective(
     return loss
 
 
+def init_from_tokens(
+    key: jax.Array,
+    tokens: Any,
+    *,
+    n_seqs: int,
+    seq_len: int,
+    latent_dim: int,
+    vocab_size: int,
+    tau: float = 1.0,
+    logit: float = 8.0,
+    pad_id: int | None = None,
+) -> LatentFactors:
+    """Latent factors whose D_syn = softmax(Z·M/τ) peaks at the items of real sequences.
+
+    The default Gaussian init gives logits of size ~1 over V items: every synthetic token
+    is nearly uniform, so every inner step pulls θ toward uniform predictions and the
+    meta-gradient starts from a useless D_syn. Here μ real windows (the last ``seq_len``
+    tokens of rows of ``tokens``, preferring rows without padding) seed the data:
+
+        M[:, v] = m_v ~ N(0, I_d / d),      Z[s, l] = τ · logit · m_{x_{s,l}} / ‖m_{x_{s,l}}‖²,
+
+    so the logit of the real item x_{s,l} is ``logit`` and every other item's is
+    ``logit · ⟨m_x, m_v⟩/‖m_x‖²`` ~ N(0, logit²/d): the real item dominates when
+    ``logit`` exceeds ~√(2 ln V)·logit/√d, i.e. for d ≳ 32 (p(x) ≈ 0.9 at d = 64,
+    ``logit`` = 10, V ≈ 1,300). Padding positions get Z = 0 (a uniform token).
+
+    Args:
+      key: PRNG key (choice of rows, M).
+      tokens: int ``(n, L+1)`` real sequences, ``L+1 >= seq_len``.
+      n_seqs, seq_len, latent_dim, vocab_size: μ, ξ, d, V of the factorisation.
+      tau: the factorisation's temperature τ (Z is scaled by it so the logits are τ-free).
+      logit: the logit of the real item, > 0.
+      pad_id: padding token of ``tokens`` (or ``None``).
+
+    Returns:
+      :class:`LatentFactors` ``(z (μ, ξ, d), m (d, V))`` for
+      :func:`distill.parametrize.latent_factorization` with the same μ, ξ, d, V, τ.
+    """
+    check_array(tokens, "tokens", ndim=2, kind="int")
+    n_seqs = check_int(n_seqs, "n_seqs", min_value=1)
+    seq_len = check_int(seq_len, "seq_len", min_value=1)
+    latent_dim = check_int(latent_dim, "latent_dim", min_value=1)
+    vocab_size = check_int(vocab_size, "vocab_size", min_value=2)
+    tau = check_float(tau, "tau", min_value=0.0, strict_min=True)
+    logit = check_float(logit, "logit", min_value=0.0, strict_min=True)
+    tok = np.asarray(tokens)
+    if tok.shape[1] < seq_len:
+        raise ValueError(f"tokens: expected at least seq_len={seq_len} columns, got shape {tok.shape}")
+    window = tok[:, -seq_len:]
+    real = np.ones(window.shape, bool) if pad_id is None else window != pad_id
+    if (window[real] < 0).any() or (window[real] >= vocab_size).any():
+        raise ValueError(f"tokens: expected items in [0, {vocab_size}) outside padding")
+    k_rows, k_m = jax.random.split(key)
+    # Fullest windows first (random order among equally full ones).
+    rng = np.random.default_rng(np.asarray(jax.random.randint(k_rows, (2,), 0, 2**31 - 1)))
+    order = np.lexsort((rng.random(tok.shape[0]), -real.sum(1)))
+    rows = np.resize(order[: min(n_seqs, tok.shape[0])], n_seqs)
+    m = jax.random.normal(k_m, (latent_dim, vocab_size)) / np.sqrt(latent_dim)
+    items = jnp.asarray(np.where(real[rows], window[rows], 0))
+    cols = m[:, items].transpose(1, 2, 0)  # (μ, ξ, d)
+    z = tau * logit * cols / jnp.sum(cols * cols, axis=-1, keepdims=True)
+    z = jnp.where(jnp.asarray(real[rows])[..., None], z, 0.0)
+    return LatentFactors(z, m)
+
+
 def distill(
     model: ModelFns,
     omega: Any,
@@ -284,6 +350,9 @@ def distill(
     inner_optimizer: inner.Adam = inner.Adam(1e-2),
     outer_learning_rate: float = 1e-2,
     mode: str = "reverse_adam",
+    reverse_every: int | str | None = "auto",
+    init: str = "random",
+    init_logit: float = 8.0,
     pad_id: int | None = None,
     mesh=None,
     evaluate: Callable[[Any], float] | None = None,
@@ -298,13 +367,19 @@ def distill(
     Real batches are ``batch_size`` rows of ``tokens`` drawn deterministically from the
     step (so a resumed run continues exactly). Returns ``(syn_params, history,
     parametrization)``; ``parametrization.materialize(syn_params, key)`` is D_syn.
+
+    ``init='random'`` starts from the factorisation's Gaussian init (near-uniform
+    tokens); ``init='real'`` from μ real windows of ``tokens`` via
+    :func:`init_from_tokens` (real-item logit ``init_logit``). ``reverse_every`` is
+    passed to :func:`distill.inner.train` (``'reverse_adam'`` mode).
     """
     check_array(tokens, "tokens", ndim=2, kind="int")
+    check_choice(init, "init", ("random", "real"))
     batch_size = check_int(batch_size, "batch_size", min_value=1)
     outer_learning_rate = check_float(outer_learning_rate, "outer_learning_rate", min_value=0.0, strict_min=True)
     param = latent_factorization(n_seqs, seq_len, latent_dim, vocab_size, tau=tau)
     obj = objective(model, param, omega, inner_steps=inner_steps, inner_optimizer=inner_optimizer,
-                    mode=mode, pad_id=pad_id, mesh=mesh)
+                    mode=mode, reverse_every=reverse_every, pad_id=pad_id, mesh=mesh)
     tokens_np = np.asarray(tokens)
     n = tokens_np.shape[0]
     b = min(batch_size, n)
@@ -314,7 +389,12 @@ def distill(
         rng = np.random.default_rng([seed, int(step)])
         return jnp.asarray(tokens_np[rng.choice(n, b, replace=False)])
 
-    syn0 = param.init(jax.random.fold_in(key, 1))
+    if init == "real":
+        syn0 = init_from_tokens(jax.random.fold_in(key, 1), tokens_np, n_seqs=n_seqs, seq_len=seq_len,
+                                latent_dim=latent_dim, vocab_size=vocab_size, tau=tau, logit=init_logit,
+                                pad_id=pad_id)
+    else:
+        syn0 = param.init(jax.random.fold_in(key, 1))
     syn, hist = loop.run(obj, syn0, optax.adam(outer_learning_rate), batches, steps=steps,
                          key=jax.random.fold_in(key, 2), evaluate=evaluate, eval_every=eval_every,
                          patience=patience, maximize=True, checkpoint_dir=checkpoint_dir,
