@@ -57,6 +57,8 @@ def main(argv=None):
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--init-scale", type=float, default=10.0)
     p.add_argument("--eval-every", type=int, default=10)
+    p.add_argument("--patience", type=int, default=None, help="validations without improvement before stopping")
+    p.add_argument("--checkpoint-dir", default=None, help="orbax checkpoints per budget; a rerun resumes")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
@@ -98,7 +100,9 @@ def main(argv=None):
         res = dcf.distill(
             split.train, split.val, n_users=mu, key=jax.random.key(args.seed), n_samples=args.gamma,
             tau=args.tau, lam2=args.lam2, learning_rate=args.lr, steps=steps, init_scale=args.init_scale,
-            eval_every=args.eval_every, metric="nDCG@10",
+            eval_every=args.eval_every, metric="nDCG@10", patience=args.patience,
+            checkpoint_dir=None if args.checkpoint_dir is None else f"{args.checkpoint_dir}/budget_{pct:g}",
+            checkpoint_every=args.eval_every * max(1, 100 // args.eval_every), progress=True,
         )
         lam, m = _test_metrics(res.summary, train, val, test, lams)
         rows.append({"budget_%": pct, "method": "Distill-CF", "n_support": mu, "lam": lam, **m,
@@ -114,6 +118,7 @@ def main(argv=None):
         "dataset": "ml-latest-small", "split_seed": args.seed, "budgets_pct_users": budgets,
         "distill_cf": {"steps": steps, "gamma": args.gamma, "tau": args.tau, "lam2": args.lam2,
                        "lr": args.lr, "init_scale": args.init_scale, "eval_every": args.eval_every,
+                       "patience": args.patience,
                        "batch": "all users", "noise": "hash"},
         "lams": list(lams), "lambda_selection": "validation nDCG@10, train rows as queries",
         "test": "queries = train + val rows, both excluded from ranking", "quick": args.quick,

@@ -9,7 +9,9 @@
 2. Speed: seconds per meta-gradient step on a synthetic ML-1M-shaped matrix (6,040 ×
    3,706; μ = 500, γ = 200; all users as the batch, as in the reference defaults),
    after a warm-up, with ``block_until_ready``; for the default hash noise and for
-   ``jax.random`` threefry noise.
+   ``jax.random`` threefry noise; with ``--devices N`` also sharded over N devices
+   (real users and the synthetic users' Gumbel sampling; on CPU, N host devices —
+   the benchmark restarts itself with the XLA flag that creates them).
 Writes ``benchmarks/results/distill_cf_perf_<platform>.json``.
 """
 
@@ -17,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
+import sys
 import time
 
 import jax
@@ -27,12 +31,15 @@ from benchmarks._common import format_table, peak_rss_mb, timed, write_result
 from benchmarks.infinite_ae_perf import synthetic_ml1m
 from distill import data as D
 from distill import distill_cf as dcf
+from distill import parallel
 from distill import parametrize as P
 
 
-def _step_fn(mu, n_items, gamma, tau, custom_vjp, noise):
-    par = P.gumbel_multisample(mu, n_items, n_samples=gamma, tau=tau, custom_vjp=custom_vjp, noise=noise)
-    obj = functools.partial(dcf.objective, parametrization=par, lam2=1e-3)
+def _step_fn(mu, n_items, gamma, tau, custom_vjp, noise, mesh=None):
+    par = P.gumbel_multisample(
+        mu, n_items, n_samples=gamma, tau=tau, custom_vjp=custom_vjp, noise=noise, mesh=mesh
+    )
+    obj = functools.partial(dcf.objective, parametrization=par, lam2=1e-3, mesh=mesh)
     return jax.jit(jax.value_and_grad(obj)), par
 
 
@@ -45,8 +52,17 @@ def main(argv=None):
     p.add_argument("--gamma", type=int, default=200)
     p.add_argument("--tau", type=float, default=1.0)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument(
+        "--devices", type=int, default=1,
+        help="also time the step sharded over this many devices (on CPU: host devices, one per core)",
+    )
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
+    if args.devices > len(jax.devices()) and jax.devices()[0].platform == "cpu" and argv is None:
+        # The host-device count is fixed when the backend starts: restart with it set.
+        env = dict(os.environ)
+        env["XLA_FLAGS"] = env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={args.devices}"
+        os.execve(sys.executable, [sys.executable, "-m", "benchmarks.distill_cf_perf", *sys.argv[1:]], env)
     t0 = time.perf_counter()
 
     # 1. Memory vs γ (shape-only: compiled, never run).
@@ -79,26 +95,29 @@ def main(argv=None):
     train = jnp.asarray(split.train)
     batch = dcf.Batch(train, jnp.asarray(1.0))
     speed_rows = []
-    for noise in ("hash", "threefry"):
-        fn, par = _step_fn(mu, train.shape[1], gamma, args.tau, True, noise)
+    settings = [("hash", 1), ("threefry", 1)] + ([("hash", args.devices)] if args.devices > 1 else [])
+    for noise, n_dev in settings:
+        mesh = parallel.make_mesh(n_dev) if n_dev > 1 else None
+        fn, par = _step_fn(mu, train.shape[1], gamma, args.tau, True, noise, mesh)
         logits = par.init(None, train[:mu] * 5.0)
         key = jax.random.key(0)
         t = time.perf_counter()
         jax.block_until_ready(fn(logits, batch, key))
         compile_s = time.perf_counter() - t
         _, sec = timed(lambda: fn(logits, batch, jax.random.fold_in(key, 1)), repeats=args.repeats)
-        speed_rows.append({"noise": noise, "s_per_step": sec, "first_call_s": compile_s})
+        speed_rows.append({"noise": noise, "devices": n_dev, "s_per_step": sec, "first_call_s": compile_s})
     print(
         f"seconds per meta-gradient step ({train.shape[0]} x {train.shape[1]}, μ={mu}, γ={gamma}, "
         f"batch = all users)"
     )
-    print(format_table(speed_rows, ["noise", "s_per_step", "first_call_s"]))
+    print(format_table(speed_rows, ["noise", "devices", "s_per_step", "first_call_s"]))
     wall = time.perf_counter() - t0
     config = {
         "memory": {"mu": mem_mu, "n_items": mem_items, "batch": mem_batch, "gammas": [50, 200, 800]},
         "speed": {
             "n_users": int(train.shape[0]), "n_items": int(train.shape[1]), "mu": mu, "gamma": gamma,
             "tau": args.tau, "batch": "all users", "repeats": args.repeats, "quick": args.quick,
+            "devices": args.devices,
         },
         "reference_s_per_step_note": "noveens/distill_cf reported ≈ 6 s/step on this 2-core machine (brief)",
     }

@@ -336,7 +336,8 @@ def distill(
       patience: validations without improvement before stopping (``None``: never).
       checkpoint_dir, checkpoint_every: orbax checkpoints / resume (see above).
       depth, w_std, b_std: ∞-AE's kernel.
-      mesh: shard real users of each batch over this mesh.
+      mesh: shard real users of each batch, and the Gumbel sampling of the synthetic
+        users' rows, over this mesh.
       custom_vjp: use the memory-constant Gumbel VJP (``False``: naive autodiff).
       noise: Gumbel noise generator (``'hash'`` or ``'threefry'``).
       progress: tqdm bar.
@@ -365,7 +366,7 @@ def distill(
 
     par = parametrize.gumbel_multisample(
         n_users, n_items, n_samples=n_samples, tau=tau, init_scale=init_scale, custom_vjp=custom_vjp,
-        noise=noise,
+        noise=noise, mesh=mesh,
     )
     dtype = jnp.result_type(float)
     train_d = jnp.asarray(train, dtype)

@@ -82,7 +82,7 @@ def _n_shards(mesh: Mesh, axis_name: str) -> int:
 
 def map_rows(
     fn: Callable[..., Any],
-    x: jax.Array,
+    x: Any,
     *replicated: Any,
     mesh: Mesh | None = None,
     axis_name: str = DATA_AXIS,
@@ -92,7 +92,8 @@ def map_rows(
     Args:
       fn: maps ``(m, ...)`` rows (plus the replicated arguments) to a pytree whose
         leaves all have leading dimension ``m``.
-      x: ``(n, ...)`` array whose rows are split across devices.
+      x: ``(n, ...)`` array, or a pytree of arrays sharing leading dimension ``n``,
+        whose rows are split across devices (padding rows are zeros).
       *replicated: pytrees broadcast to every device.
       mesh: the device mesh; ``None`` runs ``fn`` directly on one device.
 
@@ -101,13 +102,15 @@ def map_rows(
     """
     if mesh is None:
         return fn(x, *replicated)
-    n = x.shape[0]
-    xp, _ = pad_rows(x, _n_shards(mesh, axis_name))
+    n = jax.tree_util.tree_leaves(x)[0].shape[0]
+    k = _n_shards(mesh, axis_name)
+    xp = jax.tree_util.tree_map(lambda a: pad_rows(a, k)[0], x)
+    x_specs = jax.tree_util.tree_map(lambda _: P(axis_name), x)
     rep_specs = jax.tree_util.tree_map(lambda _: P(), replicated)
     out = jax.shard_map(
         lambda xs, *r: fn(xs, *r),
         mesh=mesh,
-        in_specs=(P(axis_name),) + tuple(rep_specs),
+        in_specs=(x_specs,) + tuple(rep_specs),
         out_specs=P(axis_name),
         check_vma=False,
     )(xp, *replicated)

@@ -25,6 +25,9 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jax.sharding import Mesh
+
+from distill import parallel
 from distill._checks import check_array, check_choice, check_float, check_int
 
 __all__ = [
@@ -146,58 +149,71 @@ def _fmix32(x: jax.Array) -> jax.Array:
     return x ^ (x >> 16)
 
 
-def _hash_gumbel(key: jax.Array, shape: tuple[int, ...], dtype) -> jax.Array:
+def _hash_gumbel(key: jax.Array, shape: tuple[int, ...], dtype, rows: jax.Array | None = None) -> jax.Array:
     """Gumbel(0, 1) noise from a counter-based hash of (key words, element index).
 
-    Each element's 32 random bits are ``fmix32(fmix32(j ⊕ k₀) + k₁)`` for its flat index
-    ``j`` and the key's first two words; the top 23 bits give ``u ∈ (0, 1)`` (half-ulp
-    offset, never 0 or 1) and ``g = −log(−log u)``. Not cryptographic; independent
-    streams per key, cheap enough that the γ-sample loop is not PRNG-bound.
+    Each element's 32 random bits are ``fmix32(fmix32(j ⊕ k₀) + k₁)`` for its index
+    ``j = row · I + column`` and the key's first two words; the top 23 bits give
+    ``u ∈ (0, 1)`` (half-ulp offset, never 0 or 1) and ``g = −log(−log u)``. ``rows``
+    (``(μ,)`` global row ids of a ``(μ, I)`` shape) makes a row's noise independent of
+    which shard of a device mesh computes it; ``None`` means ``0 … μ−1`` (for other
+    ranks, ``j`` is the flat index). Not cryptographic; independent streams per key,
+    cheap enough that the γ-sample loop is not PRNG-bound.
     """
     words = jax.random.key_data(key).reshape(-1).astype(jnp.uint32)
-    n = 1
-    for d in shape:
-        n *= d
-    j = jax.lax.iota(jnp.uint32, n).reshape(shape)
+    if rows is None:
+        n = 1
+        for d in shape:
+            n *= d
+        j = jax.lax.iota(jnp.uint32, n).reshape(shape)
+    else:
+        n_cols = shape[-1]
+        j = rows.astype(jnp.uint32)[:, None] * jnp.uint32(n_cols) + jax.lax.iota(jnp.uint32, n_cols)
     bits = _fmix32(_fmix32(j ^ words[0]) + words[1])
     u = ((bits >> 9).astype(dtype) + 0.5) * (2.0**-23)
     return -jnp.log(-jnp.log(u))
 
 
-def _gumbel_softmax(logits: jax.Array, key: jax.Array, tau: float, noise: str = "hash") -> jax.Array:
-    """One Gumbel-softmax sample per row: ``softmax((Γ + g) / τ)``, ``g ~ Gumbel(0, 1)``."""
+def _gumbel_softmax(logits: jax.Array, key: jax.Array, rows: jax.Array, tau: float, noise: str) -> jax.Array:
+    """One Gumbel-softmax sample per row: ``softmax((Γ + g) / τ)``, ``g ~ Gumbel(0, 1)``.
+
+    ``rows``: global ids of ``logits``' rows; the noise of a row depends only on
+    (key, row id), so sharding rows over devices does not change the samples.
+    """
     if noise == "hash":
-        g = _hash_gumbel(key, logits.shape, logits.dtype)
+        g = _hash_gumbel(key, logits.shape, logits.dtype, rows)
     else:
-        g = jax.random.gumbel(key, logits.shape, logits.dtype)
+        g = jax.vmap(lambda r: jax.random.gumbel(jax.random.fold_in(key, r), logits.shape[1:], logits.dtype))(rows)
     return jax.nn.softmax((logits + g) / tau, axis=-1)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def _multisample_sum(logits: jax.Array, key: jax.Array, n_samples: int, tau: float, noise: str) -> jax.Array:
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def _multisample_sum(
+    logits: jax.Array, key: jax.Array, rows: jax.Array, n_samples: int, tau: float, noise: str
+) -> jax.Array:
     # Forward: accumulate the γ samples one at a time (only the running sum is live).
     def body(s, acc):
-        return acc + _gumbel_softmax(logits, jax.random.fold_in(key, s), tau, noise)
+        return acc + _gumbel_softmax(logits, jax.random.fold_in(key, s), rows, tau, noise)
 
     return jax.lax.fori_loop(0, n_samples, body, jnp.zeros_like(logits))
 
 
-def _multisample_fwd(logits, key, n_samples, tau, noise):
+def _multisample_fwd(logits, key, rows, n_samples, tau, noise):
     # Residuals are the inputs only: O(μ·I), independent of γ.
-    return _multisample_sum(logits, key, n_samples, tau, noise), (logits, key)
+    return _multisample_sum(logits, key, rows, n_samples, tau, noise), (logits, key, rows)
 
 
 def _multisample_bwd(n_samples, tau, noise, res, ct):
-    logits, key = res
+    logits, key, rows = res
 
     # Backward: regenerate sample s from fold_in(key, s) and add its VJP. For
     # y = softmax(z), z = (Γ + g)/τ:  ∂L/∂Γ = y ⊙ (ct − ⟨ct, y⟩) / τ  (row-wise).
     def body(s, acc):
-        y = _gumbel_softmax(logits, jax.random.fold_in(key, s), tau, noise)
+        y = _gumbel_softmax(logits, jax.random.fold_in(key, s), rows, tau, noise)
         return acc + y * (ct - jnp.sum(ct * y, axis=-1, keepdims=True))
 
     grad = jax.lax.fori_loop(0, n_samples, body, jnp.zeros_like(logits)) / tau
-    return grad, None  # no cotangent for the key
+    return grad, None, None  # no cotangents for the key and the row ids
 
 
 _multisample_sum.defvjp(_multisample_fwd, _multisample_bwd)
@@ -211,11 +227,12 @@ def multisample_gumbel_sum(
     tau: float,
     custom_vjp: bool = True,
     noise: str = "hash",
+    mesh: Mesh | None = None,
 ) -> jax.Array:
     """Sum of ``γ`` independent Gumbel-softmax samples of every row of ``logits``.
 
     ``S = Σ_{s<γ} softmax((Γ + g_s) / τ)`` row-wise, with ``g_s ~ Gumbel(0, 1)``
-    drawn from ``fold_in(key, s)`` (before the hard-tanh of Eq. 3.4).
+    drawn from ``fold_in(key, s)`` and the row's index (before the hard-tanh of Eq. 3.4).
 
     With ``custom_vjp=True`` (default) the forward pass accumulates the samples in a
     ``fori_loop`` and the backward pass regenerates each sample from its key and
@@ -224,6 +241,11 @@ def multisample_gumbel_sum(
     (``O(γ·μ·I)``), kept for tests and the memory benchmark. Both give the same
     values and gradients.
 
+    The γ·μ·I noise draws dominate a Distill-CF step; rows are independent, so with a
+    ``mesh`` each device samples only its ``μ / n_devices`` rows (and their VJP) and
+    the sums are gathered — the same values as on one device, since a row's noise
+    depends on its global index, not on its shard.
+
     Args:
       logits: ``(μ, I)`` float logits Γ (the sampling prior, unnormalised log-probs).
       key: PRNG key.
@@ -231,7 +253,8 @@ def multisample_gumbel_sum(
       tau: temperature τ > 0.
       custom_vjp: use the memory-constant VJP.
       noise: ``'hash'`` (fast counter-based hash, default) or ``'threefry'``
-        (``jax.random.gumbel``); see :data:`GUMBEL_NOISE`.
+        (``jax.random.gumbel`` of ``fold_in(key_s, row)``); see :data:`GUMBEL_NOISE`.
+      mesh: shard the rows over this device mesh (``None``: one device).
 
     Returns:
       ``(μ, I)`` sums, entries in ``[0, γ]``, rows summing to ``γ``.
@@ -242,11 +265,19 @@ def multisample_gumbel_sum(
     n_samples = check_int(n_samples, "n_samples", min_value=1)
     tau = check_float(tau, "tau", min_value=0.0, strict_min=True)
     check_choice(noise, "noise", GUMBEL_NOISE)
-    if custom_vjp:
-        return _multisample_sum(logits, key, n_samples, tau, noise)
-    keys = jax.vmap(lambda s: jax.random.fold_in(key, s))(jnp.arange(n_samples))
-    samples = jax.vmap(lambda k: _gumbel_softmax(logits, k, tau, noise))(keys)
-    return jnp.sum(samples, axis=0)
+    if logits.shape[0] * logits.shape[1] >= 2**32:
+        raise ValueError(f"logits: expected fewer than 2**32 entries (32-bit noise counter), got shape {logits.shape}")
+
+    def local(xs, k):
+        g, rows = xs
+        if custom_vjp:
+            return _multisample_sum(g, k, rows, n_samples, tau, noise)
+        keys = jax.vmap(lambda s: jax.random.fold_in(k, s))(jnp.arange(n_samples))
+        samples = jax.vmap(lambda ks: _gumbel_softmax(g, ks, rows, tau, noise))(keys)
+        return jnp.sum(samples, axis=0)
+
+    rows = jnp.arange(logits.shape[0], dtype=jnp.int32)
+    return parallel.map_rows(local, (logits, rows), key, mesh=mesh)
 
 
 def gumbel_multisample(
@@ -258,6 +289,7 @@ def gumbel_multisample(
     init_scale: float = 1.0,
     custom_vjp: bool = True,
     noise: str = "hash",
+    mesh: Mesh | None = None,
 ) -> Parametrization:
     """Distill-CF's summary: the hard-tanh of a sum of γ Gumbel-softmax samples per row.
 
@@ -283,6 +315,8 @@ def gumbel_multisample(
       custom_vjp: use the memory-constant custom VJP (see
         :func:`multisample_gumbel_sum`); ``False`` is the naive autodiff version.
       noise: Gumbel noise generator, ``'hash'`` or ``'threefry'`` (:data:`GUMBEL_NOISE`).
+      mesh: sample the rows on this device mesh, each device its share of the μ rows
+        (see :func:`multisample_gumbel_sum`); same summary as on one device.
 
     Returns:
       ``Parametrization`` with ``init(key, real_rows) -> Γ`` (``real_rows``: ``(μ, I)``
@@ -309,7 +343,7 @@ def gumbel_multisample(
     def materialize(logits: jax.Array, key: jax.Array) -> jax.Array:
         check_array(logits, "logits", ndim=2, kind="float", shape=(n_users, n_items))
         total = multisample_gumbel_sum(
-            logits, key, n_samples=n_samples, tau=tau, custom_vjp=custom_vjp, noise=noise
+            logits, key, n_samples=n_samples, tau=tau, custom_vjp=custom_vjp, noise=noise, mesh=mesh
         )
         return jax.nn.hard_tanh(total)
 

@@ -79,11 +79,14 @@ def _eight_devices_equal_one():
     batch = dcf.Batch(jnp.asarray(train, jnp.float64), jnp.asarray(0.5))
     key = jax.random.key(2)
     obj1 = functools.partial(dcf.objective, parametrization=par, lam2=0.01)
-    obj8 = functools.partial(dcf.objective, parametrization=par, lam2=0.01, mesh=mesh)
+    par8 = P.gumbel_multisample(5, train.shape[1], n_samples=6, tau=0.5, mesh=mesh)  # 5 rows, 8 devices
+    obj8 = functools.partial(dcf.objective, parametrization=par8, lam2=0.01, mesh=mesh)
     v1, g1 = jax.jit(jax.value_and_grad(obj1))(logits, batch, key)
     v8, g8 = jax.jit(jax.value_and_grad(obj8))(logits, batch, key)
-    np.testing.assert_allclose(v8, v1, rtol=1e-12)
-    np.testing.assert_allclose(g8, g1, rtol=1e-6, atol=1e-12)  # Cholesky of an ill-conditioned K
+    # Sharded sampling reorders float sums (~1e-16); the ill-conditioned K's Cholesky
+    # amplifies that to ~1e-10 in the loss.
+    np.testing.assert_allclose(v8, v1, rtol=1e-9)
+    np.testing.assert_allclose(g8, g1, rtol=1e-6, atol=1e-12)
 
 
 def test_objective_on_8_devices(multidevice):
