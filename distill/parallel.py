@@ -48,26 +48,29 @@ def pad_rows(x: jax.Array, multiple: int) -> tuple[jax.Array, int]:
     return x, n_pad
 
 
-def map_row_blocks(fn: Callable[..., Any], x: jax.Array, *replicated: Any, block_size: int) -> Any:
+def map_row_blocks(fn: Callable[..., Any], x: Any, *replicated: Any, block_size: int) -> Any:
     """Apply a row-wise ``fn`` to ``block_size`` rows at a time, sequentially.
 
     The memory counterpart of :func:`map_rows`: only one block's temporaries are alive
-    at once, e.g. a ``(block_size, n)`` kernel slice that ``fn`` immediately contracts.
-    Blocks are written in place into the preallocated output (``fori_loop`` +
-    ``dynamic_update_slice``); the last block is shifted back to end at row ``n``
-    (recomputing a few rows) instead of padding, so no padded copy of the output is
-    ever made. Returns the same as ``fn(x, *replicated)``.
+    at once, e.g. a ``(block_size, n)`` kernel slice that ``fn`` immediately contracts,
+    or a block that stays cache-resident through a long inner loop. ``x`` is an array
+    or a pytree of arrays sharing leading dimension ``n``. Blocks are written in place
+    into the preallocated output (``fori_loop`` + ``dynamic_update_slice``); the last
+    block is shifted back to end at row ``n`` (recomputing a few rows) instead of
+    padding, so no padded copy of the output is ever made. Returns the same as
+    ``fn(x, *replicated)``.
     """
-    n = x.shape[0]
+    n = jax.tree_util.tree_leaves(x)[0].shape[0]
     if n <= block_size:
         return fn(x, *replicated)
     nb = -(-n // block_size)
-    shapes = jax.eval_shape(lambda b: fn(b, *replicated), x[:block_size])
+    first = jax.tree_util.tree_map(lambda a: a[:block_size], x)
+    shapes = jax.eval_shape(lambda b: fn(b, *replicated), first)
     out0 = jax.tree_util.tree_map(lambda s: jnp.zeros((n,) + s.shape[1:], s.dtype), shapes)
 
     def body(i, out):
         start = jnp.minimum(i * block_size, n - block_size)
-        block = jax.lax.dynamic_slice_in_dim(x, start, block_size, axis=0)
+        block = jax.tree_util.tree_map(lambda a: jax.lax.dynamic_slice_in_dim(a, start, block_size, axis=0), x)
         res = fn(block, *replicated)
         return jax.tree_util.tree_map(
             lambda o, r: jax.lax.dynamic_update_slice_in_dim(o, r, start, axis=0), out, res

@@ -9,9 +9,12 @@ from distill import parametrize as P
 
 
 @pytest.mark.parametrize(
-    "noise,tau,n_samples", [("hash", 0.3, 1), ("hash", 1.0, 7), ("threefry", 5.0, 20)]
+    "noise,tau,n_samples,block_rows",
+    [("hash", 0.3, 1, None), ("hash", 1.0, 7, None), ("threefry", 5.0, 20, None), ("hash", 1.0, 7, 2)],
 )
-def test_custom_vjp_equals_naive_grad(x64, noise, tau, n_samples):
+def test_custom_vjp_equals_naive_grad(x64, monkeypatch, noise, tau, n_samples, block_rows):
+    if block_rows is not None:  # 5 rows in blocks of 2: the last block overlaps the previous one
+        monkeypatch.setattr(P, "_BLOCK_BYTES", block_rows * 11 * 8)
     rng = np.random.default_rng(0)
     logits = jnp.asarray(rng.normal(size=(5, 11)) * 2.0)
     weights = jnp.asarray(rng.normal(size=(5, 11)))
