@@ -13,7 +13,11 @@ ranking; HR@10 / nDCG@10 (×100) of the test item.
 * **Farzi [μ×ξ]**: :func:`distill.farzi.distill` — D_syn = softmax(Z·M/τ) (μ×ξ×items),
   meta-learned through T inner Adam steps (reverse-mode Adam, Algorithm 6) from
   checkpoints Ω of SASRec pretrained on the real data; the outer loop keeps the D_syn
-  with the best validation HR@10 of a SASRec trained on it.
+  with the best validation HR@10 of a SASRec trained on it. D_syn starts from μ real
+  windows (:func:`distill.farzi.init_from_tokens`, ``--init real``, default) — the
+  Gaussian init makes every token near-uniform over 1,303 items — and the row
+  "Farzi init (0 outer steps)" trains on that starting point, to separate what the outer
+  optimisation adds from what the soft real windows give.
 
 Every SASRec (all methods) is trained with Adam by :func:`distill.loop.run` and early
 stopping on validation HR@10; test metrics of the best validated parameters, mean ± std
@@ -26,6 +30,7 @@ and ``.png``.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pathlib
 import time
@@ -126,7 +131,14 @@ def main(argv=None):
     ap.add_argument("--inner-steps", type=int, default=10)
     ap.add_argument("--inner-lr", type=float, default=1e-2)
     ap.add_argument("--outer-lr", type=float, default=3e-2)
-    ap.add_argument("--latent-dim", type=int, default=8)
+    ap.add_argument("--latent-dim", type=int, default=64)
+    ap.add_argument("--init", choices=("random", "real"), default="real",
+                    help="D_syn init: Gaussian latents (near-uniform tokens) or real windows (farzi.init_from_tokens)")
+    ap.add_argument("--init-logit", type=float, default=8.0)
+    ap.add_argument("--omega-steps", type=int, nargs="+", default=None,
+                    help="use only the Ω checkpoints of these pretraining steps (default: all of 0..400)")
+    ap.add_argument("--full-from", default=None,
+                    help="copy the full-data row from this earlier result JSON instead of retraining it")
     ap.add_argument("--tau", type=float, default=1.0)
     ap.add_argument("--real-batch", type=int, default=64)
     ap.add_argument("--skip-full", action="store_true", help="no full-data row (e.g. when only tuning Farzi)")
@@ -147,7 +159,13 @@ def main(argv=None):
     syn_kw = dict(lr=1e-3, batch=64, max_steps=1000, eval_every=50, patience=4)
 
     rows = []
-    if not args.skip_full:
+    if args.full_from:
+        # Same protocol and code path (prepare/fit/trials are unchanged); recorded in the config.
+        prev = json.loads(pathlib.Path(args.full_from).read_text())
+        rows.append(next(r for r in prev["results"]["rows"] if r["method"] == "full data"))
+        rows[0]["copied_from"] = str(args.full_from)
+        print(format_table(rows, COLUMNS[:4] + ["steps"]), flush=True)
+    elif not args.skip_full:
         t = time.perf_counter()
         full, st = trials(model, d["train"], d, seeds, **train_kw)
         rows.append({"method": "full data", "data": f"{d['n_users']} seqs", **{k: v[0] for k, v in full.items()},
@@ -162,6 +180,10 @@ def main(argv=None):
     else:
         omega = farzi.pretrain_trajectories(model, d["train"], key=jax.random.key(7), n_runs=2, steps=400,
                                             save_every=100, batch_size=32, pad_id=d["pad"], checkpoint_dir=omega_dir)
+    if args.omega_steps is not None:
+        # Ω is run-major, steps 0, 100, …, 400 within a run (pretrain_trajectories / sorted names).
+        keep = [r * 5 + s // 100 for r in range(2) for s in args.omega_steps]
+        omega = jax.tree_util.tree_map(lambda a: a[jnp.asarray(keep)], omega)
     omega_time = time.perf_counter() - t
     rng = np.random.default_rng(0)
     histories = {}
@@ -188,10 +210,21 @@ def main(argv=None):
             model, omega, d["train"], key=jax.random.key(0), n_seqs=mu, seq_len=xi, vocab_size=d["n_items"],
             latent_dim=args.latent_dim, tau=args.tau, steps=outer_steps, batch_size=args.real_batch,
             inner_steps=args.inner_steps, inner_optimizer=inner.Adam(args.inner_lr),
-            outer_learning_rate=args.outer_lr, pad_id=d["pad"], evaluate=evaluate,
+            outer_learning_rate=args.outer_lr, init=args.init, init_logit=args.init_logit, pad_id=d["pad"],
+            evaluate=evaluate,
             eval_every=max(1, outer_steps // 5), progress=True,
         )
         distill_time = time.perf_counter() - t
+        if args.init == "real":
+            # Control: the initial D_syn (soft real windows) without any outer step.
+            syn0 = farzi.init_from_tokens(jax.random.fold_in(jax.random.key(0), 1), np.asarray(d["train"]),
+                                          n_seqs=mu, seq_len=xi, latent_dim=args.latent_dim,
+                                          vocab_size=d["n_items"], tau=args.tau, logit=args.init_logit,
+                                          pad_id=d["pad"])
+            t0 = time.perf_counter()
+            r, st = trials(model, param.materialize(syn0, jax.random.key(0)), d, seeds, **syn_kw)
+            rows.append({"method": "Farzi init (0 outer steps)", "data": label, **{k: v[0] for k, v in r.items()},
+                         "std": {k: v[1] for k, v in r.items()}, "steps": st, "time_s": time.perf_counter() - t0})
         histories[label] = {"losses": hist.losses, "eval_steps": hist.eval_steps, "eval_values": hist.eval_values,
                             "best_step": hist.best_step}
         data = param.materialize(syn, jax.random.key(0))
@@ -206,7 +239,7 @@ def main(argv=None):
         print(format_table(rows, COLUMNS[:4] + ["steps"]), flush=True)
 
     for r in rows:
-        if not args.skip_full:
+        if rows[0]["method"] == "full data":
             r["HR@10_%full"] = 100.0 * r["HR@10"] / rows[0]["HR@10"]
         r["HR@10"], r["nDCG@10"] = round(r["HR@10"], 2), round(r["nDCG@10"], 2)
     table = [{**r, "HR@10": f"{r['HR@10']:.2f}±{r['std']['HR@10']:.2f}",
@@ -221,7 +254,10 @@ def main(argv=None):
         "omega": {"n_runs": 2, "steps": 400, "save_every": 100, "batch": 32, "time_s": omega_time},
         "farzi": {"outer_steps": outer_steps, "inner_steps": args.inner_steps, "inner_lr": args.inner_lr,
                   "outer_lr": args.outer_lr, "latent_dim": args.latent_dim, "tau": args.tau,
-                  "real_batch": args.real_batch, "mode": "reverse_adam"},
+                  "real_batch": args.real_batch, "mode": "reverse_adam",
+                  "reverse_every": inner.default_reverse_every(jnp.float32), "init": args.init,
+                  "init_logit": args.init_logit, "omega_steps": args.omega_steps or [0, 100, 200, 300, 400]},
+        "full_data_row_from": args.full_from,
     }
     name = "farzi_ml-latest-small" + ("_quick" if args.quick else "")
     path = write_result(name, config, {"rows": rows, "histories": histories}, wall, args.out)

@@ -36,6 +36,9 @@ def test_init_peaks_at_real_items_of_fullest_rows(tau):
     # The real item's logit is exactly 10 (so its probability is high, not 1).
     logits = np.asarray(jnp.einsum("sld,dv->slv", syn.z, syn.m)) / tau
     np.testing.assert_allclose(np.take_along_axis(logits, top[..., None], -1), 10.0, rtol=1e-4)
+    # Z and M entries have the same scale (√(logit/d)·τ-free): Adam moves both alike.
+    z_std, m_std = float(jnp.std(syn.z)) / tau, float(jnp.std(syn.m))
+    assert 0.8 < z_std / m_std < 1.25 and abs(m_std - np.sqrt(10.0 / d)) < 0.05, (z_std, m_std)
     p_top = np.asarray(jnp.max(data, -1))
     assert 0.6 < p_top.mean() < 0.99, p_top.mean()
 
