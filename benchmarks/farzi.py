@@ -144,6 +144,7 @@ def main(argv=None):
     ap.add_argument("--skip-full", action="store_true", help="no full-data row (e.g. when only tuning Farzi)")
     ap.add_argument("--cache", default=None, help="directory for Ω (orbax): reused when present")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--name", default=None, help="result file name (default farzi_ml-latest-small[_quick])")
     args = ap.parse_args(argv)
     t_start = time.perf_counter()
     shapes = [tuple(int(v) for v in s.split("x")) for s in (args.shapes or (["10x150"] if args.quick else ["10x150", "50x150"]))]
@@ -259,7 +260,7 @@ def main(argv=None):
                   "init_logit": args.init_logit, "omega_steps": args.omega_steps or [0, 100, 200, 300, 400]},
         "full_data_row_from": args.full_from,
     }
-    name = "farzi_ml-latest-small" + ("_quick" if args.quick else "")
+    name = args.name or "farzi_ml-latest-small" + ("_quick" if args.quick else "")
     path = write_result(name, config, {"rows": rows, "histories": histories}, wall, args.out)
     _plot(rows, histories, path.with_suffix(".png"))
     print(f"wrote {path} ({wall:.0f} s)")

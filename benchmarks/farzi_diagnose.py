@@ -1,0 +1,156 @@
+"""Why Farzi's outer loss rose on SASRec, and what makes it fall.
+
+    python -m benchmarks.farzi_diagnose --cache /work/tmp/farzi_cache       # both parts
+    python -m benchmarks.farzi_diagnose --part grad                         # part 1 only
+
+Setting of :mod:`benchmarks.farzi` (MovieLens latest-small, 1,303 items, SASRec d64 ×2
+blocks, D_syn [10×150], Ω = SASRec checkpoints at steps 0..400 of two runs), float32.
+
+1. **Meta-gradient accuracy** (``grad``): ∂/∂(Z, M) of the Farzi objective (Eq. 4.2) with
+   ``mode='reverse_adam'`` for segment lengths K (``reverse_every``; K = T is the pure
+   reversal) against ``mode='checkpointed'`` (exact autodiff with rematerialisation), on
+   one fixed (θ₀ ∈ Ω, real batch): cosine similarity, relative error ‖g − g_ref‖/‖g_ref‖,
+   and the seconds per meta-gradient.
+2. **Outer loss curves** (``outer``): a few outer Adam steps on (Z, M) per configuration;
+   the outer loss is measured on a *fixed* evaluation (every Ω checkpoint, one held 128-row
+   real batch, forward only), so the curve is not the noise of the sampled θ₀ and batch.
+   The loss of θ₀ itself (no inner training) is printed for reference.
+
+Writes ``benchmarks/results/farzi_diagnose.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from benchmarks._common import format_table, write_result
+from benchmarks.farzi import prepare
+from distill import farzi, inner, loop
+from distill.parametrize import latent_factorization
+from models.sasrec import sasrec
+
+
+def _flat(tree):
+    return jnp.concatenate([jnp.ravel(a) for a in jax.tree_util.tree_leaves(tree)])
+
+
+def _agreement(g, ref):
+    a, b = _flat(g), _flat(ref)
+    return float(a @ b / (jnp.linalg.norm(a) * jnp.linalg.norm(b))), float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
+
+
+def grad_part(model, d, omega, *, mu, xi, latent_dim, lr, settings):
+    param = latent_factorization(mu, xi, latent_dim, d["n_items"])
+    syn = param.init(jax.random.key(1))
+    batch = d["train"][np.random.default_rng(0).choice(d["n_users"], 64, replace=False)]
+    rows = []
+    for T, ks in settings:
+        ref = None
+        for mode, k in [("checkpointed", None)] + [("reverse_adam", k) for k in ks]:
+            obj = farzi.objective(model, param, omega, inner_steps=T, inner_optimizer=inner.Adam(lr), mode=mode,
+                                  reverse_every=k, pad_id=d["pad"])
+            f = jax.jit(jax.value_and_grad(obj))
+            jax.block_until_ready(f(syn, batch, jax.random.key(3)))
+            t = time.perf_counter()
+            v, g = jax.block_until_ready(f(syn, batch, jax.random.key(3)))
+            sec = time.perf_counter() - t
+            ref = g if ref is None else ref
+            cos, rel = _agreement(g, ref)
+            rows.append({"T": T, "inner_lr": lr, "mode": mode, "K": "-" if k is None else k, "loss": float(v),
+                         "cosine": cos, "rel_err": rel, "s_per_grad": sec})
+            print(format_table(rows[-1:], list(rows[-1])), flush=True)
+    return rows
+
+
+def outer_part(model, d, omega, *, mu, xi, configs, steps, chunks=3):
+    evb = d["train"][np.random.default_rng(123).choice(d["n_users"], 128, replace=False)]
+    tokens_np = np.asarray(d["train"])
+
+    def batches(step):
+        rng = np.random.default_rng([5, int(step)])
+        return jnp.asarray(tokens_np[rng.choice(d["n_users"], 64, replace=False)])
+
+    out = []
+    for cfg in configs:
+        param = latent_factorization(mu, xi, cfg["latent_dim"], d["n_items"])
+        if cfg["init"] == "real":
+            syn = farzi.init_from_tokens(jax.random.key(1), tokens_np, n_seqs=mu, seq_len=xi,
+                                         latent_dim=cfg["latent_dim"], vocab_size=d["n_items"],
+                                         logit=cfg["init_logit"], pad_id=d["pad"])
+        else:
+            syn = param.init(jax.random.key(1))
+        opt = inner.Adam(cfg["inner_lr"])
+        obj = farzi.objective(model, param, omega, inner_steps=cfg["T"], inner_optimizer=opt, pad_id=d["pad"])
+        n_om = jax.tree_util.tree_leaves(omega)[0].shape[0]
+
+        @jax.jit
+        def fixed(syn):
+            data = param.materialize(syn, jax.random.key(0))
+
+            def one(i):
+                th0 = jax.tree_util.tree_map(lambda a: a[i], omega)
+                th = inner.train(model.apply, farzi.soft_cross_entropy, th0, (data[:, :-1], data[:, 1:]),
+                                 steps=cfg["T"], optimizer=opt, mode="unrolled")
+                return farzi.token_loss(model, th, evb, pad_id=d["pad"]), farzi.token_loss(model, th0, evb, pad_id=d["pad"])
+
+            return jax.lax.map(one, jnp.arange(n_om))
+
+        e, base = fixed(syn)
+        curve = [[0, float(e.mean())]]
+        per = [np.asarray(e).tolist()]
+        chunk = steps // chunks
+        for c in range(chunks):
+            syn, _ = loop.run(obj, syn, optax.adam(cfg["outer_lr"]), lambda s, c=c: batches(s + c * chunk),
+                              steps=chunk, key=jax.random.key(10 + c), progress=False)
+            e, _ = fixed(syn)
+            curve.append([(c + 1) * chunk, float(e.mean())])
+            per.append(np.asarray(e).tolist())
+        row = {**cfg, "theta0_loss": float(base.mean()), "curve": curve, "per_checkpoint": per}
+        print(cfg, "θ₀ loss", round(float(base.mean()), 3), "outer loss", [(s, round(v, 3)) for s, v in curve],
+              flush=True)
+        out.append(row)
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--part", choices=("grad", "outer", "both"), default="both")
+    ap.add_argument("--cache", default=None, help="Ω directory root of benchmarks.farzi (reused when present)")
+    ap.add_argument("--outer-steps", type=int, default=24)
+    args = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    mu, xi, min_item = 10, 150, 20
+    d = prepare(xi, min_item)
+    model = sasrec(d["n_items"], max_len=xi, d_model=64, n_heads=1, n_layers=2)
+    omega_dir = None if args.cache is None else os.path.join(args.cache, f"omega_min_item{min_item}_len{xi}")
+    if omega_dir is not None and os.path.isdir(omega_dir):
+        omega = farzi.load_trajectories(omega_dir, like=model.init(jax.random.key(0), d["train"][:1, :-1]))
+    else:  # the schedule of benchmarks.farzi
+        omega = farzi.pretrain_trajectories(model, d["train"], key=jax.random.key(7), n_runs=2, steps=400,
+                                            save_every=100, batch_size=32, pad_id=d["pad"], checkpoint_dir=omega_dir)
+    results, config = {}, {"dataset": "ml-latest-small", "min_item": min_item, "n_items": d["n_items"],
+                           "model": "SASRec d64, 2 blocks, 1 head", "shape": [mu, xi], "dtype": "float32",
+                           "omega": "steps 0,100,..,400 of 2 runs"}
+    if args.part in ("grad", "both"):
+        config["grad"] = {"latent_dim": 8, "init": "random", "real_batch": 64}
+        results["grad"] = grad_part(model, d, omega, mu=mu, xi=xi, latent_dim=8, lr=3e-3,
+                                    settings=((10, (10, 5, 2, 1)), (20, (10, 1))))
+    if args.part in ("outer", "both"):
+        base = {"T": 10, "inner_lr": 3e-3, "latent_dim": 64, "init": "real", "init_logit": 8.0}
+        configs = [{**base, "outer_lr": 3e-3}, {**base, "init": "random", "latent_dim": 8, "outer_lr": 1e-2}]
+        config["outer"] = {"outer_steps": args.outer_steps, "real_batch": 64, "eval_batch": 128}
+        results["outer"] = outer_part(model, d, omega, mu=mu, xi=xi, configs=configs, steps=args.outer_steps)
+    wall = time.perf_counter() - t0
+    path = write_result("farzi_diagnose", config, results, wall)
+    print(f"wrote {path} ({wall:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
