@@ -261,6 +261,8 @@ def main(argv=None):
         "full_data_row_from": args.full_from,
     }
     name = args.name or "farzi_ml-latest-small" + ("_quick" if args.quick else "")
+    if any(name == f"farzi_ml-latest-small_{mu}x{xi}" for mu, xi in shapes):
+        raise ValueError(f"--name: {name} is the D_syn export's file name")
     path = write_result(name, config, {"rows": rows, "histories": histories}, wall, args.out)
     _plot(rows, histories, path.with_suffix(".png"))
     print(f"wrote {path} ({wall:.0f} s)")
