@@ -151,6 +151,9 @@ def main(argv=None):
     outer_steps = args.outer_steps or (30 if args.quick else 100)
     seeds = args.seeds[:2] if args.quick else args.seeds
     max_len = max(xi for _, xi in shapes)
+    name = args.name or "farzi_ml-latest-small" + ("_quick" if args.quick else "")
+    if any(name == f"farzi_ml-latest-small_{mu}x{xi}" for mu, xi in shapes):
+        raise ValueError(f"--name: {name} is the D_syn export's file name")
 
     d = prepare(max_len, args.min_item)
     model = sasrec(d["n_items"], max_len=max_len, d_model=64, n_heads=1, n_layers=2)
@@ -260,9 +263,6 @@ def main(argv=None):
                   "init_logit": args.init_logit, "omega_steps": args.omega_steps or [0, 100, 200, 300, 400]},
         "full_data_row_from": args.full_from,
     }
-    name = args.name or "farzi_ml-latest-small" + ("_quick" if args.quick else "")
-    if any(name == f"farzi_ml-latest-small_{mu}x{xi}" for mu, xi in shapes):
-        raise ValueError(f"--name: {name} is the D_syn export's file name")
     path = write_result(name, config, {"rows": rows, "histories": histories}, wall, args.out)
     _plot(rows, histories, path.with_suffix(".png"))
     print(f"wrote {path} ({wall:.0f} s)")
