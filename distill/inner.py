@@ -79,9 +79,9 @@ relative error of the reverse-mode meta-gradient against ``'checkpointed'``: K=1
 segment already ruins it); K=1 1.0000 / 4.5e-7 (at lr 1e-2, K=10: −0.46 / 8·10⁴ — the
 reason the outer loss rose in the first benchmark runs). With K=1 the backward pass uses
 the stored state of every step and only recomputes each step's gradient VJP: memory
-3|θ| per step (no activations, unlike ``'unrolled'``), and faster than
-``'checkpointed'`` (3.5 s vs 4.4 s per meta-gradient in that setting), which recomputes
-every step twice. The exact reversal remains available (``reverse_every`` = K > 1 or
+3|θ| per step (no activations, unlike ``'unrolled'``); speed is comparable to
+``'checkpointed'`` (T=10: 1.7 s vs 2.6 s per meta-gradient; T=20 mixed under a shared
+2-core CPU; ``benchmarks/results/farzi_diagnose.json``). The exact reversal remains available (``reverse_every`` = K > 1 or
 ``None``) for float64 or small models, where the tests show it matches to 1e-5.
 
 Source: dissertation Ch. 4 (Farzi), Algorithm 6 and Proposition 4.4.7; reversal of
