@@ -5,11 +5,11 @@ Two measurements:
 1. **Memory**: compiled temporary bytes (XLA ``memory_analysis``, compiled, never run) of the
    meta-gradient ``d/d(data) L_real(train(θ₀, data; T))`` for the small Transformer LM on
    soft synthetic sequences, for T ∈ {10, 100, 1000} and the three modes of
-   :func:`distill.inner.train` (``reverse_adam`` with the default segment length and with
-   pure reversal, ``reverse_every=None``).
+   :func:`distill.inner.train` (``reverse_adam`` with the default segment length — K = 1 in float32 —, with K = 10
+   and with pure reversal, ``reverse_every=None``).
 2. **Accuracy**: (a) pure reversal of the Adam trajectory of a 222-parameter MLP in float32
    and float64 — relative error of the recovered θ₀ vs T; (b) relative error of the float32
-   meta-gradient (reverse_adam, default K and pure) against a float64 ``jax.grad`` through
+   meta-gradient (reverse_adam, default K, K = 10 and pure) against a float64 ``jax.grad`` through
    the unrolled loop.
 
 ``python -m benchmarks.farzi_inner [--quick]`` writes ``results/farzi_inner.json`` and ``.png``.
@@ -105,6 +105,7 @@ def drift(ts, lr=0.01):
         grads = {}
         for name, dtype, mode, every in (("ref_f64", jnp.float64, "unrolled", None),
                                          ("unrolled_f32", jnp.float32, "unrolled", None),
+                                         ("reverse_f32_K10", jnp.float32, "reverse_adam", 10),
                                          ("reverse_f32_autoK", jnp.float32, "reverse_adam", "auto"),
                                          ("reverse_f32_pure", jnp.float32, "reverse_adam", None),
                                          ("reverse_f64_autoK", jnp.float64, "reverse_adam", "auto")):
@@ -154,7 +155,8 @@ def main(argv=None):
     start = time.perf_counter()
     ts = (10, 100) if args.quick else (10, 100, 1000)
     modes = [("unrolled", "unrolled", "auto"), ("checkpointed", "checkpointed", "auto"),
-             ("reverse_adam (K=10, f32 default)", "reverse_adam", "auto"),
+             ("reverse_adam K=1 (f32 default)", "reverse_adam", "auto"),
+             ("reverse_adam K=10", "reverse_adam", 10),
              ("reverse_adam pure (K=None)", "reverse_adam", None)]
     mem_rows, n_params = memory(ts, modes)
     dts = (10, 25, 50, 100, 200) if args.quick else (10, 25, 50, 100, 200, 400, 1000)
