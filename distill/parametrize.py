@@ -149,26 +149,18 @@ def _fmix32(x: jax.Array) -> jax.Array:
     return x ^ (x >> 16)
 
 
-def _hash_gumbel(key: jax.Array, shape: tuple[int, ...], dtype, rows: jax.Array | None = None) -> jax.Array:
-    """Gumbel(0, 1) noise from a counter-based hash of (key words, element index).
+def _hash_gumbel(key: jax.Array, rows: jax.Array, n_cols: int, dtype) -> jax.Array:
+    """``(μ, I)`` Gumbel(0, 1) noise from a counter-based hash of (key words, element index).
 
     Each element's 32 random bits are ``fmix32(fmix32(j ⊕ k₀) + k₁)`` for its index
     ``j = row · I + column`` and the key's first two words; the top 23 bits give
     ``u ∈ (0, 1)`` (half-ulp offset, never 0 or 1) and ``g = −log(−log u)``. ``rows``
-    (``(μ,)`` global row ids of a ``(μ, I)`` shape) makes a row's noise independent of
-    which shard of a device mesh computes it; ``None`` means ``0 … μ−1`` (for other
-    ranks, ``j`` is the flat index). Not cryptographic; independent streams per key,
-    cheap enough that the γ-sample loop is not PRNG-bound.
+    (``(μ,)`` global row ids) makes a row's noise independent of which shard of a device
+    mesh computes it. Not cryptographic; independent streams per key, cheap enough that
+    the γ-sample loop is not PRNG-bound.
     """
     words = jax.random.key_data(key).reshape(-1).astype(jnp.uint32)
-    if rows is None:
-        n = 1
-        for d in shape:
-            n *= d
-        j = jax.lax.iota(jnp.uint32, n).reshape(shape)
-    else:
-        n_cols = shape[-1]
-        j = rows.astype(jnp.uint32)[:, None] * jnp.uint32(n_cols) + jax.lax.iota(jnp.uint32, n_cols)
+    j = rows.astype(jnp.uint32)[:, None] * jnp.uint32(n_cols) + jax.lax.iota(jnp.uint32, n_cols)
     bits = _fmix32(_fmix32(j ^ words[0]) + words[1])
     u = ((bits >> 9).astype(dtype) + 0.5) * (2.0**-23)
     return -jnp.log(-jnp.log(u))
@@ -181,7 +173,7 @@ def _gumbel_softmax(logits: jax.Array, key: jax.Array, rows: jax.Array, tau: flo
     (key, row id), so sharding rows over devices does not change the samples.
     """
     if noise == "hash":
-        g = _hash_gumbel(key, logits.shape, logits.dtype, rows)
+        g = _hash_gumbel(key, rows, logits.shape[1], logits.dtype)
     else:
         g = jax.vmap(lambda r: jax.random.gumbel(jax.random.fold_in(key, r), logits.shape[1:], logits.dtype))(rows)
     return jax.nn.softmax((logits + g) / tau, axis=-1)
