@@ -121,6 +121,19 @@ def trials(model, data, d, seeds, **kw):
     return out, steps
 
 
+def load_or_pretrain_omega(model, d, cache, min_item, max_len):
+    """Ω — SASRec checkpoints at steps 0, 100, …, 400 of 2 runs on the real sequences.
+
+    Read from ``cache/omega_min_item{min_item}_len{max_len}`` when present, otherwise
+    pretrained (and saved there when ``cache`` is given). Run-major order.
+    """
+    omega_dir = None if cache is None else os.path.join(cache, f"omega_min_item{min_item}_len{max_len}")
+    if omega_dir is not None and os.path.isdir(omega_dir):
+        return farzi.load_trajectories(omega_dir, like=model.init(jax.random.key(0), d["train"][:1, :-1]))
+    return farzi.pretrain_trajectories(model, d["train"], key=jax.random.key(7), n_runs=2, steps=400,
+                                       save_every=100, batch_size=32, pad_id=d["pad"], checkpoint_dir=omega_dir)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true")
@@ -178,12 +191,7 @@ def main(argv=None):
 
     # Ω: checkpoints of SASRec trained on the real sequences (pretrained trajectories)
     t = time.perf_counter()
-    omega_dir = None if args.cache is None else os.path.join(args.cache, f"omega_min_item{args.min_item}_len{max_len}")
-    if omega_dir is not None and os.path.isdir(omega_dir):
-        omega = farzi.load_trajectories(omega_dir, like=model.init(jax.random.key(0), d["train"][:1, :-1]))
-    else:
-        omega = farzi.pretrain_trajectories(model, d["train"], key=jax.random.key(7), n_runs=2, steps=400,
-                                            save_every=100, batch_size=32, pad_id=d["pad"], checkpoint_dir=omega_dir)
+    omega = load_or_pretrain_omega(model, d, args.cache, args.min_item, max_len)
     if args.omega_steps is not None:
         # Ω is run-major, steps 0, 100, …, 400 within a run (pretrain_trajectories / sorted names).
         keep = [r * 5 + s // 100 for r in range(2) for s in args.omega_steps]

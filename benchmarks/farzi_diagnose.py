@@ -22,7 +22,6 @@ Writes ``benchmarks/results/farzi_diagnose.json``.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 import jax
@@ -31,7 +30,7 @@ import numpy as np
 import optax
 
 from benchmarks._common import format_table, write_result
-from benchmarks.farzi import prepare
+from benchmarks.farzi import load_or_pretrain_omega, prepare
 from distill import farzi, inner, loop
 from distill.parametrize import latent_factorization
 from models.sasrec import sasrec
@@ -129,12 +128,7 @@ def main(argv=None):
     mu, xi, min_item = 10, 150, 20
     d = prepare(xi, min_item)
     model = sasrec(d["n_items"], max_len=xi, d_model=64, n_heads=1, n_layers=2)
-    omega_dir = None if args.cache is None else os.path.join(args.cache, f"omega_min_item{min_item}_len{xi}")
-    if omega_dir is not None and os.path.isdir(omega_dir):
-        omega = farzi.load_trajectories(omega_dir, like=model.init(jax.random.key(0), d["train"][:1, :-1]))
-    else:  # the schedule of benchmarks.farzi
-        omega = farzi.pretrain_trajectories(model, d["train"], key=jax.random.key(7), n_runs=2, steps=400,
-                                            save_every=100, batch_size=32, pad_id=d["pad"], checkpoint_dir=omega_dir)
+    omega = load_or_pretrain_omega(model, d, args.cache, min_item, xi)
     results, config = {}, {"dataset": "ml-latest-small", "min_item": min_item, "n_items": d["n_items"],
                            "model": "SASRec d64, 2 blocks, 1 head", "shape": [mu, xi], "dtype": "float32",
                            "omega": "steps 0,100,..,400 of 2 runs"}
