@@ -12,6 +12,8 @@
    ``jax.random`` threefry noise; with ``--devices N`` also sharded over N devices
    (real users and the synthetic users' Gumbel sampling; on CPU, N host devices —
    the benchmark restarts itself with the XLA flag that creates them).
+3. The γ-sample Gumbel loop alone, forward and custom-VJP backward, in cache-sized row
+   blocks (default) vs over the whole matrix.
 Writes ``benchmarks/results/distill_cf_perf_<platform>.json``.
 """
 
@@ -111,6 +113,26 @@ def main(argv=None):
         f"batch = all users)"
     )
     print(format_table(speed_rows, ["noise", "devices", "s_per_step", "first_call_s"]))
+
+    # 3. The γ-sample loop alone (forward + custom-VJP backward), in cache-sized row
+    #    blocks (the default) vs over the whole (μ, I) matrix at once.
+    gumbel_rows = []
+    logits = jax.random.normal(jax.random.key(1), (mu, train.shape[1]))
+    ct = jax.random.normal(jax.random.key(2), logits.shape)
+    default_block = P._BLOCK_BYTES
+    for name, block_bytes in (("row blocks (default)", default_block), ("whole matrix", logits.size * 4)):
+        P._BLOCK_BYTES = block_bytes
+        fwd_bwd = jax.jit(lambda g, k: jax.vjp(
+            lambda g: P.multisample_gumbel_sum(g, k, n_samples=gamma, tau=args.tau), g)[1](ct)[0])
+        fwd = jax.jit(lambda g, k: P.multisample_gumbel_sum(g, k, n_samples=gamma, tau=args.tau))
+        row = {"gumbel_loop": name, "block_rows": min(mu, max(1, block_bytes // (logits.shape[1] * 4)))}
+        for label, fn in (("fwd_s", fwd), ("bwd_s", fwd_bwd)):  # the VJP alone: its forward output is unused
+            jax.block_until_ready(fn(logits, jax.random.key(0)))
+            _, row[label] = timed(lambda: fn(logits, jax.random.key(0)), repeats=args.repeats)
+        gumbel_rows.append(row)
+    P._BLOCK_BYTES = default_block
+    print(f"γ-sample Gumbel loop alone (μ={mu}, I={train.shape[1]}, γ={gamma}), seconds")
+    print(format_table(gumbel_rows, ["gumbel_loop", "block_rows", "fwd_s", "bwd_s"]))
     wall = time.perf_counter() - t0
     config = {
         "memory": {"mu": mem_mu, "n_items": mem_items, "batch": mem_batch, "gammas": [50, 200, 800]},
@@ -121,7 +143,7 @@ def main(argv=None):
         },
         "reference_s_per_step_note": "noveens/distill_cf reported ≈ 6 s/step on this 2-core machine (brief)",
     }
-    results = {"memory": mem_rows, "speed": speed_rows, "peak_rss_mb": peak_rss_mb()}
+    results = {"memory": mem_rows, "speed": speed_rows, "gumbel_loop": gumbel_rows, "peak_rss_mb": peak_rss_mb()}
     name = f"distill_cf_perf_{jax.devices()[0].platform}" + ("_quick" if args.quick else "")
     path = write_result(name, config, results, wall, args.out)
     print(f"wrote {path} ({wall:.1f} s)")

@@ -181,7 +181,8 @@ def _gumbel_softmax(logits: jax.Array, key: jax.Array, rows: jax.Array, tau: flo
 
 #: Rows per block of the γ-sample loop: ~2 MiB of logits, so a block's logits, noise,
 #: sample and running sum stay cache-resident through all γ samples instead of
-#: streaming the whole (μ, I) matrices from memory γ times (~25 % faster on CPU).
+#: streaming the whole (μ, I) matrices from memory γ times (benchmarks.distill_cf_perf: the
+#: forward 0.64 vs 0.80 s, backward 0.81 vs 0.94 s at μ = 500, I = 3,706, γ = 200 on 2 CPU cores).
 _BLOCK_BYTES = 2**21
 
 
