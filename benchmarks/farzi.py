@@ -47,6 +47,9 @@ from distill.parametrize import latent_factorization
 from models.sasrec import sasrec
 
 COLUMNS = ["method", "data", "HR@10", "nDCG@10", "HR@10_%full", "steps", "time_s"]
+# SASRec training (Adam, early stopping on validation HR@10) on the full data / on μ×ξ data.
+TRAIN_FULL = dict(lr=1e-3, batch=32, max_steps=2000, eval_every=100, patience=4)
+TRAIN_SYN = dict(lr=1e-3, batch=64, max_steps=1000, eval_every=50, patience=4)
 
 
 def prepare(max_len: int, min_item: int):
@@ -121,17 +124,76 @@ def trials(model, data, d, seeds, **kw):
     return out, steps
 
 
-def load_or_pretrain_omega(model, d, cache, min_item, max_len):
-    """Ω — SASRec checkpoints at steps 0, 100, …, 400 of 2 runs on the real sequences.
+def load_or_pretrain_omega(model, d, cache, min_item, max_len, n_runs=2):
+    """Ω — SASRec checkpoints at steps 0, 100, …, 400 of ``n_runs`` runs on the real sequences.
 
-    Read from ``cache/omega_min_item{min_item}_len{max_len}`` when present, otherwise
-    pretrained (and saved there when ``cache`` is given). Run-major order.
+    Read from ``cache/omega_min_item{min_item}_len{max_len}[_runs{n_runs}]`` when present,
+    otherwise pretrained (and saved there when ``cache`` is given). Run-major order: run r's
+    checkpoint at step s is entry ``5 r + s / 100``. Run r starts from ``fold_in(key(7), r)``
+    (:func:`distill.farzi.pretrain_trajectories`), so the first runs of a larger Ω are the
+    runs of a smaller one.
     """
-    omega_dir = None if cache is None else os.path.join(cache, f"omega_min_item{min_item}_len{max_len}")
+    suffix = "" if n_runs == 2 else f"_runs{n_runs}"
+    omega_dir = None if cache is None else os.path.join(cache, f"omega_min_item{min_item}_len{max_len}{suffix}")
     if omega_dir is not None and os.path.isdir(omega_dir):
         return farzi.load_trajectories(omega_dir, like=model.init(jax.random.key(0), d["train"][:1, :-1]))
-    return farzi.pretrain_trajectories(model, d["train"], key=jax.random.key(7), n_runs=2, steps=400,
+    return farzi.pretrain_trajectories(model, d["train"], key=jax.random.key(7), n_runs=n_runs, steps=400,
                                        save_every=100, batch_size=32, pad_id=d["pad"], checkpoint_dir=omega_dir)
+
+
+def run_farzi(model, d, omega, mu, xi, *, seeds, syn_kw, outer_steps, latent_dim, tau, real_batch,
+              inner_steps, inner_lr, outer_lr, init, init_logit, eval_fit_steps=300):
+    """Distil [μ×ξ] Farzi data and test SASRecs trained on it.
+
+    The outer loop keeps the D_syn with the best validation HR@10 of a SASRec trained on
+    it for ``eval_fit_steps`` steps (5 validations). Returns ``(row, history, syn, param)``.
+    """
+    t = time.perf_counter()
+    val = make_eval(model, d, "val")
+    param = latent_factorization(mu, xi, latent_dim, d["n_items"], tau=tau)  # as farzi.distill builds it
+
+    def evaluate(syn):
+        p, _ = fit(model, param.materialize(syn, jax.random.key(0)), d, jax.random.key(99),
+                   **{**syn_kw, "max_steps": eval_fit_steps})
+        return val(p)["HR@10"]
+
+    syn, hist, param = farzi.distill(
+        model, omega, d["train"], key=jax.random.key(0), n_seqs=mu, seq_len=xi, vocab_size=d["n_items"],
+        latent_dim=latent_dim, tau=tau, steps=outer_steps, batch_size=real_batch,
+        inner_steps=inner_steps, inner_optimizer=inner.Adam(inner_lr),
+        outer_learning_rate=outer_lr, init=init, init_logit=init_logit, pad_id=d["pad"],
+        evaluate=evaluate, eval_every=max(1, outer_steps // 5), progress=True,
+    )
+    distill_time = time.perf_counter() - t
+    history = {"losses": hist.losses, "eval_steps": hist.eval_steps, "eval_values": hist.eval_values,
+               "best_step": hist.best_step}
+    t = time.perf_counter()
+    r, st = trials(model, param.materialize(syn, jax.random.key(0)), d, seeds, **syn_kw)
+    row = {"method": "Farzi", "data": f"[{mu}×{xi}]", **{k: v[0] for k, v in r.items()},
+           "std": {k: v[1] for k, v in r.items()}, "steps": st, "time_s": time.perf_counter() - t,
+           "distill_time_s": distill_time}
+    return row, history, syn, param
+
+
+def init_row(model, d, mu, xi, *, seeds, syn_kw, latent_dim, tau, init_logit):
+    """Control: SASRecs trained on the initial D_syn (soft real windows), no outer step."""
+    t = time.perf_counter()
+    param = latent_factorization(mu, xi, latent_dim, d["n_items"], tau=tau)
+    syn0 = farzi.init_from_tokens(jax.random.fold_in(jax.random.key(0), 1), np.asarray(d["train"]),
+                                  n_seqs=mu, seq_len=xi, latent_dim=latent_dim, vocab_size=d["n_items"],
+                                  tau=tau, logit=init_logit, pad_id=d["pad"])
+    r, st = trials(model, param.materialize(syn0, jax.random.key(0)), d, seeds, **syn_kw)
+    return {"method": "Farzi init (0 outer steps)", "data": f"[{mu}×{xi}]", **{k: v[0] for k, v in r.items()},
+            "std": {k: v[1] for k, v in r.items()}, "steps": st, "time_s": time.perf_counter() - t}
+
+
+def random_row(model, d, mu, xi, rng, *, seeds, syn_kw):
+    """μ random real training sequences, their last ξ items."""
+    t = time.perf_counter()
+    pick = rng.choice(d["n_users"], mu, replace=False)
+    r, st = trials(model, d["train"][pick][:, -xi:], d, seeds, **syn_kw)
+    return {"method": "random", "data": f"[{mu}×{xi}]", **{k: v[0] for k, v in r.items()},
+            "std": {k: v[1] for k, v in r.items()}, "steps": st, "time_s": time.perf_counter() - t}
 
 
 def main(argv=None):
@@ -172,8 +234,7 @@ def main(argv=None):
     model = sasrec(d["n_items"], max_len=max_len, d_model=64, n_heads=1, n_layers=2)
     print(f"ML latest-small: {d['n_users']} users, {d['n_items']} items, {d['n_interactions']} interactions, "
           f"sequences of ≤ {max_len + 1}", flush=True)
-    train_kw = dict(lr=1e-3, batch=32, max_steps=2000, eval_every=100, patience=4)
-    syn_kw = dict(lr=1e-3, batch=64, max_steps=1000, eval_every=50, patience=4)
+    train_kw, syn_kw = TRAIN_FULL, TRAIN_SYN
 
     rows = []
     if args.full_from:
@@ -201,50 +262,15 @@ def main(argv=None):
     histories = {}
     for mu, xi in shapes:
         label = f"[{mu}×{xi}]"
-        t = time.perf_counter()
-        pick = rng.choice(d["n_users"], mu, replace=False)
-        rand_data = d["train"][pick][:, -xi:]
-        r, st = trials(model, rand_data, d, seeds, **syn_kw)
-        rows.append({"method": "random", "data": label, **{k: v[0] for k, v in r.items()},
-                     "std": {k: v[1] for k, v in r.items()}, "steps": st, "time_s": time.perf_counter() - t})
-
-        t = time.perf_counter()
-        val = make_eval(model, d, "val")
-
-        param = latent_factorization(mu, xi, args.latent_dim, d["n_items"], tau=args.tau)  # as farzi.distill builds it
-
-        def evaluate(syn):
-            p, _ = fit(model, param.materialize(syn, jax.random.key(0)), d, jax.random.key(99),
-                       **{**syn_kw, "max_steps": 300})
-            return val(p)["HR@10"]
-
-        syn, hist, param = farzi.distill(
-            model, omega, d["train"], key=jax.random.key(0), n_seqs=mu, seq_len=xi, vocab_size=d["n_items"],
-            latent_dim=args.latent_dim, tau=args.tau, steps=outer_steps, batch_size=args.real_batch,
-            inner_steps=args.inner_steps, inner_optimizer=inner.Adam(args.inner_lr),
-            outer_learning_rate=args.outer_lr, init=args.init, init_logit=args.init_logit, pad_id=d["pad"],
-            evaluate=evaluate,
-            eval_every=max(1, outer_steps // 5), progress=True,
-        )
-        distill_time = time.perf_counter() - t
+        rows.append(random_row(model, d, mu, xi, rng, seeds=seeds, syn_kw=syn_kw))
+        row, histories[label], syn, param = run_farzi(
+            model, d, omega, mu, xi, seeds=seeds, syn_kw=syn_kw, outer_steps=outer_steps,
+            latent_dim=args.latent_dim, tau=args.tau, real_batch=args.real_batch, inner_steps=args.inner_steps,
+            inner_lr=args.inner_lr, outer_lr=args.outer_lr, init=args.init, init_logit=args.init_logit)
         if args.init == "real":
-            # Control: the initial D_syn (soft real windows) without any outer step.
-            syn0 = farzi.init_from_tokens(jax.random.fold_in(jax.random.key(0), 1), np.asarray(d["train"]),
-                                          n_seqs=mu, seq_len=xi, latent_dim=args.latent_dim,
-                                          vocab_size=d["n_items"], tau=args.tau, logit=args.init_logit,
-                                          pad_id=d["pad"])
-            t0 = time.perf_counter()
-            r, st = trials(model, param.materialize(syn0, jax.random.key(0)), d, seeds, **syn_kw)
-            rows.append({"method": "Farzi init (0 outer steps)", "data": label, **{k: v[0] for k, v in r.items()},
-                         "std": {k: v[1] for k, v in r.items()}, "steps": st, "time_s": time.perf_counter() - t0})
-        histories[label] = {"losses": hist.losses, "eval_steps": hist.eval_steps, "eval_values": hist.eval_values,
-                            "best_step": hist.best_step}
-        data = param.materialize(syn, jax.random.key(0))
-        t = time.perf_counter()
-        r, st = trials(model, data, d, seeds, **syn_kw)
-        rows.append({"method": "Farzi", "data": label, **{k: v[0] for k, v in r.items()},
-                     "std": {k: v[1] for k, v in r.items()}, "steps": st, "time_s": time.perf_counter() - t,
-                     "distill_time_s": distill_time})
+            rows.append(init_row(model, d, mu, xi, seeds=seeds, syn_kw=syn_kw, latent_dim=args.latent_dim,
+                                 tau=args.tau, init_logit=args.init_logit))
+        rows.append(row)
         # D_syn is μ·ξ·V floats (7.8 MB for [10×150]): written next to the result JSON, not committed
         farzi.export((pathlib.Path(args.out) if args.out else RESULTS) / f"farzi_ml-latest-small_{mu}x{xi}", syn, param,
                      {"dataset": "ml-latest-small", "min_item": args.min_item, "model": "sasrec d64 L2 H1"})
