@@ -127,16 +127,12 @@ def trials(model, data, d, seeds, **kw):
 def load_or_pretrain_omega(model, d, cache, min_item, max_len, n_runs=2):
     """Ω — SASRec checkpoints at steps 0, 100, …, 400 of ``n_runs`` runs on the real sequences.
 
-    Read from ``cache/omega_min_item{min_item}_len{max_len}[_runs{n_runs}]`` when present,
-    otherwise pretrained (and saved there when ``cache`` is given). Run-major order: run r's
-    checkpoint at step s is entry ``5 r + s / 100``. Run r starts from ``fold_in(key(7), r)``
-    (:func:`distill.farzi.pretrain_trajectories`), so the first runs of a larger Ω are the
-    runs of a smaller one.
+    :func:`distill.farzi.pretrain_trajectories` with its orbax cache at
+    ``cache/omega_min_item{min_item}_len{max_len}``: runs already there are read back, so a
+    larger ``n_runs`` trains only the new runs. Run-major order: run r's checkpoint at step s
+    is entry ``5 r + s / 100``.
     """
-    suffix = "" if n_runs == 2 else f"_runs{n_runs}"
-    omega_dir = None if cache is None else os.path.join(cache, f"omega_min_item{min_item}_len{max_len}{suffix}")
-    if omega_dir is not None and os.path.isdir(omega_dir):
-        return farzi.load_trajectories(omega_dir, like=model.init(jax.random.key(0), d["train"][:1, :-1]))
+    omega_dir = None if cache is None else os.path.join(cache, f"omega_min_item{min_item}_len{max_len}")
     return farzi.pretrain_trajectories(model, d["train"], key=jax.random.key(7), n_runs=n_runs, steps=400,
                                        save_every=100, batch_size=32, pad_id=d["pad"], checkpoint_dir=omega_dir)
 

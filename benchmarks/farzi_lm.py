@@ -243,14 +243,12 @@ def load_or_pretrain_omega_lm(model: ModelFns, d: dict, cache: str | None, tag: 
     """Ω — Transformer checkpoints every ``save_every`` of ``steps`` steps of ``n_runs`` runs.
 
     The LM counterpart of :func:`benchmarks.farzi.load_or_pretrain_omega` (which fixes the
-    SASRec schedule and a ``min_item``-named directory): read from ``cache/omega_<tag>``
-    when present, otherwise pretrained on the training windows with
-    :func:`distill.farzi.pretrain_trajectories` (and saved there when ``cache`` is given).
+    SASRec schedule and a ``min_item``-named directory):
+    :func:`distill.farzi.pretrain_trajectories` on the training windows with its orbax cache
+    at ``cache/omega_<tag>`` (runs already there are read back, not retrained).
     ``tag`` must name everything Ω depends on (vocabulary, window length, model, schedule).
     """
     omega_dir = None if cache is None else os.path.join(cache, f"omega_{tag}")
-    if omega_dir is not None and os.path.isdir(omega_dir):
-        return farzi.load_trajectories(omega_dir, like=model.init(jax.random.key(0), d["train"][:1, :-1]))
     return farzi.pretrain_trajectories(model, d["train"], key=jax.random.key(7), n_runs=n_runs, steps=steps,
                                        save_every=save_every, batch_size=batch, learning_rate=lr,
                                        checkpoint_dir=omega_dir)

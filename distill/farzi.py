@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from typing import Any, Callable, Mapping
 
 import jax
@@ -152,21 +153,37 @@ def pretrain_trajectories(
         upd, opt_state = tx.update(g, opt_state, params)
         return optax.apply_updates(params, upd), opt_state, loss
 
-    thetas, names = [], []
+    root = None if checkpoint_dir is None else os.path.abspath(os.fspath(checkpoint_dir))
+    thetas = []
     for r in range(n_runs):
         kr = jax.random.fold_in(key, r)
         params = model.init(kr, tokens[:1, :-1])
+        run_names = [f"run{r}_step{s}" for s in range(0, steps + 1, save_every)]
+        if root is not None and all(os.path.isdir(os.path.join(root, nm)) for nm in run_names):
+            # Resume: a run whose checkpoints were all written (orbax commits atomically) is read back.
+            thetas.extend(_restore(root, run_names, params))
+            continue
         opt_state = tx.init(params)
+        run_thetas = []
         for s in range(steps + 1):
             if s % save_every == 0:
-                thetas.append(params)
-                names.append(f"run{r}_step{s}")
+                run_thetas.append(params)
             if s < steps:
                 params, opt_state, _ = step(params, opt_state, jax.random.fold_in(kr, s + 1))
-    omega = tree_map(lambda *a: jnp.stack(a), *thetas)
-    if checkpoint_dir is not None:
-        save_trajectories(checkpoint_dir, thetas, names)
-    return omega
+        if root is not None:
+            save_trajectories(root, run_thetas, run_names)
+        thetas.extend(run_thetas)
+    return tree_map(lambda *a: jnp.stack(a), *thetas)
+
+
+def _restore(root, names, like):
+    import orbax.checkpoint as ocp
+
+    ckpt = ocp.StandardCheckpointer()
+    abstract = tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), like)
+    thetas = [ckpt.restore(os.path.join(root, nm), abstract) for nm in names]
+    ckpt.close()
+    return thetas
 
 
 def save_trajectories(checkpoint_dir, thetas, names) -> None:
@@ -185,23 +202,21 @@ def save_trajectories(checkpoint_dir, thetas, names) -> None:
 
 
 def load_trajectories(checkpoint_dir, like: Any) -> Any:
-    """Read every orbax checkpoint in ``checkpoint_dir`` (sorted by name) into a stacked Ω.
+    """Read every orbax checkpoint in ``checkpoint_dir`` into a stacked Ω.
 
-    ``like`` is one parameter pytree (e.g. ``model.init(...)``) giving the structure.
+    Order: names are compared with their digit runs as numbers, so ``run<r>_step<s>``
+    comes back run-major with steps ascending (``step50`` before ``step100``), the order
+    :func:`pretrain_trajectories` returns. ``like`` is one parameter pytree (e.g.
+    ``model.init(...)``) giving the structure.
     """
-    import orbax.checkpoint as ocp
-
     root = os.path.abspath(os.fspath(checkpoint_dir))
     if not os.path.isdir(root):
         raise FileNotFoundError(f"checkpoint_dir: {root} does not exist")
-    names = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    names = sorted((d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d))),
+                   key=lambda nm: [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", nm)])
     if not names:
         raise ValueError(f"checkpoint_dir: {root} holds no checkpoints")
-    ckpt = ocp.StandardCheckpointer()
-    abstract = tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), like)
-    thetas = [ckpt.restore(os.path.join(root, nm), abstract) for nm in names]
-    ckpt.close()
-    return tree_map(lambda *a: jnp.stack(a), *thetas)
+    return tree_map(lambda *a: jnp.stack(a), *_restore(root, names, like))
 
 
 # --------------------------------------------------------------------------------------
