@@ -65,6 +65,8 @@ def select_omega(omega5, trajectories: int):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--ablations", nargs="+", choices=sorted(ABLATIONS), default=["omega", "tau", "inner"])
+    ap.add_argument("--values", type=float, nargs="+", default=None,
+                    help="override the values of a single ablation, e.g. --ablations inner --values 100")
     ap.add_argument("--shape", default="10x150")
     ap.add_argument("--outer-steps", type=int, default=60)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
@@ -80,6 +82,13 @@ def main(argv=None):
     args = ap.parse_args(argv)
     t_start = time.perf_counter()
     mu, xi = (int(v) for v in args.shape.split("x"))
+    ablations = dict(ABLATIONS)
+    if args.values is not None:
+        if len(args.ablations) != 1:
+            raise ValueError("--values: expected exactly one --ablations entry")
+        factor, _ = ABLATIONS[args.ablations[0]]
+        cast = float if factor == "tau" else int
+        ablations[args.ablations[0]] = (factor, tuple(cast(v) for v in args.values))
 
     d = prepare(xi, args.min_item)
     model = sasrec(d["n_items"], max_len=xi, d_model=64, n_heads=1, n_layers=2)
@@ -98,7 +107,7 @@ def main(argv=None):
 
     configs = []
     for ab in args.ablations:
-        factor, values = ABLATIONS[ab]
+        factor, values = ablations[ab]
         for v in values:
             cfg = {**BASE, factor: v}
             if cfg not in configs:
@@ -114,7 +123,7 @@ def main(argv=None):
 
     tables = {}
     for ab in args.ablations:
-        factor, values = ABLATIONS[ab]
+        factor, values = ablations[ab]
         table = []
         for v in values:
             r = next(r for r in runs if {k: r[k] for k in BASE} == {**BASE, factor: v})
@@ -136,7 +145,7 @@ def main(argv=None):
         "dataset": "ml-latest-small", "min_item": args.min_item, "n_users": d["n_users"], "n_items": d["n_items"],
         "protocol": "as benchmarks.farzi: temporal leave-last-out; all items ranked, history excluded",
         "model": "SASRec d64, 2 blocks, 1 head, no dropout", "shape": [mu, xi], "seeds": seeds,
-        "train_synthetic": TRAIN_SYN, "base": BASE, "ablations": {a: ABLATIONS[a] for a in args.ablations},
+        "train_synthetic": TRAIN_SYN, "base": BASE, "ablations": {a: ablations[a] for a in args.ablations},
         "omega": {"runs_pretrained": 5, "checkpoints": "steps 0,100,200,300,400 per run",
                   "trajectories_0": "step-0 checkpoints of the 5 runs (random inits)", "time_s": omega_time},
         "farzi": {"outer_steps": args.outer_steps, "inner_lr": args.inner_lr, "outer_lr": args.outer_lr,
@@ -146,11 +155,11 @@ def main(argv=None):
     }
     path = write_result(args.name, config, {"references": references, "runs": runs, "tables": tables}, wall,
                         args.out)
-    _plot(tables, references, runs, path.with_suffix(".png"))
+    _plot(tables, references, runs, ablations, path.with_suffix(".png"))
     print(f"wrote {path} ({wall:.0f} s)")
 
 
-def _plot(tables, references, runs, path):
+def _plot(tables, references, runs, ablations, path):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -159,7 +168,7 @@ def _plot(tables, references, runs, path):
     fig, axes = plt.subplots(1, len(tables) + 1, figsize=(4 * (len(tables) + 1), 3.6))
     axes = np.atleast_1d(axes)
     for ax, (ab, table) in zip(axes, tables.items()):
-        factor = ABLATIONS[ab][0]
+        factor = ablations[ab][0]
         xs = [str(t[factor]) for t in table]
         ax.errorbar(xs, [t["HR@10"] for t in table], yerr=[t["HR@10_std"] for t in table], marker="o",
                     capsize=3, label="Farzi (test)")
