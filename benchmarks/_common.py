@@ -24,6 +24,8 @@ __all__ = [
     "environment",
     "write_result",
     "format_table",
+    "mean_std",
+    "seed_row",
     "timed",
     "peak_rss_mb",
     "draw_weighted",
@@ -68,6 +70,18 @@ def write_result(name: str, config: dict, results: Any, wall_time_s: float, out_
     }
     path.write_text(json.dumps(payload, indent=2, default=float) + "\n")
     return path
+
+
+def mean_std(per_seed: Sequence[dict], metrics: Sequence[str]) -> dict[str, tuple[float, float]]:
+    """``{metric: (mean, std)}`` over per-seed result dicts."""
+    return {m: (float(np.mean([r[m] for r in per_seed])), float(np.std([r[m] for r in per_seed]))) for m in metrics}
+
+
+def seed_row(method: str, data: str, res: dict[str, tuple[float, float]], steps: Any, time_s: float,
+             **extra) -> dict:
+    """A result-table row: the means of :func:`mean_std` as columns, their stds under ``"std"``."""
+    return {"method": method, "data": data, **{k: v[0] for k, v in res.items()},
+            "std": {k: v[1] for k, v in res.items()}, "steps": steps, "time_s": time_s, **extra}
 
 
 def format_table(rows: Sequence[dict], columns: Sequence[str]) -> str:

@@ -40,13 +40,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from benchmarks._common import RESULTS, format_table, write_result
+from benchmarks._common import RESULTS, format_table, mean_std, seed_row, write_result
 from distill import data as D
 from distill import farzi, inner, loop, metrics
 from distill.parametrize import latent_factorization
 from models.sasrec import sasrec
 
 COLUMNS = ["method", "data", "HR@10", "nDCG@10", "HR@10_%full", "steps", "time_s"]
+OMEGA_STEPS, OMEGA_EVERY = 400, 100  # Ω: checkpoints at steps 0, 100, …, 400 of every pretraining run
+CHECKPOINTS_PER_RUN = OMEGA_STEPS // OMEGA_EVERY + 1
 # SASRec training (Adam, early stopping on validation HR@10) on the full data / on μ×ξ data.
 TRAIN_FULL = dict(lr=1e-3, batch=32, max_steps=2000, eval_every=100, patience=4)
 TRAIN_SYN = dict(lr=1e-3, batch=64, max_steps=1000, eval_every=50, patience=4)
@@ -120,8 +122,7 @@ def trials(model, data, d, seeds, **kw):
         p, best = fit(model, data, d, jax.random.key(1000 + s), **kw)
         res.append(test(p))
         steps.append(best)
-    out = {m: (float(np.mean([r[m] for r in res])), float(np.std([r[m] for r in res]))) for m in ("HR@10", "nDCG@10")}
-    return out, steps
+    return mean_std(res, ("HR@10", "nDCG@10")), steps
 
 
 def load_or_pretrain_omega(model, d, cache, min_item, max_len, n_runs=2):
@@ -130,11 +131,11 @@ def load_or_pretrain_omega(model, d, cache, min_item, max_len, n_runs=2):
     :func:`distill.farzi.pretrain_trajectories` with its orbax cache at
     ``cache/omega_min_item{min_item}_len{max_len}``: runs already there are read back, so a
     larger ``n_runs`` trains only the new runs. Run-major order: run r's checkpoint at step s
-    is entry ``5 r + s / 100``.
+    is entry ``CHECKPOINTS_PER_RUN · r + s / OMEGA_EVERY``.
     """
     omega_dir = None if cache is None else os.path.join(cache, f"omega_min_item{min_item}_len{max_len}")
-    return farzi.pretrain_trajectories(model, d["train"], key=jax.random.key(7), n_runs=n_runs, steps=400,
-                                       save_every=100, batch_size=32, pad_id=d["pad"], checkpoint_dir=omega_dir)
+    return farzi.pretrain_trajectories(model, d["train"], key=jax.random.key(7), n_runs=n_runs, steps=OMEGA_STEPS,
+                                       save_every=OMEGA_EVERY, batch_size=32, pad_id=d["pad"], checkpoint_dir=omega_dir)
 
 
 def run_farzi(model, d, omega, mu, xi, *, seeds, syn_kw, outer_steps, latent_dim, tau, real_batch,
@@ -165,9 +166,7 @@ def run_farzi(model, d, omega, mu, xi, *, seeds, syn_kw, outer_steps, latent_dim
                "best_step": hist.best_step}
     t = time.perf_counter()
     r, st = trials(model, param.materialize(syn, jax.random.key(0)), d, seeds, **syn_kw)
-    row = {"method": "Farzi", "data": f"[{mu}×{xi}]", **{k: v[0] for k, v in r.items()},
-           "std": {k: v[1] for k, v in r.items()}, "steps": st, "time_s": time.perf_counter() - t,
-           "distill_time_s": distill_time}
+    row = seed_row("Farzi", f"[{mu}×{xi}]", r, st, time.perf_counter() - t, distill_time_s=distill_time)
     return row, history, syn, param
 
 
@@ -175,12 +174,11 @@ def init_row(model, d, mu, xi, *, seeds, syn_kw, latent_dim, tau, init_logit):
     """Control: SASRecs trained on the initial D_syn (soft real windows), no outer step."""
     t = time.perf_counter()
     param = latent_factorization(mu, xi, latent_dim, d["n_items"], tau=tau)
-    syn0 = farzi.init_from_tokens(jax.random.fold_in(jax.random.key(0), 1), np.asarray(d["train"]),
-                                  n_seqs=mu, seq_len=xi, latent_dim=latent_dim, vocab_size=d["n_items"],
-                                  tau=tau, logit=init_logit, pad_id=d["pad"])
+    syn0 = farzi.initial_factors(jax.random.key(0), np.asarray(d["train"]), n_seqs=mu, seq_len=xi,
+                                 latent_dim=latent_dim, vocab_size=d["n_items"], tau=tau, init="real",
+                                 init_logit=init_logit, pad_id=d["pad"])  # as run_farzi's distill starts
     r, st = trials(model, param.materialize(syn0, jax.random.key(0)), d, seeds, **syn_kw)
-    return {"method": "Farzi init (0 outer steps)", "data": f"[{mu}×{xi}]", **{k: v[0] for k, v in r.items()},
-            "std": {k: v[1] for k, v in r.items()}, "steps": st, "time_s": time.perf_counter() - t}
+    return seed_row("Farzi init (0 outer steps)", f"[{mu}×{xi}]", r, st, time.perf_counter() - t)
 
 
 def random_row(model, d, mu, xi, rng, *, seeds, syn_kw):
@@ -188,8 +186,7 @@ def random_row(model, d, mu, xi, rng, *, seeds, syn_kw):
     t = time.perf_counter()
     pick = rng.choice(d["n_users"], mu, replace=False)
     r, st = trials(model, d["train"][pick][:, -xi:], d, seeds, **syn_kw)
-    return {"method": "random", "data": f"[{mu}×{xi}]", **{k: v[0] for k, v in r.items()},
-            "std": {k: v[1] for k, v in r.items()}, "steps": st, "time_s": time.perf_counter() - t}
+    return seed_row("random", f"[{mu}×{xi}]", r, st, time.perf_counter() - t)
 
 
 def main(argv=None):
@@ -242,16 +239,15 @@ def main(argv=None):
     elif not args.skip_full:
         t = time.perf_counter()
         full, st = trials(model, d["train"], d, seeds, **train_kw)
-        rows.append({"method": "full data", "data": f"{d['n_users']} seqs", **{k: v[0] for k, v in full.items()},
-                     "std": {k: v[1] for k, v in full.items()}, "steps": st, "time_s": time.perf_counter() - t})
+        rows.append(seed_row("full data", f"{d['n_users']} seqs", full, st, time.perf_counter() - t))
         print(format_table(rows, COLUMNS[:4] + ["steps"]), flush=True)
 
     # Ω: checkpoints of SASRec trained on the real sequences (pretrained trajectories)
     t = time.perf_counter()
     omega = load_or_pretrain_omega(model, d, args.cache, args.min_item, max_len)
     if args.omega_steps is not None:
-        # Ω is run-major, steps 0, 100, …, 400 within a run (pretrain_trajectories / sorted names).
-        keep = [r * 5 + s // 100 for r in range(2) for s in args.omega_steps]
+        # Ω is run-major (load_or_pretrain_omega).
+        keep = [r * CHECKPOINTS_PER_RUN + s // OMEGA_EVERY for r in range(2) for s in args.omega_steps]
         omega = jax.tree_util.tree_map(lambda a: a[jnp.asarray(keep)], omega)
     omega_time = time.perf_counter() - t
     rng = np.random.default_rng(0)

@@ -39,8 +39,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks._common import format_table, write_result
-from benchmarks.farzi import (TRAIN_SYN, init_row, load_or_pretrain_omega, prepare, random_row,
-                              run_farzi)
+from benchmarks.farzi import (CHECKPOINTS_PER_RUN, TRAIN_SYN, init_row, load_or_pretrain_omega, prepare,
+                              random_row, run_farzi)
 from distill import inner
 from models.sasrec import sasrec
 
@@ -50,7 +50,6 @@ ABLATIONS = {
     "inner": ("inner_steps", (10, 30)),
 }
 BASE = {"trajectories": 2, "tau": 1.0, "inner_steps": 10}
-CHECKPOINTS_PER_RUN = 5  # steps 0, 100, 200, 300, 400 (load_or_pretrain_omega)
 
 
 def select_omega(omega5, trajectories: int):

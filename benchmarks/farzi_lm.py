@@ -72,7 +72,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from benchmarks._common import RESULTS, format_table, write_result
+from benchmarks._common import RESULTS, format_table, mean_std, seed_row, write_result
 from distill import farzi, inner, loop
 from distill._checks import check_array, check_int
 from distill.data.ptb import load_ptb, lm_windows
@@ -234,8 +234,7 @@ def trials(model: ModelFns, data: jax.Array, d: dict, seeds, **kw) -> tuple[dict
         p, best = fit(model, data, d, jax.random.key(1000 + s), **kw)
         res.append(lm_metrics(model.apply, p, d["test"]))
         steps.append(best)
-    out = {m: (float(np.mean([r[m] for r in res])), float(np.std([r[m] for r in res]))) for m in ("PPL", "Acc")}
-    return out, steps
+    return mean_std(res, ("PPL", "Acc")), steps
 
 
 def load_or_pretrain_omega_lm(model: ModelFns, d: dict, cache: str | None, tag: str, *, n_runs: int = 2,
@@ -252,11 +251,6 @@ def load_or_pretrain_omega_lm(model: ModelFns, d: dict, cache: str | None, tag: 
     return farzi.pretrain_trajectories(model, d["train"], key=jax.random.key(7), n_runs=n_runs, steps=steps,
                                        save_every=save_every, batch_size=batch, learning_rate=lr,
                                        checkpoint_dir=omega_dir)
-
-
-def _row(method, data, res, steps, time_s, **extra):
-    return {"method": method, "data": data, **{k: v[0] for k, v in res.items()},
-            "std": {k: v[1] for k, v in res.items()}, "steps": steps, "time_s": time_s, **extra}
 
 
 def main(argv=None):
@@ -333,7 +327,7 @@ def main(argv=None):
 
     t = time.perf_counter()
     full, st = trials(model, d["train"], d, seeds, **train_kw)
-    rows.append(_row("full data", f"{d['train'].shape[0]}×{max_len + 1}", full, st, time.perf_counter() - t))
+    rows.append(seed_row("full data", f"{d['train'].shape[0]}×{max_len + 1}", full, st, time.perf_counter() - t))
     print(format_table(rows, COLUMNS[:4] + ["steps", "time_s"]), flush=True)
 
     t = time.perf_counter()
@@ -350,19 +344,19 @@ def main(argv=None):
         label = f"[{mu}×{xi}]"
         t = time.perf_counter()
         r, st = trials(model, random_windows(d["train_stream"], mu, xi, seed=0), d, seeds, **syn_kw)
-        rows.append(_row("random", label, r, st, time.perf_counter() - t))
+        rows.append(seed_row("random", label, r, st, time.perf_counter() - t))
 
         param = latent_factorization(mu, xi, latent_dim, d["vocab_size"], tau=args.tau)  # as distill builds it
         # Control: the initial D_syn (soft real windows) without any outer step — the
-        # same init farzi.distill starts from (key fold_in(key(0), 1)).
-        syn0 = farzi.init_from_tokens(jax.random.fold_in(jax.random.key(0), 1), np.asarray(d["train"]),
-                                      n_seqs=mu, seq_len=xi, latent_dim=latent_dim,
-                                      vocab_size=d["vocab_size"], tau=args.tau, logit=args.init_logit)
+        # same init farzi.distill(key=key(0), init="real") below starts from.
+        syn0 = farzi.initial_factors(jax.random.key(0), np.asarray(d["train"]), n_seqs=mu, seq_len=xi,
+                                     latent_dim=latent_dim, vocab_size=d["vocab_size"], tau=args.tau,
+                                     init="real", init_logit=args.init_logit)
         data0 = param.materialize(syn0, jax.random.key(0))
         p_real = float(jnp.mean(jnp.max(data0, axis=-1)))
         t = time.perf_counter()
         r, st = trials(model, data0, d, seeds, **syn_kw)
-        rows.append(_row("Farzi init (0 outer steps)", label, r, st, time.perf_counter() - t,
+        rows.append(seed_row("Farzi init (0 outer steps)", label, r, st, time.perf_counter() - t,
                          mean_max_prob=p_real))
 
         def evaluate(syn):
@@ -385,7 +379,7 @@ def main(argv=None):
         data = param.materialize(syn, jax.random.key(0))
         t = time.perf_counter()
         r, st = trials(model, data, d, seeds, **syn_kw)
-        rows.append(_row("Farzi", label, r, st, time.perf_counter() - t, distill_time_s=distill_time,
+        rows.append(seed_row("Farzi", label, r, st, time.perf_counter() - t, distill_time_s=distill_time,
                          best_outer_step=hist.best_step, mean_max_prob=float(jnp.mean(jnp.max(data, axis=-1)))))
         # D_syn is μ·ξ·V floats: written next to the result JSON, not committed
         farzi.export((pathlib.Path(args.out) if args.out else RESULTS) / f"farzi_ptb_{mu}x{xi}", syn, param,

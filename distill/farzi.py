@@ -52,6 +52,7 @@ __all__ = [
     "load_trajectories",
     "objective",
     "init_from_tokens",
+    "initial_factors",
     "distill",
     "train_on",
     "export",
@@ -352,6 +353,34 @@ def init_from_tokens(
     return LatentFactors(z, m)
 
 
+def initial_factors(
+    key: jax.Array,
+    tokens: Any,
+    *,
+    n_seqs: int,
+    seq_len: int,
+    latent_dim: int,
+    vocab_size: int,
+    tau: float = 1.0,
+    init: str = "random",
+    init_logit: float = 8.0,
+    pad_id: int | None = None,
+) -> LatentFactors:
+    """The (Z, M) that :func:`distill` called with the same ``key`` and settings starts from.
+
+    ``init='random'``: the factorisation's Gaussian init; ``init='real'``:
+    :func:`init_from_tokens` (real windows of ``tokens``, real-item logit ``init_logit``).
+    Use it to evaluate the starting point of a distillation (0 outer steps) without
+    repeating how :func:`distill` derives its keys.
+    """
+    check_choice(init, "init", ("random", "real"))
+    k = jax.random.fold_in(key, 1)
+    if init == "real":
+        return init_from_tokens(k, tokens, n_seqs=n_seqs, seq_len=seq_len, latent_dim=latent_dim,
+                                vocab_size=vocab_size, tau=tau, logit=init_logit, pad_id=pad_id)
+    return latent_factorization(n_seqs, seq_len, latent_dim, vocab_size, tau=tau).init(k)
+
+
 def distill(
     model: ModelFns,
     omega: Any,
@@ -393,7 +422,6 @@ def distill(
     passed to :func:`distill.inner.train` (``'reverse_adam'`` mode).
     """
     check_array(tokens, "tokens", ndim=2, kind="int")
-    check_choice(init, "init", ("random", "real"))
     batch_size = check_int(batch_size, "batch_size", min_value=1)
     outer_learning_rate = check_float(outer_learning_rate, "outer_learning_rate", min_value=0.0, strict_min=True)
     param = latent_factorization(n_seqs, seq_len, latent_dim, vocab_size, tau=tau)
@@ -408,12 +436,8 @@ def distill(
         rng = np.random.default_rng([seed, int(step)])
         return jnp.asarray(tokens_np[rng.choice(n, b, replace=False)])
 
-    if init == "real":
-        syn0 = init_from_tokens(jax.random.fold_in(key, 1), tokens_np, n_seqs=n_seqs, seq_len=seq_len,
-                                latent_dim=latent_dim, vocab_size=vocab_size, tau=tau, logit=init_logit,
-                                pad_id=pad_id)
-    else:
-        syn0 = param.init(jax.random.fold_in(key, 1))
+    syn0 = initial_factors(key, tokens_np, n_seqs=n_seqs, seq_len=seq_len, latent_dim=latent_dim,
+                           vocab_size=vocab_size, tau=tau, init=init, init_logit=init_logit, pad_id=pad_id)
     syn, hist = loop.run(obj, syn0, optax.adam(outer_learning_rate), batches, steps=steps,
                          key=jax.random.fold_in(key, 2), evaluate=evaluate, eval_every=eval_every,
                          patience=patience, maximize=True, checkpoint_dir=checkpoint_dir,

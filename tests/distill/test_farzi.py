@@ -100,7 +100,7 @@ def test_trajectories_resume_reads_finished_runs(tmp_path):
     for o, t, f in zip(*map(jax.tree_util.tree_leaves, (one, two, fresh_b))):
         np.testing.assert_array_equal(t[:3], o)
         np.testing.assert_array_equal(t[3:], f[3:])
-        assert not np.array_equal(t[2], f[2]) or o.ndim == 0  # run 0 was really not retrained
+        assert not np.array_equal(t[2], f[2])  # run 0 was really not retrained
     # load_trajectories returns the same (run, step) order: step5 before step10 despite the string order.
     back = farzi.load_trajectories(tmp_path / "om", jax.tree_util.tree_map(lambda a: a[0], two))
     for a, b in zip(jax.tree_util.tree_leaves(two), jax.tree_util.tree_leaves(back)):
@@ -137,6 +137,20 @@ def test_distill_resumes_exactly(tmp_path):
     resumed, hist, _ = farzi.distill(model, omega, tokens, steps=4, checkpoint_dir=str(tmp_path / "b"), **kw)
     np.testing.assert_allclose(resumed.z, full.z, rtol=1e-12)
     assert len(hist.losses) == 4
+
+
+@pytest.mark.parametrize("init", ["random", "real"])
+def test_initial_factors_are_where_distill_starts(init):
+    model, tokens, omega, _ = _setup()
+    kw = dict(n_seqs=2, seq_len=L + 1, vocab_size=V, latent_dim=4, init=init)
+    start, _, _ = farzi.distill(model, omega, tokens, key=jax.random.key(3), steps=0, progress=False, **kw)
+    got = farzi.initial_factors(jax.random.key(3), tokens, **kw)
+    np.testing.assert_array_equal(got.z, start.z)
+    np.testing.assert_array_equal(got.m, start.m)
+    other = farzi.initial_factors(jax.random.key(4), tokens, **kw)
+    assert not np.array_equal(other.m, start.m)
+    with pytest.raises(ValueError, match="init"):
+        farzi.initial_factors(jax.random.key(3), tokens, **{**kw, "init": "zeros"})
 
 
 def test_bad_inputs():
