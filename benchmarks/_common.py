@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import functools
 import json
 import os
@@ -17,10 +18,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+#: Recorded results (tracked by git): written only with ``--record``.
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+#: Where a user's runs go by default (untracked: listed in ``.gitignore``).
+RUNS = pathlib.Path(__file__).resolve().parent.parent / "runs"
 
 __all__ = [
     "RESULTS",
+    "RUNS",
+    "parser",
+    "output_dir",
     "environment",
     "write_result",
     "format_table",
@@ -32,6 +39,41 @@ __all__ = [
     "train_eval",
     "train_many",
 ]
+
+
+def parser(module: str, doc: str | None, *, out: bool = True) -> argparse.ArgumentParser:
+    """The command-line parser every benchmark starts from.
+
+    Usage reads ``python -m benchmarks.<module>``, the description is the first line of
+    the module docstring (the rest is the epilog), every flag shows its default, and —
+    unless ``out=False`` — the two output flags mean the same thing everywhere:
+    ``--out DIR`` (default ``runs/`` at the repository root, untracked) and ``--record``
+    (write into ``benchmarks/results/``, the recorded results, instead).
+    """
+    lines = (doc or "").strip().splitlines() or [module]
+    p = argparse.ArgumentParser(
+        prog=f"python -m benchmarks.{module}",
+        description=lines[0],
+        epilog="\n".join(lines[1:]).strip() or None,
+        formatter_class=_Formatter,
+    )
+    if out:
+        p.add_argument("--out", default=str(RUNS),
+                       help="folder for this run's JSON, plots and exports (created if missing)")
+        p.add_argument("--record", action="store_true",
+                       help="write into benchmarks/results/ (the recorded results) instead of --out")
+    return p
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown after every help text; the epilog (the module docstring) kept as written."""
+
+
+def output_dir(args: argparse.Namespace) -> pathlib.Path:
+    """The folder a run writes to: ``benchmarks/results`` with ``--record``, else ``--out``."""
+    out = RESULTS if getattr(args, "record", False) else pathlib.Path(getattr(args, "out", None) or RUNS)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
 
 
 def environment() -> tuple[dict[str, Any], dict[str, str]]:
@@ -55,9 +97,9 @@ def environment() -> tuple[dict[str, Any], dict[str, str]]:
 
 
 def write_result(name: str, config: dict, results: Any, wall_time_s: float, out_dir=None) -> pathlib.Path:
-    """Write ``<out_dir>/<name>.json`` with the keys fixed by DESIGN.md."""
+    """Write ``<out_dir>/<name>.json`` (default ``runs/``): config, results, hardware, versions, wall time."""
     hardware, versions = environment()
-    out = pathlib.Path(out_dir) if out_dir else RESULTS
+    out = pathlib.Path(out_dir) if out_dir else RUNS
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{name}.json"
     payload = {
@@ -90,7 +132,7 @@ def format_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
         return f"{v:.2f}" if isinstance(v, float) else str(v)
 
     widths = [max(len(c), *(len(cell(r.get(c, ""))) for r in rows)) for c in columns]
-    line = lambda vals: "  ".join(v.rjust(w) for v, w in zip(vals, widths))
+    line = lambda vals: "  ".join(v.rjust(w) for v, w in zip(vals, widths, strict=True))
     out = [line(columns), line(["-" * w for w in widths])]
     out += [line([cell(r.get(c, "")) for c in columns]) for r in rows]
     return "\n".join(out)

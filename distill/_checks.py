@@ -25,6 +25,7 @@ __all__ = [
     "check_same_leading",
     "check_choice",
     "check_path",
+    "check_key",
 ]
 
 
@@ -78,7 +79,7 @@ def check_array(
         if np.dtype(x.dtype).kind not in _KINDS[kind]:
             raise TypeError(f"{name}: expected a {kind} dtype, got {x.dtype}")
     if shape is not None:
-        if len(shape) != x.ndim or any(s is not None and s != d for s, d in zip(shape, x.shape)):
+        if len(shape) != x.ndim or any(s is not None and s != d for s, d in zip(shape, x.shape, strict=False)):
             want = tuple("*" if s is None else s for s in shape)
             raise ValueError(f"{name}: expected shape {want}, got {tuple(x.shape)}")
     if nonempty and any(d == 0 for d in x.shape):
@@ -172,3 +173,20 @@ def check_path(path: Any, name: str = "path") -> str:
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"{name}: expected a str or os.PathLike, got {type(path).__name__}")
     return os.fspath(path)
+
+
+def check_key(key: Any, name: str = "key") -> Any:
+    """A JAX PRNG key: a typed key (``jax.random.key``) or a raw ``uint32[2]`` one (``PRNGKey``).
+
+    Returns it unchanged; raises ``TypeError`` naming the argument for anything else
+    (a Python int seed is the common mistake: pass ``jax.random.key(seed)``).
+    """
+    dtype = getattr(key, "dtype", None)
+    if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+        return key
+    if dtype is not None and np.dtype(dtype) == np.uint32 and getattr(key, "shape", None) and key.shape[-1] == 2:
+        return key
+    raise TypeError(
+        f"{name}: expected a JAX PRNG key (jax.random.key(seed)), got "
+        f"{type(key).__name__}{'' if dtype is None else f' of dtype {dtype}'}"
+    )

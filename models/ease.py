@@ -24,7 +24,7 @@ from typing import NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 
-from distill._checks import check_array, check_float
+from distill._checks import check_array, check_float, is_concrete
 from models import tuning
 
 __all__ = ["EASE", "fit", "predict", "fit_predict", "select_lambda", "DEFAULT_LAMS"]
@@ -93,7 +93,18 @@ def fit(x_train: jax.Array, *, lam: float = 200.0) -> EASE:
     """
     x = _as_float_matrix(x_train, "x_train")
     lam = check_float(lam, "lam", min_value=0.0, strict_min=True)
-    return EASE(_weights(x, jnp.asarray(lam, x.dtype)))
+    weights = _weights(x, jnp.asarray(lam, x.dtype))
+    _check_solved(weights, lam)
+    return EASE(weights)
+
+
+def _check_solved(out: jax.Array, lam: float) -> None:
+    """Cholesky of a numerically singular ``XᵀX + λI`` gives NaN: say so instead of returning it."""
+    if is_concrete(out) and not bool(jnp.all(jnp.isfinite(out))):
+        raise ValueError(
+            f"lam: XᵀX + λI is not positive definite in {out.dtype} at lam={lam} "
+            "(rank-deficient data with a tiny lam); use a larger lam or float64"
+        )
 
 
 def predict(params: EASE, x_query: jax.Array) -> jax.Array:
@@ -140,7 +151,9 @@ def fit_predict(x_train: jax.Array, x_query: jax.Array, *, lam: float = 200.0) -
         raise ValueError(f"x_query: expected {x.shape[1]} items, got shape {tuple(q.shape)}")
     if x.shape[0] >= x.shape[1]:
         return predict(fit(x, lam=lam), q)
-    return _scores_dual(x, jnp.asarray(lam, x.dtype), q.astype(x.dtype))
+    scores = _scores_dual(x, jnp.asarray(lam, x.dtype), q.astype(x.dtype))
+    _check_solved(scores, lam)
+    return scores
 
 
 def select_lambda(

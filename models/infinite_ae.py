@@ -26,7 +26,6 @@ from typing import NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.sharding import Mesh
 
 from distill._checks import check_array, check_float, check_int, is_concrete

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from distill._checks import check_array, check_float, check_int
+from distill._checks import check_array, check_float, check_int, check_key
 from distill.data.interactions import Interactions, _check_interactions
 from selection.select import _np_rng, budget, random_subset, to_mask
 
@@ -57,8 +57,10 @@ __all__ = [
 Sampler = Callable[[Interactions, float, jax.Array], np.ndarray]
 
 
-def check_sampler_args(inter: Any, p: Any) -> tuple[Interactions, float, int]:
-    """Validate ``(inter, p)`` of a sampler; return them with the budget ``k``."""
+def check_sampler_args(inter: Any, p: Any, key: Any = None) -> tuple[Interactions, float, int]:
+    """Validate ``(inter, p[, key])`` of a sampler; return ``(inter, p)`` with the budget ``k``."""
+    if key is not None:
+        check_key(key)
     inter = _check_interactions(inter)
     check_array(inter.users, "inter.users", ndim=1, kind="int")
     p = check_float(p, "p", min_value=0.0, max_value=1.0, strict_min=True)
@@ -96,7 +98,7 @@ def user_order_mask(inter: Interactions, user_rank: np.ndarray, k: int, key: jax
 
 def random_interaction(inter: Interactions, p: float, key: jax.Array) -> np.ndarray:
     """Random interaction sampling: ``k`` of the ``n`` interactions uniformly."""
-    inter, p, k = check_sampler_args(inter, p)
+    inter, p, k = check_sampler_args(inter, p, key)
     n = inter.users.shape[0]
     return to_mask(random_subset(key, n, k), n)
 
@@ -131,7 +133,7 @@ def user_stratified(inter: Interactions, p: float, key: jax.Array) -> np.ndarray
     Per-user quotas are ``p·n_u`` rounded by largest remainder (ties at random), so
     they sum to exactly ``k`` and each differs from ``p·n_u`` by less than 1.
     """
-    inter, p, k = check_sampler_args(inter, p)
+    inter, p, k = check_sampler_args(inter, p, key)
     rng = _np_rng(key)
     quota = _user_quotas(inter.users, inter.n_users, p, k, rng)
     rank = _rank_within_user(inter.users, inter.n_users, rng.random(inter.users.shape[0]))
@@ -145,7 +147,7 @@ def user_temporal(inter: Interactions, p: float, key: jax.Array) -> np.ndarray:
     timestamp with later rows counting as more recent on ties (as
     :func:`distill.data.temporal_split`). ``key`` only breaks quota-rounding ties.
     """
-    inter, p, k = check_sampler_args(inter, p)
+    inter, p, k = check_sampler_args(inter, p, key)
     rng = _np_rng(key)
     quota = _user_quotas(inter.users, inter.n_users, p, k, rng)
     n = inter.users.shape[0]
@@ -162,7 +164,7 @@ def user_temporal(inter: Interactions, p: float, key: jax.Array) -> np.ndarray:
 
 def random_user(inter: Interactions, p: float, key: jax.Array) -> np.ndarray:
     """Random user sampling: all interactions of random users until ``k`` are kept."""
-    inter, p, k = check_sampler_args(inter, p)
+    inter, p, k = check_sampler_args(inter, p, key)
     k_order, k_tie = jax.random.split(key)
     rank = _np_rng(k_order).permutation(inter.n_users)
     return user_order_mask(inter, rank, k, k_tie)
@@ -174,7 +176,7 @@ def head_user(inter: Interactions, p: float, key: jax.Array) -> np.ndarray:
     Users are taken by decreasing number of interactions (ties: smaller id first) until
     ``k`` interactions are kept; ``key`` only chooses the trimmed user's rows.
     """
-    inter, p, k = check_sampler_args(inter, p)
+    inter, p, k = check_sampler_args(inter, p, key)
     counts = np.bincount(inter.users, minlength=inter.n_users)
     order = np.lexsort((np.arange(inter.n_users), -counts))
     rank = np.empty(inter.n_users, np.int64)
@@ -240,7 +242,7 @@ def centrality(inter: Interactions, p: float, key: jax.Array) -> np.ndarray:
     An interaction enters when the first of its two endpoints is reached in the
     order of decreasing PageRank (users and items together).
     """
-    inter, p, k = check_sampler_args(inter, p)
+    inter, p, k = check_sampler_args(inter, p, key)
     score = np.asarray(pagerank(inter))
     order = np.argsort(-score, kind="stable")
     rank = np.empty_like(order)
@@ -298,7 +300,7 @@ def random_walk(
       walk_length: steps per walk (>= 2).
       walks_per_call: walks per jitted call (>= 1).
     """
-    inter, p, k = check_sampler_args(inter, p)
+    inter, p, k = check_sampler_args(inter, p, key)
     restart = check_float(restart, "restart", min_value=0.0, max_value=1.0)
     walk_length = check_int(walk_length, "walk_length", min_value=2)
     walks_per_call = check_int(walks_per_call, "walks_per_call", min_value=1)
@@ -340,7 +342,7 @@ def forest_fire(
       inter, p, key: as every sampler.
       p_forward: forward-burning probability in ``[0, 1)``.
     """
-    inter, p, k = check_sampler_args(inter, p)
+    inter, p, k = check_sampler_args(inter, p, key)
     p_forward = check_float(p_forward, "p_forward", min_value=0.0, max_value=1.0)
     if p_forward >= 1.0:
         raise ValueError(f"p_forward: expected a number < 1, got {p_forward}")

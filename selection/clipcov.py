@@ -197,7 +197,7 @@ def clipcov(
     budget = proportional_budget(sizes, k) if k is not None else [None] * len(classes)
     keys = jax.random.split(key, len(classes)) if key is not None else [None] * len(classes)
     out = []
-    for c, b, kc in zip(classes, budget, keys):
+    for c, b, kc in zip(classes, budget, keys, strict=False):
         if b is not None and b == 0:
             continue
         members = np.flatnonzero(lab == c)

@@ -157,6 +157,8 @@ def facility_location_value(sim: Any, indices: Any, weights: Any = None) -> floa
     idx = np.asarray(indices, np.int64)
     if idx.size == 0:
         return 0.0
+    if idx.min() < 0 or idx.max() >= s.shape[1]:  # a negative index would wrap around
+        raise ValueError(f"indices: expected values in [0, {s.shape[1]}), got [{idx.min()}, {idx.max()}]")
     w = np.ones(s.shape[0]) if weights is None else np.asarray(weights, np.float64)
     return float(np.sum(w * np.max(s[:, idx], axis=1)))
 
@@ -365,7 +367,7 @@ def craig(
     budget = proportional_budget(sizes, k)
     keys = jax.random.split(key, len(classes)) if key is not None else [None] * len(classes)
     idx_all, w_all = [], []
-    for c, b, kc in zip(classes, budget, keys):
+    for c, b, kc in zip(classes, budget, keys, strict=False):
         if b == 0:
             continue
         members = np.flatnonzero(lab == c)

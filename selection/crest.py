@@ -252,7 +252,7 @@ def train_on_coresets(
         if need:
             s0 = time.perf_counter()
             cs = minibatch_coresets(
-                k_sel, lambda idx: features_fn(params, idx), n,
+                k_sel, functools.partial(features_fn, params), n,
                 batch_size=batch_size, subset_size=subset_size, n_subsets=n_subsets,
             )
             anchor = params

@@ -260,7 +260,7 @@ def influence_loss(
     Returns:
       ``(n,)`` or ``(n, m)`` influences (``< 0``: up-weighting ``z_i`` lowers the test loss).
     """
-    n = check_batch(train, "train")
+    check_batch(train, "train")
     check_batch(test, "test")
     check_choice(method, "method", ("cg", "lissa"))
     flat = obj.flat

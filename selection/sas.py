@@ -135,7 +135,7 @@ def sas(
     budget = proportional_budget(sizes, k)
     keys = jax.random.split(key if key is not None else jax.random.PRNGKey(0), len(classes))
     out = []
-    for c, b, kc in zip(classes, budget, keys):
+    for c, b, kc in zip(classes, budget, keys, strict=False):
         if b == 0:
             continue
         members = np.flatnonzero(lab == c)

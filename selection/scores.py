@@ -171,6 +171,27 @@ def _supervised(batch: Any) -> tuple[Any, Any]:
     return x, y
 
 
+def _check_labels(apply: Any, params: Any, ens: bool, x: Any, y: Any) -> None:
+    """Labels must index the model's classes; checked eagerly when ``y`` is concrete.
+
+    Under ``jit`` an out-of-range label cannot raise; the one-example scorers return NaN
+    for it instead (a gather would clamp it to a real class and give a plausible score).
+    """
+    if not is_concrete(y) or np.size(y) == 0:
+        return
+    one = jax.tree_util.tree_map(lambda a: a[0], params) if ens else params
+    n_classes = jax.eval_shape(lambda p, xb: apply(p, xb), one, jnp.asarray(x)[:1]).shape[-1]
+    y = np.asarray(y)
+    bad = (y < 0) | (y >= n_classes)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"batch[1] (y): label {int(y[i])} at index {i} is outside [0, {n_classes}) of the model's classes")
+
+
+def _valid_label(y, n_classes, value):
+    return jnp.where((y >= 0) & (y < n_classes), value, jnp.nan)
+
+
 def _inputs(batch: Any) -> Any:
     x = batch[0] if isinstance(batch, (tuple, list)) else batch
     check_array(x, "batch (x)", kind="numeric")
@@ -192,7 +213,7 @@ def _logits_one(apply, params, x):
 
 def _ce_one(apply, params, x, y):
     logits = _logits_one(apply, params, x)
-    return -jax.nn.log_softmax(logits)[y]
+    return _valid_label(y, logits.shape[-1], -jax.nn.log_softmax(logits)[y])
 
 
 # One-example scorers ``one(apply, params, example)``; module-level so that
@@ -205,12 +226,15 @@ def _one_loss(apply, q, ex):
 
 def _one_el2n(apply, q, ex):
     prob = jax.nn.softmax(_logits_one(apply, q, ex[0]))
-    return jnp.linalg.norm(prob - jax.nn.one_hot(ex[1], prob.shape[-1], dtype=prob.dtype))
+    dist = jnp.linalg.norm(prob - jax.nn.one_hot(ex[1], prob.shape[-1], dtype=prob.dtype))
+    return _valid_label(ex[1], prob.shape[-1], dist)
 
 
 def _one_grand(apply, q, ex):
     g = jax.grad(_ce_one, argnums=1)(apply, q, ex[0], ex[1])
-    return jnp.sqrt(sum(jnp.sum(jnp.square(a)) for a in jax.tree_util.tree_leaves(g)))
+    norm = jnp.sqrt(sum(jnp.sum(jnp.square(a)) for a in jax.tree_util.tree_leaves(g)))
+    n_classes = jax.eval_shape(lambda p, x: _logits_one(apply, p, x), q, ex[0]).shape[-1]
+    return _valid_label(ex[1], n_classes, norm)  # the gradient of the NaN branch is 0, not NaN
 
 
 def _one_margin(apply, q, x1):
@@ -225,7 +249,7 @@ def _one_entropy(apply, q, x1):
 
 def _one_output_grad(apply, q, ex):
     prob = jax.nn.softmax(_logits_one(apply, q, ex[0]))
-    return prob - jax.nn.one_hot(ex[1], prob.shape[-1], dtype=prob.dtype)
+    return _valid_label(ex[1], prob.shape[-1], prob - jax.nn.one_hot(ex[1], prob.shape[-1], dtype=prob.dtype))
 
 
 def _one_perplexity(apply, q, ex):
@@ -270,6 +294,7 @@ def loss(apply: Callable, params: Any, batch: Any, *, mesh: Any = None, block_si
     _check_apply(apply)
     x, y = _supervised(batch)
     p, ens = _stack_params(params)
+    _check_labels(apply, p, ens, x, y)
     return score_examples(_example_fn(_one_loss, apply, ens), p, (x, y), mesh=mesh, block_size=block_size)
 
 
@@ -290,6 +315,7 @@ def el2n(apply: Callable, params: Any, batch: Any, *, mesh: Any = None, block_si
     _check_apply(apply)
     x, y = _supervised(batch)
     p, ens = _stack_params(params)
+    _check_labels(apply, p, ens, x, y)
     return score_examples(_example_fn(_one_el2n, apply, ens), p, (x, y), mesh=mesh, block_size=block_size)
 
 
@@ -310,6 +336,7 @@ def grand(apply: Callable, params: Any, batch: Any, *, mesh: Any = None, block_s
     _check_apply(apply)
     x, y = _supervised(batch)
     p, ens = _stack_params(params)
+    _check_labels(apply, p, ens, x, y)
     return score_examples(_example_fn(_one_grand, apply, ens), p, (x, y), mesh=mesh, block_size=block_size)
 
 
@@ -354,6 +381,7 @@ def output_gradients(apply: Callable, params: Any, batch: Any, *, mesh: Any = No
     """
     _check_apply(apply)
     x, y = _supervised(batch)
+    _check_labels(apply, params, False, x, y)
     return score_examples(_example_fn(_one_output_grad, apply, False), params, (x, y), mesh=mesh, block_size=block_size)
 
 

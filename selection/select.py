@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from distill._checks import check_array, check_float, check_int
+from distill._checks import check_array, check_float, check_int, check_key
 
 __all__ = [
     "budget",
@@ -36,6 +36,7 @@ def budget(n: int, fraction: float) -> int:
 
 def _np_rng(key: jax.Array) -> np.random.Generator:
     """A numpy generator seeded by a JAX key (host-side sampling: no per-shape compiles)."""
+    check_key(key)
     data = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
     return np.random.default_rng(np.asarray(data, np.uint32).ravel().tolist())
 

@@ -346,7 +346,7 @@ def knn_shapley(
     Per test point, with training points sorted by distance ``α_1, …, α_n`` (nearest
     first) and ``m_j = 1[y_{α_j} = y_t]``::
 
-        s_{α_n} = m_n / n
+        s_{α_n} = m_n / max(n, K)
         s_{α_j} = s_{α_{j+1}} + (m_j − m_{j+1}) / K · min(K, j) / j
 
     and the values are averaged over test points (the utility is a mean). Test points
@@ -379,7 +379,9 @@ def _knn_shapley(x, y, xt, yt, k, mesh):
         m = (y[order] == yq).astype(xt.dtype)
         diff = (m[:-1] - m[1:]) * coef[:-1]  # term of s_{α_j} − s_{α_{j+1}}, j = 1..n−1
         tail = jnp.cumsum(diff[::-1])[::-1]  # Σ_{l ≥ j} diff_l
-        s = m[-1] / n + jnp.concatenate([tail, jnp.zeros((1,), xt.dtype)])
+        # Base case: U({α_n}) − U(∅) over K slots; with K > n the farthest point still fills
+        # one of K slots (U(D) = Σ m / K), so m_n / max(n, K), not m_n / n (Jia et al. assume K ≤ n).
+        s = m[-1] / max(n, k) + jnp.concatenate([tail, jnp.zeros((1,), xt.dtype)])
         return jnp.zeros((n,), xt.dtype).at[order].set(s)
 
     def rows(batch, w, x_, y_):

@@ -144,7 +144,7 @@ def svp_cf_interaction(
     Returns:
       bool ``(n,)`` mask with ``round(p·n)`` True.
     """
-    inter, p, k = check_sampler_args(inter, p)
+    inter, p, k = check_sampler_args(inter, p, key)
     k_proxy, k_tie = jax.random.split(key)
     imp = _importance_for(inter, k_proxy, proxy, prop, importance, epochs)
     return first_k(-imp, k, k_tie)
@@ -164,7 +164,7 @@ def svp_cf_user(
 
     Arguments as :func:`svp_cf_interaction` (``importance`` is per interaction).
     """
-    inter, p, k = check_sampler_args(inter, p)
+    inter, p, k = check_sampler_args(inter, p, key)
     k_proxy, k_tie = jax.random.split(key)
     imp = _importance_for(inter, k_proxy, proxy, prop, importance, epochs)
     ui = user_importance(inter, imp)

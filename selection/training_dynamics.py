@@ -86,7 +86,7 @@ class DynamicsRecorder:
         """Stack the records: :class:`Dynamics` of ``(T, n)`` numpy arrays."""
         if not self._records:
             raise ValueError("record: no records yet; call record(params) at least once")
-        return Dynamics(*(np.stack(a) for a in zip(*self._records)))
+        return Dynamics(*(np.stack(a) for a in zip(*self._records, strict=False)))
 
 
 def train_with_dynamics(

@@ -61,6 +61,14 @@ class Interactions(NamedTuple):
 def _check_interactions(inter: Any, name: str = "inter") -> Interactions:
     if not isinstance(inter, Interactions):
         raise TypeError(f"{name}: expected an Interactions, got {type(inter).__name__}")
+    # A hand-built Interactions can disagree with itself; an id past n_users/n_items
+    # would be clamped or wrapped by the samplers' gathers instead of failing.
+    for ids, n, what in ((inter.users, inter.n_users, "users"), (inter.items, inter.n_items, "items")):
+        ids = np.asarray(ids)
+        if ids.shape != np.shape(inter.users):
+            raise ValueError(f"{name}.{what}: expected shape {np.shape(inter.users)}, got {ids.shape}")
+        if ids.size and (ids.min() < 0 or ids.max() >= n):
+            raise ValueError(f"{name}.{what}: ids must lie in [0, n_{what}={n}), got [{ids.min()}, {ids.max()}]")
     return inter
 
 

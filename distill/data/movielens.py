@@ -95,7 +95,7 @@ def _read_ratings_file(path: str, split: Callable[[str], list[str]], fmt: str) -
             raise ValueError(
                 f"path: {path}, line {k}: expected 4 fields ({fmt}), got {len(fields)}: {line!r}"
             )
-        for c, v in zip(cols, fields):
+        for c, v in zip(cols, fields, strict=False):
             c.append(v.strip())
         line_no.append(k)
     if not line_no:
@@ -108,7 +108,7 @@ def _read_ratings_file(path: str, split: Callable[[str], list[str]], fmt: str) -
             out = None
         if out is not None and (dtype is not np.float64 or np.all(np.isfinite(out))):
             return out
-        for v, k in zip(cols[c], line_no):
+        for v, k in zip(cols[c], line_no, strict=False):
             try:
                 ok = np.isfinite(dtype(v))
             except (ValueError, OverflowError):
@@ -220,7 +220,7 @@ def load_tfds_movielens(
     ds = ds.map(lambda ex: (ex["user_id"], ex["movie_id"], ex["user_rating"], ex["timestamp"]))
     parts: list[list[np.ndarray]] = [[], [], [], []]
     for batch in tfds.as_numpy(ds.batch(1 << 16)):
-        for p, b in zip(parts, batch):
+        for p, b in zip(parts, batch, strict=False):
             p.append(np.asarray(b))
     if not parts[0]:
         raise ValueError(f"split: movielens/{name} split {split!r} is empty")

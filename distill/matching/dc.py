@@ -91,7 +91,7 @@ def match_distance(g_real: Any, g_syn: Any, *, include_bias: bool = False) -> ja
     if ta != tb:
         raise ValueError(f"g_syn: expected the same pytree structure as g_real, got {tb} vs {ta}")
     total = jnp.zeros((), jnp.result_type(*la) if la else jnp.float32)
-    for a, b in zip(la, lb):
+    for a, b in zip(la, lb, strict=False):
         if a.shape != b.shape:
             raise ValueError(f"g_syn: expected leaf shapes to match g_real, got {b.shape} vs {a.shape}")
         if a.ndim >= 2:

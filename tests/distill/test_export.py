@@ -48,3 +48,37 @@ def test_bad_input(tmp_path):
         export.save(tmp_path / "b", {"x": [1, 2]}, {})
     with pytest.raises(TypeError, match="path"):
         export.save(3, {"x": np.ones(2)})
+
+
+def test_failed_overwrite_keeps_the_previous_pair(tmp_path):
+    export.save(tmp_path / "s", {"x": np.ones(3)}, {"v": 1})
+    with pytest.raises(TypeError, match="settings"):
+        export.save(tmp_path / "s", {"x": np.zeros(5)}, {"v": object()})
+    with pytest.raises(TypeError, match=r"arrays\['o'\]"):
+        export.save(tmp_path / "s", {"o": np.array([{}, 1], dtype=object)})
+    arrays, settings = export.load(tmp_path / "s")
+    np.testing.assert_array_equal(arrays["x"], np.ones(3))
+    assert settings == {"v": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.json", "s.npz"]  # no temporaries left
+
+
+def test_corrupt_truncated_and_mixed_files_name_the_path(tmp_path):
+    export.save(tmp_path / "a", {"x": np.arange(100.0)}, {})
+    export.save(tmp_path / "b", {"x": np.arange(100.0) + 1}, {})
+    npz = tmp_path / "a.npz"
+    blob = npz.read_bytes()
+    npz.write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(ValueError, match="a.npz"):
+        export.load(tmp_path / "a")
+    npz.write_bytes((tmp_path / "b.npz").read_bytes())  # an .npz from another save
+    with pytest.raises(ValueError, match="another save"):
+        export.load(tmp_path / "a")
+    (tmp_path / "b.json").write_text("{not json")
+    with pytest.raises(ValueError, match="b.json"):
+        export.load(tmp_path / "b")
+    export.save(tmp_path / "c", {"x": np.ones(2)})
+    meta = json.loads((tmp_path / "c.json").read_text())
+    meta["format_version"] = 99
+    (tmp_path / "c.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="format_version 99"):
+        export.load(tmp_path / "c")

@@ -27,8 +27,8 @@ def _sharded_equals_single():
         single = _rowwise(x, w)
         sharded = jax.jit(lambda x, w: parallel.map_rows(_rowwise, x, w, mesh=mesh))(x, w)
         np.testing.assert_allclose(sharded, single, rtol=1e-12)
-        loss1 = lambda w: parallel.sum_rows(_weighted_loss, x, w)
-        loss8 = lambda w: parallel.sum_rows(_weighted_loss, x, w, mesh=mesh)
+        loss1 = lambda w, x=x: parallel.sum_rows(_weighted_loss, x, w)
+        loss8 = lambda w, x=x: parallel.sum_rows(_weighted_loss, x, w, mesh=mesh)
         np.testing.assert_allclose(jax.jit(loss8)(w), loss1(w), rtol=1e-12)
         np.testing.assert_allclose(jax.jit(jax.grad(loss8))(w), jax.grad(loss1)(w), rtol=1e-12)
 

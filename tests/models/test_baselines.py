@@ -116,3 +116,17 @@ def test_ease_fit_predict_dual_equals_weights():
         ease.fit_predict(x, q[:, :5], lam=7.0)
     with pytest.raises(ValueError, match="lam"):
         ease.fit_predict(x, q, lam=0.0)
+
+
+def test_ease_refuses_a_singular_solve_instead_of_returning_nan():
+    # Duplicate item columns make XᵀX singular; λ = 1e-8 does not regularise it in float32.
+    rng = np.random.default_rng(0)
+    x = (rng.random((20, 5)) < 0.5).astype(np.float32)
+    x = np.concatenate([x, x[:, :2]], axis=1)
+    with pytest.raises(ValueError, match="lam: .*not positive definite"):
+        ease.fit(x, lam=1e-8)
+    wide = np.zeros((3, 8), np.float32)
+    wide[:, 0] = 1
+    with pytest.raises(ValueError, match="lam"):
+        ease.fit_predict(wide, wide, lam=1e-30)
+    assert np.isfinite(np.asarray(ease.fit(x, lam=1e-3).weights)).all()

@@ -15,7 +15,7 @@ from models import infinite_ae, kernels
 jax.config.update("jax_enable_x64", True)
 
 GOLDEN = json.loads(
-    (pathlib.Path(__file__).resolve().parents[3] / "shared" / "reference" / "ntk_golden.json").read_text()
+    (pathlib.Path(__file__).resolve().parents[1] / "data" / "ntk_golden.json").read_text()
 )["infinite_ae"]
 
 

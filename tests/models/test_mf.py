@@ -56,7 +56,7 @@ def test_one_epoch_equals_manual_adam_steps():
     g = jax.grad(loss)(p)
     upd, s = opt.update(g, s, p)
     p = optax.apply_updates(p, upd)
-    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(p)):
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(p), strict=False):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
     assert hist.inverse_auc.shape == (1, len(users))
 
@@ -84,7 +84,7 @@ def test_inverse_auc_brute_force():
     got = np.asarray(mf.inverse_auc(p, u, i, key, n_negatives=5))
     neg = np.asarray(jax.random.randint(key, (3, 5), 0, 6))
     s = np.asarray(mf.predict(p, jnp.arange(3)))
-    want = np.array([(s[uu, neg[r]] >= s[uu, ii]).mean() for r, (uu, ii) in enumerate(zip(u, i))])
+    want = np.array([(s[uu, neg[r]] >= s[uu, ii]).mean() for r, (uu, ii) in enumerate(zip(u, i, strict=False))])
     np.testing.assert_allclose(got, want)
 
 

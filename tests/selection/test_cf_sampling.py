@@ -32,8 +32,8 @@ def test_budget_and_subset(name, p):
     assert mask.dtype == bool and mask.shape == (n,)
     assert mask.sum() == round(p * n)  # exactly p % of the interactions
     # Only existing interactions: the kept (user, item) pairs are a subset of the log.
-    pairs = set(zip(INTER.users.tolist(), INTER.items.tolist()))
-    assert set(zip(INTER.users[mask].tolist(), INTER.items[mask].tolist())) <= pairs
+    pairs = set(zip(INTER.users.tolist(), INTER.items.tolist(), strict=False))
+    assert set(zip(INTER.users[mask].tolist(), INTER.items[mask].tolist(), strict=False)) <= pairs
 
 
 @pytest.mark.parametrize("name", sorted(cs.SAMPLERS))
@@ -153,3 +153,20 @@ def test_validation():
         cs.first_k(np.arange(4.0), 5, jax.random.key(0))
     with pytest.raises(ValueError, match="priority"):
         cs.first_k(np.zeros((2, 2)), 1, jax.random.key(0))
+
+
+@pytest.mark.parametrize("name", sorted(cs.SAMPLERS))
+def test_inconsistent_interactions_are_refused(name):
+    # n_users smaller than the largest user id: the samplers' bincount/gathers would
+    # silently drop or wrap those users.
+    bad = INTER._replace(n_users=INTER.n_users - 5)
+    with pytest.raises(ValueError, match=r"inter\.users.*n_users"):
+        cs.SAMPLERS[name](bad, 0.5, jax.random.key(0))
+    with pytest.raises(ValueError, match=r"inter\.items"):
+        cs.SAMPLERS[name](INTER._replace(items=INTER.items[:-1]), 0.5, jax.random.key(0))
+
+
+@pytest.mark.parametrize("name", sorted(cs.SAMPLERS))
+def test_int_key_is_refused_by_name(name):
+    with pytest.raises(TypeError, match=r"key: expected a JAX PRNG key .*got int"):
+        cs.SAMPLERS[name](INTER, 0.5, 0)

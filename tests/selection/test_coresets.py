@@ -3,7 +3,6 @@
 import itertools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -69,7 +68,7 @@ def test_craig_weights_sum_to_n_and_respect_classes():
     assert cs.indices.shape == (12,) and len(set(cs.indices.tolist())) == 12
     assert cs.weights.sum() == 60 and np.all(cs.weights >= 1)
     np.testing.assert_array_equal(np.bincount(labels[cs.indices]), [6, 4, 2])
-    for c, n_c in zip(range(3), (30, 20, 10)):
+    for c, n_c in zip(range(3), (30, 20, 10), strict=False):
         assert cs.weights[labels[cs.indices] == c].sum() == n_c
     equal = np.repeat(np.arange(3), 20).astype(np.int32)  # equal classes: one stochastic compile
     st = coresets.craig(feats, equal, 12, method="stochastic", key=jax.random.PRNGKey(0))
@@ -140,3 +139,11 @@ def test_proportional_budget():
         coresets.proportional_budget(np.array([1.5, 2.0]), 1)
     with pytest.raises(ValueError, match="k"):
         coresets.proportional_budget(np.array([3, 4]), 8)
+
+
+def test_facility_location_value_refuses_out_of_range_indices():
+    sim = np.eye(3)
+    assert coresets.facility_location_value(sim, [0, 2]) == 2.0
+    for bad in ([-1], [3]):  # -1 would silently mean column 2
+        with pytest.raises(ValueError, match="indices"):
+            coresets.facility_location_value(sim, bad)

@@ -1,7 +1,6 @@
 """Ψ: Kendall τ vs scipy, τ/Ψ aggregation, numpy AUC vs distill.metrics, EASE dual scores, panel."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.stats

@@ -149,7 +149,7 @@ def _sharded_scorers_equal_single():
         params = model.init(jax.random.PRNGKey(0), x)
         for fn in fns:
             single = fn(model.apply, params, (x, y))
-            sharded = jax.jit(lambda p, b: fn(model.apply, p, b, mesh=mesh, block_size=2))(params, (x, y))
+            sharded = jax.jit(lambda p, b, fn=fn: fn(model.apply, p, b, mesh=mesh, block_size=2))(params, (x, y))
             np.testing.assert_allclose(sharded, single, rtol=1e-12)
         emb = jnp.asarray(rng.normal(size=(n, 3)))
         k = jax.random.PRNGKey(3)
@@ -160,3 +160,19 @@ def _sharded_scorers_equal_single():
 
 def test_sharded_scorers_on_8_devices(multidevice):
     multidevice(_sharded_scorers_equal_single)
+
+
+@pytest.mark.parametrize("fn", [scores.loss, scores.el2n, scores.grand, scores.output_gradients])
+def test_out_of_range_labels_raise_eagerly_and_give_nan_under_jit(fn):
+    model, params, x, y = _setup(n=6, c=3)
+    if fn is scores.output_gradients:  # single model only
+        params = params[0]
+    bad = y.at[2].set(7)  # 7 on 3 classes: a gather would clamp it to class 2
+    with pytest.raises(ValueError, match=r"batch\[1\] \(y\).*label 7"):
+        fn(model.apply, params, (x, bad))
+    with pytest.raises(ValueError, match="label -1"):
+        fn(model.apply, params, (x, y.at[0].set(-1)))
+    got = np.asarray(jax.jit(lambda p, xb, yb: fn(model.apply, p, (xb, yb)))(params, x, bad))
+    ok = np.asarray(fn(model.apply, params, (x, y)))
+    assert np.all(np.isnan(got[2])) and np.isfinite(np.delete(got, 2, axis=0)).all()
+    np.testing.assert_allclose(np.delete(got, 2, axis=0), np.delete(ok, 2, axis=0), rtol=1e-5)

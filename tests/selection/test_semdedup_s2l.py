@@ -28,7 +28,7 @@ def test_s2l_samples_trajectory_clusters_evenly():
     rng = np.random.default_rng(0)
     shapes = [np.linspace(2, 0, 6), np.linspace(2, 2, 6), np.linspace(0.5, 0, 6)]
     sizes = [100, 20, 10]
-    traj = np.concatenate([s + 0.01 * rng.normal(size=(m, 6)) for s, m in zip(shapes, sizes)]).astype(np.float32)
+    traj = np.concatenate([s + 0.01 * rng.normal(size=(m, 6)) for s, m in zip(shapes, sizes, strict=False)]).astype(np.float32)
     idx = s2l(jax.random.PRNGKey(0), traj, 30, n_clusters=3)
     assert idx.shape == (30,) and len(set(idx.tolist())) == 30
     counts = [np.sum(idx < 100), np.sum((idx >= 100) & (idx < 120)), np.sum(idx >= 120)]

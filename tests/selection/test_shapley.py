@@ -65,6 +65,22 @@ def test_knn_shapley_closed_form_equals_enumeration(x64, k):
     assert np.ptp(exact) > 1e-3
 
 
+def test_knn_shapley_k_above_n_sums_to_utility(x64):
+    # K > n: every point fills one of K slots, U(D) = Σ m / K = 6 / 50 (the old base case m_n / n gave 1.0).
+    x, y = np.arange(6, dtype=np.float64)[:, None], np.zeros(6, np.int32)
+    vals = np.asarray(shapley.knn_shapley(x, y, x[:1], y[:1], 50))
+    np.testing.assert_allclose(vals.sum(), 0.12, atol=1e-12)
+    exact = shapley.exact_shapley(shapley.knn_utility(x, y, x[:1], y[:1], 50), 6)
+    np.testing.assert_allclose(vals, exact, atol=1e-12)
+    # Mixed labels with the farthest point matching: enumeration again.
+    xm, ym, xt, yt = _knn_data(3, n=5, m=4, c=2)
+    ym[:] = 0
+    yt[:] = 0
+    ym[0] = 1
+    exact = shapley.exact_shapley(shapley.knn_utility(xm, ym, xt, yt, 9), 5)
+    np.testing.assert_allclose(np.asarray(shapley.knn_shapley(xm, ym, xt, yt, 9)), exact, atol=1e-12)
+
+
 def test_tmc_converges_to_exact(x64):
     x, y, xt, yt = _knn_data(7, n=7)
     u = shapley.knn_utility(x, y, xt, yt, 2)

@@ -21,7 +21,7 @@ def digits():
 def _rows(x, y):
     """Multiset of (image bytes, label): compares datasets up to row order."""
     flat = np.ascontiguousarray(x, np.float32).reshape(x.shape[0], -1)
-    return Counter((r.tobytes(), int(label)) for r, label in zip(flat, y))
+    return Counter((r.tobytes(), int(label)) for r, label in zip(flat, y, strict=False))
 
 
 def test_digits_shapes_ranges_and_partition(digits):

@@ -79,13 +79,13 @@ def test_to_implicit_keeps_latest_duplicate_and_thresholds():
     inter = _example()
     imp = I.to_implicit(inter)
     # (10,'b') occurs at rows 0 (t=5) and 4 (t=9): the later one survives.
-    raw = list(zip(imp.user_ids[imp.users].tolist(), imp.item_ids[imp.items].tolist()))
+    raw = list(zip(imp.user_ids[imp.users].tolist(), imp.item_ids[imp.items].tolist(), strict=False))
     assert raw == [(5, "a"), (10, "c"), (7, "a"), (10, "b"), (5, "c")]
     np.testing.assert_array_equal(imp.timestamps, [1, 2, 3, 9, 4])
     np.testing.assert_array_equal(imp.ratings, np.ones(5))
     # The threshold applies to the latest rating: (10,'b') was re-rated 4 -> 2.
     pos = I.to_implicit(inter, min_rating=3.0)
-    raw = list(zip(pos.user_ids[pos.users].tolist(), pos.item_ids[pos.items].tolist()))
+    raw = list(zip(pos.user_ids[pos.users].tolist(), pos.item_ids[pos.items].tolist(), strict=False))
     assert raw == [(10, "c"), (5, "c")]
     # user 7 and item 'a', 'b' lost all events: ids re-remapped densely.
     np.testing.assert_array_equal(pos.user_ids, [5, 10])
@@ -134,8 +134,8 @@ def test_filter_min_interactions_matches_brute_force(min_user, min_item):
     items = rng.zipf(1.6, size=400) % 90
     inter = I.from_arrays(users, items)
     out = I.filter_min_interactions(inter, min_user=min_user, min_item=min_item)
-    raw = list(zip(out.user_ids[out.users].tolist(), out.item_ids[out.items].tolist()))
-    assert raw == _naive_core(zip(users.tolist(), items.tolist()), min_user, min_item)
+    raw = list(zip(out.user_ids[out.users].tolist(), out.item_ids[out.items].tolist(), strict=False))
+    assert raw == _naive_core(zip(users.tolist(), items.tolist(), strict=False), min_user, min_item)
     assert out.n_users == len(set(u for u, _ in raw)) and out.n_items == len(set(i for _, i in raw))
     assert np.bincount(out.users).min() >= min_user
     if min_item:
@@ -166,7 +166,7 @@ def test_to_dense():
     inter = _example()
     x = I.to_dense(inter)
     want = np.zeros((3, 3), np.float32)
-    for u, i in zip(inter.users, inter.items):
+    for u, i in zip(inter.users, inter.items, strict=False):
         want[u, i] = 1
     np.testing.assert_array_equal(x, want)
     assert x.dtype == np.float32 and x.sum() == 5  # (10,'b') twice -> one 1

@@ -45,7 +45,7 @@ def test_decodes_back_to_the_text(corpus):
 
 def test_vocab_order_is_frequency_then_alphabetical(corpus):
     counts = np.bincount(corpus.train, minlength=len(corpus.vocab))
-    keys = [(-int(c), w) for c, w in zip(counts, corpus.vocab)]
+    keys = [(-int(c), w) for c, w in zip(counts, corpus.vocab, strict=False)]
     assert keys == sorted(keys)
 
 
@@ -59,7 +59,7 @@ def test_reduced_vocab_maps_rare_words_to_unk(corpus, v):
         assert small.vocab == corpus.vocab[:v]
     else:
         assert small.vocab == ("<unk>", "<eos>")
-    for full, red in zip(corpus[:3], small[:3]):  # train, valid, test
+    for full, red in zip(corpus[:3], small[:3], strict=False):  # train, valid, test
         assert red.shape == full.shape and red.dtype == np.int32  # counts are kept
         want = [w if w in kept else "<unk>" for w in (corpus.vocab[t] for t in full)]
         assert [small.vocab[t] for t in red] == want
