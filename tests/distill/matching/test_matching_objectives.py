@@ -288,7 +288,7 @@ def test_kip_gradient_matches_finite_differences(x64):
     for which, rtol, atol in (("labels", 1e-8, 0.0), ("data", 1e-4, 1e-6), ("data", 1e-4, 1e-6)):
         d = M.KIPParams(rng.normal(size=p.data.shape) * (which == "data"),
                         rng.normal(size=p.labels.shape) * (which == "labels"))
-        step = lambda s, d=d: jax.tree_util.tree_map(lambda a, b: jnp.asarray(np.asarray(a) + s * h * b), p, d)
+        step = lambda s, d=d: jax.tree_util.tree_map(lambda u, v: jnp.asarray(np.asarray(u) + s * h * v), p, d)
         fd = (f(step(1)) - f(step(-1))) / (2 * h)
         an = sum(np.vdot(np.asarray(a), b) for a, b in zip(jax.tree_util.tree_leaves(g), jax.tree_util.tree_leaves(d), strict=False))
         np.testing.assert_allclose(an, fd, rtol=rtol, atol=atol)
