@@ -37,7 +37,7 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from distill import parallel
-from distill._checks import check_choice, check_float, check_int
+from distill._checks import check_choice, check_float, check_int, is_concrete
 from selection.valuation import check_batch
 
 __all__ = ["Objective", "objective", "ihvp_cg", "ihvp_lissa", "influence_params", "influence_loss", "influence_loo"]
@@ -161,7 +161,29 @@ def ihvp_lissa(
     repeats = check_int(repeats, "repeats", min_value=1)
     n = check_batch(batch, "batch")
     bs = n if batch_size is None else check_int(batch_size, "batch_size", min_value=1, max_value=n)
+    if is_concrete(obj.flat) and is_concrete(v):
+        # The Neumann series diverges when s ≤ λ_max(H + δI): say so instead of
+        # returning inf or a huge finite vector. Power iteration gives a lower bound.
+        lam_max = float(_lambda_max(_static(obj), obj.flat, batch, damping))
+        if scale <= lam_max:
+            raise ValueError(
+                f"scale: LiSSA needs scale > λ_max(H + δI) ≈ {lam_max:.4g} (power iteration), got {scale}"
+            )
     return _lissa(_static(obj), obj.flat, key, batch, jnp.asarray(v), damping, scale, depth, bs, repeats)
+
+
+@functools.partial(jax.jit, static_argnames=("obj", "iters"))
+def _lambda_max(obj, flat, batch, damping, iters=50):
+    """Rayleigh quotient after ``iters`` power iterations on ``H + δI`` (full batch)."""
+    o = obj._replace(flat=flat)
+    u0 = jnp.ones_like(flat) / jnp.sqrt(flat.shape[0])
+
+    def step(u, _):
+        w = _hvp(o, batch, u, damping)
+        return w / jnp.maximum(jnp.linalg.norm(w), jnp.finfo(flat.dtype).tiny), None
+
+    u, _ = jax.lax.scan(step, u0, None, length=iters)
+    return jnp.vdot(u, _hvp(o, batch, u, damping))
 
 
 @functools.partial(jax.jit, static_argnames=("obj", "depth", "bs", "repeats"))

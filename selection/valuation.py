@@ -31,10 +31,11 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from distill import parallel
-from distill._checks import check_array, check_choice, check_float, check_int, check_same_leading
+from distill._checks import check_array, check_choice, check_float, check_int, check_same_leading, is_concrete
 
 __all__ = ["loo_ridge", "loo_krr", "loo_newton", "heldout_loss", "check_batch"]
 
@@ -101,7 +102,15 @@ def loo_ridge(
     lam = _check_regression(x, y, x_test, y_test, lam, metric)
     if x.shape[1] != x_test.shape[1]:
         raise ValueError(f"x_test: expected {x.shape[1]} features like x, got shape {tuple(x_test.shape)}")
-    return _loo_ridge(jnp.asarray(x), _as_2d(jnp.asarray(y)), jnp.asarray(x_test), _as_2d(jnp.asarray(y_test)), lam, metric, mesh)
+    out = _loo_ridge(jnp.asarray(x), _as_2d(jnp.asarray(y)), jnp.asarray(x_test), _as_2d(jnp.asarray(y_test)), lam, metric, mesh)
+    if is_concrete(out) and not bool(jnp.all(jnp.isfinite(out))):
+        # 1 − hᵢ rounded to 0: a point with leverage ≈ 1 (alone in its direction, λ tiny).
+        bad = int(np.argmax(~np.isfinite(np.asarray(out))))
+        raise ValueError(
+            f"lam: point {bad} has leverage 1 − h = 0 in {out.dtype} at lam={lam}; "
+            "its leave-one-out fit is undefined at this precision: use a larger lam or float64"
+        )
+    return out
 
 
 @functools.partial(jax.jit, static_argnames=("metric", "mesh"))

@@ -132,3 +132,12 @@ def _sharded_equals_single():
 
 def test_sharded_equals_single_device(multidevice):
     multidevice(_sharded_equals_single)
+
+
+def test_lissa_refuses_a_scale_below_lambda_max(x64):
+    # s ≤ λ_max(H + δI): the series diverges (to inf at this depth) — refused, with the estimate.
+    x, y, _, _ = _ridge_data(2, n=30, d=5)
+    obj = influence.objective(sq_loss, {"w": jnp.zeros(5)}, l2=0.0)
+    lam = np.linalg.eigvalsh(x.T @ x / len(x) + 0.5 * np.eye(5)).max()
+    with pytest.raises(ValueError, match=rf"scale: LiSSA needs scale > λ_max\(H \+ δI\) ≈ {lam:.4g}"):
+        influence.ihvp_lissa(jax.random.PRNGKey(1), obj, (x, y), np.ones(5), damping=0.5, scale=0.5 * lam, depth=2000)

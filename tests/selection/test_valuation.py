@@ -156,3 +156,15 @@ def _sharded_equals_single():
 
 def test_sharded_equals_single_device(multidevice):
     multidevice(_sharded_equals_single)
+
+
+def test_loo_ridge_refuses_leverage_one_in_float32():
+    # Each point alone in its direction: 1 − hᵢ = λ/(1 + λ) rounds to 0 in float32 at λ = 1e-9.
+    x = np.eye(4, 6, dtype=np.float32)
+    y = np.ones(4, np.float32)
+    with pytest.raises(ValueError, match="lam: point 0 has leverage"):
+        valuation.loo_ridge(x, y, x, y, lam=1e-9)
+    # At λ = 1e-2 it is defined: without point i its test residual becomes 1 (mean over 4
+    # test points) instead of λ/(1+λ), so v_i = (1 − (λ/(1+λ))²)/4.
+    r = 1e-2 / 1.01
+    np.testing.assert_allclose(np.asarray(valuation.loo_ridge(x, y, x, y, lam=1e-2)), (1 - r**2) / 4, rtol=1e-4)
