@@ -54,7 +54,7 @@ def parser(module: str, doc: str | None, *, out: bool = True) -> argparse.Argume
     p = argparse.ArgumentParser(
         prog=f"python -m benchmarks.{module}",
         description=lines[0],
-        epilog="\n".join(lines[1:]).strip() or None,
+        epilog="\n".join(lines[1:]).strip("\n") or None,
         formatter_class=_Formatter,
     )
     if out:

@@ -2,6 +2,7 @@
 
     python -m benchmarks.data_genie            # ML latest-small + 7 offline variants
     python -m benchmarks.data_genie --quick    # 2 variants, 8 samplers
+    python -m benchmarks.data_genie --record   # what wrote benchmarks/results/data_genie.json
 
 Training data. Only MovieLens latest-small is available offline, so the datasets are
 it and sub-datasets derived from it (each a different graph, size and density):
@@ -26,20 +27,22 @@ top-ranked sampler has the group's best true τ. Baselines: a uniformly random s
 (expected P@1) and the best static sampler (the sampler with the highest mean τ on
 the training datasets, always chosen). Also the dissertation's protocol: (m, p) pairs
 split 70/15/15 at random (10 draws, test part reported). Writes
-``benchmarks/results/data_genie[_quick].json``.
+``data_genie[_quick].json`` to ``--out`` (default ``runs/``; ``--record``:
+``benchmarks/results/``). The Ψ results come from the cache of :mod:`benchmarks.psi`
+with its rules: the recorded ``benchmarks/results/psi_cache/`` is read, never
+written without ``--record``; new entries (and embeddings added to recorded ones) go
+to ``<out>/psi_cache/`` or to ``--cache DIR``.
 """
 
 from __future__ import annotations
 
-import argparse
-import pathlib
 import time
 
 import jax
 import numpy as np
 
 from benchmarks import psi as psi_bench
-from benchmarks._common import RESULTS, format_table, write_result
+from benchmarks._common import format_table, output_dir, parser, write_result
 from distill import data as D
 from distill.data.interactions import _select
 from selection import cf_sampling, data_genie
@@ -127,7 +130,8 @@ def evaluate_split(rows, train_idx, test_idx, args, key) -> dict:
 
 def run(args) -> dict:
     t_start = time.perf_counter()
-    cache = pathlib.Path(args.cache)
+    out = output_dir(args)
+    cache = psi_bench.cache_from_args(args, out)
     samplers = tuple(psi_bench.QUICK_SAMPLERS) + ("user_stratified", "random_user", "forest_fire", "svp_cf_interaction_mf") \
         if args.quick else tuple(psi_bench.SAMPLERS)
     all_rows, datasets = [], {}
@@ -184,22 +188,22 @@ def run(args) -> dict:
     }
     results = {"leave_one_dataset_out": lodo, "lodo_mean": summary, "mp_split": mp, "mp_split_mean": mp_summary}
     name = "data_genie_quick" if args.quick else "data_genie"
-    path = write_result(name, config, results, wall, args.out)
+    path = write_result(name, config, results, wall, out)
     print(f"wrote {path} ({wall:.1f} s)")
     return results
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--hidden", type=int, default=64)
-    p.add_argument("--steps", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--mp-splits", type=int, default=10)
+    p = parser("data_genie", __doc__)
+    p.add_argument("--quick", action="store_true",
+                   help="8 samplers, rates {60, 20} %%, variants u30-a and ff30 (writes data_genie_quick.json)")
+    p.add_argument("--hidden", type=int, default=64, help="hidden width of Φ (2-layer MLP)")
+    p.add_argument("--steps", type=int, default=1000, help="training steps of Φ")
+    p.add_argument("--seed", type=int, default=0, help="seed of Φ's initialisation and of the (m, p) splits")
+    p.add_argument("--mp-splits", type=int, default=10, help="random 70/15/15 (metric, rate) splits to average")
     p.add_argument("--variants", nargs="*", default=None,
                    help="only these sub-datasets (default: all of u30-a ff30 rw30 u50i50 u30-b i40 rw15)")
-    p.add_argument("--cache", default=str(RESULTS / "psi_cache"))
-    p.add_argument("--out", default=None)
+    psi_bench.add_cache_flag(p)
     run(p.parse_args(argv))
 
 

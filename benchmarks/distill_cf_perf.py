@@ -1,6 +1,7 @@
 """Distill-CF memory and speed of one meta-gradient step (dissertation §3.4.4).
 
     python -m benchmarks.distill_cf_perf [--quick]
+    python -m benchmarks.distill_cf_perf --devices 2 --record   # what wrote distill_cf_perf_cpu.json
 
 1. Memory: compiled temporary bytes (``memory_analysis().temp_size_in_bytes``) of one
    jitted meta-gradient step (∞-AE fitted on the Gumbel summary, scored on a real
@@ -14,12 +15,12 @@
    the benchmark restarts itself with the XLA flag that creates them).
 3. The γ-sample Gumbel loop alone, forward and custom-VJP backward, in cache-sized row
    blocks (default) vs over the whole matrix.
-Writes ``benchmarks/results/distill_cf_perf_<platform>.json``.
+Writes ``distill_cf_perf_<platform>[_quick].json`` to ``--out`` (default ``runs/``;
+``--record``: ``benchmarks/results/``).
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
 import os
 import sys
@@ -27,9 +28,8 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from benchmarks._common import format_table, peak_rss_mb, timed, write_result
+from benchmarks._common import format_table, output_dir, parser, peak_rss_mb, timed, write_result
 from benchmarks.infinite_ae_perf import synthetic_ml1m
 from distill import data as D
 from distill import distill_cf as dcf
@@ -46,19 +46,19 @@ def _step_fn(mu, n_items, gamma, tau, custom_vjp, noise, mesh=None):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="smaller speed problem")
-    p.add_argument("--users", type=int, default=6040)
-    p.add_argument("--items", type=int, default=3706)
-    p.add_argument("--mu", type=int, default=500)
-    p.add_argument("--gamma", type=int, default=200)
-    p.add_argument("--tau", type=float, default=1.0)
-    p.add_argument("--repeats", type=int, default=3)
+    p = parser("distill_cf_perf", __doc__)
+    p.add_argument("--quick", action="store_true",
+                   help="smaller speed problem (1,500 × 1,000, μ = 100, γ = 50; name gets _quick)")
+    p.add_argument("--users", type=int, default=6040, help="users of the synthetic speed matrix")
+    p.add_argument("--items", type=int, default=3706, help="items of the synthetic speed matrix")
+    p.add_argument("--mu", type=int, default=500, help="synthetic users μ of the summary (speed part)")
+    p.add_argument("--gamma", type=int, default=200, help="Gumbel samples γ per synthetic user (speed part)")
+    p.add_argument("--tau", type=float, default=1.0, help="Gumbel-softmax temperature τ")
+    p.add_argument("--repeats", type=int, default=3, help="timed repeats (the best is reported)")
     p.add_argument(
         "--devices", type=int, default=1,
         help="also time the step sharded over this many devices (on CPU: host devices, one per core)",
     )
-    p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     if args.devices > len(jax.devices()) and jax.devices()[0].platform == "cpu" and argv is None:
         # The host-device count is fixed when the backend starts: restart with it set.
@@ -106,7 +106,8 @@ def main(argv=None):
         t = time.perf_counter()
         jax.block_until_ready(fn(logits, batch, key))
         compile_s = time.perf_counter() - t
-        _, sec = timed(lambda: fn(logits, batch, jax.random.fold_in(key, 1)), repeats=args.repeats)
+        _, sec = timed(lambda fn=fn, logits=logits, key=key: fn(logits, batch, jax.random.fold_in(key, 1)),
+                       repeats=args.repeats)
         speed_rows.append({"noise": noise, "devices": n_dev, "s_per_step": sec, "first_call_s": compile_s})
     print(
         f"seconds per meta-gradient step ({train.shape[0]} x {train.shape[1]}, μ={mu}, γ={gamma}, "
@@ -128,7 +129,7 @@ def main(argv=None):
         row = {"gumbel_loop": name, "block_rows": min(mu, max(1, block_bytes // (logits.shape[1] * 4)))}
         for label, fn in (("fwd_s", fwd), ("bwd_s", fwd_bwd)):  # the VJP alone: its forward output is unused
             jax.block_until_ready(fn(logits, jax.random.key(0)))
-            _, row[label] = timed(lambda: fn(logits, jax.random.key(0)), repeats=args.repeats)
+            _, row[label] = timed(lambda fn=fn: fn(logits, jax.random.key(0)), repeats=args.repeats)
         gumbel_rows.append(row)
     P._BLOCK_BYTES = default_block
     print(f"γ-sample Gumbel loop alone (μ={mu}, I={train.shape[1]}, γ={gamma}), seconds")
@@ -141,11 +142,11 @@ def main(argv=None):
             "tau": args.tau, "batch": "all users", "repeats": args.repeats, "quick": args.quick,
             "devices": args.devices,
         },
-        "reference_s_per_step_note": "noveens/distill_cf reported ≈ 6 s/step on this 2-core machine (brief)",
+        "reference_s_per_step_note": "noveens/distill_cf: ≈ 6 s/step on this 2-core machine",
     }
     results = {"memory": mem_rows, "speed": speed_rows, "gumbel_loop": gumbel_rows, "peak_rss_mb": peak_rss_mb()}
     name = f"distill_cf_perf_{jax.devices()[0].platform}" + ("_quick" if args.quick else "")
-    path = write_result(name, config, results, wall, args.out)
+    path = write_result(name, config, results, wall, output_dir(args))
     print(f"wrote {path} ({wall:.1f} s)")
 
 

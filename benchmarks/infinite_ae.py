@@ -3,6 +3,8 @@
     python -m benchmarks.infinite_ae                      # MovieLens latest-small (offline)
     python -m benchmarks.infinite_ae --ml1m PATH/ratings.dat
     python -m benchmarks.infinite_ae --ml100k PATH/u.data
+    python -m benchmarks.infinite_ae --record             # what wrote infinite_ae_ml-latest-small.json
+    python -m benchmarks.infinite_ae --seeds 0 1 2 3 4 --record   # ..._5seeds.json
 
 ``time_s`` is the wall time of λ selection + final fit + test scoring per model.
 
@@ -10,19 +12,18 @@ Protocol (the ∞-AE reference recipe): implicit feedback (every rating is a pos
 users with < 3 interactions dropped, per-user random 80/10/10 split. λ is chosen on
 the validation items by HR@100 with the training rows as queries; the test ranking
 then uses train + validation items as the query rows and excludes them from the
-ranking. Writes ``benchmarks/results/infinite_ae_<dataset>.json``.
+ranking. Writes ``infinite_ae_<dataset>[_<n>seeds].json`` to ``--out`` (default
+``runs/``; ``--record``: ``benchmarks/results/``).
 """
 
 from __future__ import annotations
 
-import argparse
 import time
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks._common import format_table, write_result
+from benchmarks._common import format_table, output_dir, parser, write_result
 from distill import data as D
 from distill import metrics
 from models import ease, infinite_ae, popularity
@@ -66,14 +67,14 @@ def run_seed(inter, name: str, seed: int, args) -> tuple[list[dict], dict]:
     scores = ease.predict(model, context)
     rows.append({"model": "EASE", "lam": search.best_lam, **test_metrics(scores)})
     rows[-1]["time_s"] = time.perf_counter() - t
-    sweeps["EASE"] = dict(zip(map(str, search.lams), search.values))
+    sweeps["EASE"] = dict(zip(map(str, search.lams), search.values, strict=True))
 
     t = time.perf_counter()
     model, search = infinite_ae.select_lambda(train, val, lams=args.lams, depth=args.depth)
     scores = infinite_ae.predict(model, context)
     rows.append({"model": "inf-AE", "lam": search.best_lam, **test_metrics(scores)})
     rows[-1]["time_s"] = time.perf_counter() - t
-    sweeps["inf-AE"] = dict(zip(map(str, search.lams), search.values))
+    sweeps["inf-AE"] = dict(zip(map(str, search.lams), search.values, strict=True))
 
     print(format_table(rows, COLUMNS))
     return rows, sweeps
@@ -113,21 +114,23 @@ def run(args) -> dict:
     }
     results = {"mean": summary, "per_seed": per_seed}
     suffix = "" if len(args.seeds) == 1 else f"_{len(args.seeds)}seeds"
-    path = write_result(f"infinite_ae_{name}{suffix}", config, results, wall, args.out)
+    path = write_result(f"infinite_ae_{name}{suffix}", config, results, wall, output_dir(args))
     print(f"wrote {path} ({wall:.1f} s)")
     return results
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = parser("infinite_ae", __doc__)
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--ml1m", help="path to MovieLens-1M ratings.dat")
-    src.add_argument("--ml100k", help="path to MovieLens-100k u.data")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="one split per seed")
-    p.add_argument("--depth", type=int, default=1)
-    p.add_argument("--lams", type=float, nargs="+", default=list(infinite_ae.DEFAULT_LAMS))
-    p.add_argument("--ease-lams", type=float, nargs="+", default=list(ease.DEFAULT_LAMS))
-    p.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
+    src.add_argument("--ml1m", metavar="PATH", help="path to MovieLens-1M ratings.dat (neither flag: the bundled latest-small)")
+    src.add_argument("--ml100k", metavar="PATH", help="path to MovieLens-100k u.data")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0],
+                   help="one split per seed; several add _<n>seeds to the name and report mean ± std")
+    p.add_argument("--depth", type=int, default=1, help="hidden layers of the ∞-AE's NTK")
+    p.add_argument("--lams", type=float, nargs="+", default=list(infinite_ae.DEFAULT_LAMS),
+                   help="∞-AE λ grid (relative to tr(K)/n), chosen on validation HR@100")
+    p.add_argument("--ease-lams", type=float, nargs="+", default=list(ease.DEFAULT_LAMS),
+                   help="EASE λ grid, chosen on validation HR@100")
     args = p.parse_args(argv)
     run(args)
 

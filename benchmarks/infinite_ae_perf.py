@@ -1,6 +1,7 @@
 """∞-AE speed and memory on a synthetic ML-1M-shaped matrix.
 
     python -m benchmarks.infinite_ae_perf [--users 6040 --items 3706 --density 0.045]
+    python -m benchmarks.infinite_ae_perf --record     # what wrote infinite_ae_perf_cpu.json
 
 Measures, in one run:
 * plain ``x @ x.T`` throughput vs the NTK kernel build (same 2·n²·I matmul FLOPs plus
@@ -11,19 +12,19 @@ Measures, in one run:
   test scoring and metrics — against the naive sweep (kernel rebuilt and ``K·α``
   computed per λ), with the speed ratio;
 * peak resident memory of the process.
-Writes ``benchmarks/results/infinite_ae_perf_<platform>.json``.
+Writes ``infinite_ae_perf_<platform>.json`` to ``--out`` (default ``runs/``;
+``--record``: ``benchmarks/results/``).
 """
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks._common import format_table, peak_rss_mb, timed, write_result
+from benchmarks._common import format_table, output_dir, parser, peak_rss_mb, timed, write_result
 from distill import data as D
 from distill import metrics
 from models import infinite_ae, kernels
@@ -54,13 +55,12 @@ def _temp_bytes(fn, *args) -> int:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--users", type=int, default=6040)
-    p.add_argument("--items", type=int, default=3706)
-    p.add_argument("--density", type=float, default=0.045)
-    p.add_argument("--block-size", type=int, default=512)
+    p = parser("infinite_ae_perf", __doc__)
+    p.add_argument("--users", type=int, default=6040, help="users of the synthetic matrix (ML-1M: 6,040)")
+    p.add_argument("--items", type=int, default=3706, help="items of the synthetic matrix (ML-1M: 3,706)")
+    p.add_argument("--density", type=float, default=0.045, help="mean fraction of items per user")
+    p.add_argument("--block-size", type=int, default=512, help="rows per block of the blocked NTK(X, X)·α")
     p.add_argument("--skip-naive", action="store_true", help="skip the naive sweep")
-    p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     t0 = time.perf_counter()
     lams = infinite_ae.DEFAULT_LAMS
@@ -157,8 +157,8 @@ def main(argv=None):
         f"job {t_job:.1f} s" + (f" vs naive {t_naive:.1f} s" if t_naive else "")
         + f", peak RSS {results['peak_rss_mb']:.0f} MiB"
     )
-    config = vars(args) | {"lams": list(lams)}
-    path = write_result(f"infinite_ae_perf_{hw}", config, results, time.perf_counter() - t0, args.out)
+    config = {k: v for k, v in vars(args).items() if k not in ("out", "record")} | {"lams": list(lams)}
+    path = write_result(f"infinite_ae_perf_{hw}", config, results, time.perf_counter() - t0, output_dir(args))
     print(f"wrote {path}")
 
 

@@ -2,6 +2,10 @@
 
 ``python -m benchmarks.matching [--quick] [--convnet] [--dataset mnist|cifar10]``
 
+``python -m benchmarks.matching --record`` wrote ``matching.json``; ``python -m
+benchmarks.matching --ipcs 50 --methods DC DM MTT KIP --farzi-ipc 0 --name
+matching_ipc50 --record`` wrote ``matching_ipc50.json``.
+
 1. **Accuracy table** (the Table 4.8-style comparison of objectives; dissertation §4.6.5):
    for images per class (IPC) ∈ {1, 10} (``--ipcs 1 10 50`` adds 50), a synthetic set is distilled with each
    objective (:mod:`distill.matching`, optimised by :func:`distill.loop.run` with Adam
@@ -24,13 +28,13 @@ uses the FC-ReLU NTK on flattened images and is evaluated by training the same M
 its images (labels kept fixed). ``--dataset mnist|cifar10`` loads TFDS (not installed
 here; never run on this machine) and prints the published IPC-10 anchors beside ours.
 
-Writes ``benchmarks/results/matching[_quick].json``, ``matching[_quick]_grid.png``,
-``matching[_quick]_memory.png`` and ``matching[_quick]_sets/*.npz``.
+Writes ``NAME.json``, ``NAME_grid.png``, ``NAME_memory.png`` and ``NAME_sets/*.npz``
+(``NAME`` = ``--name``, default ``matching[_quick][_convnet][_<dataset>]``) to ``--out``
+(default ``runs/``; ``--record``: ``benchmarks/results/``).
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
 import tempfile
 import time
@@ -40,7 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from benchmarks._common import RESULTS, format_table, train_many, write_result
+from benchmarks._common import format_table, output_dir, parser, train_many, write_result
 from distill import inner, loop
 from distill.data import class_balanced_subset, load_digits, standardize
 from distill.data.images import ImageData, load_tfds_images
@@ -151,7 +155,7 @@ def mtt_memory(ns, *, ipc=50, n_classes=10, shape=(8, 8, 1)):
             obj = functools.partial(M.mtt_loss, batch=None, parametrization=identity(), model=model, trajectories=traj,
                                     labels=labels, syn_steps=n, expert_epochs=2, max_start_epoch=1, mode=mode)
             t0 = time.perf_counter()
-            comp = jax.jit(jax.grad(lambda p, k: obj(p, key=k))).lower(M.mtt_init(x, 1e-3), key).compile()
+            comp = jax.jit(jax.grad(lambda p, k, obj=obj: obj(p, key=k))).lower(M.mtt_init(x, 1e-3), key).compile()
             ma = comp.memory_analysis()
             rows.append({"mode": mode, "N": n, "temp_MiB": ma.temp_size_in_bytes / 2**20,
                          "compile_s": time.perf_counter() - t0})
@@ -211,17 +215,23 @@ def load_data(args):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = parser("matching", __doc__)
+    ap.add_argument("--name", default=None,
+                    help="result name: NAME.json, NAME_grid.png, ... (default matching[_quick][_convnet][_<dataset>])")
     ap.add_argument("--quick", action="store_true", help="fewer distillation steps, shorter memory table")
     ap.add_argument("--convnet", action="store_true", help="ConvNet (width 32, depth 2) instead of the MLP")
-    ap.add_argument("--dataset", default="digits", choices=["digits", "mnist", "cifar10"])
-    ap.add_argument("--ipcs", type=int, nargs="+", default=None)
-    ap.add_argument("--methods", nargs="+", default=["DC", "DSA", "DM", "MTT", "MM", "KIP"])
-    ap.add_argument("--farzi-methods", nargs="+", default=["DC", "DM", "KIP"])
-    ap.add_argument("--farzi-ipc", type=int, default=10)
-    ap.add_argument("--steps", type=int, default=None, help="outer (distillation) steps per run")
-    ap.add_argument("--out", default=None)
+    ap.add_argument("--dataset", default="digits", choices=["digits", "mnist", "cifar10"],
+                    help="sklearn digits (offline), or MNIST / CIFAR-10 through TFDS")
+    ap.add_argument("--ipcs", type=int, nargs="+", default=None, help="images per class (default 1 10)")
+    ap.add_argument("--methods", nargs="+", default=["DC", "DSA", "DM", "MTT", "MM", "KIP"],
+                    help="distillation objectives, on pixels")
+    ap.add_argument("--farzi-methods", nargs="+", default=["DC", "DM", "KIP"],
+                    help="objectives also run with Farzi's latent parametrization (at --farzi-ipc)")
+    ap.add_argument("--farzi-ipc", type=int, default=10, help="the IPC at which --farzi-methods run")
+    ap.add_argument("--steps", type=int, default=None,
+                    help="outer (distillation) steps per run (default 150, 60 with --quick)")
     args = ap.parse_args(argv)
+    out = output_dir(args)
     t_start = time.perf_counter()
     ipcs = args.ipcs or [1, 10]
     args.steps = args.steps or (60 if args.quick else 150)
@@ -229,7 +239,7 @@ def main(argv=None):
     args.real_batch, args.dc_inner, args.mm_steps = 64, 10, 20
     args.syn_steps, args.expert_epochs, args.n_experts, args.levels = 20, 10, 5, 17
     eval_steps, eval_lr, n_eval = 300, 1e-3, 5
-    name = args.out or ("matching_quick" if args.quick else "matching") + ("_convnet" if args.convnet else "") + (
+    name = args.name or ("matching_quick" if args.quick else "matching") + ("_convnet" if args.convnet else "") + (
         "" if args.dataset == "digits" else f"_{args.dataset}")
 
     data, (xt, yt) = load_data(args)
@@ -249,7 +259,7 @@ def main(argv=None):
 
     full = evaluate(model, x, y, xt, yt, n_models=n_eval, steps=eval_steps, lr=eval_lr)
     rows, results, grid = [], {"full_data": full[:2]}, {}
-    sets_dir = RESULTS / f"{name}_sets"
+    sets_dir = out / f"{name}_sets"
     for ipc in ipcs:
         init = class_balanced_subset(ImageData(x, y, n_classes), ipc, seed=0)
         rnd = evaluate(model, init.x, init.y, xt, yt, n_models=n_eval, steps=eval_steps, lr=eval_lr)
@@ -284,8 +294,8 @@ def main(argv=None):
     print(format_table(mem_rows, ["mode", "N", "temp_MiB", "compile_s"]))
 
     if grid:
-        plot_grid(RESULTS / f"{name}_grid.png", grid, n_classes, x.shape[1:])
-    plot_memory(RESULTS / f"{name}_memory.png", mem_rows)
+        plot_grid(out / f"{name}_grid.png", grid, n_classes, x.shape[1:])
+    plot_memory(out / f"{name}_memory.png", mem_rows)
     config = {"dataset": args.dataset, "model": "convnet w32 d2" if args.convnet else "mlp 128-128", "ipcs": ipcs,
               "methods": args.methods, "farzi_methods": args.farzi_methods, "farzi_ipc": args.farzi_ipc,
               "outer_steps": args.steps, "outer_lr": args.lr, "outer_lr_farzi": args.lr_farzi,
@@ -295,7 +305,7 @@ def main(argv=None):
               "eval": {"n_models": n_eval, "steps": eval_steps, "lr": eval_lr}, "anchors": ANCHORS}
     results["table"] = rows
     results["mtt_memory"] = mem_rows
-    path = write_result(name, config, results, time.perf_counter() - t_start)
+    path = write_result(name, config, results, time.perf_counter() - t_start, out_dir=out)
     print(f"wrote {path} ({time.perf_counter() - t_start:.0f}s)")
 
 

@@ -2,6 +2,9 @@
 
 ``python -m benchmarks.pruning [--quick] [--seeds 0 1 2] [--convnet] [--ptb]``
 
+``python -m benchmarks.pruning --record`` wrote ``pruning.json/.png``; ``python -m
+benchmarks.pruning --quick --ptb-only --record`` wrote ``pruning_quick_ptb.json/.png``.
+
 1. **Pruning curves** (digits, 1,438 train / 359 test): proxy MLPs are trained on the
    full training set with :func:`selection.train_with_dynamics` (scores, dynamics,
    embeddings = the proxy's last hidden layer); every selector keeps a fraction of the
@@ -16,12 +19,13 @@
    (early stopping: a fixed step count overfits small subsets); test perplexity on 1,000
    PTB test sentences vs fraction kept.
 
-Writes ``benchmarks/results/pruning[_quick].json`` and ``pruning[_quick].png``.
+Writes ``NAME.json`` and ``NAME.png`` (``NAME`` = ``--name``, default
+``pruning[_quick][_ptb]``) to ``--out`` (default ``runs/``; ``--record``:
+``benchmarks/results/``).
 """
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import jax
@@ -29,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from benchmarks._common import RESULTS, format_table, timed, train_many, write_result
+from benchmarks._common import format_table, output_dir, parser, timed, train_many, write_result
 from benchmarks._common import draw_weighted as _draw
 from distill.data import load_digits, standardize
 from models.convnet import convnet
@@ -130,7 +134,7 @@ def pruning_curves(model, selectors, x, y, xt, yt, fractions, seeds, *, steps, b
         acc = 100 * train_many(model, run_keys, w, x, y, xt, yt, steps=steps, batch=batch, lr=lr).reshape(len(fractions), len(seeds))
         curves[name] = {"fraction": list(fractions), "mean": acc.mean(1).tolist(), "std": acc.std(1).tolist()}
         row = {"selector": name}
-        for f, m, sd in zip(fractions, curves[name]["mean"], curves[name]["std"]):
+        for f, m, sd in zip(fractions, curves[name]["mean"], curves[name]["std"], strict=True):
             row[f"{int(round(100 * f))}%"] = f"{m:.1f}±{sd:.1f}"
         row["time (s)"] = round(time.perf_counter() - t, 1)
         rows.append(row)
@@ -157,7 +161,7 @@ def throughput(x, y, params_list, *, n_examples, repeats):
     rows = []
     for name, fn in fns.items():
         jax.block_until_ready(fn(p1, (xb, yb)))
-        _, t = timed(lambda: fn(p1, (xb, yb)), repeats=repeats)
+        _, t = timed(lambda fn=fn: fn(p1, (xb, yb)), repeats=repeats)
         rows.append({"scorer": name, "n": n_examples, "seconds": t, "examples/s": n_examples / t})
     ens = jax.jit(lambda p, b: scores.el2n(model.apply, p, b))
     jax.block_until_ready(ens(params_list, (xb, yb)))
@@ -191,7 +195,8 @@ def ptb_experiment(args):
     def sentences(stream, n_max):
         cuts = np.flatnonzero(stream == eos)
         starts = np.concatenate([[0], cuts[:-1] + 1])
-        out = [stream[s : e + 1] for s, e in zip(starts, cuts) if 4 <= e + 1 - s <= sent_len + 1]
+        # strict=False: without any <eos>, starts is [0] and cuts empty (no sentence).
+        out = [stream[s : e + 1] for s, e in zip(starts, cuts, strict=False) if 4 <= e + 1 - s <= sent_len + 1]
         return out[:n_max]
 
     n_train = 2000 if args.quick else 6000
@@ -276,7 +281,7 @@ def ptb_experiment(args):
     words = lambda s: " ".join(corpus.vocab[t] for t in s[:-1])
     texts = [words(s) for s in train_s]
     tok = lambda text: tokenize(text, corpus.vocab)[:-1]  # drop the final <eos>: "yes" follows "- no"
-    yes_id, no_id = corpus.vocab.index("yes"), corpus.vocab.index("no")
+    yes_id = corpus.vocab.index("yes")
     scorer_lm = ask_llm.causal_lm(lm.apply, proxy)
     ask = lambda ts: ask_llm.ask_llm_scores(scorer_lm, ts, tok, yes_id, batch_size=250, max_len=max_len)
     ask(texts[:250])  # warm-up: every batch has the same (250, max_len) shape
@@ -372,7 +377,7 @@ def plot(path, results, ptb=None):
     panels = [(k, v) for k, v in results.items() if k.startswith("digits")]
     ncols = len(panels) + (1 if ptb else 0)
     fig, axes = plt.subplots(1, ncols, figsize=(7 * ncols, 5), squeeze=False)
-    for ax, (title, res) in zip(axes[0], panels):
+    for ax, (title, res) in zip(axes[0], panels, strict=False):  # the last axis may be the PTB panel
         for name, c in res["curves"].items():
             style = dict(lw=2.5, color="k") if name == "random" else dict(lw=1.2)
             ax.errorbar(np.array(c["fraction"]) * 100, c["mean"], yerr=c["std"], label=name, capsize=2, marker="o", ms=3, **style)
@@ -391,23 +396,24 @@ def plot(path, results, ptb=None):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = parser("pruning", __doc__)
+    ap.add_argument("--name", default=None, help="result name: NAME.json and NAME.png (default pruning[_quick][_ptb])")
     ap.add_argument("--quick", action="store_true", help="fewer fractions/seeds/steps (~2 min)")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of the target models (--quick: first 2)")
     ap.add_argument("--convnet", action="store_true", help="also train a ConvNet (width 16) target")
     ap.add_argument("--ptb", action="store_true", help="also run the PTB Ask-LLM / DENSITY experiment")
     ap.add_argument("--ptb-only", action="store_true", help="run only the PTB experiment")
-    ap.add_argument("--out", default=None, help="result name (default pruning[_quick])")
     args = ap.parse_args(argv)
     t_start = time.perf_counter()
-    name = args.out or ("pruning_quick" if args.quick else "pruning") + ("_ptb" if args.ptb_only else "")
+    out_dir = output_dir(args)
+    name = args.name or ("pruning_quick" if args.quick else "pruning") + ("_ptb" if args.ptb_only else "")
     if args.ptb_only:
         ptb = ptb_experiment(args)
         print(format_table(ptb["rows"], ["selector"] + [f"{int(round(100 * f))}%" for f in ptb["config"]["fractions"]]))
         print(format_table(ptb["throughput"], ["scorer", "n", "seconds", "examples/s"]))
         print(ptb["correlations"], ptb["askllm_stats"])
-        path = write_result(name, ptb.pop("config"), ptb, time.perf_counter() - t_start)
-        plot(RESULTS / f"{name}.png", {}, ptb)
+        path = write_result(name, ptb.pop("config"), ptb, time.perf_counter() - t_start, out_dir=out_dir)
+        plot(out_dir / f"{name}.png", {}, ptb)
         print(f"wrote {path} and {name}.png ({time.perf_counter() - t_start:.0f}s)")
         return
     seeds = args.seeds[:2] if args.quick else args.seeds
@@ -467,8 +473,8 @@ def main(argv=None):
     out = {"digits": results, "tables": tables, "throughput": tp}
     if ptb:
         out["ptb"] = ptb
-    path = write_result(name, config, out, time.perf_counter() - t_start)
-    plot(RESULTS / f"{name}.png", results, ptb)
+    path = write_result(name, config, out, time.perf_counter() - t_start, out_dir=out_dir)
+    plot(out_dir / f"{name}.png", results, ptb)
     print(f"wrote {path} and {name}.png ({time.perf_counter() - t_start:.0f}s)")
 
 

@@ -3,6 +3,7 @@
     python -m benchmarks.psi                 # 16 samplers × {80,60,40,20,10} % × 5-model panel
     python -m benchmarks.psi --quick         # 4 samplers × {60, 20} %
     python -m benchmarks.psi --seeds 0 1 2   # one split per seed
+    python -m benchmarks.psi --record        # what wrote benchmarks/results/psi.json
 
 Protocol: implicit feedback, users with < 3 interactions dropped, per-user random
 80/10/10 split (as :mod:`benchmarks.infinite_ae`). Only the *training* interactions
@@ -17,9 +18,13 @@ would need a second split protocol and a GPU-sized budget; skipped).
 Cheap but sound settings, so the grid fits ~20 min on 2 idle cores: bias-only/MF
 10 BPR epochs padded to one compiled size; EASE/∞-AE λ chosen on validation once on
 the full data (grids 10/100/500 and 1/5/50, relative for ∞-AE) and kept for the
-samples. Every (dataset, seed, sampler, rate) result is cached in
-``benchmarks/results/psi_cache/`` as JSON, so a rerun only trains what is missing.
-Writes ``benchmarks/results/psi[_quick].json`` and ``psi[_quick]_heatmap.png``.
+samples. Every (dataset, seed, sampler, rate) result is cached as JSON, so a rerun
+only trains what is missing: entries are looked up in ``<out>/psi_cache/`` and then
+in the recorded ``benchmarks/results/psi_cache/`` (read only), and new ones are
+written to ``<out>/psi_cache/`` (with ``--record``: the recorded cache itself; with
+``--cache DIR``: ``DIR`` alone is read and written). Writes ``psi[_quick].json`` and
+``psi[_quick]_heatmap.png`` to ``--out`` (default ``runs/``; ``--record``:
+``benchmarks/results/``).
 """
 
 from __future__ import annotations
@@ -29,14 +34,14 @@ import json
 import pathlib
 import time
 import zlib
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import numpy as np
-from tqdm import tqdm
 
-from benchmarks._common import RESULTS, format_table, write_result
+from benchmarks._common import RESULTS, format_table, output_dir, parser, write_result
 from distill import data as D
+from distill.loop import progress_bar
 from distill.data.interactions import Interactions
 from selection import cf_sampling, data_genie, psi, svp_cf
 
@@ -65,8 +70,8 @@ def _matrix(train: Interactions, mask: np.ndarray, shape) -> np.ndarray:
     return x
 
 
-def _cache_path(cache: pathlib.Path, dataset: str, seed: int, sampler: str, rate: float) -> pathlib.Path:
-    return cache / dataset / f"seed{seed}" / f"{sampler}_{int(round(rate * 100))}.json"
+def _cache_path(dataset: str, seed: int, sampler: str, rate: float) -> pathlib.Path:
+    return pathlib.Path(dataset) / f"seed{seed}" / f"{sampler}_{int(round(rate * 100))}.json"
 
 
 def _load(path: pathlib.Path) -> dict | None:
@@ -81,6 +86,56 @@ def _save(path: pathlib.Path, obj: dict) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(obj, indent=1))
     tmp.replace(path)  # atomic: a killed run never leaves a half-written cache entry
+
+
+#: The recorded Ψ cache (tracked): read by default, written only with ``--record``.
+RECORDED_CACHE = RESULTS / "psi_cache"
+
+
+class Cache(NamedTuple):
+    """Where Ψ results are looked up and where new ones go.
+
+    Attributes:
+      write: folder that new or completed entries are written to (and read first).
+      read: further folders read, in order, when ``write`` lacks an entry (never written).
+    """
+
+    write: pathlib.Path
+    read: tuple[pathlib.Path, ...] = ()
+
+    def load(self, rel: pathlib.Path) -> dict | None:
+        """The entry at ``rel`` (relative to a cache folder) from the first folder holding it."""
+        for folder in (self.write, *self.read):
+            entry = _load(folder / rel)
+            if entry is not None:
+                return entry
+        return None
+
+    def save(self, rel: pathlib.Path, obj: dict) -> None:
+        """Write the entry at ``rel`` under ``write`` (atomically)."""
+        _save(self.write / rel, obj)
+
+
+def cache_from_args(args: argparse.Namespace, out: pathlib.Path) -> Cache:
+    """``--cache DIR``: DIR alone; else ``<out>/psi_cache`` over the read-only recorded cache.
+
+    With ``--record`` ``out`` is ``benchmarks/results``, so the recorded cache is the one
+    written, as when it was produced.
+    """
+    if args.cache:
+        return Cache(pathlib.Path(args.cache))
+    write = out / "psi_cache"
+    return Cache(write, () if write.resolve() == RECORDED_CACHE.resolve() else (RECORDED_CACHE,))
+
+
+def add_cache_flag(p: argparse.ArgumentParser) -> None:
+    """``--cache``, shared with :mod:`benchmarks.data_genie` (same cache, same rules)."""
+    p.add_argument(
+        "--cache", default=None,
+        help="Ψ cache folder, the only one read and written (default: look entries up in "
+             "OUT/psi_cache, then in the recorded benchmarks/results/psi_cache, read only; "
+             "write new entries to OUT/psi_cache, which with --record is the recorded cache)",
+    )
 
 
 def make_sampler(train: Interactions, key: jax.Array) -> Callable[[str, float], np.ndarray]:
@@ -112,7 +167,7 @@ def run_dataset(
     seed: int,
     samplers: tuple[str, ...],
     rates: tuple[float, ...],
-    cache: pathlib.Path,
+    cache: Cache | pathlib.Path,
     *,
     progress: bool = True,
     embed: bool = False,
@@ -120,17 +175,20 @@ def run_dataset(
     """Ψ-harness for one dataset and split: full panel, samples, τ per (sampler, rate, metric).
 
     Returns ``{"full": panel, "lams": ..., "samples": {sampler: {rate%: {"panel", "tau",
-    "n_kept"}}}}``. Cached per (sampler, rate) under ``cache/dataset/seed``. With
+    "n_kept"}}}}``. Cached per (sampler, rate) under ``cache/dataset/seed`` (a
+    :class:`Cache`, or a folder read and written alone). With
     ``embed`` the DATA-GENIE embeddings of the training data and of every sample are
     added (``"embedding"``; samples are regenerated from their keys when cached without).
     """
+    if not isinstance(cache, Cache):
+        cache = Cache(pathlib.Path(cache))
     prep = prepare(inter, seed)
     split, train = prep["split"], prep["train"]
     shape = (split.n_users, split.n_items)
     n_pad = int(train.users.shape[0])
     key = jax.random.key(seed)
-    full_path = cache / dataset / f"seed{seed}" / "full.json"
-    full = _load(full_path)
+    full_path = pathlib.Path(dataset) / f"seed{seed}" / "full.json"
+    full = cache.load(full_path)
     if full is None:
         from models import ease, infinite_ae  # λ search on the full data only
 
@@ -143,18 +201,18 @@ def run_dataset(
         )
         full = {"panel": panel, "lam_ease": lam_ease, "lam_inf_ae": lam_ae,
                 "n_users": shape[0], "n_items": shape[1], "n_train": n_pad}
-        _save(full_path, full)
+        cache.save(full_path, full)
     if embed and "embedding" not in full:
         full["embedding"] = data_genie.embed(train).tolist()
-        _save(full_path, full)
+        cache.save(full_path, full)
     sample_mask = make_sampler(train, key)
 
     out: dict[str, Any] = {"full": full, "samples": {}}
     jobs = [(s, r) for s in samplers for r in rates]
-    bar = tqdm(jobs, desc=f"psi {dataset} seed {seed}", disable=not progress)
+    bar = progress_bar(jobs, desc=f"psi {dataset} seed {seed}", disable=not progress, leave=True)
     for name, rate in bar:
-        path = _cache_path(cache, dataset, seed, name, rate)
-        res = _load(path)
+        path = _cache_path(dataset, seed, name, rate)
+        res = cache.load(path)
         need_emb = embed and (res is None or "embedding" not in res)
         changed = res is None or need_emb
         if changed:
@@ -180,7 +238,7 @@ def run_dataset(
                 raise RuntimeError(f"{path}: regenerated sample differs from the cached one")
             res["embedding"] = data_genie.embed(train, mask).tolist()
         if changed:
-            _save(path, res)
+            cache.save(path, res)
         out["samples"].setdefault(name, {})[str(int(round(rate * 100)))] = res
     return out
 
@@ -228,7 +286,8 @@ def run(args) -> dict:
     t_start = time.perf_counter()
     samplers = tuple(args.samplers or (QUICK_SAMPLERS if args.quick else SAMPLERS))
     rates = (0.6, 0.2) if args.quick else RATES
-    cache = pathlib.Path(args.cache)
+    out = output_dir(args)
+    cache = cache_from_args(args, out)
     inter = D.load_movielens_small()
     per_seed = [run_dataset(inter, "ml-latest-small", s, samplers, rates, cache) for s in args.seeds]
     rows = summarize(per_seed, samplers, rates)
@@ -241,8 +300,6 @@ def run(args) -> dict:
     name = "psi_quick" if args.quick else "psi"
     if len(args.seeds) > 1:
         name += f"_{len(args.seeds)}seeds"
-    out = pathlib.Path(args.out) if args.out else RESULTS
-    out.mkdir(parents=True, exist_ok=True)
     heatmap(rows, rates, out / f"{name}_heatmap.png",
             "Ψ of CF samplers, MovieLens latest-small (cf. Table 1.3 / Fig. 1.3)")
     wall = time.perf_counter() - t_start
@@ -252,22 +309,24 @@ def run(args) -> dict:
         "mf_epochs": MF_EPOCHS, "mf_dim": 32, "ease_lams_full": [10.0, 100.0, 500.0],
         "inf_ae_lams_full": [1.0, 5.0, 50.0], "sasrec": "skipped",
         "split": "per-user random 80/10/10 (train sampled only)",
-        "cache": str(cache),
+        "cache": {"write": str(cache.write), "read": [str(c) for c in cache.read]},
     }
-    results = {"table": rows, "full_panel": {str(s): r["full"] for s, r in zip(args.seeds, per_seed)},
-               "per_seed": {str(s): r["samples"] for s, r in zip(args.seeds, per_seed)}}
+    results = {"table": rows, "full_panel": {str(s): r["full"] for s, r in zip(args.seeds, per_seed, strict=True)},
+               "per_seed": {str(s): r["samples"] for s, r in zip(args.seeds, per_seed, strict=True)}}
     path = write_result(name, config, results, wall, out)
     print(f"wrote {path} ({wall:.1f} s; cached entries are reused, so rerun wall time is smaller)")
     return results
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="4 samplers × 2 rates")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--samplers", nargs="+", choices=sorted(SAMPLERS), default=None)
-    p.add_argument("--cache", default=str(RESULTS / "psi_cache"))
-    p.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
+    p = parser("psi", __doc__)
+    p.add_argument("--quick", action="store_true",
+                   help="4 samplers × rates {60, 20} %% (writes psi_quick.json)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="one train/val/test split per seed")
+    p.add_argument("--samplers", nargs="+", choices=sorted(SAMPLERS), default=None, metavar="NAME",
+                   help="only these samplers (default: all 16, or 4 with --quick); one of "
+                        + ", ".join(sorted(SAMPLERS)))
+    add_cache_flag(p)
     run(p.parse_args(argv))
 
 

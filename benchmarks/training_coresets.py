@@ -2,6 +2,9 @@
 
 ``python -m benchmarks.training_coresets [--quick] [--seeds 0 1]``
 
+``python -m benchmarks.training_coresets [--quick] --record`` wrote
+``training_coresets[_quick].json/.png``.
+
 1. **CREST / SSM** (MLP 128-128, SGD momentum 0.9, lr 0.05, mini-batch ``m = 32``):
    test accuracy against gradient steps and against wall time (selection included,
    evaluation excluded) for
@@ -23,12 +26,13 @@
    and evaluated by a linear probe (logistic regression on the 128-d hidden layer,
    fitted on all labelled training digits) on the test digits, vs random subsets.
 
-Writes ``benchmarks/results/training_coresets[_quick].json`` and ``.png``.
+Writes ``NAME.json`` and ``NAME.png`` (``NAME`` = ``--name``, default
+``training_coresets[_quick]``) to ``--out`` (default ``runs/``; ``--record``:
+``benchmarks/results/``).
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
 import time
 
@@ -37,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from benchmarks._common import RESULTS, format_table, write_result
+from benchmarks._common import format_table, output_dir, parser, write_result
 from distill.data import load_digits, standardize
 from models.mlp import mlp
 from selection import crest, sas, ssm
@@ -229,7 +233,7 @@ def plot(path, curves, target):
         tm = np.mean([r["time"] for r in runs], axis=0)
         axes[0].plot(steps, acc, label=name)
         axes[1].plot(tm, acc, label=name)
-    for ax, xl in zip(axes, ("gradient steps", "training wall time (s, selection included)")):
+    for ax, xl in zip(axes, ("gradient steps", "training wall time (s, selection included)"), strict=True):
         ax.axhline(target, color="k", ls=":", lw=0.8)
         ax.set_xlabel(xl)
         ax.grid(alpha=0.3)
@@ -242,13 +246,15 @@ def plot(path, curves, target):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = parser("training_coresets", __doc__)
+    ap.add_argument("--name", default=None,
+                    help="result name: NAME.json and NAME.png (default training_coresets[_quick])")
     ap.add_argument("--quick", action="store_true", help="fewer steps, seeds and fractions")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    ap.add_argument("--out", default=None)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="training seeds (--quick: the first)")
     args = ap.parse_args(argv)
     t_start = time.perf_counter()
-    name = args.out or ("training_coresets_quick" if args.quick else "training_coresets")
+    out_dir = output_dir(args)
+    name = args.name or ("training_coresets_quick" if args.quick else "training_coresets")
     seeds = args.seeds[:1] if args.quick else args.seeds
     steps, eval_every, target = (200, 20, 95.0) if args.quick else (400, 20, 96.0)
     fractions = [0.3] if args.quick else [0.2, 0.4]
@@ -277,8 +283,8 @@ def main(argv=None):
               "sas": {"encoder": "MLP 64-128-32", "loss": "NT-Xent τ=0.5", "proxy_steps": proxy_steps, "target_steps": sas_steps,
                       "batch": 256, "n_augment": 4, "latent_classes": 10, "fractions": fractions}}
     results = {"coresets": {"rows": rows, "curves": curves}, "sas": {"rows": sas_rows, "raw": sas_raw, **sas_info}}
-    path = write_result(name, config, results, time.perf_counter() - t_start)
-    plot(RESULTS / f"{name}.png", curves, target)
+    path = write_result(name, config, results, time.perf_counter() - t_start, out_dir=out_dir)
+    plot(out_dir / f"{name}.png", curves, target)
     print(f"wrote {path} and {name}.png ({time.perf_counter() - t_start:.0f}s)")
 
 

@@ -2,6 +2,8 @@
 
 ``python -m benchmarks.valuation [--quick] [--seeds 0 1 2]``
 
+``python -m benchmarks.valuation [--quick] --record`` wrote ``valuation[_quick].json/.png``.
+
 The 1,438 training digits are split into 1,138 points to value and a 300-point
 validation set that defines every utility; accuracy is measured on the 359 test digits.
 
@@ -26,12 +28,13 @@ benchmark's :func:`benchmarks._common.train_many`); test accuracy, mean ± std o
 Removing valuable points should hurt faster than random; removing the least valuable
 should hurt less (or help). Throughput: points valued per second (after warm-up).
 
-Writes ``benchmarks/results/valuation[_quick].json`` and ``.png``.
+Writes ``NAME.json`` and ``NAME.png`` (``NAME`` = ``--name``, default
+``valuation[_quick]``) to ``--out`` (default ``runs/``; ``--record``:
+``benchmarks/results/``).
 """
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import jax
@@ -39,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from benchmarks._common import RESULTS, format_table, timed, train_many, write_result
+from benchmarks._common import format_table, output_dir, parser, timed, train_many, write_result
 from benchmarks.pruning import HIDDEN
 from distill.data import load_digits, standardize
 from distill.parallel import make_mesh
@@ -161,7 +164,7 @@ def plot(path, fractions, res):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    for ax, which in zip(axes, ("highest", "lowest")):
+    for ax, which in zip(axes, ("highest", "lowest"), strict=True):
         for name, c in res["curves"].items():
             if name.endswith(which):
                 ax.errorbar([100 * f for f in fractions], c["mean"], yerr=c["std"], marker="o", capsize=2, label=name.split(" / ")[0])
@@ -177,13 +180,15 @@ def plot(path, fractions, res):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = parser("valuation", __doc__)
+    ap.add_argument("--name", default=None, help="result name: NAME.json and NAME.png (default valuation[_quick])")
     ap.add_argument("--quick", action="store_true", help="fewer permutations, fractions and seeds")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--out", default=None)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                    help="seeds of the removal-curve models (--quick: the first)")
     args = ap.parse_args(argv)
     t_start = time.perf_counter()
-    name = args.out or ("valuation_quick" if args.quick else "valuation")
+    out_dir = output_dir(args)
+    name = args.name or ("valuation_quick" if args.quick else "valuation")
     seeds = args.seeds[:1] if args.quick else args.seeds
     fractions = [0.1, 0.3, 0.5] if args.quick else [0.1, 0.2, 0.3, 0.4, 0.5]
     tmc_perms = 20 if args.quick else 100
@@ -220,7 +225,7 @@ def main(argv=None):
 
     res = removal_curves(values, x, y, xt, yt, fractions, seeds, steps=steps, batch=batch, lr=lr)
     cols = ["valuation / removed"] + [f"{int(round(100 * f))}%" for f in fractions]
-    rows = [{"valuation / removed": k, **{c: f"{m:.1f}±{s:.1f}" for c, m, s in zip(cols[1:], v["mean"], v["std"])}} for k, v in res["curves"].items()]
+    rows = [{"valuation / removed": k, **{c: f"{m:.1f}±{s:.1f}" for c, m, s in zip(cols[1:], v["mean"], v["std"], strict=True)}} for k, v in res["curves"].items()]
     print(f"test accuracy (%) after removal; no removal: {res['full']['mean']:.1f}±{res['full']['std']:.1f}")
     print(format_table(rows, cols))
 
@@ -233,8 +238,8 @@ def main(argv=None):
     results = {"throughput": thr, "spearman": {a: {b: float(spearman[i, j]) for j, b in enumerate(names)} for i, a in enumerate(names)},
                "pearson": {a: {b: float(corr[i, j]) for j, b in enumerate(names)} for i, a in enumerate(names)},
                "tmc": extra["tmc"], "removal": res, "table": rows}
-    path = write_result(name, config, results, time.perf_counter() - t_start)
-    plot(RESULTS / f"{name}.png", fractions, res)
+    path = write_result(name, config, results, time.perf_counter() - t_start, out_dir=out_dir)
+    plot(out_dir / f"{name}.png", fractions, res)
     print(f"wrote {path} and {name}.png ({time.perf_counter() - t_start:.0f}s)")
 
 

@@ -2,8 +2,9 @@
 
 ``run`` optimises synthetic-data parameters with an optax optimizer on an objective
 ``loss(syn_params, batch, key) -> scalar``: one jitted step (``value_and_grad`` +
-optax update + optional projection), tqdm progress, periodic evaluation with early
-stopping, and orbax checkpoints from which a killed run resumes exactly.
+optax update + optional projection), progress (a tqdm bar, or plain lines in a log),
+periodic evaluation with early stopping, and orbax checkpoints from which a killed
+run resumes exactly.
 
 Exact resume rests on three rules: the batch of step ``t`` is ``batches(t)`` (a pure
 function of the step), the step's PRNG key is ``fold_in(key, t)``, and the checkpoint
@@ -16,7 +17,9 @@ from __future__ import annotations
 
 import copy
 import os
-from typing import Any, Callable, NamedTuple
+import sys
+import time
+from typing import Any, Callable, Iterable, NamedTuple
 
 import jax
 import numpy as np
@@ -25,7 +28,113 @@ from tqdm.auto import tqdm
 
 from distill._checks import check_int
 
-__all__ = ["History", "run", "latest_step"]
+__all__ = ["History", "run", "latest_step", "progress_bar", "LineProgress"]
+
+
+class LineProgress:
+    """A tqdm stand-in for log files: one plain line every ``every`` updates.
+
+    tqdm redraws its bar in place with carriage returns; written to a file (a batch
+    job's log, ``> run.log 2>&1``) every redraw stays, as a long run of duplicated
+    carriage-return segments. This prints ``desc: n/total [elapsed<remaining, rate,
+    postfix]`` on its own line when the count crosses a multiple of ``every`` and when
+    it ends, so each count appears at most once. Only the tqdm calls used here are
+    provided: iteration, ``update``, ``set_postfix``, ``close`` and ``with``.
+
+    Args:
+      iterable: what to iterate over (optional: call ``update`` instead).
+      total: expected number of updates (``len(iterable)`` when it has one).
+      desc: label printed before the count.
+      initial: starting count (a resumed run); the rate counts from here.
+      every: updates between lines (default ``ceil(total / 20)``, 1 without a total).
+      file: where lines go (default: ``sys.stderr`` at construction).
+    """
+
+    def __init__(self, iterable: Iterable | None = None, *, total: int | None = None, desc: str = "",
+                 initial: int = 0, every: int | None = None, file=None):
+        if total is None and iterable is not None and hasattr(iterable, "__len__"):
+            total = len(iterable)
+        self.iterable, self.total, self.desc = iterable, total, desc
+        self.n = self._printed = self.initial = initial
+        # ~20 lines per run: enough to follow it, few enough to keep the log readable.
+        self.every = max(1, every if every is not None else -(-(total or 20) // 20))
+        self.file = file if file is not None else sys.stderr
+        self.postfix = ""
+        self._t0 = time.perf_counter()
+        self._closed = False
+
+    def __iter__(self):
+        for item in self.iterable:
+            yield item
+            self.update(1)
+        self.close()
+
+    def __enter__(self) -> "LineProgress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def update(self, n: int = 1) -> None:
+        """Count ``n`` more updates; print a line on every ``every``-th count and the last."""
+        self.n += n
+        if self.n // self.every > self._printed // self.every or self.n == self.total:
+            self._print()
+
+    def set_postfix(self, **kwargs) -> None:
+        """Extra ``key=value`` fields for the next printed line (printed with it, not now)."""
+        self.postfix = ", ".join(f"{k}={v}" for k, v in kwargs.items())
+
+    def close(self) -> None:
+        """Print the final count unless it was just printed."""
+        if not self._closed and self.n != self._printed:
+            self._print()
+        self._closed = True
+
+    def _print(self) -> None:
+        elapsed = time.perf_counter() - self._t0
+        rate = (self.n - self.initial) / elapsed if elapsed > 0 else None
+        line = tqdm.format_meter(
+            self.n, self.total, elapsed, prefix=self.desc, rate=rate, postfix=self.postfix or None,
+            bar_format="{desc}: {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]",
+        )
+        print(line, file=self.file, flush=True)
+        self._printed = self.n
+
+
+def _interactive() -> bool:
+    """Whether a redrawn bar is shown as such: stderr is a terminal, or a notebook widget draws it."""
+    isatty = getattr(sys.stderr, "isatty", None)
+    if isatty is not None and isatty():
+        return True
+    from tqdm import autonotebook, std
+
+    return autonotebook.tqdm is not std.tqdm
+
+
+def progress_bar(iterable: Iterable | None = None, *, total: int | None = None, desc: str = "",
+                 initial: int = 0, disable: bool = False, leave: bool = False, every: int | None = None):
+    """A progress bar that suits where stderr goes.
+
+    A terminal or a notebook gets the usual ``tqdm.auto`` bar; anything else (a file, a
+    pipe) gets :class:`LineProgress`, one plain line per ``every`` updates (default:
+    ``ceil(total / 20)``), because a redrawn bar floods a log with duplicates.
+
+    Args:
+      iterable: what to iterate over (optional: call ``update`` instead).
+      total: expected number of updates (``len(iterable)`` when it has one).
+      desc: label printed before the count.
+      initial: starting count (a resumed run).
+      disable: no output at all (a disabled tqdm bar, which still counts).
+      leave: keep the finished tqdm bar on screen (terminal only).
+      every: updates between lines when not interactive.
+
+    Returns:
+      A ``tqdm`` or :class:`LineProgress`, with ``update``, ``set_postfix`` and ``close``.
+    """
+    if disable or _interactive():
+        return tqdm(iterable, total=total, desc=desc, initial=initial, disable=disable, leave=leave)
+    return LineProgress(iterable, total=total, desc=desc, initial=initial, every=every)
 
 
 class History(NamedTuple):
@@ -122,7 +231,8 @@ def run(
       checkpoint_every: updates between checkpoints (plus one at the end).
       project: applied to the parameters after each update (e.g. clipping), jitted
         with the step.
-      progress: show a tqdm bar.
+      progress: show progress on stderr: a tqdm bar on a terminal, a plain line every
+        ``ceil(steps / 20)`` updates when stderr is a file (:func:`progress_bar`).
 
     Returns:
       ``(params, history)``: the best-by-``evaluate`` parameters (the final ones when
@@ -202,7 +312,7 @@ def run(
             meta["bad_evals"] += 1
 
     start = meta["step"]
-    bar = tqdm(total=steps, initial=min(start, steps), disable=not progress, desc="distill", leave=False)
+    bar = progress_bar(total=steps, initial=min(start, steps), disable=not progress, desc="distill")
     try:
         while meta["step"] < steps and not meta["stopped_early"]:
             t = meta["step"]

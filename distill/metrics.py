@@ -530,6 +530,27 @@ def _pad_to(x: Any, rows: int) -> Any:
     return xp.concatenate([x, xp.zeros((n_pad,) + tuple(x.shape[1:]), x.dtype)], axis=0)
 
 
+# Named in the error :func:`evaluate` raises under a transformation (jit, grad, vmap).
+_HOST_SIDE = (
+    "evaluate: it is host-side (it batches users in a Python loop and returns Python "
+    "floats), so it cannot run under jax.jit, grad or vmap; got a traced value for {what!r}. "
+    "Call it outside the transformation, or use the jittable per-user functions "
+    "hr_at_k, ndcg_at_k, psp_at_k and auc (and top_k_items, valid_users) from "
+    "distill.metrics inside it."
+)
+
+
+def _check_host(**named: Any) -> None:
+    """Raise the host-side ``TypeError`` for the first traced value (``evaluate`` under jit).
+
+    Checked on the arguments and on each batch of ``score_fn`` scores: a ``score_fn``
+    closing over traced parameters only shows up in what it returns.
+    """
+    for what, x in named.items():
+        if not is_concrete(x):
+            raise TypeError(_HOST_SIDE.format(what=what))
+
+
 def evaluate(
     score_fn_or_scores: Callable[[jax.Array], jax.Array] | jax.Array,
     test: jax.Array,
@@ -575,7 +596,12 @@ def evaluate(
     Raises:
       ValueError: malformed inputs (each error names its argument), no user with a test
         item, NaN scores.
+      TypeError: called under ``jax.jit``/``grad``/``vmap`` (a traced argument, or
+        ``score_fn`` returning traced scores): ``evaluate`` is host-side; inside a
+        transformation use the per-user :func:`hr_at_k`, :func:`ndcg_at_k`,
+        :func:`psp_at_k` and :func:`auc`.
     """
+    _check_host(scores=score_fn_or_scores, test=test, train=train, propensity=propensity)
     check_array(test, "test", ndim=2, kind="numeric")
     check_binary(test, "test")
     n_users, n_items = (int(d) for d in test.shape)
@@ -626,6 +652,7 @@ def evaluate(
         train_b = None if train is None else _pad_to(train[start:stop], bs)
         if score_fn is not None:
             s_b = score_fn(train_b)
+            _check_host(score_fn_scores=s_b)
             if not hasattr(s_b, "shape") or tuple(s_b.shape) != (bs, n_items):
                 got = tuple(s_b.shape) if hasattr(s_b, "shape") else type(s_b).__name__
                 raise ValueError(

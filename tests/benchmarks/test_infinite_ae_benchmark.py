@@ -4,7 +4,9 @@ import json
 
 import numpy as np
 
+from benchmarks import _common
 from benchmarks import infinite_ae as bench
+from test_cli import snapshot  # same folder: on sys.path under pytest
 
 
 def _write_u_data(path, n_users=60, n_items=40, seed=0):
@@ -24,8 +26,12 @@ def _write_u_data(path, n_users=60, n_items=40, seed=0):
 def test_main_job_on_ml100k_format(tmp_path):
     data = tmp_path / "u.data"
     _write_u_data(data)
+    results, runs = snapshot(_common.RESULTS), snapshot(_common.RUNS)
     bench.main(["--ml100k", str(data), "--seeds", "0", "1", "--out", str(tmp_path),
                 "--lams", "0.1", "1", "--ease-lams", "1", "10"])
+    # Only --out is written: the recorded results and the default runs/ are untouched.
+    assert sorted(snapshot(tmp_path)) == ["infinite_ae_ml-100k_2seeds.json", "u.data"]
+    assert snapshot(_common.RESULTS) == results and snapshot(_common.RUNS) == runs
     out = json.loads((tmp_path / "infinite_ae_ml-100k_2seeds.json").read_text())
     assert set(out) == {"benchmark", "config", "results", "hardware", "versions", "wall_time_s"}
     mean = {r["model"]: r for r in out["results"]["mean"]}

@@ -1,5 +1,9 @@
 """The outer loop: equals a hand-written optax loop, early stopping, exact resume."""
 
+import io
+import re
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -114,3 +118,43 @@ def test_bad_input():
         loop.run(_objective, _init(), "adam", TARGET, steps=1, key=k)
     with pytest.raises(ValueError, match="syn_params"):
         loop.run(_objective, {}, optax.sgd(0.1), TARGET, steps=1, key=k)
+
+
+def test_progress_in_a_log_prints_each_count_once(capsys):
+    """stderr captured by pytest is not a TTY: plain lines, every ceil(40/20) = 2 steps."""
+    loop.run(_objective, _init(), optax.sgd(0.1), _batches, steps=40, key=jax.random.PRNGKey(0))
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = err.strip().splitlines()
+    counts = [int(re.match(r"distill: (\d+)/40 ", line).group(1)) for line in lines]
+    assert counts == list(range(2, 41, 2)), err
+    assert "loss=" in lines[-1]
+
+
+def test_progress_lines_resume_early_stop_and_iterables():
+    out = io.StringIO()
+    bar = loop.LineProgress(total=10, desc="d", initial=3, every=4, file=out)
+    for _ in range(5):  # 4, 5, 6, 7, 8: crosses the multiple 4 once, and 8
+        bar.update(1)
+    bar.close()  # stopped early at 8: already printed, nothing more
+    bar.close()
+    assert [line.split(" ")[1] for line in out.getvalue().splitlines()] == ["4/10", "8/10"]
+
+    out = io.StringIO()
+    seen = list(loop.LineProgress(range(7), desc="jobs", every=3, file=out))
+    assert seen == list(range(7))
+    assert [line.split(" ")[1] for line in out.getvalue().splitlines()] == ["3/7", "6/7", "7/7"]
+
+
+def test_progress_bar_is_tqdm_on_a_terminal(monkeypatch):
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(sys, "stderr", Tty())
+    bar = loop.progress_bar(total=5, desc="distill")
+    assert not isinstance(bar, loop.LineProgress) and hasattr(bar, "format_dict")
+    bar.close()
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    assert isinstance(loop.progress_bar(total=5), loop.LineProgress)
+    assert not isinstance(loop.progress_bar(total=5, disable=True), loop.LineProgress)

@@ -43,7 +43,7 @@ def _brute(scores, test, train, k, w):
         dcg = sum(1.0 / math.log2(r + 2) for r, h in enumerate(hits) if h)
         idcg = sum(1.0 / math.log2(r + 2) for r in range(m))
         out["ndcg"][u] = dcg / idcg
-        gain = sum(w[i] for i, h in zip(top, hits) if h)
+        gain = sum(w[i] for i, h in zip(top, hits, strict=True) if h)
         best = sum(sorted((w[i] for i in np.flatnonzero(pos)), reverse=True)[:m])
         out["psp"][u] = gain / m / best
         out["psp_unit"][u] = gain / best
@@ -409,3 +409,26 @@ def test_evaluate_bad_inputs_name_the_argument():
         M.evaluate(lambda x: x, test, None, metrics=("hr",))
     with pytest.raises(TypeError, match="mesh"):
         M.evaluate(scores, test, train, propensity=prop, mesh="data")
+
+
+def test_evaluate_under_jit_names_the_jittable_functions():
+    rng = np.random.default_rng(5)
+    scores = jnp.asarray(rng.normal(size=(6, 9)))
+    test = jnp.asarray((rng.random((6, 9)) < 0.3).astype(np.float32))
+    train = jnp.asarray((rng.random((6, 9)) < 0.2).astype(np.float32))
+    msg = r"host-side.*hr_at_k, ndcg_at_k, psp_at_k and auc"
+    # Traced scores, traced test mask, and a score_fn closing over traced parameters.
+    with pytest.raises(TypeError, match=msg) as err:
+        jax.jit(lambda s: M.evaluate(s, test, train)["HR@10"])(scores)
+    assert "'scores'" in str(err.value)
+    with pytest.raises(TypeError, match="'test'"):
+        jax.jit(lambda t: M.evaluate(scores, t, train)["HR@10"])(test)
+    with pytest.raises(TypeError, match="'score_fn_scores'"):
+        jax.grad(lambda p: M.evaluate(lambda x: x @ p, test, train)["HR@10"])(jnp.eye(9))
+    with pytest.raises(TypeError, match=msg):
+        jax.vmap(lambda s: M.evaluate(s, test, train)["AUC"])(scores[None])
+    # What the message points to works under jit and agrees with evaluate on the host.
+    hr = jax.jit(lambda s: M.hr_at_k(s, test, train, k=3))(scores)
+    valid = np.asarray(M.valid_users(test, train))
+    host = M.evaluate(scores, test, train, ks=(3,), metrics=("hr",))
+    np.testing.assert_allclose(100 * np.asarray(hr)[valid].mean(), host["HR@3"], rtol=RTOL)
