@@ -16,19 +16,25 @@ never stopped, and returns the same result.
 from __future__ import annotations
 
 import copy
+import hashlib
+import inspect
+import json
 import os
+import pathlib
 import sys
 import time
-from typing import Any, Callable, Iterable, NamedTuple
+import warnings
+from typing import Any, Callable, Iterable, Mapping, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from tqdm.auto import tqdm
 
 from distill._checks import check_int
 
-__all__ = ["History", "run", "latest_step", "progress_bar", "LineProgress"]
+__all__ = ["History", "run", "latest_step", "array_signature", "progress_bar", "LineProgress"]
 
 
 class LineProgress:
@@ -177,7 +183,132 @@ def latest_step(checkpoint_dir: str) -> int | None:
         mngr.close()
 
 
-def _empty_meta() -> dict:
+def array_signature(x: Any) -> dict:
+    """``{"shape", "dtype", "sha256"}`` of an array's contents, for a run's ``fingerprint``.
+
+    Hashing the bytes (≈ 0.2 s per 100 MB) lets a resumed run check that it sees the same
+    data, not only data of the same shape.
+    """
+    a = np.ascontiguousarray(np.asarray(x))
+    return {"shape": list(a.shape), "dtype": str(a.dtype), "sha256": hashlib.sha256(a.tobytes()).hexdigest()}
+
+
+def _json_roundtrip(x: Any) -> Any:
+    try:
+        return json.loads(json.dumps(x, default=_to_json))
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"fingerprint/state: expected JSON-serialisable values ({e})") from None
+
+
+def _to_json(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        return v.item()
+    if hasattr(v, "shape") and hasattr(v, "dtype"):
+        return np.asarray(v).tolist()
+    raise TypeError(f"{type(v).__name__} is not JSON-serialisable")
+
+
+def _fingerprint(user: Mapping | None, params: Any, eval_every: int, maximize: bool) -> dict:
+    """What must agree for a checkpoint to be resumed: the caller's settings and data, the
+    parameters' structure, and the loop settings that decide which steps are evaluated."""
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    auto = {
+        "params": {"tree": str(treedef), "leaves": [[list(np.shape(a)), str(a.dtype)] for a in leaves]},
+        "eval_every": eval_every,
+        "maximize": maximize,
+    }
+    return _json_roundtrip({"run": dict(user or {}), "loop": auto})
+
+
+def _differences(saved: Any, now: Any, prefix: str = "") -> list[str]:
+    if isinstance(saved, dict) and isinstance(now, dict):
+        out = []
+        for k in sorted(set(saved) | set(now)):
+            out += _differences(saved.get(k, "<missing>"), now.get(k, "<missing>"), f"{prefix}{k}.")
+        return out
+    return [] if saved == now else [f"{prefix[:-1]}: checkpoint has {saved!r}, this run has {now!r}"]
+
+
+def _check_fingerprint(saved: Any, now: dict, where: str) -> None:
+    if saved is None:
+        raise ValueError(f"checkpoint_dir: {where} holds a checkpoint without a settings fingerprint; "
+                         "it cannot be checked against this run: use a new checkpoint_dir")
+    diff = _differences(saved, now)
+    if diff:
+        shown = "; ".join(diff[:6]) + (f"; … ({len(diff)} differences)" if len(diff) > 6 else "")
+        raise ValueError(f"checkpoint_dir: {where} was written by a run with different settings or data "
+                         f"({shown}); use a new checkpoint_dir or the same settings")
+
+
+def _restore_target(tree: Any) -> Any:
+    """Restore committed (sharded) arrays with their sharding, everything else to the host.
+
+    Host arrays become uncommitted ``jnp`` arrays, so a step jitted over a mesh may place
+    them where it wants, as it does the fresh initial parameters.
+    """
+    def leaf(a):
+        if isinstance(a, jax.Array) and a.committed:
+            return jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding)
+        return np.empty(np.shape(a), a.dtype)
+
+    return jax.tree_util.tree_map(leaf, tree)
+
+
+def _to_device(tree: Any) -> Any:
+    return jax.tree_util.tree_map(lambda a: jnp.asarray(a) if isinstance(a, np.ndarray) else a, tree)
+
+
+def _restore(mngr, target: dict, fingerprint: dict) -> tuple[dict, dict] | None:
+    """The newest intact checkpoint ``(state, meta)``; a damaged newest one falls back to the
+    previous (with a warning); a fingerprint mismatch raises."""
+    import orbax.checkpoint as ocp
+
+    steps = sorted(mngr.all_steps(), reverse=True)
+    for i, step in enumerate(steps):
+        try:
+            meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+            if not isinstance(meta, dict):
+                raise ValueError("unreadable run record")
+        except Exception as e:  # any read failure means this step is damaged
+            _warn_damaged(mngr, step, steps[i + 1:], e)
+            continue
+        _check_fingerprint(meta.get("fingerprint"), fingerprint, str(mngr.directory))
+        try:
+            args = ocp.args.Composite(state=ocp.args.StandardRestore(_restore_target(target)))
+            state = mngr.restore(step, args=args).state
+        except Exception as e:  # likewise: a damaged array file
+            _warn_damaged(mngr, step, steps[i + 1:], e)
+            continue
+        return _to_device(state), meta
+    if steps:
+        raise ValueError(f"checkpoint_dir: no intact checkpoint in {mngr.directory} (steps {steps} are damaged)")
+    return None
+
+
+def _warn_damaged(mngr, step: int, rest: list, err: Exception) -> None:
+    # Moved aside, not deleted (the user may want to inspect it), so that the resumed
+    # run can write this step again.
+    src = pathlib.Path(str(mngr.directory)) / str(step)
+    dst = src.with_name(f"{step}.damaged")
+    if src.exists() and not dst.exists():
+        src.rename(dst)
+        mngr.reload()
+    nxt = f"resuming from step {rest[0]}" if rest else "no older checkpoint"
+    warnings.warn(f"checkpoint_dir: step {step} in {mngr.directory} is damaged "
+                  f"({type(err).__name__}: {str(err)[:200]}; moved to {dst.name}); {nxt}",
+                  RuntimeWarning, stacklevel=3)
+
+
+def _save(mngr, state: dict, meta: dict) -> None:
+    import orbax.checkpoint as ocp
+
+    # orbax writes asynchronously: hand it a snapshot, since `meta` keeps changing.
+    snapshot = copy.deepcopy(meta)
+    mngr.save(meta["step"], args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                     meta=ocp.args.JsonSave(snapshot)), force=True)
+
+
+def _empty_meta(fingerprint: dict) -> dict:
     return {
         "step": 0,
         "steps": [],
@@ -188,7 +319,83 @@ def _empty_meta() -> dict:
         "best_value": None,
         "bad_evals": 0,
         "stopped_early": False,
+        "fingerprint": fingerprint,
+        "user_state": {},
     }
+
+
+def _check_run_args(objective, syn_params, optimizer, steps, eval_every, checkpoint_every, patience, evaluate):
+    steps = check_int(steps, "steps", min_value=0)
+    eval_every = check_int(eval_every, "eval_every", min_value=1)
+    checkpoint_every = check_int(checkpoint_every, "checkpoint_every", min_value=1)
+    if patience is not None:
+        patience = check_int(patience, "patience", min_value=1)
+    if not hasattr(optimizer, "init") or not hasattr(optimizer, "update"):
+        raise TypeError(f"optimizer: expected an optax GradientTransformation, got {type(optimizer).__name__}")
+    if not callable(objective):
+        raise TypeError(f"objective: expected a callable, got {type(objective).__name__}")
+    if evaluate is not None and not callable(evaluate):
+        raise TypeError(f"evaluate: expected a callable, got {type(evaluate).__name__}")
+    if not jax.tree_util.tree_leaves(syn_params):
+        raise ValueError("syn_params: expected a pytree with at least one array, got none")
+    return steps, eval_every, checkpoint_every, patience
+
+
+def _make_step(objective, optimizer, project):
+    def scalar_objective(params, batch, key):
+        out = objective(params, batch, key)
+        if jnp.shape(out) != ():
+            raise TypeError(f"objective: expected a scalar loss, got shape {jnp.shape(out)}")
+        return out
+
+    @jax.jit
+    def step_fn(params, opt_state, batch, step_key):
+        loss, grads = jax.value_and_grad(scalar_objective)(params, batch, step_key)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        if project is not None:
+            params = project(params)
+        return params, opt_state, loss
+
+    return step_fn
+
+
+def _wants_step(fn: Callable) -> bool:
+    """Whether ``evaluate`` takes ``(params, step)`` rather than ``(params)``."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return False
+    positional = [p for p in sig.parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in sig.parameters.values())
+
+
+def _record_evaluation(meta: dict, value: float, maximize: bool) -> bool:
+    """Append an evaluation; return whether it is the new best. NaN is never best."""
+    meta["eval_steps"].append(meta["step"])
+    meta["eval_values"].append(value)
+    best = meta["best_value"]
+    improved = np.isfinite(value) and (best is None or (value > best if maximize else value < best))
+    if not np.isfinite(value):
+        warnings.warn(f"evaluate: returned {value} at step {meta['step']}; not counted as an improvement",
+                      RuntimeWarning, stacklevel=3)
+    if improved:
+        meta["best_value"], meta["best_step"], meta["bad_evals"] = value, meta["step"], 0
+    else:
+        meta["bad_evals"] += 1
+    return bool(improved)
+
+
+def _history(meta: dict) -> History:
+    return History(
+        steps=meta["steps"],
+        losses=meta["losses"],
+        eval_steps=meta["eval_steps"],
+        eval_values=meta["eval_values"],
+        best_step=meta["best_step"],
+        best_value=float("nan") if meta["best_value"] is None else meta["best_value"],
+        stopped_early=meta["stopped_early"],
+    )
 
 
 def run(
@@ -199,7 +406,7 @@ def run(
     *,
     steps: int,
     key: jax.Array,
-    evaluate: Callable[[Any], float] | None = None,
+    evaluate: Callable[..., float] | None = None,
     eval_every: int = 50,
     patience: int | None = None,
     maximize: bool = True,
@@ -207,6 +414,8 @@ def run(
     checkpoint_every: int = 100,
     project: Callable[[Any], Any] | None = None,
     progress: bool = True,
+    fingerprint: Mapping[str, Any] | None = None,
+    state: dict | None = None,
 ) -> tuple[Any, History]:
     """Optimise ``syn_params`` for ``steps`` updates of ``optimizer`` on ``objective``.
 
@@ -219,105 +428,73 @@ def run(
         fixed batch pytree used at every step.
       steps: total number of updates (a resumed run continues up to this count).
       key: PRNG key; step ``t`` uses ``jax.random.fold_in(key, t)``.
-      evaluate: ``evaluate(syn_params) -> float`` run every ``eval_every`` updates and
-        after the last one; the returned parameters are the best evaluated ones. (The
-        final off-grid evaluation is not checkpointed, so extending a finished run
-        to more steps reproduces the longer uninterrupted run exactly.)
+      evaluate: ``evaluate(params) -> float`` or ``evaluate(params, step) -> float``
+        (``step`` = updates done), run every ``eval_every`` updates and after the last
+        one; the returned parameters are the best evaluated ones (a NaN value is never
+        the best). The final off-grid evaluation is not checkpointed, so extending a
+        finished run to more steps reproduces the longer uninterrupted run exactly.
       eval_every: updates between evaluations.
       patience: stop after this many evaluations without improvement (``None``: never).
       maximize: whether larger evaluation values are better.
       checkpoint_dir: where orbax checkpoints go; a run whose directory already holds a
-        checkpoint resumes from it.
+        checkpoint resumes from the newest intact one (a damaged newest step falls back
+        to the previous one with a warning) and refuses, naming the differences, one
+        written with another ``fingerprint``, parameter structure or ``eval_every``.
+        Restored arrays keep the sharding of ``syn_params`` where it is committed
+        (sharded over a mesh), else are placed like fresh ones.
       checkpoint_every: updates between checkpoints (plus one at the end).
       project: applied to the parameters after each update (e.g. clipping), jitted
         with the step.
       progress: show progress on stderr: a tqdm bar on a terminal, a plain line every
         ``ceil(steps / 20)`` updates when stderr is a file (:func:`progress_bar`).
+      fingerprint: JSON-able settings and data signatures (:func:`array_signature`) of
+        the caller's run, stored with every checkpoint and compared on resume.
+      state: a JSON-able dict the caller's ``batches``/``evaluate`` read and update
+        (e.g. a schedule chosen on validation); it is checkpointed atomically with the
+        parameters and refilled in place on resume.
 
     Returns:
       ``(params, history)``: the best-by-``evaluate`` parameters (the final ones when
-      ``evaluate`` is ``None``) and the :class:`History`.
+      ``evaluate`` is ``None`` or never finite) and the :class:`History`.
 
     Raises:
       FloatingPointError: the objective became NaN/inf (the step is named).
+      ValueError: the checkpoint belongs to a different run, or none is intact.
     """
-    steps = check_int(steps, "steps", min_value=0)
-    eval_every = check_int(eval_every, "eval_every", min_value=1)
-    checkpoint_every = check_int(checkpoint_every, "checkpoint_every", min_value=1)
-    if patience is not None:
-        patience = check_int(patience, "patience", min_value=1)
-    if not hasattr(optimizer, "init") or not hasattr(optimizer, "update"):
-        raise TypeError(f"optimizer: expected an optax GradientTransformation, got {type(optimizer).__name__}")
-    if not callable(objective):
-        raise TypeError(f"objective: expected a callable, got {type(objective).__name__}")
-    if not jax.tree_util.tree_leaves(syn_params):
-        raise ValueError("syn_params: expected a pytree with at least one array, got none")
-
-    @jax.jit
-    def step_fn(params, opt_state, batch, step_key):
-        loss, grads = jax.value_and_grad(objective)(params, batch, step_key)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        params = optax.apply_updates(params, updates)
-        if project is not None:
-            params = project(params)
-        return params, opt_state, loss
-
-    params = syn_params
-    opt_state = optimizer.init(params)
-    best_params = params
-    meta = _empty_meta()
-
+    steps, eval_every, checkpoint_every, patience = _check_run_args(
+        objective, syn_params, optimizer, steps, eval_every, checkpoint_every, patience, evaluate)
+    if state is not None and not isinstance(state, dict):
+        raise TypeError(f"state: expected a dict, got {type(state).__name__}")
+    fp = _fingerprint(fingerprint, syn_params, eval_every, maximize)
+    step_fn = _make_step(objective, optimizer, project)
+    pass_step = evaluate is not None and _wants_step(evaluate)
+    ckpt = {"params": syn_params, "opt_state": optimizer.init(syn_params), "best_params": syn_params}
+    meta = _empty_meta(fp)
     mngr = _manager(checkpoint_dir) if checkpoint_dir is not None else None
-    if mngr is not None and mngr.latest_step() is not None:
-        import orbax.checkpoint as ocp
+    restored = _restore(mngr, ckpt, fp) if mngr is not None else None
+    if restored is not None:
+        ckpt, meta = restored
+        if state is not None:
+            state.clear()
+            state.update(meta.get("user_state", {}))
+    bar = progress_bar(total=steps, initial=min(meta["step"], steps), disable=not progress, desc="distill")
 
-        target = {"params": params, "opt_state": opt_state, "best_params": best_params}
-        abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
-        restored = mngr.restore(
-            mngr.latest_step(),
-            args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()),
-        )
-        params = restored.state["params"]
-        opt_state = restored.state["opt_state"]
-        best_params = restored.state["best_params"]
-        meta = restored.meta
+    def evaluation():
+        value = float(evaluate(ckpt["params"], meta["step"]) if pass_step else evaluate(ckpt["params"]))
+        if _record_evaluation(meta, value, maximize):
+            ckpt["best_params"] = ckpt["params"]
 
     def save():
-        if mngr is None:
-            return
-        import orbax.checkpoint as ocp
+        if mngr is not None:
+            meta["user_state"] = _json_roundtrip(state or {})
+            _save(mngr, ckpt, meta)
 
-        state = {"params": params, "opt_state": opt_state, "best_params": best_params}
-        # orbax writes asynchronously: hand it a snapshot, since `meta` keeps changing.
-        snapshot = copy.deepcopy(meta)
-        mngr.save(
-            meta["step"],
-            args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(snapshot)),
-            force=True,
-        )
-
-    def better(value):
-        best = meta["best_value"]
-        return best is None or (value > best if maximize else value < best)
-
-    def run_evaluation():
-        nonlocal best_params
-        value = float(evaluate(params))
-        meta["eval_steps"].append(meta["step"])
-        meta["eval_values"].append(value)
-        if better(value):
-            meta["best_value"], meta["best_step"], meta["bad_evals"] = value, meta["step"], 0
-            best_params = params
-        else:
-            meta["bad_evals"] += 1
-
-    start = meta["step"]
-    bar = progress_bar(total=steps, initial=min(start, steps), disable=not progress, desc="distill")
     try:
         while meta["step"] < steps and not meta["stopped_early"]:
             t = meta["step"]
             batch = batches(t) if callable(batches) else batches
-            params, opt_state, loss = step_fn(params, opt_state, batch, jax.random.fold_in(key, t))
+            ckpt["params"], ckpt["opt_state"], loss = step_fn(
+                ckpt["params"], ckpt["opt_state"], batch, jax.random.fold_in(key, t))
             loss = float(loss)
             if not np.isfinite(loss):
                 raise FloatingPointError(f"objective: loss is {loss} at step {t}")
@@ -326,32 +503,21 @@ def run(
             meta["step"] = t + 1
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4g}")
-            done = meta["step"] == steps
-            on_grid = meta["step"] % eval_every == 0
+            done, on_grid = meta["step"] == steps, meta["step"] % eval_every == 0
             if evaluate is not None and on_grid:
-                run_evaluation()
-                if patience is not None and meta["bad_evals"] >= patience:
-                    meta["stopped_early"] = True
+                evaluation()
+                meta["stopped_early"] = patience is not None and meta["bad_evals"] >= patience
             if meta["step"] % checkpoint_every == 0 or done or meta["stopped_early"]:
                 save()
             if evaluate is not None and done and not on_grid:
                 # Off the evaluation grid: evaluate the final parameters too, but after
                 # the checkpoint, so a longer run resumed from here matches a run that
                 # never stopped (which would not have evaluated this step).
-                run_evaluation()
+                evaluation()
     finally:
         bar.close()
         if mngr is not None:
             mngr.wait_until_finished()
             mngr.close()
-
-    history = History(
-        steps=meta["steps"],
-        losses=meta["losses"],
-        eval_steps=meta["eval_steps"],
-        eval_values=meta["eval_values"],
-        best_step=meta["best_step"],
-        best_value=float("nan") if meta["best_value"] is None else meta["best_value"],
-        stopped_early=meta["stopped_early"],
-    )
-    return (best_params if evaluate is not None else params), history
+    best = evaluate is not None and meta["best_step"] >= 0
+    return (ckpt["best_params"] if best else ckpt["params"]), _history(meta)

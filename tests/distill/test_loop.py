@@ -158,3 +158,119 @@ def test_progress_bar_is_tqdm_on_a_terminal(monkeypatch):
     monkeypatch.setattr(sys, "stderr", io.StringIO())
     assert isinstance(loop.progress_bar(total=5), loop.LineProgress)
     assert not isinstance(loop.progress_bar(total=5, disable=True), loop.LineProgress)
+
+
+def _kw(**extra):
+    return dict(key=jax.random.PRNGKey(7), progress=False, checkpoint_every=5, **extra)
+
+
+def test_resume_refuses_a_run_with_other_settings_or_data(tmp_path):
+    ckpt = str(tmp_path / "c")
+    fp = {"tau": 0.5, "data": loop.array_signature(TARGET)}
+    loop.run(_objective, _init(), optax.adam(0.05), _batches, steps=10, checkpoint_dir=ckpt, fingerprint=fp, **_kw())
+    with pytest.raises(ValueError, match=r"checkpoint_dir: .*run\.tau: checkpoint has 0\.5, this run has 2\.0"):
+        loop.run(_objective, _init(), optax.adam(0.05), _batches, steps=20, checkpoint_dir=ckpt,
+                 fingerprint={**fp, "tau": 2.0}, **_kw())
+    other = {**fp, "data": loop.array_signature(TARGET + 1)}
+    with pytest.raises(ValueError, match=r"run\.data\.sha256"):
+        loop.run(_objective, _init(), optax.adam(0.05), _batches, steps=20, checkpoint_dir=ckpt, fingerprint=other, **_kw())
+    with pytest.raises(ValueError, match=r"loop\.params\.leaves"):  # other parameter shapes
+        loop.run(_objective, {"w": jnp.zeros((6, 4)), "b": jnp.ones(3)}, optax.adam(0.05), _batches, steps=20,
+                 checkpoint_dir=ckpt, fingerprint=fp, **_kw())
+    with pytest.raises(ValueError, match=r"loop\.eval_every"):
+        loop.run(_objective, _init(), optax.adam(0.05), _batches, steps=20, checkpoint_dir=ckpt, fingerprint=fp,
+                 **_kw(eval_every=3))
+    # The same settings resume (and extend) it.
+    _, hist = loop.run(_objective, _init(), optax.adam(0.05), _batches, steps=20, checkpoint_dir=ckpt,
+                       fingerprint=fp, **_kw())
+    assert hist.steps == list(range(20))
+
+
+def test_damaged_latest_checkpoint_falls_back_to_the_previous_one(tmp_path):
+    ckpt = tmp_path / "c"
+    opt = optax.adam(0.05)
+    full, _ = loop.run(_objective, _init(), opt, _batches, steps=15, **_kw())
+    loop.run(_objective, _init(), opt, _batches, steps=10, checkpoint_dir=str(ckpt), **_kw())
+    assert loop.latest_step(str(ckpt)) == 10
+    for f in (ckpt / "10").rglob("*"):  # truncate every file of the newest step
+        if f.is_file():
+            f.write_bytes(b"")
+    with pytest.warns(RuntimeWarning, match=r"step 10 .* is damaged .*resuming from step 5"):
+        resumed, hist = loop.run(_objective, _init(), opt, _batches, steps=15, checkpoint_dir=str(ckpt), **_kw())
+    np.testing.assert_array_equal(resumed["w"], full["w"])  # steps 5..14 recomputed exactly
+    assert hist.steps == list(range(15))
+
+
+def test_user_state_is_checkpointed_with_the_parameters_and_evaluate_gets_the_step(tmp_path):
+    def run(steps, state, ckpt, die_at=None):
+        seen = []
+
+        def batches(t):
+            if t == die_at:
+                raise KeyboardInterrupt
+            return TARGET * state.get("scale", 1.0)
+
+        def evaluate(p, step):
+            seen.append(step)
+            state["scale"] = 1.0 + 0.1 * step  # a schedule chosen on validation
+            return -float(jnp.mean((p["w"] - TARGET) ** 2))
+
+        out = loop.run(_objective, _init(), optax.adam(0.05), batches, steps=steps, checkpoint_dir=ckpt,
+                       evaluate=evaluate, eval_every=5, state=state, **_kw())
+        return out, seen
+
+    (full, _), seen = run(20, {}, None)
+    assert seen == [5, 10, 15, 20]
+    ckpt = str(tmp_path / "c")
+    with pytest.raises(KeyboardInterrupt):
+        run(20, {}, ckpt, die_at=13)
+    state = {"scale": 123.0}  # overwritten in place from the checkpoint of step 10
+    (resumed, _), seen = run(20, state, ckpt)
+    assert seen == [15, 20] and state == {"scale": 3.0}
+    np.testing.assert_array_equal(resumed["w"], full["w"])
+
+
+def test_nan_evaluation_is_never_the_best():
+    values = iter([float("nan"), -3.0, float("nan"), -5.0])
+    with pytest.warns(RuntimeWarning, match="evaluate: returned nan"):
+        _, hist = loop.run(_objective, _init(), optax.adam(0.05), _batches, steps=20, evaluate=lambda p: next(values),
+                           eval_every=5, **_kw())
+    assert hist.best_step == 10 and hist.best_value == -3.0
+
+
+def test_vector_objective_is_named():
+    vec = lambda p, b, k: (p["w"] - b) ** 2
+    with pytest.raises(TypeError, match=r"objective: expected a scalar loss, got shape \(6, 3\)"):
+        loop.run(vec, _init(), optax.sgd(0.1), TARGET, steps=2, **_kw())
+
+
+def _sharded_resume():
+    # A run whose objective shards over a mesh resumes from its checkpoint (orbax restores
+    # host arrays, placed like fresh parameters; committed ones keep their sharding).
+    import tempfile
+
+    from distill import parallel
+
+    mesh = parallel.make_mesh()
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(16, 3)))
+
+    def objective(p, batch, key):
+        return parallel.sum_rows(lambda rows, wts, c: jnp.sum(wts * jnp.sum((rows - c) ** 2, axis=1)),
+                                 batch, p["w"], mesh=mesh)
+
+    kw = dict(key=jax.random.PRNGKey(0), progress=False, checkpoint_every=2)
+    init = {"w": jnp.zeros(3)}
+    full, _ = loop.run(objective, init, optax.adam(0.1), x, steps=8, **kw)
+    with tempfile.TemporaryDirectory() as d:
+        loop.run(objective, init, optax.adam(0.1), x, steps=4, checkpoint_dir=d, **kw)
+        resumed, _ = loop.run(objective, init, optax.adam(0.1), x, steps=8, checkpoint_dir=d, **kw)
+        np.testing.assert_allclose(resumed["w"], full["w"], rtol=1e-6)
+        replicated = jax.device_put(init, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+        d2 = d + "/replicated"
+        loop.run(objective, replicated, optax.adam(0.1), x, steps=4, checkpoint_dir=d2, **kw)
+        again, _ = loop.run(objective, replicated, optax.adam(0.1), x, steps=8, checkpoint_dir=d2, **kw)
+        np.testing.assert_allclose(again["w"], full["w"], rtol=1e-6)
+
+
+def test_sharded_run_resumes_on_8_devices(multidevice):
+    multidevice(_sharded_resume)
