@@ -32,6 +32,10 @@ Conventions (identical in the numpy brute force of the tests):
   (at ``-inf``); they are never hits.
 * A test item that is also a train item is removed from the ranking like every train
   item, so it is not a positive either.
+* NaN in, NaN out: called eagerly, every function refuses NaN/inf scores with a
+  ``ValueError``; under ``jax.jit`` (values unknown when checks run) a user whose scores
+  hold a NaN gets NaN for every metric — never a plausible number — and the NaN then
+  carries into any mean over users.
 
 Everything is jitted and ``vmap``-ed over users; :func:`evaluate` runs in fixed-size
 user batches (one compilation) and optionally shards users over a device mesh with
@@ -197,7 +201,11 @@ def _user_metrics(s, pos, train, w, *, ks: tuple[int, ...], metrics: tuple[str, 
         twice_u = jnp.sum(jnp.where(pos_s, (below + at_or_below).astype(dt), 0))
         pairs = n_pos.astype(dt) * n_neg.astype(dt)  # in float: int32 could overflow
         out["auc"] = jnp.where(pairs > 0, twice_u / (2 * jnp.where(pairs > 0, pairs, 1)), 0)
-    return out
+    # NaN in -> NaN out: a NaN score makes the ranking undefined, and top_k/sort would
+    # silently place it (first, for top_k) and return a plausible number. Eager calls
+    # refuse NaN before getting here; under jit this is the only signal.
+    undefined = jnp.any(jnp.isnan(s))
+    return {k: v if k in ("n_pos", "n_neg") else jnp.where(undefined, jnp.nan, v) for k, v in out.items()}
 
 
 def _batch_metrics(scores, test_mask, train_mask, w, *, ks, metrics):

@@ -432,3 +432,18 @@ def test_evaluate_under_jit_names_the_jittable_functions():
     valid = np.asarray(M.valid_users(test, train))
     host = M.evaluate(scores, test, train, ks=(3,), metrics=("hr",))
     np.testing.assert_allclose(100 * np.asarray(hr)[valid].mean(), host["HR@3"], rtol=RTOL)
+
+
+@pytest.mark.parametrize("fn", [M.hr_at_k, M.ndcg_at_k, M.psp_at_k, M.auc])
+def test_nan_scores_give_nan_under_jit_and_raise_eagerly(fn):
+    # top_k ranks NaN first: without the policy HR@1 of the first user would be 1.0.
+    scores = jnp.asarray([[jnp.nan, 1.0, 0.0, 2.0], [0.5, 1.0, 0.0, 2.0]])
+    target = jnp.asarray([[1.0, 0, 0, 0], [0, 0, 0, 1.0]])
+    kw = {} if fn is M.auc else {"k": 1}
+    if fn is M.psp_at_k:
+        kw["propensity"] = jnp.ones(4)
+    with pytest.raises(ValueError, match="scores"):
+        fn(scores, target, **kw)
+    got = np.asarray(jax.jit(lambda s, t: fn(s, t, **kw))(scores, target))
+    assert np.isnan(got[0]) and np.isfinite(got[1])
+    np.testing.assert_allclose(got[1], np.asarray(fn(scores[1:], target[1:], **kw))[0])

@@ -130,3 +130,17 @@ def test_ease_refuses_a_singular_solve_instead_of_returning_nan():
     with pytest.raises(ValueError, match="lam"):
         ease.fit_predict(wide, wide, lam=1e-30)
     assert np.isfinite(np.asarray(ease.fit(x, lam=1e-3).weights)).all()
+
+
+def test_checkify_turns_a_nan_under_jit_into_an_error():
+    # The opt-in path of the error policy: under jit a singular solve gives NaN (no
+    # plausible number); wrapped in checkify's float checks it raises instead.
+    from jax.experimental import checkify
+
+    wide = np.zeros((3, 8), np.float32)
+    wide[:, 0] = 1
+    f = lambda x: ease.fit_predict(x, x, lam=1e-30)
+    assert np.isnan(np.asarray(jax.jit(f)(wide))).all()
+    err, _ = jax.jit(checkify.checkify(f, errors=checkify.float_checks))(wide)
+    with pytest.raises(checkify.JaxRuntimeError, match="nan generated"):
+        err.throw()
