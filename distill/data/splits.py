@@ -15,7 +15,8 @@ validation and test item. Items that only occurred with dropped users are droppe
 well. When the input has already been through
 ``filter_min_interactions(to_implicit(inter), min_user=min_interactions)`` nothing is
 dropped, and row ``u`` / column ``i`` of the split are user ``u`` / item ``i`` of
-that :class:`~distill.data.interactions.Interactions` (keep it for the raw ids).
+that :class:`~distill.data.interactions.Interactions`. Either way the split carries
+the raw ids of its rows and columns (``Split.user_ids`` / ``Split.item_ids``).
 """
 
 from __future__ import annotations
@@ -44,6 +45,11 @@ class Split(NamedTuple):
       test: float32 ``(n_users, n_items)`` binary matrix of test interactions.
       n_users: number of (kept) users.
       n_items: number of items (those of the kept users' interactions).
+      user_ids: ``(n_users,)`` original id of every row (``user_ids[u]`` is the raw
+        user id of row ``u``, as in :attr:`Interactions.user_ids`); ``None`` when the
+        split was built by hand.
+      item_ids: ``(n_items,)`` original id of every column, likewise; e.g. the raw ids
+        an exported summary's columns refer to.
 
     The three matrices are disjoint, and every row has at least one 1 in each.
     """
@@ -53,6 +59,8 @@ class Split(NamedTuple):
     test: np.ndarray
     n_users: int
     n_items: int
+    user_ids: np.ndarray | None = None
+    item_ids: np.ndarray | None = None
 
 
 def _distinct_pairs(inter: Interactions, min_interactions: int) -> Interactions:
@@ -83,7 +91,10 @@ def _matrices(data: Interactions, part: np.ndarray) -> Split:
         sel = part == p
         m[data.users[sel], data.items[sel]] = 1.0
         mats.append(m)
-    return Split(mats[0], mats[1], mats[2], data.n_users, data.n_items)
+    return Split(
+        mats[0], mats[1], mats[2], data.n_users, data.n_items,
+        user_ids=np.asarray(data.user_ids), item_ids=np.asarray(data.item_ids),
+    )
 
 
 def _round_half_up(x: np.ndarray) -> np.ndarray:

@@ -77,7 +77,7 @@ def test_random_split_rounding_rule_and_filtering():
 
 def test_random_split_large_fractions_keep_one_train_item():
     parts = [_one_user(n, u, 10 * u) for u, n in enumerate((3, 4, 10))]
-    inter = I.from_arrays(*(np.concatenate(cols) for cols in zip(*parts)))
+    inter = I.from_arrays(*(np.concatenate(cols) for cols in zip(*parts, strict=True)))
     split = S.random_split(inter, val_frac=0.45, test_frac=0.45)
     # n=3: 1/1 -> train 1; n=4: test 2, val 2 -> val gives one back; n=10: 5/5 -> val 4
     np.testing.assert_array_equal(split.test.sum(1), [1, 2, 5])
@@ -196,3 +196,47 @@ def test_iterate_batches_validates_eagerly():
         S.iterate_batches(m, 2, shuffle=1)
     with pytest.raises(ValueError, match="seed"):
         S.iterate_batches(m, 2, seed=-3)
+
+
+def _raw_pairs(split):
+    """Every (raw user, raw item) of train + val + test, through the split's id maps."""
+    full = split.train + split.val + split.test
+    rows, cols = np.nonzero(full)
+    return set(zip(split.user_ids[rows].tolist(), split.item_ids[cols].tolist(), strict=True))
+
+
+@pytest.mark.parametrize("make", [lambda i: S.random_split(i, seed=2), S.temporal_split])
+def test_split_id_maps_hand_built(make):
+    # raw users 'u9', 'u1', 'u5' (u5 has 2 items: dropped); raw items are movie ids.
+    # Kept, sorted raw order: users ['u1', 'u9'], items [7, 30, 41, 42, 500] (99 only u5's).
+    users = np.array(["u9", "u9", "u9", "u1", "u1", "u1", "u1", "u5", "u5", "u9"])
+    items = np.array([500, 42, 7, 41, 42, 30, 7, 99, 42, 42])  # (u9, 42) twice: counted once
+    ts = np.arange(10)
+    split = make(I.from_arrays(users, items, timestamps=ts))
+    np.testing.assert_array_equal(split.user_ids, ["u1", "u9"])
+    np.testing.assert_array_equal(split.item_ids, [7, 30, 41, 42, 500])
+    assert split.user_ids.shape == (split.n_users,) and split.item_ids.shape == (split.n_items,)
+    expected = {("u9", 500), ("u9", 42), ("u9", 7), ("u1", 41), ("u1", 42), ("u1", 30), ("u1", 7)}
+    assert _raw_pairs(split) == expected
+    # column of raw item 500 holds exactly user 'u9'
+    col = int(np.flatnonzero(split.item_ids == 500)[0])
+    full = split.train + split.val + split.test
+    np.testing.assert_array_equal(split.user_ids[np.flatnonzero(full[:, col])], ["u9"])
+
+
+def test_split_id_maps_real_data(ml):
+    split = S.random_split(ml, seed=0)
+    implicit = I.to_implicit(ml)
+    raw = set(zip(implicit.user_ids[implicit.users].tolist(), implicit.item_ids[implicit.items].tolist(), strict=True))
+    assert _raw_pairs(split) == raw  # every user of latest-small has >= 20 ratings: nothing dropped
+    assert split.item_ids.dtype.kind == "i" and np.all(np.diff(split.item_ids) > 0)
+    # the temporal split's test item of every user is one of that user's raw events
+    tsplit = S.temporal_split(ml)
+    u, c = np.nonzero(tsplit.test)
+    assert set(zip(tsplit.user_ids[u].tolist(), tsplit.item_ids[c].tolist(), strict=True)) <= raw
+
+
+def test_split_built_by_hand_has_no_id_maps():
+    z = np.zeros((2, 3), np.float32)
+    split = S.Split(z, z, z, 2, 3)
+    assert split.user_ids is None and split.item_ids is None
