@@ -25,8 +25,9 @@ is scored by :func:`select_lambda` — ∞-AE fitted on it for every λ of a sma
 real users' training rows as queries, their validation items as targets — and the
 best λ is used by the objective until the next validation. The same validation value
 (nDCG@10 at the best λ by default) drives early stopping and the choice of the
-returned parameters. The λ schedule is written next to the checkpoints, so a resumed
-run uses exactly the λ the uninterrupted run would have used.
+returned parameters. The λ schedule is checkpointed with the parameters (the run state
+of :func:`distill.loop.run`), so a resumed run uses exactly the λ the uninterrupted run
+would have used; a checkpoint written with other settings or data is refused.
 
 Everything else is shared machinery: the outer loop is :func:`distill.loop.run`
 (optax Adam, checkpoints, exact resume), the loss over the real batch is a
@@ -37,7 +38,6 @@ partial sums ``psum``-ed), and export is :mod:`distill.export`.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import pathlib
 from typing import Any, Mapping, NamedTuple, Sequence
@@ -76,7 +76,6 @@ __all__ = [
 #: The inner-λ grid re-evaluated at every validation cycle (the ∞-AE reference grid).
 DEFAULT_LAMS = infinite_ae.DEFAULT_LAMS
 
-_LAMBDA_FILE = "distill_cf_lambda.json"
 
 
 class Batch(NamedTuple):
@@ -263,28 +262,15 @@ def select_lambda(
 # --------------------------------------------------------------------------------------
 
 
-def _read_lams(checkpoint_dir: str | None) -> dict[int, float]:
-    if checkpoint_dir is None:
-        return {}
-    path = os.path.join(checkpoint_dir, _LAMBDA_FILE)
-    if not os.path.exists(path):
-        return {}
-    return {int(k): float(v) for k, v in json.loads(open(path).read()).items()}
+def _lam_at(schedule: dict[str, float], step: int) -> float:
+    """The λ in force at ``step``: the one selected at the latest validation ≤ ``step``
+    (keys are update counts as strings: the schedule is checkpointed as JSON)."""
+    return schedule[str(max(int(s) for s in schedule if int(s) <= step))]
 
 
-def _write_lams(checkpoint_dir: str | None, lams: dict[int, float]) -> None:
-    if checkpoint_dir is None:
-        return
-    os.makedirs(checkpoint_dir, exist_ok=True)
-    path = os.path.join(checkpoint_dir, _LAMBDA_FILE)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump({str(k): v for k, v in sorted(lams.items())}, f)
-    os.replace(tmp, path)
-
-
-def _lam_at(schedule: dict[int, float], step: int) -> float:
-    return schedule[max(s for s in schedule if s <= step)]
+#: Settings that may change between a run and its resumption (extending it, stopping
+#: it differently, resuming on another device count); everything else must match.
+_RESUMABLE = ("steps", "patience", "n_devices")
 
 
 #: Where every default of :func:`distill` comes from: the tuning runs at the 10 % budget
@@ -447,17 +433,11 @@ def distill(
     materialize_eval = jax.jit(lambda g: par.materialize(g, k_eval))
 
     # The λ schedule {update count: λ}: entry 0 from the initial summary, then one per
-    # validation. Resuming reads it back and continues from the checkpoint's step.
-    schedule = {}
-    start = loop.latest_step(checkpoint_dir) if checkpoint_dir is not None else None
-    if start is not None:
-        schedule = {s: v for s, v in _read_lams(checkpoint_dir).items() if s <= start}
-    if 0 not in schedule:
-        schedule[0] = select(materialize_eval(logits0))[0]
-    state = {"step": start or 0}
+    # validation. loop.run checkpoints it with the parameters and, on resume, refills
+    # it in place with the schedule the checkpointed run had.
+    schedule = {"0": select(materialize_eval(logits0))[0]}
 
     def batches(t: int) -> Batch:
-        state["step"] = t
         if batch_size is None or batch_size == n:
             rows = train_d
         else:
@@ -465,27 +445,29 @@ def distill(
             rows = train_d[idx]
         return Batch(rows, jnp.asarray(_lam_at(schedule, t), dtype))
 
-    def evaluate(logits) -> float:
+    def evaluate(logits, step: int) -> float:
         best_lam, best_value, _ = select(materialize_eval(logits))
-        schedule[state["step"] + 1] = best_lam
-        _write_lams(checkpoint_dir, schedule)
+        schedule[str(step)] = best_lam
         return best_value
 
     obj = functools.partial(
         objective, parametrization=par, lam2=lam2, depth=depth, w_std=w_std, b_std=b_std, mesh=mesh
     )
-    _write_lams(checkpoint_dir, schedule)
+    fingerprint = {k: v for k, v in settings.items() if k not in _RESUMABLE}
+    fingerprint.update(train=loop.array_signature(train), val=loop.array_signature(val))
     logits, history = loop.run(
         obj, logits0, optax.adam(learning_rate), batches, steps=steps, key=k_steps,
         evaluate=evaluate, eval_every=eval_every, patience=patience, maximize=True,
         checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, progress=progress,
+        fingerprint=fingerprint, state=schedule,
     )
     summary = materialize_eval(logits)
     if history.best_step >= 0:
-        lam, value = schedule[history.best_step], history.best_value
+        lam, value = schedule[str(history.best_step)], history.best_value
     else:  # steps == 0: nothing was validated
         lam, value, _ = select(summary)
-    return DistillCFResult(logits, summary, float(lam), float(value), history, dict(schedule), settings)
+    lams_by_step = {int(k): v for k, v in schedule.items()}
+    return DistillCFResult(logits, summary, float(lam), float(value), history, lams_by_step, settings)
 
 
 # --------------------------------------------------------------------------------------

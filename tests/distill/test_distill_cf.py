@@ -65,6 +65,40 @@ def test_exact_resume_after_kill(tmp_path):
     assert resumed.history.losses == full.history.losses
     assert resumed.history.eval_values == full.history.eval_values
     assert resumed.lams == full.lams and resumed.lam == full.lam
+    # The λ schedule lives in the checkpoint: no side file beside it.
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir() if not p.name.isdigit()) == []
+
+
+def test_resume_refuses_other_settings_or_data(tmp_path):
+    train, val = planted()
+    ckpt = str(tmp_path / "ck")
+    _run(train, val, 2, ckpt, tau=0.5)
+    with pytest.raises(ValueError, match=r"checkpoint_dir: .*run\.tau: checkpoint has 0\.5, this run has 2\.0"):
+        _run(train, val, 4, ckpt, tau=2.0)
+    other = train.copy()
+    other[0, :] = 1 - other[0, :]
+    with pytest.raises(ValueError, match=r"run\.train\.sha256"):
+        _run(other, val, 4, ckpt, tau=0.5)
+    assert _run(train, val, 4, ckpt, tau=0.5).history.steps == [0, 1, 2, 3]
+
+
+def _sharded_resume():
+    import tempfile
+
+    from distill import parallel
+
+    mesh = parallel.make_mesh()
+    train, val = planted()
+    full = _run(train, val, 4, mesh=mesh)
+    with tempfile.TemporaryDirectory() as d:
+        _run(train, val, 2, d, mesh=mesh)
+        resumed = _run(train, val, 4, d, mesh=mesh)
+    np.testing.assert_allclose(np.asarray(resumed.logits), np.asarray(full.logits), rtol=1e-6)
+    assert resumed.lams == full.lams
+
+
+def test_sharded_run_resumes_on_8_devices(multidevice):
+    multidevice(_sharded_resume)
 
 
 def _eight_devices_equal_one():
