@@ -54,7 +54,9 @@ from distill._checks import (
     check_binary,
     check_float,
     check_int,
+    check_key,
     check_path,
+    is_concrete,
 )
 from models import infinite_ae, tuning
 
@@ -294,6 +296,9 @@ def _check_distill_args(train, val, n_users, steps, lam2, learning_rate, batch_s
     check_array(val, "val", ndim=2, kind="numeric", shape=tuple(train.shape), finite=True)
     check_binary(train, "train")
     check_binary(val, "val")
+    if is_concrete(val) and not bool(np.any((np.asarray(val) != 0) & (np.asarray(train) == 0))):
+        # Validation drives λ and early stopping; without held-out items every value is 0.
+        raise ValueError("val: expected at least one user with a validation item outside train, got none")
     n = train.shape[0]
     n_users = check_int(n_users, "n_users", min_value=1, max_value=n)
     steps = check_int(steps, "steps", min_value=0)
@@ -405,6 +410,7 @@ def distill(
 
     Source: dissertation Ch. 3, §3.4.3, Eq. 3.4, Algorithm 5; §3.6.1 (λ on the fly).
     """
+    check_key(key)
     n_users, steps, lam2, learning_rate, batch_size, lams, checkpoint_dir = _check_distill_args(
         train, val, n_users, steps, lam2, learning_rate, batch_size, lams, checkpoint_dir
     )

@@ -273,3 +273,11 @@ def test_bad_inputs():
         dcf.select_lambda(train[:3], train, val[:4])
     with pytest.raises(ValueError, match="item_ids"):
         dcf.export_summary("/tmp/x", g, key=jax.random.key(0), n_samples=2, tau=1.0, item_ids=np.arange(3))
+
+
+def test_all_zero_validation_is_blamed_on_val():
+    train, _ = planted(n_users=20)
+    with pytest.raises(ValueError, match="^val: expected at least one user with a validation item"):
+        dcf.distill(train, np.zeros_like(train), n_users=3, key=jax.random.key(0), steps=1)
+    with pytest.raises(TypeError, match="key"):
+        dcf.distill(train, 1 - train, n_users=3, key=0, steps=1)
