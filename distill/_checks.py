@@ -26,6 +26,7 @@ __all__ = [
     "check_choice",
     "check_path",
     "check_key",
+    "check_index_range",
 ]
 
 
@@ -105,6 +106,18 @@ def check_binary(x: Any, name: str) -> None:
             raise ValueError(f"{name}: expected a binary 0/1 matrix, found entry {bad!r}")
 
 
+def check_index_range(x: Any, name: str, n: int, what: str = "ids") -> None:
+    """Reject a concrete int array with entries outside ``[0, n)`` (no-op under tracing).
+
+    Under ``jit`` the caller masks the affected outputs to NaN instead (a gather would
+    clamp an out-of-range label/id to a real one and return a plausible number).
+    """
+    if is_concrete(x) and np.size(x):
+        a = np.asarray(x)
+        if a.min() < 0 or a.max() >= n:
+            raise ValueError(f"{name}: expected {what} in [0, {n}), got range [{a.min()}, {a.max()}]")
+
+
 def check_int(
     v: Any,
     name: str,
@@ -175,12 +188,16 @@ def check_path(path: Any, name: str = "path") -> str:
     return os.fspath(path)
 
 
-def check_key(key: Any, name: str = "key") -> Any:
+def check_key(key: Any, name: str = "key", *, allow_none: bool = False) -> Any:
     """A JAX PRNG key: a typed key (``jax.random.key``) or a raw ``uint32[2]`` one (``PRNGKey``).
 
     Returns it unchanged; raises ``TypeError`` naming the argument for anything else
     (a Python int seed is the common mistake: pass ``jax.random.key(seed)``).
+    ``allow_none`` accepts ``None`` for optional keys (the caller decides what a
+    missing key means). Works on traced keys too: only the dtype and shape are read.
     """
+    if key is None and allow_none:
+        return None
     dtype = getattr(key, "dtype", None)
     if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
         return key

@@ -25,7 +25,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from distill._checks import check_int
 
-__all__ = ["make_mesh", "map_rows", "map_row_blocks", "sum_rows", "pad_rows", "replicate", "DATA_AXIS"]
+__all__ = [
+    "make_mesh", "map_rows", "map_row_blocks", "sum_rows", "pad_rows", "replicate", "DATA_AXIS",
+    "process_rows", "shard_rows",
+]
 
 DATA_AXIS = "data"
 
@@ -41,6 +44,7 @@ def make_mesh(n_devices: int | None = None, axis_name: str = DATA_AXIS) -> Mesh:
 
 def pad_rows(x: jax.Array, multiple: int) -> tuple[jax.Array, int]:
     """Zero-pad axis 0 of ``x`` to a multiple of ``multiple``; returns (padded, n_pad)."""
+    multiple = check_int(multiple, "multiple", min_value=1)
     n = x.shape[0]
     n_pad = (-n) % multiple
     if n_pad:
@@ -60,6 +64,7 @@ def map_row_blocks(fn: Callable[..., Any], x: Any, *replicated: Any, block_size:
     padding, so no padded copy of the output is ever made. Returns the same as
     ``fn(x, *replicated)``.
     """
+    block_size = check_int(block_size, "block_size", min_value=1)
     n = jax.tree_util.tree_leaves(x)[0].shape[0]
     if n <= block_size:
         return fn(x, *replicated)
@@ -77,6 +82,11 @@ def map_row_blocks(fn: Callable[..., Any], x: Any, *replicated: Any, block_size:
         )
 
     return jax.lax.fori_loop(0, nb, body, out0)
+
+
+def _check_mesh(mesh: Any) -> None:
+    if not isinstance(mesh, Mesh):
+        raise TypeError(f"mesh: expected a jax.sharding.Mesh or None, got {type(mesh).__name__}")
 
 
 def _n_shards(mesh: Mesh, axis_name: str) -> int:
@@ -105,6 +115,7 @@ def map_rows(
     """
     if mesh is None:
         return fn(x, *replicated)
+    _check_mesh(mesh)
     n = jax.tree_util.tree_leaves(x)[0].shape[0]
     k = _n_shards(mesh, axis_name)
     xp = jax.tree_util.tree_map(lambda a: pad_rows(a, k)[0], x)
@@ -144,6 +155,7 @@ def sum_rows(
     dtype = jnp.result_type(float)
     if mesh is None:
         return fn(x, jnp.ones((n,), dtype), *replicated)
+    _check_mesh(mesh)
     k = _n_shards(mesh, axis_name)
     xp = jax.tree_util.tree_map(lambda a: pad_rows(a, k)[0], x)
     w, _ = pad_rows(jnp.ones((n,), dtype), k)
@@ -164,4 +176,99 @@ def sum_rows(
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
     """Place a pytree on every device of ``mesh`` (fully replicated)."""
+    _check_mesh(mesh)
     return jax.device_put(tree, NamedSharding(mesh, P()))
+
+
+# ----------------------------------------------------------------------------- multi-process input
+
+
+def _row_blocks(n_rows: int, mesh: Mesh, axis_name: str) -> tuple[int, list[int]]:
+    """Rows per device ``b = ⌈n/k⌉`` and this process's (sorted) device positions on the axis."""
+    _check_mesh(mesh)
+    if mesh.devices.ndim != 1 or mesh.axis_names != (axis_name,):
+        raise ValueError(f"mesh: expected a 1-d mesh with axis {axis_name!r}, got axes {mesh.axis_names}")
+    k = _n_shards(mesh, axis_name)
+    mine = {d.id for d in mesh.local_devices}
+    positions = [i for i, d in enumerate(mesh.devices.flat) if d.id in mine]
+    if not positions:
+        raise ValueError("mesh: none of its devices belongs to this process")
+    if positions != list(range(positions[0], positions[-1] + 1)):
+        # Each process must own one contiguous block of rows; make_mesh orders devices by process.
+        raise ValueError(f"mesh: this process's devices sit at non-contiguous positions {positions}")
+    return -(-n_rows // k), positions
+
+
+def process_rows(n_rows: int, mesh: Mesh, axis_name: str = DATA_AXIS) -> tuple[int, int]:
+    """The rows ``[start, stop)`` of an ``n_rows`` array this process should load.
+
+    Rows are dealt to the ``k`` devices of ``mesh`` in contiguous blocks of
+    ``b = ⌈n_rows / k⌉`` (device ``j`` owns rows ``[j·b, min((j+1)·b, n_rows))``, the
+    layout :func:`map_rows` and :func:`sum_rows` shard with), and a process owns the
+    blocks of its own devices. With one process this is ``(0, n_rows)``.
+
+    Args:
+      n_rows: rows of the global array (users, examples).
+      mesh: a 1-d mesh over all processes' devices (:func:`make_mesh`).
+      axis_name: the mesh axis rows are sharded over.
+
+    Returns:
+      ``(start, stop)``; pass ``data[start:stop]`` to :func:`shard_rows`. The range is
+      empty (``start == stop``) for a process whose devices hold only padding.
+    """
+    n_rows = check_int(n_rows, "n_rows", min_value=1)
+    b, positions = _row_blocks(n_rows, mesh, axis_name)
+    return min(positions[0] * b, n_rows), min((positions[-1] + 1) * b, n_rows)
+
+
+def _first_rows_fn(x: Any, n: int) -> Any:
+    return jax.tree_util.tree_map(lambda a: a[:n], x)
+
+
+_first_rows = jax.jit(_first_rows_fn, static_argnums=1)
+
+
+def shard_rows(local_rows: Any, mesh: Mesh, global_rows: int, axis_name: str = DATA_AXIS) -> Any:
+    """Assemble a row-sharded global array from the rows each process loaded itself.
+
+    The input-pipeline side of multi-process runs: no process ever holds the whole
+    array. Process ``p`` passes rows ``[start_p, stop_p)`` from :func:`process_rows`;
+    each is zero-padded to its devices' blocks and the blocks are placed with
+    ``jax.make_array_from_process_local_data`` under ``NamedSharding(mesh, P(axis))``.
+    The result is the global ``(global_rows, ...)`` array: sharded over ``mesh`` when
+    ``global_rows`` is a multiple of the device count ``k``; otherwise the padding is
+    cut inside ``jit`` and, since a ``jax.Array`` cannot be unevenly sharded, the
+    result is replicated (pad or trim data to a multiple of ``k`` to keep it sharded).
+
+    Args:
+      local_rows: this process's ``(stop − start, ...)`` rows, an array or a pytree of
+        arrays sharing the leading dimension (host numpy arrays are best).
+      mesh: a 1-d mesh over all processes' devices (:func:`make_mesh`).
+      global_rows: rows of the global array, the same on every process.
+      axis_name: the mesh axis rows are sharded over.
+
+    Returns:
+      The global array (pytree) of shape ``(global_rows, ...)``, equal to the
+      concatenation of all processes' ``local_rows`` in process order.
+    """
+    global_rows = check_int(global_rows, "global_rows", min_value=1)
+    b, positions = _row_blocks(global_rows, mesh, axis_name)
+    start, stop = process_rows(global_rows, mesh, axis_name)
+    k = _n_shards(mesh, axis_name)
+    leaves = jax.tree_util.tree_leaves(local_rows)
+    if not leaves:
+        raise ValueError("local_rows: expected an array or a pytree with at least one array, got none")
+    for a in leaves:
+        if np.ndim(a) < 1 or np.shape(a)[0] != stop - start:
+            raise ValueError(f"local_rows: expected {stop - start} rows (rows [{start}, {stop}) of {global_rows} "
+                             f"belong to this process), got shape {tuple(np.shape(a))}")
+    local_padded = len(positions) * b
+    sharding = NamedSharding(mesh, P(axis_name))
+
+    def place(a):
+        a = np.asarray(a)
+        pad = np.zeros((local_padded - a.shape[0],) + a.shape[1:], a.dtype)
+        return jax.make_array_from_process_local_data(sharding, np.concatenate([a, pad]), (k * b,) + a.shape[1:])
+
+    out = jax.tree_util.tree_map(place, local_rows)
+    return out if k * b == global_rows else _first_rows(out, global_rows)

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh
 
 from distill import parallel
-from distill._checks import check_array, check_choice, check_float, check_int
+from distill._checks import check_array, check_choice, check_float, check_int, check_key, is_concrete
 
 __all__ = [
     "Parametrization",
@@ -56,7 +56,8 @@ def identity() -> Parametrization:
     """
 
     def init(key: jax.Array, data: Any) -> Any:
-        del key
+        check_key(key, allow_none=True)  # unused (the data is the parameter), still validated
+
         def to_float(a):
             check_array(a, "data", finite=True)
             a = jnp.asarray(a)
@@ -116,6 +117,7 @@ def latent_factorization(
     init_scale = check_float(init_scale, "init_scale", min_value=0.0, strict_min=True)
 
     def init(key: jax.Array) -> LatentFactors:
+        check_key(key)
         kz, km = jax.random.split(key)
         scale = init_scale / latent_dim**0.25
         z = scale * jax.random.normal(kz, (n_seqs, seq_len, latent_dim))
@@ -280,8 +282,11 @@ def multisample_gumbel_sum(
 
     Source: dissertation Ch. 3, Eq. 3.4 and §3.4.4 (Distill-CF).
     """
+    check_key(key)
     check_array(logits, "logits", ndim=2, kind="float")
     n_samples = check_int(n_samples, "n_samples", min_value=1)
+    if not is_concrete(tau):  # τ is a static (non-differentiable) argument of the custom VJP
+        raise TypeError("tau: expected a concrete number, got a traced value (close over it, do not jit over it)")
     tau = check_float(tau, "tau", min_value=0.0, strict_min=True)
     check_choice(noise, "noise", GUMBEL_NOISE)
     if logits.shape[0] * logits.shape[1] >= 2**32:
@@ -352,7 +357,7 @@ def gumbel_multisample(
     check_choice(noise, "noise", GUMBEL_NOISE)
 
     def init(key: jax.Array, real_rows: Any) -> jax.Array:
-        del key
+        check_key(key, allow_none=True)  # unused (the init is deterministic), still validated
         check_array(real_rows, "real_rows", ndim=2, kind="numeric", shape=(n_users, n_items), finite=True)
         rows = jnp.asarray(real_rows)
         if not jnp.issubdtype(rows.dtype, jnp.floating):

@@ -19,7 +19,7 @@ forming an I × I matrix; :func:`select_lambda` uses this for every λ of its gr
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -95,7 +95,13 @@ def fit(x_train: jax.Array, *, lam: float = 200.0) -> EASE:
     lam = check_float(lam, "lam", min_value=0.0, strict_min=True)
     weights = _weights(x, jnp.asarray(lam, x.dtype))
     _check_solved(weights, lam)
-    return EASE(weights)
+    return EASE(_nan_unless_positive(weights, lam))
+
+
+def _nan_unless_positive(out: jax.Array, lam: Any) -> jax.Array:
+    # A traced λ skips the eager check; λ <= 0 can still factor (X full rank) and would
+    # return plausible weights of an unregularised fit: make them NaN instead.
+    return out if is_concrete(lam) else jnp.where(lam > 0, out, jnp.nan)
 
 
 def _check_solved(out: jax.Array, lam: float) -> None:
@@ -153,7 +159,7 @@ def fit_predict(x_train: jax.Array, x_query: jax.Array, *, lam: float = 200.0) -
         return predict(fit(x, lam=lam), q)
     scores = _scores_dual(x, jnp.asarray(lam, x.dtype), q.astype(x.dtype))
     _check_solved(scores, lam)
-    return scores
+    return _nan_unless_positive(scores, lam)
 
 
 def select_lambda(

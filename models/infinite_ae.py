@@ -130,6 +130,8 @@ def fit(
     lam = check_float(lam, "lam", min_value=0.0)
     spec = KernelSpec(depth, w_std, b_std)
     params = _fit(x_train, lam, spec, mesh)
+    if not is_concrete(lam):  # traced λ < 0: NaN, never the fit of a negative ridge
+        params = params._replace(alpha=jnp.where(lam >= 0, params.alpha, jnp.nan))
     if is_concrete(params.alpha) and not bool(jnp.all(jnp.isfinite(params.alpha))):
         raise ValueError(
             f"lam: K + λ·tr(K)/n·I is not positive definite in {params.alpha.dtype} at "
@@ -254,9 +256,13 @@ def _spectral_path(support, queries, spec):
 
 
 def spectral_scores(path: SpectralPath, lam: float) -> jax.Array:
-    """``(m, I)`` ∞-AE scores of the path's queries at ridge ``lam`` (> 0)."""
+    """``(m, I)`` ∞-AE scores of the path's queries at ridge ``lam`` (> 0).
+
+    A traced ``lam <= 0`` (no eager check under ``jit``) gives NaN scores.
+    """
     lam = check_float(lam, "lam", min_value=0.0, strict_min=True)
-    return _spectral_scores(path, jnp.asarray(lam, path.evals.dtype))
+    out = _spectral_scores(path, jnp.asarray(lam, path.evals.dtype))
+    return out if is_concrete(lam) else jnp.where(lam > 0, out, jnp.nan)
 
 
 @jax.jit

@@ -38,7 +38,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh
 
 from distill import parallel
-from distill._checks import check_array, check_float, check_int
+from distill._checks import check_array, check_float, check_int, is_concrete
 
 __all__ = ["Kernel", "fc_relu", "fc_relu_blocked", "fc_relu_apply"]
 
@@ -134,6 +134,22 @@ def _validate(x1, x2, depth, w_std, b_std):
     return depth, w_std, b_std
 
 
+def _nan_if_invalid(out, w_std, b_std):
+    # Traced σ's skip the eager range checks: an invalid one (σ_w <= 0, σ_b < 0) makes
+    # every entry NaN rather than the plausible kernel of |σ| the recursion would give.
+    if is_concrete(w_std) and is_concrete(b_std):
+        return out
+    ok = (w_std > 0) & (b_std >= 0)
+    return jax.tree_util.tree_map(lambda a: jnp.where(ok, a, jnp.nan), out)
+
+
+def _require_static(w_std, b_std):
+    # The blocked paths compile per (σ_w, σ_b): a traced value cannot be a static argument.
+    for v, name in ((w_std, "w_std"), (b_std, "b_std")):
+        if not is_concrete(v):
+            raise TypeError(f"{name}: expected a concrete number (static in the blocked kernel), got a traced value")
+
+
 def _as_float(x):
     return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.result_type(float))
 
@@ -163,7 +179,7 @@ def fc_relu(
     depth, w_std, b_std = _validate(x1, x2, depth, w_std, b_std)
     x1 = _as_float(jnp.asarray(x1))
     x2 = x1 if x2 is None else _as_float(jnp.asarray(x2))
-    return _fc_relu_dense(x1, x2, depth, w_std, b_std)
+    return _nan_if_invalid(_fc_relu_dense(x1, x2, depth, w_std, b_std), w_std, b_std)
 
 
 def _rows_fn(depth, w_std, b_std, block_size, rhs_fn=None):
@@ -228,6 +244,7 @@ def fc_relu_blocked(
         block_size = check_int(block_size, "block_size", min_value=1)
     x1 = _as_float(jnp.asarray(x1))
     x2 = x1 if x2 is None else _as_float(jnp.asarray(x2))
+    _require_static(w_std, b_std)
     return _blocked(x1, x2, depth=depth, w_std=w_std, b_std=b_std, block_size=block_size, mesh=mesh)
 
 
@@ -268,6 +285,7 @@ def fc_relu_apply(
         block_size = check_int(block_size, "block_size", min_value=1)
     x1 = _as_float(jnp.asarray(x1))
     x2 = _as_float(jnp.asarray(x2))
+    _require_static(w_std, b_std)
     return _apply(
         x1, x2, jnp.asarray(rhs, x1.dtype), which=which, depth=depth, w_std=w_std, b_std=b_std,
         block_size=block_size, mesh=mesh,

@@ -26,14 +26,15 @@ keeps the whole training loop one jitted ``lax.scan``.
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from distill._checks import check_array, check_float, check_int, check_same_leading
+from distill._checks import check_array, check_float, check_int, check_key, check_same_leading, is_concrete
 from distill.parallel import map_rows
 
 __all__ = ["MF", "History", "init", "score_pairs", "predict", "fit", "inverse_auc"]
@@ -87,6 +88,7 @@ def init(key: jax.Array, n_users: int, n_items: int, *, dim: int = 0, scale: flo
     Returns:
       :class:`MF` in float32.
     """
+    check_key(key)
     n_users = check_int(n_users, "n_users", min_value=1)
     n_items = check_int(n_items, "n_items", min_value=1)
     dim = check_int(dim, "dim", min_value=0)
@@ -110,12 +112,34 @@ def _pairs(params: MF, users, items):
     )
 
 
+def _check_id_range(ids: Any, name: str, n: int) -> None:
+    # Concrete ids outside [0, n) raise; traced ones are masked to NaN by the caller
+    # (a gather would clamp them to a real user/item and return a plausible score).
+    if is_concrete(ids) and np.size(ids):
+        a = np.asarray(ids)
+        if a.min() < 0 or a.max() >= n:
+            raise ValueError(f"{name}: expected ids in [0, {n}), got range [{a.min()}, {a.max()}]")
+
+
+def _in_range(ids: jax.Array, n: int) -> jax.Array:
+    return (ids >= 0) & (ids < n)
+
+
 def score_pairs(params: MF, users: jax.Array, items: jax.Array) -> jax.Array:
-    """``r̂(u, i)`` for parallel ``(n,)`` int arrays of users and items → ``(n,)``."""
+    """``r̂(u, i)`` for parallel ``(n,)`` int arrays of users and items → ``(n,)``.
+
+    Out-of-range ids raise when concrete and give NaN under ``jit``.
+    """
     _check_params(params)
     check_array(users, "users", kind="int", nonempty=False)
     check_array(items, "items", kind="int", nonempty=False)
-    return _pairs(params, jnp.asarray(users), jnp.asarray(items))
+    if np.shape(users) != np.shape(items):
+        raise ValueError(f"items: expected shape {np.shape(users)} like users, got {np.shape(items)}")
+    n_users, n_items = params.user_bias.shape[0], params.item_bias.shape[0]
+    _check_id_range(users, "users", n_users)
+    _check_id_range(items, "items", n_items)
+    u, i = jnp.asarray(users), jnp.asarray(items)
+    return jnp.where(_in_range(u, n_users) & _in_range(i, n_items), _pairs(params, u, i), jnp.nan)
 
 
 def predict(params: MF, users: jax.Array) -> jax.Array:
@@ -125,13 +149,16 @@ def predict(params: MF, users: jax.Array) -> jax.Array:
     """
     _check_params(params)
     check_array(users, "users", ndim=1, kind="int")
+    n_users = params.user_bias.shape[0]
+    _check_id_range(users, "users", n_users)
     u = jnp.asarray(users)
-    return (
+    scores = (
         params.global_bias
         + params.user_bias[u][:, None]
         + params.item_bias[None, :]
         + params.user_emb[u] @ params.item_emb.T
     )
+    return jnp.where(_in_range(u, n_users)[:, None], scores, jnp.nan)
 
 
 def _inverse_auc_rows(rows, params):
@@ -176,6 +203,7 @@ def inverse_auc(
     Returns:
       float32 ``(n,)`` in ``[0, 1]``.
     """
+    check_key(key)
     _check_params(params)
     check_array(users, "users", ndim=1, kind="int")
     check_array(items, "items", ndim=1, kind="int")
@@ -183,10 +211,12 @@ def inverse_auc(
     n_negatives = check_int(n_negatives, "n_negatives", min_value=1)
     if mesh is not None and not isinstance(mesh, Mesh):
         raise TypeError(f"mesh: expected a jax.sharding.Mesh or None, got {type(mesh).__name__}")
-    return _inverse_auc_jit(
-        params, jnp.asarray(users, jnp.int32), jnp.asarray(items, jnp.int32), key,
-        params.item_bias.shape[0], n_negatives, mesh,
-    )
+    n_users, n_items = params.user_bias.shape[0], params.item_bias.shape[0]
+    _check_id_range(users, "users", n_users)
+    _check_id_range(items, "items", n_items)
+    u, i = jnp.asarray(users, jnp.int32), jnp.asarray(items, jnp.int32)
+    out = _inverse_auc_jit(params, u, i, key, n_items, n_negatives, mesh)
+    return jnp.where(_in_range(u, n_users) & _in_range(i, n_items), out, jnp.nan)
 
 
 @functools.partial(
@@ -270,6 +300,7 @@ def fit(
     Returns:
       ``(params, history)``: the trained :class:`MF` and its :class:`History`.
     """
+    check_key(key)
     check_array(users, "users", ndim=1, kind="int")
     check_array(items, "items", ndim=1, kind="int")
     check_same_leading([("users", users), ("items", items)])

@@ -32,7 +32,10 @@ def parse_metric(metric: str) -> tuple[str, int | None]:
         raise ValueError(f"metric: expected 'HR@k', 'nDCG@k', 'PSP@k' or 'AUC', got {metric!r}")
     if metric == "AUC":
         return "auc", None
-    return m.group(1).lower(), int(m.group(2))
+    k = int(m.group(2))
+    if k < 1:  # HR@0 would rank nothing and score every λ 0
+        raise ValueError(f"metric: expected a cutoff k >= 1, got {metric!r}")
+    return m.group(1).lower(), k
 
 
 def select_lambda(

@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from distill._checks import check_array, check_choice, check_float, check_int, check_same_leading
+from distill._checks import check_array, check_choice, check_float, check_int, check_key, check_same_leading
 from selection.coresets import proportional_budget
 from selection.sas import latent_classes
 
@@ -65,7 +65,11 @@ def clipcov_objective(csim: Any, subset: Any, *, diversity: float = 0.0) -> floa
     """``F(S) = Σ_{i, j∈S} csim_ij + Σ_{i∈S} csim_ii − λ Σ_{{i,j}⊆S} s_ij`` on one latent class."""
     check_array(csim, "csim", ndim=2, kind="float", finite=True)
     a, pen = _terms(np.asarray(csim, np.float64), check_float(diversity, "diversity", min_value=0.0))
-    idx = np.asarray(subset, np.int64)
+    # A set of indices: any int sequence (an empty one included) is accepted.
+    idx = np.asarray(subset)
+    idx = check_array(idx if idx.size else idx.astype(np.int64), "subset", ndim=1, kind="int", nonempty=False)
+    if idx.size and (idx.min() < 0 or idx.max() >= a.shape[0]):
+        raise ValueError(f"subset: expected indices in [0, {a.shape[0]}), got range [{idx.min()}, {idx.max()}]")
     return float(a[idx].sum() - 0.5 * pen[np.ix_(idx, idx)].sum())
 
 
@@ -90,6 +94,7 @@ def maximize(
       int64 selected indices (in pick order; may be fewer than ``k`` when extra picks
       would lower ``F``).
     """
+    check_key(key, allow_none=True)
     check_array(csim, "csim", ndim=2, kind="float", finite=True)
     n = csim.shape[0]
     if csim.shape[1] != n:
@@ -180,6 +185,7 @@ def clipcov(
     Returns:
       :class:`ClipCov`.
     """
+    check_key(key, allow_none=True)
     check_array(u, "u", ndim=2, kind="float", finite=True)
     check_array(v, "v", ndim=2, kind="float", finite=True)
     check_same_leading([("u", u), ("v", v)])

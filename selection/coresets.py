@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from distill._checks import check_array, check_choice, check_float, check_int
+from distill._checks import check_array, check_choice, check_float, check_int, check_key
 
 __all__ = [
     "KMeans",
@@ -126,6 +126,7 @@ def kmeans(key: jax.Array, x: Any, k: int, *, iters: int = 50, spherical: bool =
       :class:`KMeans` with ``centroids (k, d)``, ``labels (n,)`` int32 and the inertia
       ``Σ_i min_c ‖x_i − μ_c‖²``.
     """
+    check_key(key)
     check_array(x, "x", ndim=2, kind="float", finite=True)
     k = check_int(k, "k", min_value=1, max_value=x.shape[0])
     iters = check_int(iters, "iters", min_value=0)
@@ -249,6 +250,7 @@ def facility_location(
       :class:`FacilityLocation` (indices, gains, assignment of every point to its most
       similar pick, value ``F(S)``).
     """
+    check_key(key, allow_none=True)
     check_array(sim, "sim", ndim=2, kind="float", finite=True)
     n, m = sim.shape
     k = check_int(k, "k", min_value=1, max_value=m)
@@ -357,6 +359,7 @@ def craig(
     Returns:
       :class:`Coreset` (indices sorted by class then pick order; int weights summing to ``n``).
     """
+    check_key(key, allow_none=True)
     check_array(features, "features", ndim=2, kind="float", finite=True)
     check_array(labels, "labels", shape=(features.shape[0],), kind="int")
     n = features.shape[0]
@@ -404,6 +407,7 @@ def k_center_greedy(
     Returns:
       int ``(k,)`` new centre indices in selection order.
     """
+    check_key(key, allow_none=True)
     check_array(x, "x", ndim=2, kind="float", finite=True)
     n = x.shape[0]
     xs = jnp.asarray(x)
@@ -439,6 +443,8 @@ def _k_center_from(x, dmin, k):
 
 def covering_radius(x: Any, centers: Any) -> float:
     """``max_i min_{c ∈ centers} ‖x_i − x_c‖`` — the k-center objective."""
-    check_array(x, "x", ndim=2, kind="float")
-    c = np.asarray(centers)
+    check_array(x, "x", ndim=2, kind="float", finite=True)
+    c = np.asarray(check_array(centers, "centers", ndim=1, kind="int"))
+    if c.min() < 0 or c.max() >= x.shape[0]:
+        raise ValueError(f"centers: expected indices in [0, {x.shape[0]}), got range [{c.min()}, {c.max()}]")
     return float(jnp.max(jnp.min(pairwise_distances(jnp.asarray(x), jnp.asarray(x)[c]), axis=1)))

@@ -38,7 +38,7 @@ import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
-from distill._checks import check_array, check_choice, check_float, check_int, check_same_leading
+from distill._checks import check_array, check_choice, check_float, check_int, check_key, check_same_leading
 from selection import scores
 from selection.coresets import facility_location, pairwise_distances
 
@@ -89,6 +89,7 @@ def minibatch_coresets(
     Returns:
       :class:`MinibatchCoresets` with ``(n_subsets, m)`` arrays.
     """
+    check_key(key)
     if not callable(features_fn):
         raise TypeError(f"features_fn: expected a callable, got {type(features_fn).__name__}")
     n = check_int(n, "n", min_value=1)
@@ -220,6 +221,7 @@ def train_on_coresets(
     Returns:
       ``(params, TrainHistory)``.
     """
+    check_key(key)
     if not callable(apply):
         raise TypeError(f"apply: expected a callable, got {type(apply).__name__}")
     check_array(x, "x", kind="numeric", finite=True)
@@ -304,6 +306,7 @@ def crest_train(
     Returns:
       ``(params, TrainHistory)``.
     """
+    check_key(key)
     return train_on_coresets(
         key, apply, params, optimizer, x, y,
         features_fn=last_layer_features(apply, x, y), steps=steps, batch_size=batch_size,

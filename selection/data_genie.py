@@ -35,7 +35,7 @@ import optax
 import scipy.sparse as sp
 import scipy.sparse.csgraph as csgraph
 
-from distill._checks import check_array, check_choice, check_int, check_float, check_same_leading
+from distill._checks import check_array, check_choice, check_float, check_int, check_key, check_same_leading
 from distill.data.interactions import Interactions, _check_interactions
 from models.mlp import mlp
 
@@ -234,6 +234,7 @@ def fit(
     Returns:
       ``(genie, losses)``: the trained :class:`Genie` and ``(steps,)`` losses.
     """
+    check_key(key)
     check_array(x, "x", ndim=2, kind="numeric", finite=True)
     check_array(tau, "tau", ndim=1, kind="numeric", finite=True)
     check_array(groups, "groups", ndim=1, kind="int")

@@ -38,7 +38,7 @@ import numpy as np
 from jax.scipy.stats import norm
 
 from distill import parallel
-from distill._checks import check_array, check_float, check_int
+from distill._checks import check_array, check_float, check_int, check_key, is_concrete
 from selection import select
 
 __all__ = [
@@ -75,6 +75,7 @@ class LSHParams(NamedTuple):
 
 def make_lsh(key: jax.Array, dim: int, *, n_rows: int = 256, n_concat: int = 1, width: float = 1.0, n_buckets: int = 4096) -> LSHParams:
     """Draw the hash functions ``h_1..h_R`` of Algorithm 2 (line 2) for ``dim``-d embeddings."""
+    check_key(key)
     dim = check_int(dim, "dim", min_value=1)
     n_rows = check_int(n_rows, "n_rows", min_value=1)
     n_concat = check_int(n_concat, "n_concat", min_value=1)
@@ -131,6 +132,7 @@ def query_sketch(lsh: LSHParams, sketch: jax.Array, x: Any, *, mesh: Any = None)
 
 def default_width(x: Any, *, key: jax.Array | None = None, n_pairs: int = 2000) -> float:
     """Bandwidth heuristic: the median distance between ``n_pairs`` random pairs, divided by 2."""
+    check_key(key, allow_none=True)
     check_array(x, "x", ndim=2, kind="float", finite=True)
     key = jax.random.PRNGKey(0) if key is None else key
     n = x.shape[0]
@@ -165,6 +167,7 @@ def density_scores(
       ``(n,)`` scores ``S(x_i) ≈ Σ_j p(‖x_i − x_j‖)^K`` (in ``[1, n]`` up to noise;
       higher = denser region).
     """
+    check_key(key)
     check_array(embeddings, "embeddings", ndim=2, kind="float", finite=True)
     x = jnp.asarray(embeddings)
     if width is None:
@@ -195,18 +198,32 @@ def density_sample(key: jax.Array, embeddings: Any, k: int, **kwargs: Any) -> np
     Returns:
       int64 ``(k,)`` indices, sorted ascending.
     """
+    check_key(key)
+    # Fail before hashing the whole set: the budget must fit the number of examples.
+    check_array(embeddings, "embeddings", ndim=2, kind="float")
+    check_int(k, "k", min_value=1, max_value=embeddings.shape[0])
     kh, ks = jax.random.split(key)
     s = density_scores(kh, embeddings, **kwargs)
     return select.ips_sample(ks, np.maximum(np.asarray(s), 1e-6), k)
 
 
 def collision_probability(dist: Any, width: float, n_concat: int = 1) -> jax.Array:
-    """Exact kernel of the sketch: ``p(c)^K`` for distances ``c`` (``p(0) = 1``)."""
+    """Exact kernel of the sketch: ``p(c)^K`` for distances ``c`` (``p(0) = 1``).
+
+    A negative distance or a width ``<= 0`` raises when concrete; traced under ``jit``
+    they give NaN (a clipped probability would look like a real kernel value).
+    """
+    check_array(dist, "dist", kind="float", nonempty=False)
+    width = check_float(width, "width", min_value=0.0, strict_min=True)
+    n_concat = check_int(n_concat, "n_concat", min_value=1)
+    if is_concrete(dist) and bool(np.any(np.asarray(dist) < 0)):
+        raise ValueError("dist: expected non-negative distances")
     d = jnp.asarray(dist)
     r = width / jnp.maximum(d, 1e-30)
     p = 1.0 - 2.0 * norm.cdf(-r) - 2.0 / (math.sqrt(2 * math.pi) * r) * (1.0 - jnp.exp(-(r**2) / 2.0))
     p = jnp.where(d > 0, p, 1.0)
-    return jnp.clip(p, 0.0, 1.0) ** n_concat
+    p = jnp.clip(p, 0.0, 1.0) ** n_concat
+    return jnp.where((d >= 0) & (width > 0), p, jnp.nan)
 
 
 def exact_kernel_sum(embeddings: Any, width: float, n_concat: int = 1) -> jax.Array:

@@ -37,7 +37,7 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from distill import parallel
-from distill._checks import check_choice, check_float, check_int, is_concrete
+from distill._checks import check_choice, check_float, check_int, check_key, is_concrete
 from selection.valuation import check_batch
 
 __all__ = ["Objective", "objective", "ihvp_cg", "ihvp_lissa", "influence_params", "influence_loss", "influence_loo"]
@@ -154,6 +154,7 @@ def ihvp_lissa(
     Returns:
       ``(p,)`` or ``(k, p)`` approximate solutions.
     """
+    check_key(key)
     _check_ihvp(obj, batch, v)
     damping = check_float(damping, "damping", min_value=0.0)
     scale = check_float(scale, "scale", min_value=0.0, strict_min=True)
@@ -244,6 +245,7 @@ def influence_params(
     Returns:
       ``(n, p)`` parameter influences (flattened like ``obj.flat``).
     """
+    check_key(key, allow_none=True)
     check_batch(train, "train")
     check_choice(method, "method", ("cg", "lissa"))
     grads = _per_example_grads(obj, train, obj.flat)
@@ -282,6 +284,7 @@ def influence_loss(
     Returns:
       ``(n,)`` or ``(n, m)`` influences (``< 0``: up-weighting ``z_i`` lowers the test loss).
     """
+    check_key(key, allow_none=True)
     check_batch(train, "train")
     check_batch(test, "test")
     check_choice(method, "method", ("cg", "lissa"))

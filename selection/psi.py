@@ -26,7 +26,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from distill import metrics as cf_metrics
-from distill._checks import check_array, check_choice, check_same_leading
+from distill._checks import check_array, check_binary, check_choice, check_key, check_same_leading
 from models import ease, infinite_ae, mf, popularity
 
 __all__ = [
@@ -139,6 +139,8 @@ def mean_auc(scores: Any, test: Any, exclude: Any) -> float:
     check_array(scores, "scores", ndim=2, kind="numeric", finite=True)
     check_array(test, "test", shape=scores.shape)
     check_array(exclude, "exclude", shape=scores.shape)
+    check_binary(test, "test")  # a count matrix cast to bool would silently binarise
+    check_binary(exclude, "exclude")
     s = np.asarray(scores)
     test, exclude = np.asarray(test, bool), np.asarray(exclude, bool)
     pos, neg = test & ~exclude, ~test & ~exclude
@@ -201,6 +203,7 @@ def evaluate_panel(
     Returns:
       ``{model: {"AUC", "HR@100", "nDCG@10": float}}``.
     """
+    check_key(key)
     check_array(train, "train", ndim=2, kind="numeric")
     shape = tuple(train.shape)
     for name, a in (("val", val), ("test", test), ("exclude", exclude)):

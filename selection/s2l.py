@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from distill._checks import check_array, check_int
+from distill._checks import check_array, check_int, check_key
 from selection.coresets import kmeans
 from selection.select import stratified_sample
 
@@ -37,6 +37,7 @@ def s2l(key: jax.Array, trajectories: Any, k: int, *, n_clusters: int = 20, iter
       clusters (smallest first, leftovers redistributed —
       :func:`selection.select.even_allocation`), uniformly at random inside each.
     """
+    check_key(key)
     check_array(trajectories, "trajectories", ndim=2, kind="float", finite=True)
     n = trajectories.shape[0]
     k = check_int(k, "k", min_value=1, max_value=n)

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from distill import parallel
-from distill._checks import check_array, check_choice, check_int
+from distill._checks import check_array, check_choice, check_int, check_key
 from selection.coresets import facility_location, kmeans, proportional_budget
 
 __all__ = ["augmentation_embeddings", "expected_augmentation_distance", "SAS", "sas", "latent_classes"]
@@ -52,6 +52,7 @@ def augmentation_embeddings(
     Returns:
       ``(A, n, d)`` embeddings.
     """
+    check_key(key)
     if not callable(encode):
         raise TypeError(f"encode: expected a callable, got {type(encode).__name__}")
     if not callable(augment):
@@ -123,6 +124,7 @@ def sas(
     Returns:
       :class:`SAS`; class ``c`` gets ``∝ n_c`` picks.
     """
+    check_key(key, allow_none=True)
     check_array(distances, "distances", ndim=2, kind="float", finite=True)
     n = distances.shape[0]
     if distances.shape[1] != n:
@@ -164,6 +166,7 @@ def latent_classes(
     Returns:
       int ``(n,)`` class labels.
     """
+    check_key(key, allow_none=True)
     if latent is not None:
         check_array(latent, "latent", shape=(n,), kind="int")
         return np.asarray(latent)

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from distill import parallel
-from distill._checks import check_array, check_choice, check_int, is_concrete
+from distill._checks import check_array, check_binary, check_choice, check_int, check_key, is_concrete
 
 __all__ = [
     "score_examples",
@@ -255,7 +255,8 @@ def _one_output_grad(apply, q, ex):
 def _one_perplexity(apply, q, ex):
     t, m = ex
     logp = jax.nn.log_softmax(apply(q, t[None, :-1])[0], axis=-1)
-    nll = -jnp.take_along_axis(logp, t[1:, None], axis=-1)[:, 0]
+    # A target outside the vocabulary would be clamped by the gather: NaN instead.
+    nll = _valid_label(t[1:], logp.shape[-1], -jnp.take_along_axis(logp, t[1:, None], axis=-1)[:, 0])
     m = m.astype(nll.dtype)
     return jnp.exp(jnp.sum(m * nll) / jnp.maximum(jnp.sum(m), 1e-12))
 
@@ -413,6 +414,13 @@ def perplexity(
     if mask is None:
         mask = jnp.ones((tokens.shape[0], tokens.shape[1] - 1), jnp.result_type(float))
     check_array(mask, "mask", shape=(tokens.shape[0], tokens.shape[1] - 1), kind="numeric")
+    if is_concrete(tokens):
+        vocab = jax.eval_shape(lambda p, t: apply(p, t), params, jnp.asarray(tokens)[:1, :-1]).shape[-1]
+        t = np.asarray(tokens)
+        if t.min() < 0 or t.max() >= vocab:
+            raise ValueError(
+                f"tokens: expected ids in [0, {vocab}) of the model's vocabulary, got range [{t.min()}, {t.max()}]"
+            )
 
     fn = _example_fn(_one_perplexity, apply, False)
     return score_examples(fn, params, (tokens, mask), mesh=mesh, block_size=block_size)
@@ -438,6 +446,7 @@ def forgetting_events(correct: Any, *, never_learned: str = "max") -> jax.Array:
       int32 ``(n,)`` forgetting counts.
     """
     check_array(correct, "correct", ndim=2, kind="numeric")
+    check_binary(correct, "correct")
     check_choice(never_learned, "never_learned", ("max", "zero"))
     c = jnp.asarray(correct).astype(bool)
     events = jnp.sum(c[:-1] & ~c[1:], axis=0).astype(jnp.int32)
@@ -475,11 +484,14 @@ def data_map(prob_true: Any, correct: Any = None) -> DataMap:
       :class:`DataMap`.
     """
     check_array(prob_true, "prob_true", ndim=2, kind="float", finite=True)
+    if is_concrete(prob_true) and not bool(np.all((np.asarray(prob_true) >= 0) & (np.asarray(prob_true) <= 1))):
+        raise ValueError("prob_true: expected probabilities in [0, 1]")
     p = jnp.asarray(prob_true)
     if correct is None:
         c = p > 0.5
     else:
         check_array(correct, "correct", shape=p.shape, kind="numeric")
+        check_binary(correct, "correct")
         c = jnp.asarray(correct).astype(bool)
     return DataMap(jnp.mean(p, axis=0), jnp.std(p, axis=0), jnp.mean(c.astype(p.dtype), axis=0))
 
@@ -513,10 +525,12 @@ def prototype_distance(
     Returns:
       ``(n,)`` distances (higher = less prototypical / harder).
     """
+    check_key(key)
     from selection.coresets import kmeans  # clustering lives with the coresets
 
     check_array(embeddings, "embeddings", ndim=2, kind="float", finite=True)
     check_choice(metric, "metric", ("cosine", "euclidean"))
+    check_int(n_clusters, "n_clusters", min_value=1, max_value=embeddings.shape[0])
     e = jnp.asarray(embeddings)
     if metric == "cosine":
         e = e / jnp.maximum(jnp.linalg.norm(e, axis=1, keepdims=True), 1e-12)

@@ -99,6 +99,7 @@ def ips_sample(key: jax.Array, scores: Any, k: int, *, power: float = 1.0) -> np
     Returns:
       int64 ``(k,)`` indices, sorted ascending.
     """
+    check_key(key)
     s = _scores(scores)
     k = _k(k, s.shape[0])
     power = check_float(power, "power")

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from distill._checks import check_array, check_float, check_int
+from distill._checks import check_array, check_float, check_int, check_key
 from selection.coresets import kmeans
 
 __all__ = ["SemDeDup", "semdedup", "semdedup_fraction"]
@@ -67,6 +67,7 @@ def semdedup(
       :class:`SemDeDup`; from every group of mutual near-duplicates exactly one member
       (the one farthest from its centroid) is kept.
     """
+    check_key(key)
     check_array(embeddings, "embeddings", ndim=2, kind="float", finite=True)
     n_clusters = check_int(n_clusters, "n_clusters", min_value=1, max_value=embeddings.shape[0])
     threshold = check_float(threshold, "threshold", min_value=-1.0, max_value=1.0)

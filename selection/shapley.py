@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from distill import parallel
-from distill._checks import check_array, check_choice, check_float, check_int, check_same_leading
+from distill._checks import check_array, check_choice, check_float, check_int, check_key, check_same_leading
 
 __all__ = ["exact_shapley", "TMCShapley", "tmc_shapley", "knn_utility", "knn_shapley"]
 
@@ -234,6 +234,7 @@ def tmc_shapley(
     Returns:
       :class:`TMCShapley`.
     """
+    check_key(key)
     _check_utility(utility)
     n = check_int(n, "n", min_value=1)
     truncation = check_float(truncation, "truncation", min_value=0.0)

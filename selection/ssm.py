@@ -28,7 +28,7 @@ import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
-from distill._checks import check_array, check_float, check_int, check_same_leading
+from distill._checks import check_array, check_float, check_int, check_key, check_same_leading
 from selection.crest import TrainHistory, train_on_coresets
 
 __all__ = ["layer_mask", "zeroth_order_features", "ssm_features", "ssm_train"]
@@ -74,6 +74,7 @@ def zeroth_order_features(
     Returns:
       ``(b, P)`` sketches (``E[c_i c_iᵀ]``-geometry of the sparsified gradients).
     """
+    check_key(key)
     if not callable(apply):
         raise TypeError(f"apply: expected a callable, got {type(apply).__name__}")
     check_array(x, "x", kind="numeric", finite=True)
@@ -121,6 +122,7 @@ def ssm_features(
 ) -> Callable[[Any, np.ndarray], jax.Array]:
     """``features_fn(params, idx)`` for :func:`selection.crest.train_on_coresets`: fresh
     :func:`zeroth_order_features` of ``x[idx]`` at every call (a new key each time)."""
+    check_key(key)
     xj, yj = jnp.asarray(x), jnp.asarray(y)
     counter = iter(range(1 << 62))
 
@@ -160,6 +162,7 @@ def ssm_train(
     Returns:
       ``(params, TrainHistory)`` (as :func:`selection.crest.train_on_coresets`).
     """
+    check_key(key)
     k_feat, k_train = jax.random.split(key)
     feats = ssm_features(k_feat, apply, x, y, n_directions=n_directions, eps=eps, sparsity=sparsity, layer=layer)
     return train_on_coresets(

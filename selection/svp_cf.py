@@ -32,7 +32,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from distill._checks import check_array, check_choice, check_int, check_same_leading
+from distill._checks import check_array, check_choice, check_int, check_key, check_same_leading
 from distill.data.interactions import Interactions, _check_interactions
 from distill.metrics import item_propensity
 from models import mf
@@ -67,6 +67,7 @@ def proxy_difficulty(
     Returns:
       float ``(n,)`` in ``[0, 1]``; larger = harder for the proxy.
     """
+    check_key(key)
     inter = _check_interactions(inter)
     check_choice(proxy, "proxy", tuple(PROXIES))
     epochs = check_int(epochs, "epochs", min_value=1)
@@ -144,6 +145,7 @@ def svp_cf_interaction(
     Returns:
       bool ``(n,)`` mask with ``round(p·n)`` True.
     """
+    check_key(key)
     inter, p, k = check_sampler_args(inter, p, key)
     k_proxy, k_tie = jax.random.split(key)
     imp = _importance_for(inter, k_proxy, proxy, prop, importance, epochs)
@@ -164,6 +166,7 @@ def svp_cf_user(
 
     Arguments as :func:`svp_cf_interaction` (``importance`` is per interaction).
     """
+    check_key(key)
     inter, p, k = check_sampler_args(inter, p, key)
     k_proxy, k_tie = jax.random.split(key)
     imp = _importance_for(inter, k_proxy, proxy, prop, importance, epochs)

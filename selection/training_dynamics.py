@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from distill._checks import check_array, check_int, check_same_leading
+from distill._checks import check_array, check_int, check_key, check_same_leading
 
 __all__ = ["Dynamics", "record_examples", "DynamicsRecorder", "train_with_dynamics"]
 
@@ -118,6 +118,7 @@ def train_with_dynamics(
     Returns:
       ``(final params, Dynamics of (epochs, n) arrays)``.
     """
+    check_key(key)
     if not callable(apply):
         raise TypeError(f"apply: expected a callable, got {type(apply).__name__}")
     check_array(x, "x", kind="numeric")

@@ -103,6 +103,7 @@ def loo_ridge(
     if x.shape[1] != x_test.shape[1]:
         raise ValueError(f"x_test: expected {x.shape[1]} features like x, got shape {tuple(x_test.shape)}")
     out = _loo_ridge(jnp.asarray(x), _as_2d(jnp.asarray(y)), jnp.asarray(x_test), _as_2d(jnp.asarray(y_test)), lam, metric, mesh)
+    out = _nan_unless_positive(out, lam)
     if is_concrete(out) and not bool(jnp.all(jnp.isfinite(out))):
         # 1 − hᵢ rounded to 0: a point with leverage ≈ 1 (alone in its direction, λ tiny).
         bad = int(np.argmax(~np.isfinite(np.asarray(out))))
@@ -188,7 +189,15 @@ def loo_krr(
         raise ValueError(f"k_train: expected a square (n, n) matrix, got shape {tuple(k_train.shape)}")
     check_array(k_test, "k_test", shape=(None, n), kind="float", finite=True)
     lam = _check_regression(k_train, y, k_test, y_test, lam, metric)
-    return _loo_krr(jnp.asarray(k_train), _as_2d(jnp.asarray(y)), jnp.asarray(k_test), _as_2d(jnp.asarray(y_test)), lam, metric, mesh)
+    out = _loo_krr(
+        jnp.asarray(k_train), _as_2d(jnp.asarray(y)), jnp.asarray(k_test), _as_2d(jnp.asarray(y_test)), lam, metric, mesh
+    )
+    return _nan_unless_positive(out, lam)
+
+
+def _nan_unless_positive(out: jax.Array, lam: Any) -> jax.Array:
+    # A traced λ skips the eager check; λ <= 0 would give finite but meaningless values.
+    return out if is_concrete(lam) else jnp.where(lam > 0, out, jnp.nan)
 
 
 @functools.partial(jax.jit, static_argnames=("metric", "mesh"))

@@ -81,6 +81,8 @@ def _read_ratings_file(path: str, split: Callable[[str], list[str]], fmt: str) -
     rescanned to report the first offending line. Blank lines (e.g. a trailing
     newline) are skipped; line numbers in errors are 1-based file lines.
     """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"path: {path} is not an existing file")
     # latin-1 never fails to decode, so odd bytes surface as a parse error with a
     # line number instead of a UnicodeDecodeError without one (ML-1M is latin-1).
     with open(path, encoding="latin-1") as f:

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from distill._checks import check_array, check_int
+from distill._checks import check_array, check_index_range, check_int
 from distill.parametrize import Parametrization
 
 tree_map = jax.tree_util.tree_map
@@ -22,9 +22,19 @@ def syn_labels(n_classes: int, ipc: int) -> jax.Array:
 
 
 def xent(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """Mean softmax cross-entropy; ``labels`` int ``(n,)`` or soft/one-hot ``(n, C)``."""
+    """Mean softmax cross-entropy; ``labels`` int ``(n,)`` or soft/one-hot ``(n, C)``.
+
+    Integer labels outside ``[0, C)`` raise when concrete and make the loss NaN under
+    ``jit`` (optax would clamp them to a real class).
+    """
+    check_array(logits, "logits", ndim=2, kind="float")
     if jnp.issubdtype(labels.dtype, jnp.integer):
-        return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+        check_array(labels, "labels", shape=(logits.shape[0],))
+        n_classes = logits.shape[-1]
+        check_index_range(labels, "labels", n_classes, "labels")
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+        return jnp.mean(jnp.where((labels >= 0) & (labels < n_classes), ce, jnp.nan))
+    check_array(labels, "labels", kind="float", shape=tuple(logits.shape))
     return jnp.mean(optax.softmax_cross_entropy(logits, labels))
 
 

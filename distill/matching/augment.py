@@ -31,7 +31,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from distill._checks import check_array, check_choice
+from distill._checks import check_array, check_choice, check_key
 
 __all__ = ["DSAParams", "TRANSFORMS", "DIGITS_STRATEGY", "CIFAR_STRATEGY", "parse_strategy", "sample", "apply", "augment"]
 
@@ -65,6 +65,7 @@ def parse_strategy(strategy: str) -> tuple[int, ...]:
 
 def sample(key: jax.Array, strategy: str = DIGITS_STRATEGY) -> DSAParams:
     """Draw one augmentation ω: a transformation family of ``strategy`` and its parameters."""
+    check_key(key)
     allowed = jnp.asarray(parse_strategy(strategy), jnp.int32)
     ks = jax.random.split(key, 7)
     u = lambda k, shape=(): jax.random.uniform(k, shape)
@@ -151,4 +152,6 @@ def apply(omega: DSAParams, x: jax.Array) -> jax.Array:
 
 def augment(key: jax.Array, x: jax.Array, strategy: str = DIGITS_STRATEGY) -> jax.Array:
     """``apply(sample(key, strategy), x)``: call it with the same key on real and synthetic images."""
+    check_array(x, "x", ndim=4, kind="float")  # before sampling ω: a bad batch fails fast
+    check_key(key)
     return apply(sample(key, strategy), x)

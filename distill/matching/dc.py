@@ -37,7 +37,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh
 
 from distill import parallel
-from distill._checks import check_float, check_int
+from distill._checks import check_array, check_float, check_int, check_key
 from distill.matching import augment
 from distill.matching._common import (
     check_model,
@@ -60,6 +60,10 @@ def layer_distance(g_real: jax.Array, g_syn: jax.Array) -> jax.Array:
     Returns:
       Scalar in ``[0, 2·out]``.
     """
+    check_array(g_real, "g_real", kind="float")
+    if g_real.ndim < 2:
+        raise ValueError(f"g_real: expected a gradient of ndim >= 2 (..., out), got shape {tuple(g_real.shape)}")
+    check_array(g_syn, "g_syn", kind="float", shape=tuple(g_real.shape))
     a = g_real.reshape((-1, g_real.shape[-1]))
     b = g_syn.reshape((-1, g_syn.shape[-1]))
     cos = jnp.sum(a * b, axis=0) / (_norm(a) * _norm(b) + 1e-6)
@@ -135,6 +139,7 @@ def dc_loss(
     Returns:
       Scalar loss, differentiable in ``syn_params``.
     """
+    check_key(key)
     check_parametrization(parametrization)
     check_model(model)
     n_classes = check_int(n_classes, "n_classes", min_value=1)

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh
 
 from distill import parallel
-from distill._checks import check_array, check_int
+from distill._checks import check_array, check_int, check_key
 from distill.matching import augment
 from distill.matching._common import check_model, check_parametrization, class_grouped_setup
 from distill.parametrize import Parametrization
@@ -75,6 +75,7 @@ def dm_loss(
 
     Source: Zhao & Bilen (2023), Eq. 4 (DM).
     """
+    check_key(key)
     check_parametrization(parametrization)
     check_model(embed, "embed")
     n_classes = check_int(n_classes, "n_classes", min_value=1)

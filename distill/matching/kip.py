@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh
 
 from distill import parallel
-from distill._checks import check_array, check_choice, check_float, check_int
+from distill._checks import check_array, check_choice, check_float, check_index_range, check_int, check_key, is_concrete
 from distill.matching._common import check_parametrization
 from distill.parametrize import Parametrization
 from models.kernels import fc_relu
@@ -41,10 +41,16 @@ class KIPParams(NamedTuple):
 
 
 def kip_targets(y: jax.Array, n_classes: int) -> jax.Array:
-    """Mean-zero regression targets ``one_hot(y) − 1/C``, ``(n, C)`` float."""
+    """Mean-zero regression targets ``one_hot(y) − 1/C``, ``(n, C)`` float.
+
+    Labels outside ``[0, C)`` raise when concrete; under ``jit`` their rows are NaN.
+    """
     check_array(y, "y", ndim=1, kind="int")
     n_classes = check_int(n_classes, "n_classes", min_value=2)
-    return jax.nn.one_hot(y, n_classes) - 1.0 / n_classes
+    check_index_range(y, "y", n_classes, "labels")
+    y = jnp.asarray(y)
+    valid = (y >= 0) & (y < n_classes)
+    return jnp.where(valid[:, None], jax.nn.one_hot(y, n_classes) - 1.0 / n_classes, jnp.nan)
 
 
 def kip_init(data_params: Any, y: jax.Array, n_classes: int) -> KIPParams:
@@ -65,12 +71,13 @@ def krr_predict(k_ts: jax.Array, k_ss: jax.Array, y_s: jax.Array, reg: float) ->
       ``(m, C)`` predictions.
     """
     n = k_ss.shape[0]
-    check_array(k_ss, "k_ss", ndim=2, kind="float", shape=(n, n))
-    check_array(k_ts, "k_ts", ndim=2, kind="float", shape=(None, n))
-    check_array(y_s, "y_s", ndim=2, kind="float", shape=(n, None))
+    check_array(k_ss, "k_ss", ndim=2, kind="float", shape=(n, n), finite=True)
+    check_array(k_ts, "k_ts", ndim=2, kind="float", shape=(None, n), finite=True)
+    check_array(y_s, "y_s", ndim=2, kind="float", shape=(n, None), finite=True)
     reg = check_float(reg, "reg", min_value=0.0)
     a = k_ss + reg * jnp.trace(k_ss) / n * jnp.eye(n, dtype=k_ss.dtype)
-    return k_ts @ jax.scipy.linalg.solve(a, y_s, assume_a="pos")
+    out = k_ts @ jax.scipy.linalg.solve(a, y_s, assume_a="pos")
+    return out if is_concrete(reg) else jnp.where(reg >= 0, out, jnp.nan)  # traced reg < 0: NaN
 
 
 def kip_loss(
@@ -104,6 +111,7 @@ def kip_loss(
     Returns:
       Scalar loss.
     """
+    check_key(key)
     if not isinstance(syn_params, KIPParams):
         raise TypeError(f"syn_params: expected KIPParams (see kip_init), got {type(syn_params).__name__}")
     check_parametrization(parametrization)

@@ -23,7 +23,7 @@ import optax
 from jax.sharding import Mesh
 
 from distill import inner, parallel
-from distill._checks import check_array, check_choice, check_int
+from distill._checks import check_array, check_choice, check_int, check_key
 from distill.matching._common import check_model, check_parametrization, xent
 from distill.parametrize import Parametrization
 
@@ -61,6 +61,7 @@ def meta_matching_loss(
     Returns:
       Scalar mean cross-entropy on the real batch.
     """
+    check_key(key)
     check_parametrization(parametrization)
     check_model(model)
     steps = check_int(steps, "steps", min_value=1)

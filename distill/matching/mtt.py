@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import optax
 
 from distill import inner
-from distill._checks import check_array, check_choice, check_float, check_int, check_path
+from distill._checks import check_array, check_choice, check_float, check_index_range, check_int, check_key, check_path
 from distill.matching._common import check_model, check_parametrization, tree_map, xent
 from distill.parametrize import Parametrization
 
@@ -87,6 +87,7 @@ def expert_trajectories(
     Returns:
       A params pytree whose leaves are ``(n_experts, E + 1, *leaf_shape)``: θ*_0 … θ*_E.
     """
+    check_key(key)
     check_model(model)
     check_array(x, "x", kind="float", finite=True)
     check_array(y, "y", ndim=1, kind="int", shape=(x.shape[0],))
@@ -95,6 +96,9 @@ def expert_trajectories(
     batch_size = check_int(batch_size, "batch_size", min_value=1, max_value=x.shape[0])
     lr = check_float(lr, "lr", min_value=0.0, strict_min=True)
     x, y = jnp.asarray(x), jnp.asarray(y)
+    # Labels must index the model's outputs (shape-only evaluation, no compile).
+    out = jax.eval_shape(lambda k, xb: model.apply(model.init(k, xb), xb), key, x[:1])
+    check_index_range(y, "y", out.shape[-1], "labels")
     opt = optax.adam(lr)
     n_batches = x.shape[0] // batch_size
 
@@ -208,6 +212,7 @@ def mtt_loss(
     Returns:
       Scalar ``‖θ̂_{t+N} − θ*_{t+M}‖² / ‖θ*_t − θ*_{t+M}‖²``.
     """
+    check_key(key)
     if not isinstance(syn_params, MTTParams):
         raise TypeError(f"syn_params: expected MTTParams (see mtt_init), got {type(syn_params).__name__}")
     check_parametrization(parametrization)
