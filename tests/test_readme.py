@@ -134,8 +134,7 @@ def test_benchmark_commands_and_recorded_results_exist():
     cited = set(re.findall(r"`([\w.-]+\.json)", results))
     assert len(cited) >= 15, cited
     recorded = {p.name for p in (ROOT / "benchmarks" / "results").rglob("*.json")}
-    pending = {"distill_cf_ml-latest-small_defaults.json"}  # the section that awaits the default-settings run
-    missing = sorted(cited - recorded - pending)
+    missing = sorted(cited - recorded)
     assert not missing, missing
 
 
