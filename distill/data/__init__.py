@@ -4,7 +4,8 @@
   :mod:`~distill.data.movielens`, :mod:`~distill.data.splits`.
 * Sequential data (dissertation Ch. 4, Farzi): :mod:`~distill.data.sequences`
   (SASRec-style item sequences), :mod:`~distill.data.ptb` (Penn Treebank).
-* Images: :mod:`~distill.data.images`.
+* Images: :mod:`~distill.data.images`, :mod:`~distill.data.idx` (MNIST-format files,
+  Fashion-MNIST).
 """
 
 from distill.data.images import (
@@ -14,6 +15,15 @@ from distill.data.images import (
     load_digits,
     load_tfds_images,
     standardize,
+)
+from distill.data.idx import (
+    FASHION_MNIST_CLASSES,
+    FASHION_MNIST_ROOT,
+    load_fashion_mnist,
+    load_idx,
+    load_idx_dataset,
+    load_idx_images,
+    load_idx_labels,
 )
 from distill.data.interactions import (
     Interactions,
@@ -36,6 +46,14 @@ from distill.data.sequences import Sequences, leave_last_out, next_token_pairs, 
 from distill.data.splits import Split, iterate_batches, random_split, temporal_split
 
 __all__ = [
+    # idx (MNIST-format files)
+    "FASHION_MNIST_CLASSES",
+    "FASHION_MNIST_ROOT",
+    "load_fashion_mnist",
+    "load_idx",
+    "load_idx_dataset",
+    "load_idx_images",
+    "load_idx_labels",
     # interactions
     "Interactions",
     "from_arrays",
