@@ -31,8 +31,14 @@ __all__ = [
 
 
 def is_concrete(x: Any) -> bool:
-    """True when ``x`` holds values (numpy array, scalar, or a non-traced jax array)."""
-    return not isinstance(x, jax.core.Tracer)
+    """True when ``x`` holds values this process can read: a numpy array or scalar, or a
+    non-traced jax array that is fully on this process or replicated on every process (a
+    global array sharded over several processes is checked like a traced one: static
+    checks only)."""
+    if isinstance(x, jax.core.Tracer):
+        return False
+    # A replicated global array is readable on every process; a sharded one is not.
+    return not (isinstance(x, jax.Array) and not x.is_fully_addressable and not x.is_fully_replicated)
 
 
 _KINDS = {

@@ -32,6 +32,7 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
+from distill import parallel
 from distill._checks import check_int
 
 __all__ = ["History", "run", "latest_step", "array_signature", "progress_bar", "LineProgress"]
@@ -255,7 +256,21 @@ def _restore_target(tree: Any) -> Any:
 
 
 def _to_device(tree: Any) -> Any:
-    return jax.tree_util.tree_map(lambda a: jnp.asarray(a) if isinstance(a, np.ndarray) else a, tree)
+    return _global_params(jax.tree_util.tree_map(lambda a: jnp.asarray(a) if isinstance(a, np.ndarray) else a, tree))
+
+
+def _global_params(tree: Any) -> Any:
+    """With several processes, replicate host-local parameters over all devices.
+
+    Multi-process orbax saves only global arrays; an uncommitted (host-local) leaf would
+    fail at the first checkpoint. One process: unchanged (fresh arrays stay uncommitted,
+    so a jitted step places them freely).
+    """
+    if jax.process_count() == 1:
+        return tree
+    mesh = parallel.make_mesh()
+    return jax.tree_util.tree_map(
+        lambda a: a if isinstance(a, jax.Array) and a.committed else parallel.replicate(jnp.asarray(a), mesh), tree)
 
 
 def _restore(mngr, target: dict, fingerprint: dict) -> tuple[dict, dict] | None:
@@ -290,9 +305,13 @@ def _warn_damaged(mngr, step: int, rest: list, err: Exception) -> None:
     # run can write this step again.
     src = pathlib.Path(str(mngr.directory)) / str(step)
     dst = src.with_name(f"{step}.damaged")
-    if src.exists() and not dst.exists():
+    if jax.process_index() == 0 and src.exists() and not dst.exists():  # one process renames
         src.rename(dst)
-        mngr.reload()
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(f"distill.loop: step {step} moved aside")
+    mngr.reload()
     nxt = f"resuming from step {rest[0]}" if rest else "no older checkpoint"
     warnings.warn(f"checkpoint_dir: step {step} in {mngr.directory} is damaged "
                   f"({type(err).__name__}: {str(err)[:200]}; moved to {dst.name}); {nxt}",
@@ -466,6 +485,7 @@ def run(
     if state is not None and not isinstance(state, dict):
         raise TypeError(f"state: expected a dict, got {type(state).__name__}")
     fp = _fingerprint(fingerprint, syn_params, eval_every, maximize)
+    syn_params = _global_params(syn_params)
     step_fn = _make_step(objective, optimizer, project)
     pass_step = evaluate is not None and _wants_step(evaluate)
     ckpt = {"params": syn_params, "opt_state": optimizer.init(syn_params), "best_params": syn_params}

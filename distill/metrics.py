@@ -555,7 +555,7 @@ def _check_host(**named: Any) -> None:
     closing over traced parameters only shows up in what it returns.
     """
     for what, x in named.items():
-        if not is_concrete(x):
+        if isinstance(x, jax.core.Tracer):
             raise TypeError(_HOST_SIDE.format(what=what))
 
 
