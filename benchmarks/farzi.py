@@ -1,7 +1,17 @@
-"""Farzi on sequential recommendation: SASRec on Farzi data vs random sequences vs full data.
+"""Farzi on sequential recommendation: SASRec on Farzi data vs trivial, classical and full-data baselines.
 
     python -m benchmarks.farzi            # MovieLens latest-small, Farzi [10×150] and [50×150]
-    python -m benchmarks.farzi --quick    # [10×150] only, fewer outer steps
+    python -m benchmarks.farzi --quick    # [10×150] only, fewer outer steps, 2 seeds
+
+Rows (same split, same seeds; mean ± std over ``--seeds``): **popularity** (rank items by
+training frequency), **Markov** (first-order item-to-item transition counts of the training
+sequences, popularity back-off), **full data** (SASRec tuned over dropout ∈ ``--full-dropouts``
+× lr ∈ ``--full-lrs`` on validation HR@10, validated every 50 steps), **random [μ×ξ]**,
+**popularity D_syn [μ×ξ]** (every token = the item popularity), **Farzi init <init>** (each
+``--init-rows`` start, 0 outer steps) and **Farzi**. The history excluded from the ranking is
+the user's *whole* history (not only the last ξ items). ``timing`` holds the seconds per
+outer step (value and meta-gradient) at [10×150] for T = 30, d = 8 and the earlier T = 10,
+d = 64.
 
 The dissertation's Table 4.5 setting (there on ML-100k): item sequences per user in time
 order, temporal leave-last-out (last item → test, last-but-one → validation), SASRec
@@ -12,27 +22,25 @@ ranking; HR@10 / nDCG@10 (×100) of the test item.
 * **random [μ×ξ]**: μ random real training sequences, their last ξ items;
 * **Farzi [μ×ξ]**: :func:`distill.farzi.distill` — D_syn = softmax(Z·M/τ) (μ×ξ×items),
   meta-learned through T inner Adam steps (reverse-mode Adam, Algorithm 6) from
-  checkpoints Ω of SASRec pretrained on the real data; the outer loop keeps the D_syn
-  with the best validation HR@10 of a SASRec trained on it. D_syn starts from μ real
-  windows (:func:`distill.farzi.init_from_tokens`, ``--init real``, default) — the
-  Gaussian init makes every token near-uniform over 1,303 items — and the row
-  "Farzi init (0 outer steps)" trains on that starting point, to separate what the outer
-  optimisation adds from what the soft real windows give.
+  checkpoints Ω of SASRec pretrained on the real data (weighted towards early checkpoints,
+  plus fresh random inits); the outer loop keeps the D_syn with the best validation HR@10
+  of a SASRec trained on it. D_syn starts from ``--init`` (default ``popularity``: every
+  token = the item popularity, which already trains a SASRec to the popularity baseline;
+  measured at [10×150], d = 8, 1 seed: popularity start 4.92 HR@10, ``mix`` α = 0.5 (the
+  rank-8 least-squares fit of α·one-hot real windows + (1 − α)·popularity) 3.87, ``real``
+  1.49; :func:`distill.farzi.initial_factors`).
 
 Every SASRec (all methods) is trained with Adam by :func:`distill.loop.run` and early
 stopping on validation HR@10; test metrics of the best validated parameters, mean ± std
 over ``--seeds`` freshly initialised models. Items with fewer than ``--min-item``
 interactions are dropped (default 20: 1,303 items; the soft vocabulary of D_syn and the
-full-softmax SASRec loss cost O(items) per position, which sets the CPU budget). Writes ``benchmarks/results/farzi_ml-latest-small.json``
-and ``.png``.
+full-softmax SASRec loss cost O(items) per position). Writes ``<--out>/<--name>.json``,
+``.png`` and the D_syn export ``<name>_D_syn_<μ>x<ξ>.npz/.json``.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import pathlib
 import time
 
 import jax
@@ -40,7 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from benchmarks._common import RESULTS, format_table, mean_std, seed_row, write_result
+from benchmarks._common import format_table, mean_std, output_dir, parser, seed_row, timed, write_result
 from distill import data as D
 from distill import farzi, inner, loop, metrics
 from distill.parametrize import latent_factorization
@@ -50,7 +58,8 @@ COLUMNS = ["method", "data", "HR@10", "nDCG@10", "HR@10_%full", "steps", "time_s
 OMEGA_STEPS, OMEGA_EVERY = 400, 100  # Ω: checkpoints at steps 0, 100, …, 400 of every pretraining run
 CHECKPOINTS_PER_RUN = OMEGA_STEPS // OMEGA_EVERY + 1
 # SASRec training (Adam, early stopping on validation HR@10) on the full data / on μ×ξ data.
-TRAIN_FULL = dict(lr=1e-3, batch=32, max_steps=2000, eval_every=100, patience=4)
+# Full data: validated every 50 steps, stopped after 8 validations without improvement.
+TRAIN_FULL = dict(lr=1e-3, batch=32, max_steps=3000, eval_every=50, patience=8)
 TRAIN_SYN = dict(lr=1e-3, batch=64, max_steps=1000, eval_every=50, patience=4)
 
 
@@ -60,10 +69,13 @@ def prepare(max_len: int, min_item: int):
     seqs = D.user_sequences(inter, max_len=max_len + 1, min_len=3)
     train, val_t, test_t = D.leave_last_out(seqs)
     n, n_items, pad = seqs.tokens.shape[0], seqs.n_items, seqs.pad_id
+    # Whole histories (same rows: user_sequences orders rows by user id for any max_len);
+    # a user with more than max_len + 1 events keeps them all in the excluded history.
+    whole = D.user_sequences(inter, max_len=int(np.bincount(inter.users).max()), min_len=3).tokens
 
-    def history(tokens):
+    def history(drop_last):
         h = np.zeros((n, n_items + 1), np.float32)
-        np.put_along_axis(h, tokens, 1.0, axis=1)
+        np.put_along_axis(h, whole[:, : whole.shape[1] - drop_last], 1.0, axis=1)
         return h[:, :n_items]
 
     def onehot(t):
@@ -74,10 +86,11 @@ def prepare(max_len: int, min_item: int):
     return {
         "train": jnp.asarray(train.tokens), "pad": pad, "n_items": n_items, "n_users": n,
         # validation: the training sequence predicts the last-but-one item
-        "val_in": jnp.asarray(train.tokens[:, 1:]), "val_hist": history(train.tokens), "val_t": onehot(val_t),
+        "val_in": jnp.asarray(train.tokens[:, 1:]), "val_hist": history(2), "val_t": onehot(val_t),
         # test: the sequence without its last item predicts the last item
-        "test_in": jnp.asarray(seqs.tokens[:, 1:-1]), "test_hist": history(seqs.tokens[:, :-1]),
+        "test_in": jnp.asarray(seqs.tokens[:, 1:-1]), "test_hist": history(1),
         "test_t": onehot(test_t), "n_interactions": int(inter.users.shape[0]),
+        "whole": whole, "n_longer": int((whole[:, : whole.shape[1] - max_len - 1] != pad).any(1).sum()),
     }
 
 
@@ -95,16 +108,25 @@ def make_eval(model, d, split, batch=256):
 
 
 def fit(model, data, d, key, *, lr, batch, max_steps, eval_every, patience):
-    """SASRec on int ``(n, L+1)`` sequences or soft ``(μ, ξ, V)`` Farzi data, early-stopped on val HR@10."""
+    """SASRec on int ``(n, L+1)`` sequences or soft ``(μ, ξ, V)`` Farzi data, early-stopped on val HR@10.
+
+    Training mode (dropout, when the model has it) with a fresh dropout key every step.
+    """
     soft = jnp.issubdtype(data.dtype, jnp.floating)
     n = data.shape[0]
     b = min(batch, n)
 
     def objective(p, rows, k):
-        rows = rows[jax.random.choice(k, n, (b,), replace=False)]
+        k_rows, k_drop = jax.random.split(k)
+        rows = rows[jax.random.choice(k_rows, n, (b,), replace=False)]
+        logits = model.apply(p, rows[:, :-1], train=True, key=k_drop)
         if soft:
-            return farzi.soft_cross_entropy(model.apply(p, rows[:, :-1]), rows[:, 1:])
-        return farzi.token_loss(model, p, rows, pad_id=d["pad"])
+            return farzi.soft_cross_entropy(logits, rows[:, 1:])
+        inputs, targets = rows[:, :-1], rows[:, 1:]
+        mask = ((inputs != d["pad"]) & (targets != d["pad"])).astype(logits.dtype)
+        logp = jax.nn.log_softmax(logits, -1)
+        nll = -jnp.take_along_axis(logp, jnp.clip(targets, 0, logits.shape[-1] - 1)[..., None], -1)[..., 0]
+        return jnp.sum(nll * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
     val = make_eval(model, d, "val")
     k_init, k_run = jax.random.split(key)
@@ -112,17 +134,61 @@ def fit(model, data, d, key, *, lr, batch, max_steps, eval_every, patience):
     params, hist = loop.run(objective, p0, optax.adam(lr), data, steps=max_steps, key=k_run,
                             evaluate=lambda p: val(p)["HR@10"], eval_every=eval_every, patience=patience,
                             progress=False)
-    return params, hist.best_step
+    return params, hist.best_step, max(hist.eval_values) if hist.eval_values else float("nan")
 
 
 def trials(model, data, d, seeds, **kw):
     test = make_eval(model, d, "test")
     res, steps = [], []
     for s in seeds:
-        p, best = fit(model, data, d, jax.random.key(1000 + s), **kw)
+        p, best, _ = fit(model, data, d, jax.random.key(1000 + s), **kw)
         res.append(test(p))
         steps.append(best)
     return mean_std(res, ("HR@10", "nDCG@10")), steps
+
+
+def classical_rows(d, seeds):
+    """Popularity and first-order Markov chain (deterministic: the same value for every seed).
+
+    Markov: ``score(j | last item i) = C[i, j] + 10⁻³ · pop_j`` with C the transition counts
+    of consecutive training items (popularity breaks ties and covers unseen i).
+    """
+    tr = np.asarray(d["train"])
+    pad, v = d["pad"], d["n_items"]
+    pop = np.bincount(tr[tr != pad], minlength=v + 1)[:v].astype(np.float64)
+    prev, nxt = tr[:, :-1].ravel(), tr[:, 1:].ravel()
+    ok = (prev != pad) & (nxt != pad)
+    counts = np.zeros((v, v))
+    np.add.at(counts, (prev[ok], nxt[ok]), 1.0)
+    rows = []
+    for name, last_of in (("popularity", None), ("Markov (1st order)", True)):
+        res = {}
+        for split in ("val", "test"):
+            if last_of is None:
+                scores = np.broadcast_to(pop, (d["n_users"], v))
+            else:
+                scores = counts[np.asarray(d[f"{split}_in"])[:, -1]] + 1e-3 * pop / pop.max()
+            res[split] = metrics.evaluate(jnp.asarray(scores, jnp.float32), d[f"{split}_t"], d[f"{split}_hist"],
+                                          ks=(10,), metrics=("hr", "ndcg"))
+        r = mean_std([res["test"]] * len(seeds), ("HR@10", "nDCG@10"))
+        rows.append(seed_row(name, "train seqs", r, [0] * len(seeds), 0.0, val_HR10=res["val"]["HR@10"]))
+    return rows
+
+
+def tuned_full_row(make_model, d, seeds, *, dropouts, lrs, train_kw):
+    """SASRec on all training sequences, (dropout, lr) chosen on validation HR@10 (seed 0)."""
+    t = time.perf_counter()
+    grid = {}
+    for dr in dropouts:
+        for lr in lrs:
+            _, best, val_hr = fit(make_model(dr), d["train"], d, jax.random.key(1000 + seeds[0]), **{**train_kw, "lr": lr})
+            grid[f"dropout={dr},lr={lr}"] = {"val_HR@10": val_hr, "best_step": best}
+            print(f"full data {dr=} {lr=}: val HR@10 {val_hr:.2f} (best step {best})", flush=True)
+    key = max(grid, key=lambda k: grid[k]["val_HR@10"])
+    dr, lr = (float(x.split("=")[1]) for x in key.split(","))
+    res, st = trials(make_model(dr), d["train"], d, seeds, **{**train_kw, "lr": lr})
+    return seed_row("full data (tuned)", f"{d['n_users']} seqs", res, st, time.perf_counter() - t,
+                    chosen={"dropout": dr, "lr": lr}, grid=grid)
 
 
 def load_or_pretrain_omega(model, d, cache, min_item, max_len, n_runs=2):
@@ -139,46 +205,74 @@ def load_or_pretrain_omega(model, d, cache, min_item, max_len, n_runs=2):
 
 
 def run_farzi(model, d, omega, mu, xi, *, seeds, syn_kw, outer_steps, latent_dim, tau, real_batch,
-              inner_steps, inner_lr, outer_lr, init, init_logit, eval_fit_steps=300):
+              inner_steps, inner_lr, outer_lr, init, init_logit, eval_fit_steps=300, init_mix=0.5,
+              omega_weights=None, random_init_prob=0.0, inner_model=None, n_evals=5):
     """Distil [μ×ξ] Farzi data and test SASRecs trained on it.
 
     The outer loop keeps the D_syn with the best validation HR@10 of a SASRec trained on
-    it for ``eval_fit_steps`` steps (5 validations). Returns ``(row, history, syn, param)``.
+    it for ``eval_fit_steps`` steps (``n_evals`` validations). ``inner_model`` (default
+    ``model``) is the SASRec of the inner loop; one with dropout > 0 trains with replayable
+    dropout masks (``inner_dropout``). Returns ``(row, history, syn, param)``.
     """
     t = time.perf_counter()
     val = make_eval(model, d, "val")
     param = latent_factorization(mu, xi, latent_dim, d["n_items"], tau=tau)  # as farzi.distill builds it
 
     def evaluate(syn):
-        p, _ = fit(model, param.materialize(syn, jax.random.key(0)), d, jax.random.key(99),
-                   **{**syn_kw, "max_steps": eval_fit_steps})
+        p, _, _ = fit(model, param.materialize(syn, jax.random.key(0)), d, jax.random.key(99),
+                      **{**syn_kw, "max_steps": eval_fit_steps})
         return val(p)["HR@10"]
 
+    inner_model = model if inner_model is None else inner_model
     syn, hist, param = farzi.distill(
-        model, omega, d["train"], key=jax.random.key(0), n_seqs=mu, seq_len=xi, vocab_size=d["n_items"],
+        inner_model, omega, d["train"], key=jax.random.key(0), n_seqs=mu, seq_len=xi, vocab_size=d["n_items"],
         latent_dim=latent_dim, tau=tau, steps=outer_steps, batch_size=real_batch,
         inner_steps=inner_steps, inner_optimizer=inner.Adam(inner_lr),
-        outer_learning_rate=outer_lr, init=init, init_logit=init_logit, pad_id=d["pad"],
-        evaluate=evaluate, eval_every=max(1, outer_steps // 5), progress=True,
+        outer_learning_rate=outer_lr, init=init, init_logit=init_logit, init_mix=init_mix, pad_id=d["pad"],
+        omega_weights=omega_weights, random_init_prob=random_init_prob, inner_dropout=inner_model is not model,
+        evaluate=evaluate, eval_every=max(1, outer_steps // n_evals), progress=True,
     )
     distill_time = time.perf_counter() - t
     history = {"losses": hist.losses, "eval_steps": hist.eval_steps, "eval_values": hist.eval_values,
                "best_step": hist.best_step}
     t = time.perf_counter()
     r, st = trials(model, param.materialize(syn, jax.random.key(0)), d, seeds, **syn_kw)
-    row = seed_row("Farzi", f"[{mu}×{xi}]", r, st, time.perf_counter() - t, distill_time_s=distill_time)
+    row = seed_row("Farzi", f"[{mu}×{xi}]", r, st, time.perf_counter() - t, distill_time_s=distill_time, init=init)
     return row, history, syn, param
 
 
-def init_row(model, d, mu, xi, *, seeds, syn_kw, latent_dim, tau, init_logit):
-    """Control: SASRecs trained on the initial D_syn (soft real windows), no outer step."""
+def init_row(model, d, mu, xi, *, seeds, syn_kw, latent_dim, tau, init_logit, init="real", init_mix=0.5):
+    """Control: SASRecs trained on the initial D_syn of ``init``, no outer step."""
     t = time.perf_counter()
     param = latent_factorization(mu, xi, latent_dim, d["n_items"], tau=tau)
     syn0 = farzi.initial_factors(jax.random.key(0), np.asarray(d["train"]), n_seqs=mu, seq_len=xi,
-                                 latent_dim=latent_dim, vocab_size=d["n_items"], tau=tau, init="real",
-                                 init_logit=init_logit, pad_id=d["pad"])  # as run_farzi's distill starts
+                                 latent_dim=latent_dim, vocab_size=d["n_items"], tau=tau, init=init,
+                                 init_logit=init_logit, pad_id=d["pad"], init_mix=init_mix)  # as run_farzi starts
     r, st = trials(model, param.materialize(syn0, jax.random.key(0)), d, seeds, **syn_kw)
-    return seed_row("Farzi init (0 outer steps)", f"[{mu}×{xi}]", r, st, time.perf_counter() - t)
+    return seed_row(f"Farzi init {init} (0 outer steps)", f"[{mu}×{xi}]", r, st, time.perf_counter() - t)
+
+
+def popularity_row(model, d, mu, xi, *, seeds, syn_kw):
+    """Trivial data: μ×ξ tokens that are all the item-popularity distribution."""
+    t = time.perf_counter()
+    pop = farzi.popularity(np.asarray(d["train"]), d["n_items"], pad_id=d["pad"])
+    data = jnp.tile(jnp.asarray(pop, jnp.float32), (mu, xi, 1))
+    r, st = trials(model, data, d, seeds, **syn_kw)
+    return seed_row("popularity D_syn", f"[{mu}×{xi}]", r, st, time.perf_counter() - t)
+
+
+def outer_step_time(model, d, omega, *, latent_dim, inner_steps, inner_lr=1e-2, mu=10, xi=150, real_batch=64,
+                    repeats=3):
+    """Seconds per outer step (value + meta-gradient, compiled, best of ``repeats``) at [μ×ξ]."""
+    param = latent_factorization(mu, xi, latent_dim, d["n_items"])
+    obj = farzi.objective(model, param, omega, inner_steps=inner_steps, inner_optimizer=inner.Adam(inner_lr),
+                          pad_id=d["pad"])
+    step = jax.jit(jax.value_and_grad(obj))
+    syn = param.init(jax.random.key(0))
+    batch = d["train"][:real_batch]
+    jax.block_until_ready(step(syn, batch, jax.random.key(1)))
+    _, best = timed(lambda: step(syn, batch, jax.random.key(2)), repeats)
+    return best
 
 
 def random_row(model, d, mu, xi, rng, *, seeds, syn_kw):
@@ -189,88 +283,113 @@ def random_row(model, d, mu, xi, rng, *, seeds, syn_kw):
     return seed_row("random", f"[{mu}×{xi}]", r, st, time.perf_counter() - t)
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+def _args(argv):
+    ap = parser("farzi", __doc__)
+    ap.add_argument("--quick", action="store_true", help="[10×150] only, 30 outer steps, first 2 seeds")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of every SASRec row")
     ap.add_argument("--shapes", type=str, nargs="+", default=None, help="μxξ, e.g. 10x150 50x150")
-    ap.add_argument("--min-item", type=int, default=20)
-    ap.add_argument("--outer-steps", type=int, default=None)
-    ap.add_argument("--inner-steps", type=int, default=10)
-    ap.add_argument("--inner-lr", type=float, default=1e-2)
-    ap.add_argument("--outer-lr", type=float, default=3e-2)
-    ap.add_argument("--latent-dim", type=int, default=64)
-    ap.add_argument("--init", choices=("random", "real"), default="real",
-                    help="D_syn init: Gaussian latents (near-uniform tokens) or real windows (farzi.init_from_tokens)")
-    ap.add_argument("--init-logit", type=float, default=8.0)
+    ap.add_argument("--min-item", type=int, default=20, help="drop items with fewer interactions")
+    ap.add_argument("--outer-steps", type=int, default=None, help="Farzi outer steps (default 100, 30 with --quick)")
+    ap.add_argument("--inner-steps", type=int, default=30, help="T, inner Adam steps (dissertation: 100-300)")
+    ap.add_argument("--inner-lr", type=float, default=1e-2, help="inner Adam learning rate")
+    ap.add_argument("--inner-dropout", type=float, default=0.0, help="dropout of the inner-loop SASRec")
+    ap.add_argument("--outer-lr", type=float, default=1e-2, help="outer Adam learning rate on (Z, M)")
+    ap.add_argument("--latent-dim", type=int, default=8, help="d of D_syn = softmax(Z·M/τ)")
+    ap.add_argument("--init", choices=farzi.INITS, default="popularity", help="D_syn start of Farzi")
+    ap.add_argument("--init-mix", type=float, default=0.5, help="α of init 'mix': α·onehot(real) + (1-α)·pop")
+    ap.add_argument("--init-rows", nargs="*", default=["real", "popularity", "mix"], choices=farzi.INITS,
+                    help="starts evaluated with 0 outer steps")
+    ap.add_argument("--init-logit", type=float, default=8.0, help="real-item logit of init 'real'")
+    ap.add_argument("--omega-half-life", type=float, default=100.0,
+                    help="Ω checkpoint weights halve every this many pretraining steps (0: uniform)")
+    ap.add_argument("--random-init-prob", type=float, default=0.25, help="share of inner loops from a fresh init")
     ap.add_argument("--omega-steps", type=int, nargs="+", default=None,
                     help="use only the Ω checkpoints of these pretraining steps (default: all of 0..400)")
-    ap.add_argument("--full-from", default=None,
-                    help="copy the full-data row from this earlier result JSON instead of retraining it")
-    ap.add_argument("--tau", type=float, default=1.0)
-    ap.add_argument("--real-batch", type=int, default=64)
+    ap.add_argument("--eval-fit-steps", type=int, default=300, help="SASRec steps of each outer-loop validation")
+    ap.add_argument("--n-evals", type=int, default=5, help="outer-loop validations (best D_syn is kept)")
+    ap.add_argument("--full-dropouts", type=float, nargs="+", default=[0.0, 0.2], help="full-data dropout grid")
+    ap.add_argument("--full-lrs", type=float, nargs="+", default=[1e-3, 2e-3], help="full-data lr grid")
+    ap.add_argument("--full-steps", type=int, default=TRAIN_FULL["max_steps"], help="full-data max steps")
+    ap.add_argument("--syn-steps", type=int, default=TRAIN_SYN["max_steps"], help="max steps of SASRec on μ×ξ data")
     ap.add_argument("--skip-full", action="store_true", help="no full-data row (e.g. when only tuning Farzi)")
+    ap.add_argument("--skip-timing", action="store_true", help="no outer-step timing")
+    ap.add_argument("--baselines-only", action="store_true",
+                    help="only the popularity, Markov and (unless --skip-full) tuned full-data rows")
+    ap.add_argument("--tau", type=float, default=1.0, help="temperature τ of D_syn")
+    ap.add_argument("--real-batch", type=int, default=64, help="real sequences per outer step")
     ap.add_argument("--cache", default=None, help="directory for Ω (orbax): reused when present")
-    ap.add_argument("--out", default=None)
     ap.add_argument("--name", default=None, help="result file name (default farzi_ml-latest-small[_quick])")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def main(argv=None):
+    args = _args(argv)
     t_start = time.perf_counter()
     shapes = [tuple(int(v) for v in s.split("x")) for s in (args.shapes or (["10x150"] if args.quick else ["10x150", "50x150"]))]
     outer_steps = args.outer_steps or (30 if args.quick else 100)
     seeds = args.seeds[:2] if args.quick else args.seeds
     max_len = max(xi for _, xi in shapes)
     name = args.name or "farzi_ml-latest-small" + ("_quick" if args.quick else "")
-    if any(name == f"farzi_ml-latest-small_{mu}x{xi}" for mu, xi in shapes):
-        raise ValueError(f"--name: {name} is the D_syn export's file name")
-
+    out = output_dir(args)
     d = prepare(max_len, args.min_item)
-    model = sasrec(d["n_items"], max_len=max_len, d_model=64, n_heads=1, n_layers=2)
+    make = lambda dr: sasrec(d["n_items"], max_len=max_len, d_model=64, n_heads=1, n_layers=2, dropout=dr)
+    model = make(0.0)
     print(f"ML latest-small: {d['n_users']} users, {d['n_items']} items, {d['n_interactions']} interactions, "
-          f"sequences of ≤ {max_len + 1}", flush=True)
-    train_kw, syn_kw = TRAIN_FULL, TRAIN_SYN
-
-    rows = []
-    if args.full_from:
-        # Same protocol and code path (prepare/fit/trials are unchanged); recorded in the config.
-        prev = json.loads(pathlib.Path(args.full_from).read_text())
-        rows.append(next(r for r in prev["results"]["rows"] if r["method"] == "full data"))
-        rows[0]["copied_from"] = str(args.full_from)
-        print(format_table(rows, COLUMNS[:4] + ["steps"]), flush=True)
-    elif not args.skip_full:
-        t = time.perf_counter()
-        full, st = trials(model, d["train"], d, seeds, **train_kw)
-        rows.append(seed_row("full data", f"{d['n_users']} seqs", full, st, time.perf_counter() - t))
-        print(format_table(rows, COLUMNS[:4] + ["steps"]), flush=True)
-
-    # Ω: checkpoints of SASRec trained on the real sequences (pretrained trajectories)
+          f"sequences of ≤ {max_len + 1} ({d['n_longer']} users have more; whole histories excluded)", flush=True)
+    syn_kw = {**TRAIN_SYN, "max_steps": args.syn_steps}
+    rows = classical_rows(d, seeds)
+    if not args.skip_full:
+        rows.append(tuned_full_row(make, d, seeds, dropouts=args.full_dropouts, lrs=args.full_lrs,
+                                   train_kw={**TRAIN_FULL, "max_steps": args.full_steps}))
+    print(format_table(rows, COLUMNS[:4] + ["steps"]), flush=True)
+    if args.baselines_only:
+        _finish(args, rows, {}, {}, d, [], seeds, syn_kw, 0, 0.0, np.zeros(0, int), name, out, t_start)
+        return
     t = time.perf_counter()
     omega = load_or_pretrain_omega(model, d, args.cache, args.min_item, max_len)
+    steps_of = np.tile(np.arange(0, OMEGA_STEPS + 1, OMEGA_EVERY), 2)
     if args.omega_steps is not None:
-        # Ω is run-major (load_or_pretrain_omega).
-        keep = [r * CHECKPOINTS_PER_RUN + s // OMEGA_EVERY for r in range(2) for s in args.omega_steps]
-        omega = jax.tree_util.tree_map(lambda a: a[jnp.asarray(keep)], omega)
+        keep = np.flatnonzero(np.isin(steps_of, args.omega_steps))  # Ω is run-major (load_or_pretrain_omega)
+        omega, steps_of = jax.tree_util.tree_map(lambda a: a[jnp.asarray(keep)], omega), steps_of[keep]
+    weights = farzi.early_weights(steps_of, args.omega_half_life) if args.omega_half_life > 0 else None
     omega_time = time.perf_counter() - t
+    timing = {}
+    if not args.skip_timing:
+        timing = {"s_per_outer_step_T30_d8": outer_step_time(model, d, omega, latent_dim=8, inner_steps=30),
+                  "s_per_outer_step_T10_d64": outer_step_time(model, d, omega, latent_dim=64, inner_steps=10)}
+        print(f"outer step [10×150]: {timing}", flush=True)
     rng = np.random.default_rng(0)
     histories = {}
     for mu, xi in shapes:
         label = f"[{mu}×{xi}]"
         rows.append(random_row(model, d, mu, xi, rng, seeds=seeds, syn_kw=syn_kw))
+        rows.append(popularity_row(model, d, mu, xi, seeds=seeds, syn_kw=syn_kw))
+        for init in args.init_rows:
+            rows.append(init_row(model, d, mu, xi, seeds=seeds, syn_kw=syn_kw, latent_dim=args.latent_dim,
+                                 tau=args.tau, init_logit=args.init_logit, init=init, init_mix=args.init_mix))
+        print(format_table(rows, COLUMNS[:4] + ["steps"]), flush=True)
         row, histories[label], syn, param = run_farzi(
             model, d, omega, mu, xi, seeds=seeds, syn_kw=syn_kw, outer_steps=outer_steps,
             latent_dim=args.latent_dim, tau=args.tau, real_batch=args.real_batch, inner_steps=args.inner_steps,
-            inner_lr=args.inner_lr, outer_lr=args.outer_lr, init=args.init, init_logit=args.init_logit)
-        if args.init == "real":
-            rows.append(init_row(model, d, mu, xi, seeds=seeds, syn_kw=syn_kw, latent_dim=args.latent_dim,
-                                 tau=args.tau, init_logit=args.init_logit))
+            inner_lr=args.inner_lr, outer_lr=args.outer_lr, init=args.init, init_logit=args.init_logit,
+            init_mix=args.init_mix, omega_weights=weights, random_init_prob=args.random_init_prob,
+            inner_model=make(args.inner_dropout) if args.inner_dropout > 0 else None,
+            eval_fit_steps=args.eval_fit_steps, n_evals=args.n_evals)
         rows.append(row)
-        # D_syn is μ·ξ·V floats (7.8 MB for [10×150]): written next to the result JSON, not committed
-        farzi.export((pathlib.Path(args.out) if args.out else RESULTS) / f"farzi_ml-latest-small_{mu}x{xi}", syn, param,
+        # D_syn is μ·ξ·V floats (7.8 MB for [10×150]): written next to the result JSON
+        farzi.export(out / f"{name}_D_syn_{mu}x{xi}", syn, param,
                      {"dataset": "ml-latest-small", "min_item": args.min_item, "model": "sasrec d64 L2 H1"})
         print(format_table(rows, COLUMNS[:4] + ["steps"]), flush=True)
+    _finish(args, rows, histories, timing, d, shapes, seeds, syn_kw, outer_steps, omega_time, steps_of, name, out,
+            t_start)
 
+
+def _finish(args, rows, histories, timing, d, shapes, seeds, syn_kw, outer_steps, omega_time, steps_of, name, out,
+            t_start):
+    full = next((r for r in rows if r["method"].startswith("full data")), None)
     for r in rows:
-        if rows[0]["method"] == "full data":
-            r["HR@10_%full"] = 100.0 * r["HR@10"] / rows[0]["HR@10"]
+        if full is not None:
+            r["HR@10_%full"] = 100.0 * r["HR@10"] / full["HR@10"]
         r["HR@10"], r["nDCG@10"] = round(r["HR@10"], 2), round(r["nDCG@10"], 2)
     table = [{**r, "HR@10": f"{r['HR@10']:.2f}±{r['std']['HR@10']:.2f}",
               "nDCG@10": f"{r['nDCG@10']:.2f}±{r['std']['nDCG@10']:.2f}"} for r in rows]
@@ -278,18 +397,21 @@ def main(argv=None):
     wall = time.perf_counter() - t_start
     config = {
         "dataset": "ml-latest-small", "min_user": 5, "min_item": args.min_item, "n_users": d["n_users"],
-        "n_items": d["n_items"], "protocol": "temporal leave-last-out; all items ranked, history excluded",
-        "model": "SASRec d64, 2 blocks, 1 head, no dropout", "shapes": shapes, "seeds": list(seeds),
-        "train_full": train_kw, "train_synthetic": syn_kw,
-        "omega": {"n_runs": 2, "steps": 400, "save_every": 100, "batch": 32, "time_s": omega_time},
+        "n_items": d["n_items"], "users_longer_than_window": d["n_longer"],
+        "protocol": "temporal leave-last-out; all items ranked, the whole history excluded",
+        "model": "SASRec d64, 2 blocks, 1 head", "shapes": shapes, "seeds": list(seeds),
+        "train_full": {**TRAIN_FULL, "max_steps": args.full_steps, "dropouts": args.full_dropouts,
+                       "lrs": args.full_lrs}, "train_synthetic": syn_kw,
+        "omega": {"n_runs": 2, "steps": OMEGA_STEPS, "save_every": OMEGA_EVERY, "batch": 32, "time_s": omega_time,
+                  "checkpoint_steps": steps_of.tolist(), "half_life": args.omega_half_life,
+                  "random_init_prob": args.random_init_prob},
         "farzi": {"outer_steps": outer_steps, "inner_steps": args.inner_steps, "inner_lr": args.inner_lr,
-                  "outer_lr": args.outer_lr, "latent_dim": args.latent_dim, "tau": args.tau,
-                  "real_batch": args.real_batch, "mode": "reverse_adam",
+                  "inner_dropout": args.inner_dropout, "outer_lr": args.outer_lr, "latent_dim": args.latent_dim,
+                  "tau": args.tau, "real_batch": args.real_batch, "mode": "reverse_adam",
                   "reverse_every": inner.default_reverse_every(jnp.float32), "init": args.init,
-                  "init_logit": args.init_logit, "omega_steps": args.omega_steps or [0, 100, 200, 300, 400]},
-        "full_data_row_from": args.full_from,
+                  "init_mix": args.init_mix, "init_logit": args.init_logit, "eval_fit_steps": args.eval_fit_steps},
     }
-    path = write_result(name, config, {"rows": rows, "histories": histories}, wall, args.out)
+    path = write_result(name, config, {"rows": rows, "histories": histories, "timing": timing}, wall, out_dir=out)
     _plot(rows, histories, path.with_suffix(".png"))
     print(f"wrote {path} ({wall:.0f} s)")
 
@@ -301,14 +423,15 @@ def _plot(rows, histories, path):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    labels = [f"{r['method']} {r['data']}" if r["method"] != "full data" else "full data" for r in rows]
+    labels = [f"{r['method']} {r['data']}" if "[" in r["data"] else r["method"] for r in rows]
     axes[0].barh(labels, [r["HR@10"] for r in rows], xerr=[r["std"]["HR@10"] for r in rows])
     axes[0].set_xlabel("test HR@10 (all items ranked)")
     axes[0].set_title("SASRec on ML latest-small")
     for label, h in histories.items():
         axes[1].plot(h["eval_steps"], h["eval_values"], marker="o", label=f"Farzi {label}")
-    if rows and rows[0]["method"] == "full data":
-        axes[1].axhline(rows[0]["HR@10"], color="k", ls="--", label="full data (test)")
+    full = [r for r in rows if r["method"].startswith("full data")]
+    if full:
+        axes[1].axhline(full[0]["HR@10"], color="k", ls="--", label="full data (test)")
     axes[1].set_xlabel("outer step")
     axes[1].set_ylabel("validation HR@10 of SASRec trained on D_syn")
     axes[1].legend(fontsize=8)

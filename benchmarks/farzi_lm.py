@@ -1,108 +1,116 @@
-"""Farzi on language modelling: a Transformer LM on Farzi data vs random windows vs full PTB.
+"""Farzi on language modelling: a Transformer LM on Farzi data vs n-gram, random-window and full-PTB baselines.
 
-    python -m benchmarks.farzi_lm                # reduced CPU configuration (below), ~25 min on 2 shared cores
-    python -m benchmarks.farzi_lm --quick        # one shape, fewer outer steps, 2 seeds
-    python -m benchmarks.farzi_lm --full         # the dissertation's configuration (GPU; not run here)
+    python -m benchmarks.farzi_lm --cache runs/cache   # reduced CPU configuration (below)
+    python -m benchmarks.farzi_lm --quick              # one shape, fewer outer steps, 2 seeds
+    python -m benchmarks.farzi_lm --full               # the dissertation's configuration (GPU)
 
 The dissertation's Table 4.5 PTB rows (Ch. 4, §4.5): Penn Treebank (Mikolov split,
-:func:`distill.data.ptb.load_ptb`) with a reduced vocabulary (the rest → ``<unk>``), a
-small decoder-only Transformer (:func:`models.transformer.transformer`), metrics on the
-**test** stream cut into windows (:func:`distill.data.ptb.lm_windows`, ξ_max inputs each):
+:func:`distill.data.ptb.load_ptb`) with the 2,000 most frequent words (§4.5.4; the rest →
+``<unk>``), a small decoder-only Transformer (:func:`models.transformer.transformer`, Table
+4.3: d_model 16, 1 layer, 1 head), metrics on the **test** stream cut into windows
+(:func:`distill.data.ptb.lm_windows`, ξ_max inputs each). Two perplexities:
 
-    PPL = exp( −(1/N) Σ_windows Σ_positions log p(w_t | w_<t) ),    Acc = (1/N) Σ [argmax p = w_t]
+    corpus PPL   = exp( −(1/N) Σ_t log p(w_t | w_<t) )                       (all N test targets)
+    sequence PPL = (1/S) Σ_s PPL_s,   log PPL_s = −(1/|s|) Σ_{t∈s} log p(w_t | w_<t)   (§4.5.3)
 
-(word-level perplexity over all N test targets, and greedy next-token accuracy; the
-dissertation's §4.5.3 averages per-sentence PPLs instead — a corpus-level PPL is the usual
-LM number and is what is reported here). The validation stream is only used for early
-stopping and for selecting D_syn. Rows:
+where s runs over the test **sentences** (a sentence's targets are its words and its
+``<eos>``; the context is what precedes the word inside its window); ``PPL_win`` is the same
+average over windows. The sequence PPL is the dissertation's number: by Jensen it is ≥ the
+corpus PPL, and short sentences weigh as much as long ones. ``Acc`` is greedy next-token
+accuracy over all targets. The validation stream selects every hyper-parameter (n-gram
+smoothing, the full-data Transformer's lr and dropout), early-stops every Transformer and
+selects D_syn. Rows, each mean ± std over ``--seeds`` (n-gram models are deterministic):
 
-* **unigram** (add-one smoothed train frequencies): the sanity floor a context-free model reaches;
-* **full data**: the Transformer trained on every training window;
-* **random [μ×ξ]**: μ random training windows of ξ tokens (inputs ξ−1, targets ξ−1 — the same
-  number of tokens as Farzi's μ×ξ soft tokens);
-* **Farzi init (0 outer steps)**: D_syn = softmax(Z·M/τ) initialised from μ real windows
-  (:func:`distill.farzi.init_from_tokens`) with no outer step — separates what the outer
-  optimisation adds from what the soft real windows give;
-* **Farzi [μ×ξ]**: :func:`distill.farzi.distill` — D_syn meta-learned through T inner Adam
-  steps (reverse-mode Adam, Algorithm 6) from checkpoints Ω of 2 pretraining runs on the
-  real windows (cached with orbax under ``--cache``); the outer loop keeps the D_syn whose
-  Transformer (trained ``--eval-fit-steps`` steps on it) has the lowest validation NLL.
+* **unigram (add-one)**: ``p(w) ∝ c_w + 1`` — the floor a context-free model reaches;
+* **bigram (interpolated add-k)**: ``p(w | v) = λ (c_vw + k)/(c_v + kV) + (1 − λ) p_uni(w)``, (k, λ)
+  chosen on validation;
+* **full data (tuned)**: the Transformer on every training window, lr × dropout from Table 4.3's
+  grid ({1e-2, 2e-2, 5e-2} × {0, 0.2}) chosen by validation NLL (seed 0), then all seeds;
+* **random [μ×ξ]**: μ random training windows of ξ tokens (a fresh draw per seed);
+* **unigram D_syn [μ×ξ]**: μ×ξ soft tokens that all equal the unigram distribution — what a
+  synthetic set holding no context at all teaches;
+* **Farzi init <init> [μ×ξ]**: :func:`distill.farzi.initial_factors` with no outer step;
+* **Farzi <init> [μ×ξ]**: :func:`distill.farzi.distill` — D_syn meta-learned through T inner
+  steps (reverse-mode Adam, Algorithm 6) from the checkpoints Ω of pretraining runs on the
+  real windows (orbax cache under ``--cache``); the outer loop keeps the D_syn whose Transformer
+  (trained ``--eval-fit-steps`` steps on it) has the lowest validation NLL.
 
-Every Transformer is trained with Adam by :func:`distill.loop.run` with early stopping on
-the validation NLL; test metrics of the best validated parameters, mean ± std over
-``--seeds`` freshly initialised models.
+Every Transformer is trained with Adam (:func:`fit`: ``jax.lax.scan`` chunks of
+``eval_every`` steps, early stopping on the validation NLL of a fixed random
+``--val-windows`` subset); test metrics of the best validated parameters.
 
-**Reduced CPU configuration (default)** — this 2-core machine is shared, so the default run
-is sized to ≲ 35 min: V = 2,000 (the dissertation's §4.5.4 vocabulary), Transformer
-d_model 16 / 1 layer / 1 head / d_ff 32 (Table 4.3's latent size 16), ξ = 15 (Table 4.3:
-ξ ∈ {5, 15}), [50×15] and [200×15], T = 20 inner Adam steps at 1e-2 (Table 4.3: 200–600
-at 1e-2/2e-2), 80 outer steps at 1e-2 (Table 4.3: 8,000), real batch 256 (Table 4.3),
-|Ω| = 2 runs × 9 checkpoints (steps 0, 50, …, 400 of Adam, batch 64, lr 1e-2; Table 4.3:
-|Ω| = 400), latent d = 32 (Table 4.3: d = 8, but a rank-8 factorisation cannot place a real
-window's token on top of 2,000 logits: ``init_from_tokens`` gives p(real token) ≈ 0.04 at
-d = 8, logit 8 — numpy — while at d = 32, logit 12 the initial D_syn's mean max probability
-is 0.85, measured in the run). The full-data Transformer gets at most 2,000 Adam steps of
-batch 64 (every seed used all of them: its PPL is an upper bound on what longer training
-gives); early stopping and D_syn selection use a fixed random 1,000 of the 4,917
-validation windows (``--val-windows``). ``--full`` documents the
-dissertation's configuration — V = 10,000 as asked for this benchmark (note: §4.5.4 of the
-dissertation says 2,000), [400×50] (Table 4.5's 1 % row), 400 inner steps, 8,000 outer
-steps, |Ω| = 400 — for the GPU machine; it is not run here. Writes
-``benchmarks/results/<name>.json`` and ``.png`` (default name ``farzi_ptb``).
+**Reduced CPU configuration (default)**: ξ = 15 (Table 4.3: ξ ∈ {5, 15}), [50×15] and
+[200×15], Farzi with :func:`distill.farzi.distill`'s defaults for T, inner lr, latent d and
+the random-θ_0 probability unless a flag overrides them, ``init='mix'`` (real windows blended
+with the unigram distribution), Ω checkpoints sampled with a half-life of 100 pretraining
+steps (:func:`distill.farzi.early_weights`), 80 outer steps at 1e-2 (Table 4.3: 8,000),
+real batch 256 (Table 4.3), Ω = 2 runs × 9 checkpoints (0, 50, …, 400 Adam steps, batch 64,
+lr 1e-2; Table 4.3: |Ω| = 400). ``--full``: V = 10,000, [400×50] (Table 4.5's 1 % row), 8,000
+outer steps, T = 400, |Ω| = 400, d = 8 — a multi-hour GPU job.
 
-Measured (default run, 3 seeds, 20 min on 2 shared cores; ``farzi_ptb.json``): test PPL
-full data 85.9, unigram 196.5; [50×15] random 450.0, Farzi init 358.5, Farzi 344.3;
-[200×15] random 296.3, Farzi init 287.8, Farzi 250.5. Farzi beats random windows and its
-own initialisation at both sizes, but at this budget (80 outer steps, T = 20) every
-μ×ξ set trains a Transformer that is worse than the unigram model — far from Table 4.5's
-[200×50] PPL 124 with 8,000 outer steps and T ≤ 600.
+Measured on 2 shared CPU cores (V = 2,000, windows of 15 inputs, test set; pieces run
+separately, not one default run). n-gram (deterministic): unigram PPL 196.5 / PPL_seq
+245.4 / Acc 17.95 %; bigram (k = 0.01, λ = 0.9 chosen on validation) 73.3 / 95.0 / 24.11 %.
+Full-data Transformer, seed 0, 3,000 steps: validation PPL 84.6 (lr 2e-2, dropout 0), 94.2
+(2e-2, 0.2), 105.4 (5e-2, 0), 150.2 (5e-2, 0.2) — lr 2e-2 still improving at the cap, and
+the bigram model beats every one of them. [200×15], 3 seeds: ``init='mix'`` (α = 0.5, d = 8)
+with no outer step 207.5 ± 5.8, after 20 outer steps (T = 30, inner lr 1e-2, Ω half-life 100,
+random θ_0 w.p. 0.25) 200.0 ± 2.5 (validation PPL of the selection fit 197.2, 196.5, 198.1,
+197.7 at outer steps 10–40: a plateau; unigram 195.3); every inner run from a random θ_0
+(``--random-init-prob 1``), 30 steps: 201.7 ± 1.4, outer loss 5.42 → 5.34;
+``init='popularity'`` after 40 outer steps at outer lr 3e-2 206.2 ± 3.5 (worse than its
+start, the unigram D_syn, ≈ 198). At tens of outer steps Farzi does not get below the
+unigram model; the outer loss is dominated by which θ_0 is drawn (5.0–5.4 from step to step).
 """
 
 from __future__ import annotations
 
-import argparse
+import ast
 import functools
+import inspect
 import os
-import pathlib
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from benchmarks._common import RESULTS, format_table, mean_std, seed_row, write_result
-from distill import farzi, inner, loop
-from distill._checks import check_array, check_int
-from distill.data.ptb import load_ptb, lm_windows
+from benchmarks._common import format_table, mean_std, output_dir, parser, seed_row, write_result
+from distill import farzi, inner
+from distill._checks import check_array, check_float, check_int
+from distill.data.ptb import EOS, lm_windows, load_ptb
 from distill.parametrize import latent_factorization
 from models.model_fns import ModelFns
 from models.transformer import transformer
 
-__all__ = ["prepare", "lm_metrics", "unigram_perplexity", "fit", "trials", "load_or_pretrain_omega_lm",
-           "random_windows", "main"]
+__all__ = ["prepare", "lm_metrics", "summarize", "sentence_ids", "sequence_perplexity", "unigram_logprobs",
+           "unigram_perplexity", "bigram_table", "ngram_stats", "tune_bigram", "unigram_dsyn", "random_windows",
+           "fit", "trials", "tune_full", "load_or_pretrain_omega_lm", "main"]
 
-COLUMNS = ["method", "data", "PPL", "Acc", "PPL_%full", "steps", "time_s"]
+METRICS = ("PPL", "PPL_seq", "PPL_win", "Acc")
+COLUMNS = ["method", "data", "PPL", "PPL_seq", "Acc", "PPL_%full", "steps", "time_s"]
 
-# The Transformer's training (Adam, early stopping on validation NLL) on the full data / on μ×ξ data.
-# lr 1e-2: Table 4.3's smallest Transformer learning rate.
-# Batch 64 for the full data (Table 4.3: 256) — 6× cheaper per step on this CPU (measured 0.022
-# vs 0.13 s); the synthetic sets (μ ≤ 256 rows) are used whole, as with Table 4.3's batch 256.
-# Validation every 5 steps on μ×ξ data: with every 25, every model (random, Farzi init and
-# Farzi, 3 seeds each) had its best validation NLL at the first evaluation (measured), i.e. a
-# 50–200-window set is over-fitted within 25 steps at lr 1e-2 and the grid could not see where.
-TRAIN_FULL = dict(lr=1e-2, batch=64, max_steps=2000, eval_every=250, patience=3)
+# Full data: batch 64 (Table 4.3: 256) — far cheaper per step on a CPU; validation every 200 steps.
+# Synthetic sets (μ ≤ 400 rows) are used whole (Table 4.3's D_syn batch 256); validation every 5
+# steps because a 50–200-window set is over-fitted within ~25 steps at lr 1e-2 (measured).
+TRAIN_FULL = dict(lr=1e-2, batch=64, max_steps=6000, eval_every=200, patience=5)
 TRAIN_SYN = dict(lr=1e-2, batch=256, max_steps=600, eval_every=5, patience=4)
+BIGRAM_K = (1e-3, 1e-2, 1e-1, 1.0)
+BIGRAM_LAMBDA = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
+
+
+# ----------------------------------------------------------------------------- data and metrics
 
 
 def prepare(vocab_size: int, seq_len: int, *, val_windows: int | None = 1000) -> dict:
     """PTB with ``vocab_size`` tokens cut into ``(n, seq_len + 1)`` windows per split.
 
     Returns a dict with ``train``/``valid``/``test`` int32 windows (jax), ``val_es`` — a
-    fixed random subset of ``val_windows`` validation windows (all when ``None``) used for
-    early stopping, where a full validation pass would cost more than the training steps it
-    judges — the raw ``train_stream`` (numpy), ``vocab_size`` and the stream lengths.
+    fixed random subset of ``val_windows`` validation windows (all when ``None``) for early
+    stopping, where a full validation pass would cost more than the steps it judges — the
+    raw ``train_stream`` (numpy), ``vocab_size``, the ``eos`` id and the stream lengths.
     """
     vocab_size = check_int(vocab_size, "vocab_size", min_value=2)
     seq_len = check_int(seq_len, "seq_len", min_value=1)
@@ -114,24 +122,75 @@ def prepare(vocab_size: int, seq_len: int, *, val_windows: int | None = 1000) ->
     keep = np.arange(n_val) if val_windows is None or val_windows >= n_val else \
         np.sort(np.random.default_rng(0).choice(n_val, val_windows, replace=False))
     out["val_es"] = out["valid"][keep]
-    out.update(train_stream=corpus.train, vocab_size=len(corpus.vocab),
+    out.update(train_stream=corpus.train, vocab_size=len(corpus.vocab), eos=corpus.vocab.index(EOS),
                tokens={k: int(getattr(corpus, k).shape[0]) for k in ("train", "valid", "test")})
     return out
 
 
+def sentence_ids(targets: Any, eos: int) -> np.ndarray:
+    """Sentence index of every target of a stream: int ``(N,)`` for int ``(N,)`` targets.
+
+    A sentence is the run of targets up to and including an ``<eos>``, so ``ids[t]`` is the
+    number of ``<eos>`` among ``targets[:t]``. ``targets`` must be in stream order — the
+    flattened ``windows[:, 1:]`` of :func:`distill.data.ptb.lm_windows` with its default stride.
+    """
+    targets = np.asarray(targets).reshape(-1)
+    is_eos = (targets == eos).astype(np.int64)
+    return np.concatenate([[0], np.cumsum(is_eos[:-1])])
+
+
+def sequence_perplexity(nll: Any, ids: Any) -> float:
+    """Mean over sequences of their perplexities (dissertation §4.5.3).
+
+    ``PPL_C = (1/S) Σ_s exp( (1/|s|) Σ_{t∈s} nll_t )`` — log₂ and 2^ in the dissertation, the
+    same number.
+
+    Args:
+      nll: float ``(N,)`` per-target negative log-likelihoods (nats).
+      ids: int ``(N,)`` sequence index of each target (any labels; every label is a sequence).
+
+    Returns:
+      The average sequence perplexity.
+    """
+    nll, ids = np.asarray(nll, np.float64).reshape(-1), np.asarray(ids).reshape(-1)
+    if nll.shape != ids.shape:
+        raise ValueError(f"ids: expected shape {nll.shape} like nll, got {ids.shape}")
+    _, inv = np.unique(ids, return_inverse=True)
+    mean = np.bincount(inv, weights=nll) / np.bincount(inv)
+    return float(np.mean(np.exp(mean)))
+
+
+def summarize(nll: Any, hit: Any, targets: Any, eos: int | None = None) -> dict[str, float]:
+    """Corpus, per-window and per-sentence perplexity and accuracy from per-target values.
+
+    Args:
+      nll: float ``(n, L)`` negative log-likelihood of each target (nats).
+      hit: bool ``(n, L)`` whether the greedy prediction equals the target.
+      targets: int ``(n, L)`` targets ``windows[:, 1:]`` (consecutive stream windows when ``eos``).
+      eos: the ``<eos>`` id; ``None`` skips the sentence-level ``PPL_seq``.
+
+    Returns:
+      ``{"NLL", "PPL", "PPL_win", "Acc"}`` plus ``"PPL_seq"`` with ``eos``.
+    """
+    nll = np.asarray(nll, np.float64)
+    out = {"NLL": float(nll.mean()), "PPL": float(np.exp(nll.mean())), "Acc": float(np.mean(hit)),
+           "PPL_win": float(np.mean(np.exp(nll.mean(axis=1))))}
+    if eos is not None:
+        out["PPL_seq"] = sequence_perplexity(nll, sentence_ids(targets, eos))
+    return out
+
+
 @functools.partial(jax.jit, static_argnums=0)
-def _sums(apply, params, rows, keep):
-    logits = apply(params, rows[:, :-1])
+def _token_stats(apply, params, rows):
+    logits = apply(params, rows[:, :-1]).astype(jnp.float32)
     targets = rows[:, 1:]
-    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    nll = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
-    hit = jnp.argmax(logits, -1) == targets
-    return jnp.sum(jnp.where(keep[:, None], nll, 0.0)), jnp.sum(hit & keep[:, None])
+    nll = -jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), targets[..., None], axis=-1)[..., 0]
+    return nll, jnp.argmax(logits, -1) == targets
 
 
 def lm_metrics(apply: Callable[[Any, jax.Array], jax.Array], params: Any, windows: Any, *,
-               batch: int = 1024) -> dict[str, float]:
-    """Word-level perplexity and greedy next-token accuracy on int windows.
+               batch: int = 1024, eos: int | None = None) -> dict[str, float]:
+    """Perplexities and greedy next-token accuracy of a model on int windows (:func:`summarize`).
 
     ``NLL = −(1/N) Σ log p(w_t | w_<t)`` over all ``N = n·L`` targets ``windows[:, 1:]``
     (inputs ``windows[:, :-1]``); ``PPL = exp(NLL)``; ``Acc = (1/N) Σ [argmax_v p(v) = w_t]``
@@ -139,13 +198,14 @@ def lm_metrics(apply: Callable[[Any, jax.Array], jax.Array], params: Any, window
 
     Args:
       apply: ``apply(params, x) -> (n, L, V)`` logits for int ``(n, L)`` inputs (hashable:
-        it is a static argument of the jitted batch sum).
+        it is a static argument of the jitted batch).
       params: the model parameters.
       windows: int ``(n, L + 1)`` windows (:func:`distill.data.ptb.lm_windows`).
       batch: windows per jitted call (memory: ``batch · L · V`` floats).
+      eos: the ``<eos>`` id for the sentence-level ``PPL_seq`` (windows in stream order).
 
     Returns:
-      ``{"NLL", "PPL", "Acc"}`` (Acc in [0, 1]).
+      ``{"NLL", "PPL", "PPL_win", "Acc"}`` (+ ``"PPL_seq"``), Acc in [0, 1].
     """
     check_array(windows, "windows", ndim=2, kind="int")
     batch = check_int(batch, "batch", min_value=1)
@@ -154,35 +214,139 @@ def lm_metrics(apply: Callable[[Any, jax.Array], jax.Array], params: Any, window
     windows = jnp.asarray(windows)
     n = windows.shape[0]
     b = min(batch, n)
-    nll, hit = 0.0, 0
+    nll, hit = [], []
     for i in range(0, n, b):
         rows = windows[i : i + b]
         k = rows.shape[0]
-        # The tail is padded to the batch size (and masked) so one compilation serves every call.
+        # The tail is padded to the batch size (and cut off) so one compilation serves every call.
         rows = jnp.concatenate([rows, jnp.broadcast_to(rows[:1], (b - k, rows.shape[1]))]) if k < b else rows
-        s, c = _sums(apply, params, rows, jnp.arange(b) < k)
-        nll += float(s)
-        hit += int(c)
-    total = n * (windows.shape[1] - 1)
-    mean = nll / total
-    return {"NLL": mean, "PPL": float(np.exp(mean)), "Acc": hit / total}
+        s, h = _token_stats(apply, params, rows)
+        nll.append(np.asarray(s)[:k])
+        hit.append(np.asarray(h)[:k])
+    return summarize(np.concatenate(nll), np.concatenate(hit), np.asarray(windows[:, 1:]), eos)
+
+
+# ----------------------------------------------------------------------------- n-gram baselines
+
+
+def _check_stream(a: Any, name: str, vocab_size: int, ndim: int) -> np.ndarray:
+    check_array(a, name, ndim=ndim, kind="int")
+    a = np.asarray(a)
+    if a.min() < 0 or a.max() >= vocab_size:
+        raise ValueError(f"{name}: expected tokens in [0, {vocab_size}), got [{a.min()}, {a.max()}]")
+    return a
+
+
+def unigram_logprobs(train_stream: Any, vocab_size: int, k: float = 1.0) -> np.ndarray:
+    """Add-k unigram model ``log p(v) = log (c_v + k) / (Σ c + kV)``: float64 ``(V,)``."""
+    vocab_size = check_int(vocab_size, "vocab_size", min_value=2)
+    k = check_float(k, "k", min_value=0.0, strict_min=True)
+    counts = np.bincount(_check_stream(train_stream, "train_stream", vocab_size, 1), minlength=vocab_size)
+    return np.log((counts + k) / (counts.sum() + k * vocab_size))
 
 
 def unigram_perplexity(train_stream: Any, windows: Any, vocab_size: int) -> float:
-    """Perplexity of the add-one smoothed unigram model on the targets ``windows[:, 1:]``.
-
-    ``p(v) = (c_v + 1) / (Σ c + V)`` with ``c_v`` the count of token ``v`` in ``train_stream``.
-    """
-    check_array(train_stream, "train_stream", ndim=1, kind="int")
-    check_array(windows, "windows", ndim=2, kind="int")
+    """Corpus perplexity of the add-one unigram model on the targets ``windows[:, 1:]``."""
     vocab_size = check_int(vocab_size, "vocab_size", min_value=2)
-    train_stream, windows = np.asarray(train_stream), np.asarray(windows)
-    for name, a in (("train_stream", train_stream), ("windows", windows)):
-        if a.min() < 0 or a.max() >= vocab_size:
-            raise ValueError(f"{name}: expected tokens in [0, {vocab_size}), got [{a.min()}, {a.max()}]")
-    counts = np.bincount(train_stream, minlength=vocab_size).astype(np.float64)
-    logp = np.log((counts + 1.0) / (counts.sum() + vocab_size))
+    logp = unigram_logprobs(train_stream, vocab_size)
+    windows = _check_stream(windows, "windows", vocab_size, 2)
     return float(np.exp(-logp[windows[:, 1:]].mean()))
+
+
+def bigram_table(train_stream: Any, vocab_size: int, *, k: float, lam: float, contexts: Any = None) -> np.ndarray:
+    """Interpolated add-k bigram probabilities ``p(w | v)`` for the context rows ``contexts``.
+
+    ``p(w | v) = λ (c_vw + k) / (c_v + kV) + (1 − λ) p_uni(w)``, with ``c_vw`` the count of
+    ``v`` followed by ``w`` in ``train_stream``, ``c_v = Σ_w c_vw`` and ``p_uni`` the add-one
+    unigram model (:func:`unigram_logprobs`); ``λ = 1`` is plain add-k. Each row sums to 1.
+
+    Args:
+      train_stream: int ``(n,)`` training tokens.
+      vocab_size: V.
+      k: add-k pseudo-count, > 0 (an unseen context then gives the uniform bigram part).
+      lam: interpolation weight λ in [0, 1].
+      contexts: int ``(c,)`` context tokens (default all V).
+
+    Returns:
+      float64 ``(c, V)``.
+    """
+    vocab_size = check_int(vocab_size, "vocab_size", min_value=2)
+    k = check_float(k, "k", min_value=0.0, strict_min=True)
+    lam = check_float(lam, "lam", min_value=0.0, max_value=1.0)
+    stream = _check_stream(train_stream, "train_stream", vocab_size, 1)
+    contexts = np.arange(vocab_size) if contexts is None else np.asarray(contexts)
+    # Pair counts for the requested contexts only: (c, V) instead of V².
+    row_of = np.full(vocab_size, -1)
+    row_of[contexts] = np.arange(contexts.shape[0])
+    prev, nxt = stream[:-1], stream[1:]
+    keep = row_of[prev] >= 0
+    counts = np.zeros((contexts.shape[0], vocab_size))
+    np.add.at(counts, (row_of[prev[keep]], nxt[keep]), 1.0)
+    # Duplicate contexts share the one row np.add.at filled: copy it to each occurrence.
+    counts = counts[row_of[contexts]]
+    p_bi = (counts + k) / (counts.sum(axis=1, keepdims=True) + k * vocab_size)
+    return lam * p_bi + (1.0 - lam) * np.exp(unigram_logprobs(stream, vocab_size))[None, :]
+
+
+def ngram_stats(train_stream: Any, windows: Any, vocab_size: int, *, order: int, k: float = 1.0,
+                lam: float = 1.0, chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """Per-target NLL and greedy hits of the add-one unigram (``order=1``) or bigram model.
+
+    The bigram's context of target ``windows[:, t+1]`` is ``windows[:, t]`` (every target
+    has one); :func:`bigram_table` is built ``chunk`` contexts at a time (``chunk · V`` floats).
+
+    Returns:
+      ``(nll, hit)``: float64 and bool ``(n, L)`` for :func:`summarize`.
+    """
+    vocab_size = check_int(vocab_size, "vocab_size", min_value=2)
+    order = check_int(order, "order", min_value=1, max_value=2)
+    w = _check_stream(windows, "windows", vocab_size, 2)
+    if w.shape[1] < 2:
+        raise ValueError(f"windows: expected at least 2 columns, got shape {w.shape}")
+    prev, tgt = w[:, :-1], w[:, 1:]
+    if order == 1:
+        logp = unigram_logprobs(train_stream, vocab_size)
+        return -logp[tgt], tgt == np.argmax(logp)
+    nll, hit = np.empty(tgt.shape), np.empty(tgt.shape, bool)
+    for lo in range(0, vocab_size, chunk):
+        ctx = np.arange(lo, min(lo + chunk, vocab_size))
+        table = bigram_table(train_stream, vocab_size, k=k, lam=lam, contexts=ctx)
+        sel = (prev >= lo) & (prev < lo + chunk)
+        rows = prev[sel] - lo
+        nll[sel] = -np.log(table[rows, tgt[sel]])
+        hit[sel] = np.argmax(table, axis=1)[rows] == tgt[sel]
+    return nll, hit
+
+
+def tune_bigram(train_stream: Any, valid: Any, vocab_size: int, *, ks: Sequence[float] = BIGRAM_K,
+                lams: Sequence[float] = BIGRAM_LAMBDA) -> tuple[float, float, dict[str, float]]:
+    """The (k, λ) of :func:`bigram_table` with the lowest validation NLL.
+
+    Returns:
+      ``(k, lam, grid)`` with ``grid["k=…,lam=…"]`` the validation corpus PPL of each pair.
+    """
+    grid, best = {}, (np.inf, None, None)
+    for k in ks:
+        for lam in lams:
+            nll, _ = ngram_stats(train_stream, valid, vocab_size, order=2, k=k, lam=lam)
+            grid[f"k={k:g},lam={lam:g}"] = float(np.exp(nll.mean()))
+            best = min(best, (float(nll.mean()), k, lam), key=lambda t: t[0])
+    return best[1], best[2], grid
+
+
+def unigram_dsyn(train_stream: Any, mu: int, xi: int, vocab_size: int) -> jax.Array:
+    """A [μ×ξ] synthetic set whose every soft token is the add-one unigram distribution.
+
+    ``D[s, l, :] = p_uni`` (:func:`unigram_logprobs`): a model trained on it by soft
+    cross-entropy is pulled towards the unigram model whatever its inputs.
+
+    Returns:
+      float32 ``(μ, ξ, V)``, rows summing to 1.
+    """
+    mu = check_int(mu, "mu", min_value=1)
+    xi = check_int(xi, "xi", min_value=2)
+    p = np.exp(unigram_logprobs(train_stream, vocab_size)).astype(np.float32)
+    return jnp.broadcast_to(jnp.asarray(p), (mu, xi, p.shape[0]))
 
 
 def random_windows(train_stream: Any, mu: int, xi: int, *, seed: int = 0) -> jax.Array:
@@ -200,52 +364,109 @@ def random_windows(train_stream: Any, mu: int, xi: int, *, seed: int = 0) -> jax
     return jnp.asarray(windows[pick])
 
 
+# ----------------------------------------------------------------------------- Transformer training
+
+
+@functools.partial(jax.jit, static_argnames=("apply", "steps", "batch"))
+def _train_chunk(params, opt_state, data, key, lr, *, apply, steps, batch):
+    """``steps`` Adam steps on minibatches of ``batch`` rows of int or soft ``data`` (one scan)."""
+    tx = optax.adam(lr)
+    n = data.shape[0]
+
+    def loss(p, rows, k):
+        logp = jax.nn.log_softmax(apply(p, rows[:, :-1], train=True, key=k), axis=-1)
+        if jnp.issubdtype(rows.dtype, jnp.floating):
+            return -jnp.mean(jnp.sum(rows[:, 1:] * logp, axis=-1))
+        return -jnp.mean(jnp.take_along_axis(logp, rows[:, 1:, None], axis=-1))
+
+    def step(carry, k):
+        p, s = carry
+        k_rows, k_drop = jax.random.split(k)
+        # with replacement: a permutation of 60k rows per step costs more than the step
+        rows = data if batch >= n else data[jax.random.randint(k_rows, (batch,), 0, n)]
+        u, s = tx.update(jax.grad(loss)(p, rows, k_drop), s, p)
+        return (optax.apply_updates(p, u), s), None
+
+    (params, opt_state), _ = jax.lax.scan(step, (params, opt_state), jax.random.split(key, steps))
+    return params, opt_state
+
+
 def fit(model: ModelFns, data: jax.Array, d: dict, key: jax.Array, *, lr: float, batch: int, max_steps: int,
-        eval_every: int, patience: int) -> tuple[Any, int]:
+        eval_every: int, patience: int) -> tuple[Any, int, float]:
     """Train a fresh model on int ``(n, L+1)`` windows or soft ``(μ, ξ, V)`` data.
 
-    Adam, minibatches of ``batch`` rows (all rows when ``batch >= n``), early stopping on
-    the validation NLL (:func:`distill.loop.run`, ``maximize=False``). Returns the best
-    validated parameters and their step.
+    Adam at ``lr`` on minibatches of ``batch`` rows (all rows when ``batch >= n``; dropout
+    when the model has it), ``eval_every`` steps per jitted scan, then the validation NLL on
+    ``d["val_es"]``; stops after ``patience`` evaluations without improvement.
+
+    Returns:
+      ``(params, best_step, best_val_nll)`` of the best validated parameters.
     """
-    soft = jnp.issubdtype(data.dtype, jnp.floating)
-    n = data.shape[0]
-    b = min(batch, n)
-
-    def objective(p, rows, k):
-        if b < n:  # with replacement: a permutation of 60k rows per step costs more than the step
-            rows = rows[jax.random.randint(k, (b,), 0, n)]
-        if soft:
-            return farzi.soft_cross_entropy(model.apply(p, rows[:, :-1]), rows[:, 1:])
-        return farzi.token_loss(model, p, rows)
-
     k_init, k_run = jax.random.split(key)
-    p0 = model.init(k_init, d["train"][:1, :-1])
-    params, hist = loop.run(objective, p0, optax.adam(lr), data, steps=max_steps, key=k_run,
-                            evaluate=lambda p: lm_metrics(model.apply, p, d["val_es"])["NLL"],
-                            eval_every=eval_every, patience=patience, maximize=False, progress=False)
-    return params, hist.best_step
+    params = model.init(k_init, d["train"][:1, :-1])
+    opt_state = optax.adam(lr).init(params)
+    best = (params, 0, lm_metrics(model.apply, params, d["val_es"])["NLL"])
+    bad, step = 0, 0
+    while step < max_steps and bad < patience:
+        n = min(eval_every, max_steps - step)
+        params, opt_state = _train_chunk(params, opt_state, data, jax.random.fold_in(k_run, step),
+                                         jnp.float32(lr), apply=model.apply, steps=n, batch=min(batch, data.shape[0]))
+        step += n
+        val = lm_metrics(model.apply, params, d["val_es"])["NLL"]
+        best, bad = ((params, step, val), 0) if val < best[2] else (best, bad + 1)
+    return best
 
 
-def trials(model: ModelFns, data: jax.Array, d: dict, seeds, **kw) -> tuple[dict, list[int]]:
-    """Test PPL/Acc of :func:`fit` over ``seeds``: ``({metric: (mean, std)}, best steps)``."""
+def trials(model: ModelFns, data: jax.Array | Callable[[int], jax.Array], d: dict, seeds: Sequence[int],
+           **kw) -> tuple[dict, list[int], list[dict]]:
+    """Test metrics of :func:`fit` over ``seeds`` (``data(seed)`` when callable).
+
+    Returns:
+      ``({metric: (mean, std)}, best steps, per-seed metrics)``.
+    """
     res, steps = [], []
     for s in seeds:
-        p, best = fit(model, data, d, jax.random.key(1000 + s), **kw)
-        res.append(lm_metrics(model.apply, p, d["test"]))
+        p, best, _ = fit(model, data(s) if callable(data) else data, d, jax.random.key(1000 + s), **kw)
+        res.append(lm_metrics(model.apply, p, d["test"], eos=d["eos"]))
         steps.append(best)
-    return mean_std(res, ("PPL", "Acc")), steps
+    return mean_std(res, METRICS), steps, res
+
+
+def tune_full(make_model: Callable[[float], ModelFns], d: dict, seeds: Sequence[int], lrs: Sequence[float],
+              dropouts: Sequence[float], **kw) -> tuple[dict, list[int], dict]:
+    """The full-data Transformer with (lr, dropout) chosen on validation (Table 4.3's grid).
+
+    Every pair is trained with seed ``seeds[0]``; the pair with the lowest validation NLL is
+    then trained with every seed (its ``seeds[0]`` run re-used).
+
+    Returns:
+      ``(res, best steps, info)`` as :func:`trials`, ``info`` holding the grid and the choice.
+    """
+    grid, runs = {}, {}
+    for lr in lrs:
+        for rate in dropouts:
+            model = make_model(rate)
+            p, step, val = fit(model, d["train"], d, jax.random.key(1000 + seeds[0]), **{**kw, "lr": lr})
+            grid[f"lr={lr:g},dropout={rate:g}"] = {"val_ppl": float(np.exp(val)), "best_step": step}
+            runs[(lr, rate)] = (model, p, step, val)
+            print(f"  full data lr {lr:g} dropout {rate:g}: valid PPL {np.exp(val):.1f} at step {step}", flush=True)
+    lr, rate = min(runs, key=lambda c: runs[c][3])
+    model, p, step, _ = runs[(lr, rate)]
+    first = lm_metrics(model.apply, p, d["test"], eos=d["eos"])
+    res, steps, per_seed = trials(model, d["train"], d, seeds[1:], **{**kw, "lr": lr}) if len(seeds) > 1 else \
+        ({}, [], [])
+    per_seed = [first, *per_seed]
+    info = {"grid": grid, "lr": lr, "dropout": rate, "per_seed": per_seed}
+    return mean_std(per_seed, METRICS), [step, *steps], info
 
 
 def load_or_pretrain_omega_lm(model: ModelFns, d: dict, cache: str | None, tag: str, *, n_runs: int = 2,
                               steps: int = 400, save_every: int = 50, batch: int = 256, lr: float = 1e-2) -> Any:
     """Ω — Transformer checkpoints every ``save_every`` of ``steps`` steps of ``n_runs`` runs.
 
-    The LM counterpart of :func:`benchmarks.farzi.load_or_pretrain_omega` (which fixes the
-    SASRec schedule and a ``min_item``-named directory):
     :func:`distill.farzi.pretrain_trajectories` on the training windows with its orbax cache
-    at ``cache/omega_<tag>`` (runs already there are read back, not retrained).
-    ``tag`` must name everything Ω depends on (vocabulary, window length, model, schedule).
+    at ``cache/omega_<tag>`` (runs already there are read back, not retrained). ``tag`` must
+    name everything Ω depends on (vocabulary, window length, model, schedule).
     """
     omega_dir = None if cache is None else os.path.join(cache, f"omega_{tag}")
     return farzi.pretrain_trajectories(model, d["train"], key=jax.random.key(7), n_runs=n_runs, steps=steps,
@@ -253,171 +474,247 @@ def load_or_pretrain_omega_lm(model: ModelFns, d: dict, cache: str | None, tag: 
                                        checkpoint_dir=omega_dir)
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="one shape, 40 outer steps, 2 seeds")
+# ----------------------------------------------------------------------------- the benchmark
+
+
+def _farzi_kwargs(args) -> dict:
+    """The :func:`distill.farzi.distill` settings given on the command line (others: its defaults)."""
+    kw = {"steps": args.outer_steps, "inner_steps": args.inner_steps, "latent_dim": args.latent_dim,
+          "tau": args.tau, "batch_size": args.real_batch, "outer_learning_rate": args.outer_lr,
+          "init": args.init, "init_logit": args.init_logit}
+    kw = {k: v for k, v in kw.items() if v is not None}
+    if args.inner_lr is not None:
+        kw["inner_optimizer"] = inner.Adam(args.inner_lr)
+    if args.init_mix is not None:
+        kw["init_mix"] = args.init_mix
+    if args.random_init_prob is not None:
+        kw["random_init_prob"] = args.random_init_prob
+    if args.omega_half_life:
+        # Ω is run-major (pretrain_trajectories): checkpoint i of every run is at step i·every.
+        steps = np.tile(np.arange(0, args.omega_steps + 1, args.omega_every), args.omega_runs)
+        kw["omega_weights"] = farzi.early_weights(steps, args.omega_half_life)
+    if args.inner_dropout:
+        kw["inner_dropout"] = True
+    for item in args.farzi_arg:
+        name, _, value = item.partition("=")
+        kw[name] = ast.literal_eval(value)
+    return kw
+
+
+def _effective(kw: dict) -> dict:
+    """Every setting :func:`distill.farzi.distill` runs with: the given ones and its defaults."""
+    out = {}
+    for name, p in inspect.signature(farzi.distill).parameters.items():
+        if p.default is inspect.Parameter.empty or name in ("mesh", "evaluate", "eval_every", "progress", "checkpoint_dir"):
+            continue
+        v = kw.get(name, p.default)
+        if isinstance(v, inner.Adam):
+            v = {"lr": v.learning_rate, **{f: getattr(v, f) for f in ("b1", "b2", "eps") if hasattr(v, f)}}
+        out[name] = np.asarray(v).tolist() if isinstance(v, (np.ndarray, jax.Array)) else v
+    return out
+
+
+def _init_data(d: dict, mu: int, xi: int, init: str, kw: dict) -> jax.Array:
+    """D_syn of :func:`distill.farzi.distill`'s starting point (0 outer steps) for ``init``."""
+    eff = _effective(kw)
+    init_kw = {k: v for k, v in kw.items() if k in inspect.signature(farzi.initial_factors).parameters}
+    init_kw.update(latent_dim=eff["latent_dim"], tau=eff["tau"], init=init)
+    syn0 = farzi.initial_factors(jax.random.key(0), np.asarray(d["train"]), n_seqs=mu, seq_len=xi,
+                                 vocab_size=d["vocab_size"], **init_kw)
+    param = latent_factorization(mu, xi, eff["latent_dim"], d["vocab_size"], tau=eff["tau"])
+    return param.materialize(syn0, jax.random.key(0))
+
+
+def _shape_rows(model: ModelFns, omega: Any, d: dict, mu: int, xi: int, args, syn_kw: dict) -> tuple[list, dict]:
+    """The rows of one [μ×ξ] budget: random, unigram D_syn, Farzi inits, Farzi."""
+    label, rows, seeds = f"[{mu}×{xi}]", [], args.seeds
+
+    def add(method, data, **extra):
+        t = time.perf_counter()
+        res, steps, per_seed = trials(model, data, d, seeds, **syn_kw)
+        rows.append(seed_row(method, label, res, steps, time.perf_counter() - t, per_seed=per_seed, **extra))
+        print(format_table(rows[-1:], COLUMNS[:5]), flush=True)
+
+    add("random", lambda s: random_windows(d["train_stream"], mu, xi, seed=s))
+    add("unigram D_syn", unigram_dsyn(d["train_stream"], mu, xi, d["vocab_size"]))
+    kw = _farzi_kwargs(args)
+    for init in dict.fromkeys([*args.init_rows, _effective(kw)["init"]]):
+        data0 = _init_data(d, mu, xi, init, kw)
+        add(f"Farzi init {init}", data0, mean_max_prob=float(jnp.mean(jnp.max(data0, axis=-1))))
+
+    eff = _effective(kw)
+    # the parametrisation distill builds (and returns): needed by evaluate before distill returns
+    param = latent_factorization(mu, xi, eff["latent_dim"], d["vocab_size"], tau=eff["tau"])
+
+    def evaluate(syn):
+        _, _, val = fit(model, param.materialize(syn, jax.random.key(0)), d, jax.random.key(99),
+                        **{**syn_kw, "max_steps": args.eval_fit_steps})
+        return -val
+
+    t = time.perf_counter()
+    inner_model = model if not args.inner_dropout else transformer(
+        d["vocab_size"], max_len=max(x for _, x in args.shapes), d_model=args.d_model, n_heads=1, n_layers=1,
+        dropout=args.inner_dropout)
+    syn, hist, param = farzi.distill(inner_model, omega, d["train"], key=jax.random.key(0), n_seqs=mu, seq_len=xi,
+                                     vocab_size=d["vocab_size"], evaluate=evaluate,
+                                     eval_every=max(1, kw.get("steps", 200) // args.evals), progress=True, **kw)
+    distill_time = time.perf_counter() - t
+    history = {"losses": hist.losses, "eval_steps": hist.eval_steps, "best_step": hist.best_step,
+               "val_ppl": [float(np.exp(-v)) for v in hist.eval_values], "distill_time_s": distill_time}
+    data = param.materialize(syn, jax.random.key(0))
+    add(f"Farzi {eff['init']}", data, distill_time_s=distill_time, best_outer_step=hist.best_step,
+        mean_max_prob=float(jnp.mean(jnp.max(data, axis=-1))))
+    # D_syn is μ·ξ·V floats: written next to the result JSON, never into the tracked results
+    farzi.export(output_dir(args) / f"farzi_ptb_{mu}x{xi}", syn, param,
+                 {"dataset": "ptb", "vocab_size": d["vocab_size"], "model": f"transformer d{args.d_model} L1 H1"})
+    return rows, history
+
+
+def _ngram_rows(d: dict, seeds: Sequence[int]) -> tuple[list, dict]:
+    """Unigram and validation-tuned bigram rows (deterministic: std 0 over the seeds)."""
+    test, stream, v = np.asarray(d["test"]), d["train_stream"], d["vocab_size"]
+    k, lam, grid = tune_bigram(stream, np.asarray(d["valid"]), v)
+    rows = []
+    for method, data, kw in (("unigram (add-one)", "train counts", dict(order=1)),
+                             (f"bigram (add-{k:g}, λ={lam:g})", "train counts", dict(order=2, k=k, lam=lam))):
+        m = summarize(*ngram_stats(stream, test, v, **kw), test[:, 1:], d["eos"])
+        rows.append(seed_row(method, data, mean_std([m] * len(seeds), METRICS), "-", 0.0))
+    return rows, {"k": k, "lambda": lam, "valid_ppl_grid": grid}
+
+
+def _arguments(argv):
+    ap = parser("farzi_lm", __doc__)
+    ap.add_argument("--quick", action="store_true", help="one shape (50x15), 40 outer steps, 2 seeds")
     ap.add_argument("--full", action="store_true",
-                    help="the dissertation's configuration (V=10,000, [400×50], d_model 16, T=400, 8,000 outer "
-                         "steps, |Ω|=400); for the GPU machine")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--vocab", type=int, default=None, help="vocabulary size (default 2000)")
-    ap.add_argument("--shapes", type=str, nargs="+", default=None, help="μxξ, e.g. 50x15 200x15")
-    ap.add_argument("--d-model", type=int, default=16)
-    ap.add_argument("--outer-steps", type=int, default=None)
-    ap.add_argument("--inner-steps", type=int, default=None)
-    ap.add_argument("--inner-lr", type=float, default=1e-2)
-    ap.add_argument("--outer-lr", type=float, default=1e-2)
-    ap.add_argument("--latent-dim", type=int, default=None, help="d of Z·M (default 32; --full: 8)")
-    ap.add_argument("--tau", type=float, default=1.0)
-    ap.add_argument("--init-logit", type=float, default=12.0)
-    ap.add_argument("--real-batch", type=int, default=256)
-    ap.add_argument("--eval-fit-steps", type=int, default=200,
-                    help="Transformer steps on D_syn inside each outer-loop validation")
-    ap.add_argument("--val-windows", type=int, default=1000,
-                    help="validation windows used for early stopping / D_syn selection (fixed random subset)")
-    ap.add_argument("--train-steps", type=int, default=None,
-                    help="cap on the Adam steps of every Transformer training (default 2000 full / 600 synthetic)")
-    ap.add_argument("--omega-runs", type=int, default=None, help="pretraining runs in Ω (default 2; --full: 40)")
-    ap.add_argument("--omega-steps", type=int, default=None, help="steps per run (default 400; --full: 450)")
+                    help="the dissertation's configuration (V=10,000, [400x50], T=400, 8,000 outer steps, |Ω|=400)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds of every Transformer")
+    ap.add_argument("--vocab", type=int, default=None, help="vocabulary size (default 2000; --full 10000)")
+    ap.add_argument("--shapes", type=str, nargs="+", default=None, help="budgets μxξ, e.g. 50x15 200x15")
+    ap.add_argument("--d-model", type=int, default=16, help="Transformer width (Table 4.3: 16)")
+    ap.add_argument("--outer-steps", type=int, default=None, help="Farzi outer steps (default 80; --full 8000)")
+    ap.add_argument("--inner-steps", type=int, default=None, help="Farzi inner steps T (default: distill's)")
+    ap.add_argument("--inner-lr", type=float, default=None, help="inner Adam lr (default: distill's)")
+    ap.add_argument("--outer-lr", type=float, default=1e-2, help="outer Adam lr on (Z, M) (Table 4.3: 0.01)")
+    ap.add_argument("--latent-dim", type=int, default=None, help="d of Z·M (default: distill's; Table 4.3: 8)")
+    ap.add_argument("--tau", type=float, default=None, help="temperature τ of softmax(Z·M/τ) (default: distill's)")
+    ap.add_argument("--init", default="mix", choices=list(farzi.INITS), help="distill's init of D_syn")
+    ap.add_argument("--init-mix", type=float, default=None,
+                    help="α of init 'mix': log(α·onehot(real window) + (1 − α)·popularity) (default: distill's)")
+    ap.add_argument("--init-rows", nargs="*", default=["real", "popularity"],
+                    help="inits evaluated with 0 outer steps besides --init")
+    ap.add_argument("--omega-half-life", type=float, default=100.0,
+                    help="Ω checkpoints sampled ∝ 2^(−step/half-life) (farzi.early_weights); 0 = uniform")
+    ap.add_argument("--random-init-prob", type=float, default=None,
+                    help="probability of a fresh random θ_0 instead of an Ω checkpoint (default: distill's)")
+    ap.add_argument("--inner-dropout", type=float, default=0.0,
+                    help="dropout rate of the Transformer inside Farzi's inner loop (0 = off)")
+    ap.add_argument("--init-logit", type=float, default=None, help="real-token logit of init_from_tokens")
+    ap.add_argument("--farzi-arg", action="append", default=[],
+                    help="extra distill keyword as NAME=PYTHON_LITERAL (repeatable)")
+    ap.add_argument("--real-batch", type=int, default=256, help="real windows per outer step (Table 4.3: 256)")
+    ap.add_argument("--eval-fit-steps", type=int, default=200, help="Transformer steps on D_syn per outer evaluation")
+    ap.add_argument("--evals", type=int, default=5, help="outer-loop evaluations (every outer_steps/evals steps)")
+    ap.add_argument("--val-windows", type=int, default=1000, help="validation windows for early stopping/selection")
+    ap.add_argument("--full-steps", type=int, default=TRAIN_FULL["max_steps"], help="max Adam steps on full data")
+    ap.add_argument("--full-lrs", type=float, nargs="+", default=[1e-2, 2e-2, 5e-2], help="full-data lr grid")
+    ap.add_argument("--full-dropouts", type=float, nargs="+", default=[0.0, 0.2], help="full-data dropout grid")
+    ap.add_argument("--syn-steps", type=int, default=TRAIN_SYN["max_steps"], help="max Adam steps on a D_syn")
+    ap.add_argument("--omega-runs", type=int, default=None, help="pretraining runs in Ω (default 2; --full 40)")
+    ap.add_argument("--omega-steps", type=int, default=None, help="steps per Ω run (default 400; --full 450)")
     ap.add_argument("--omega-every", type=int, default=50, help="steps between Ω checkpoints")
     ap.add_argument("--cache", default=None, help="directory for Ω (orbax): reused when present")
-    ap.add_argument("--out", default=None)
     ap.add_argument("--name", default=None, help="result file name (default farzi_ptb[_quick|_full])")
     args = ap.parse_args(argv)
+    full = dict(vocab=10000, shapes=["400x50"], outer_steps=8000, inner_steps=400, omega_runs=40, omega_steps=450,
+                latent_dim=8)
+    reduced = dict(vocab=2000, shapes=["50x15"] if args.quick else ["50x15", "200x15"],
+                   outer_steps=40 if args.quick else 80, omega_runs=2, omega_steps=400)
+    for k, v in (full if args.full else reduced).items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    args.seeds = args.seeds[:2] if args.quick else args.seeds
+    args.name = args.name or "farzi_ptb" + ("_quick" if args.quick else "_full" if args.full else "")
+    args.shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes]
+    if any(args.name == f"farzi_ptb_{mu}x{xi}" for mu, xi in args.shapes):
+        raise ValueError(f"--name: {args.name} is the D_syn export's file name")
+    return args
+
+
+def main(argv=None):
+    """Run the benchmark; returns the path of the result JSON."""
+    args = _arguments(argv)
     t_start = time.perf_counter()
-
-    if args.full:
-        # |Ω| = 40 runs × 10 checkpoints (0, 50, …, 450) = 400 (Table 4.3); d = 8 (Table 4.3).
-        defaults = dict(vocab=10000, shapes=["400x50"], outer=8000, inner=400, omega_runs=40, omega_steps=450,
-                        latent=8)
-    else:
-        defaults = dict(vocab=2000, shapes=["50x15"] if args.quick else ["50x15", "200x15"],
-                        outer=40 if args.quick else 80, inner=20, omega_runs=2, omega_steps=400, latent=32)
-    vocab = args.vocab or defaults["vocab"]
-    shapes = [tuple(int(v) for v in s.split("x")) for s in (args.shapes or defaults["shapes"])]
-    outer_steps = args.outer_steps or defaults["outer"]
-    inner_steps = args.inner_steps or defaults["inner"]
-    omega_runs = args.omega_runs or defaults["omega_runs"]
-    omega_steps = args.omega_steps or defaults["omega_steps"]
-    omega_every = args.omega_every
-    latent_dim = args.latent_dim or defaults["latent"]
-    seeds = args.seeds[:2] if args.quick else args.seeds
-    name = args.name or "farzi_ptb" + ("_quick" if args.quick else "_full" if args.full else "")
-    if any(name == f"farzi_ptb_{mu}x{xi}" for mu, xi in shapes):
-        raise ValueError(f"--name: {name} is the D_syn export's file name")
-    max_len = max(xi for _, xi in shapes)
-
-    d = prepare(vocab, max_len, val_windows=args.val_windows)
-    model = transformer(d["vocab_size"], max_len=max_len, d_model=args.d_model, n_heads=1, n_layers=1)
+    max_len = max(xi for _, xi in args.shapes)
+    d = prepare(args.vocab, max_len, val_windows=args.val_windows)
+    make = lambda rate: transformer(d["vocab_size"], max_len=max_len, d_model=args.d_model, n_heads=1, n_layers=1,
+                                    dropout=rate)
+    model = make(0.0)
     print(f"PTB V={d['vocab_size']}: {d['tokens']} tokens; windows of {max_len} inputs: "
           f"train {d['train'].shape[0]}, valid {d['valid'].shape[0]}, test {d['test'].shape[0]}", flush=True)
-    train_kw = dict(TRAIN_FULL)
-    syn_kw = dict(TRAIN_SYN)
-    if args.train_steps is not None:
-        for kw in (train_kw, syn_kw):
-            kw["max_steps"] = min(kw["max_steps"], args.train_steps)
-            kw["eval_every"] = max(1, min(kw["eval_every"], args.train_steps // 4))
+    full_kw = {**TRAIN_FULL, "max_steps": args.full_steps}
+    syn_kw = {**TRAIN_SYN, "max_steps": args.syn_steps}
+    for kw in (full_kw, syn_kw):
+        kw["eval_every"] = max(1, min(kw["eval_every"], kw["max_steps"] // 4))
 
-    unigram = {s: unigram_perplexity(d["train_stream"], np.asarray(d[s]), d["vocab_size"]) for s in ("valid", "test")}
-    uni_acc = float(np.mean(np.asarray(d["test"])[:, 1:] == np.argmax(np.bincount(d["train_stream"]))))
-    rows = [{"method": "unigram (add-one)", "data": "train counts", "PPL": unigram["test"], "Acc": uni_acc,
-             "std": {"PPL": 0.0, "Acc": 0.0}, "steps": "-", "time_s": 0.0}]
-    print(f"uniform PPL = V = {d['vocab_size']}; unigram PPL valid {unigram['valid']:.1f} test {unigram['test']:.1f}",
-          flush=True)
+    rows, bigram = _ngram_rows(d, args.seeds)
+    print(format_table(rows, COLUMNS[:5]), flush=True)
+    state = {"bigram": bigram, "full_data_tuning": None, "omega": None}
+    histories: dict = {}
+
+    def save(complete: bool):
+        # Written after every block too, so a run cut short still leaves its finished rows.
+        full = [r["PPL"] for r in rows if r["method"].startswith("full data")]
+        for r in rows:
+            r["PPL_%full"] = 100.0 * full[0] / r["PPL"] if full else None  # 100 = as good as full data
+        config = {**_config(args, d, full_kw, syn_kw), **state, "complete": complete}
+        return write_result(args.name, config, {"rows": rows, "histories": histories},
+                            time.perf_counter() - t_start, out_dir=output_dir(args))
 
     t = time.perf_counter()
-    full, st = trials(model, d["train"], d, seeds, **train_kw)
-    rows.append(seed_row("full data", f"{d['train'].shape[0]}×{max_len + 1}", full, st, time.perf_counter() - t))
-    print(format_table(rows, COLUMNS[:4] + ["steps", "time_s"]), flush=True)
-
+    tag = (f"ptb_V{d['vocab_size']}_len{max_len}_d{args.d_model}_runs{args.omega_runs}_steps{args.omega_steps}"
+           f"_every{args.omega_every}")
+    omega = load_or_pretrain_omega_lm(model, d, args.cache, tag, n_runs=args.omega_runs, steps=args.omega_steps,
+                                      save_every=args.omega_every, batch=TRAIN_FULL["batch"], lr=TRAIN_FULL["lr"])
+    state["omega"] = {"n_runs": args.omega_runs, "steps": args.omega_steps, "save_every": args.omega_every,
+                      "n_checkpoints": int(jax.tree_util.tree_leaves(omega)[0].shape[0]),
+                      "batch": TRAIN_FULL["batch"], "lr": TRAIN_FULL["lr"], "time_s": time.perf_counter() - t}
+    for mu, xi in args.shapes:
+        shape_rows, histories[f"[{mu}×{xi}]"] = _shape_rows(model, omega, d, mu, xi, args, syn_kw)
+        rows += shape_rows
+        save(False)
+    # The full-data Transformer comes last: the Farzi rows, the costly ones, are saved first.
     t = time.perf_counter()
-    tag = (f"ptb_V{d['vocab_size']}_len{max_len}_d{args.d_model}_runs{omega_runs}_steps{omega_steps}"
-           f"_every{omega_every}")
-    omega = load_or_pretrain_omega_lm(model, d, args.cache, tag, n_runs=omega_runs, steps=omega_steps,
-                                      save_every=omega_every, batch=train_kw["batch"], lr=train_kw["lr"])
-    omega_time = time.perf_counter() - t
-    n_omega = jax.tree_util.tree_leaves(omega)[0].shape[0]
-    print(f"Ω: {n_omega} checkpoints ({omega_time:.0f} s)", flush=True)
-
-    histories = {}
-    for mu, xi in shapes:
-        label = f"[{mu}×{xi}]"
-        t = time.perf_counter()
-        r, st = trials(model, random_windows(d["train_stream"], mu, xi, seed=0), d, seeds, **syn_kw)
-        rows.append(seed_row("random", label, r, st, time.perf_counter() - t))
-
-        param = latent_factorization(mu, xi, latent_dim, d["vocab_size"], tau=args.tau)  # as distill builds it
-        # Control: the initial D_syn (soft real windows) without any outer step — the
-        # same init farzi.distill(key=key(0), init="real") below starts from.
-        syn0 = farzi.initial_factors(jax.random.key(0), np.asarray(d["train"]), n_seqs=mu, seq_len=xi,
-                                     latent_dim=latent_dim, vocab_size=d["vocab_size"], tau=args.tau,
-                                     init="real", init_logit=args.init_logit)
-        data0 = param.materialize(syn0, jax.random.key(0))
-        p_real = float(jnp.mean(jnp.max(data0, axis=-1)))
-        t = time.perf_counter()
-        r, st = trials(model, data0, d, seeds, **syn_kw)
-        rows.append(seed_row("Farzi init (0 outer steps)", label, r, st, time.perf_counter() - t,
-                         mean_max_prob=p_real))
-
-        def evaluate(syn):
-            p, _ = fit(model, param.materialize(syn, jax.random.key(0)), d, jax.random.key(99),
-                       **{**syn_kw, "max_steps": args.eval_fit_steps})
-            return -lm_metrics(model.apply, p, d["val_es"])["NLL"]
-
-        t = time.perf_counter()
-        syn, hist, param = farzi.distill(
-            model, omega, d["train"], key=jax.random.key(0), n_seqs=mu, seq_len=xi, vocab_size=d["vocab_size"],
-            latent_dim=latent_dim, tau=args.tau, steps=outer_steps, batch_size=args.real_batch,
-            inner_steps=inner_steps, inner_optimizer=inner.Adam(args.inner_lr), outer_learning_rate=args.outer_lr,
-            init="real", init_logit=args.init_logit, evaluate=evaluate, eval_every=max(1, outer_steps // 5),
-            progress=True,
-        )
-        distill_time = time.perf_counter() - t
-        histories[label] = {"losses": hist.losses, "eval_steps": hist.eval_steps,
-                            "val_ppl": [float(np.exp(-v)) for v in hist.eval_values], "best_step": hist.best_step,
-                            "distill_time_s": distill_time}
-        data = param.materialize(syn, jax.random.key(0))
-        t = time.perf_counter()
-        r, st = trials(model, data, d, seeds, **syn_kw)
-        rows.append(seed_row("Farzi", label, r, st, time.perf_counter() - t, distill_time_s=distill_time,
-                         best_outer_step=hist.best_step, mean_max_prob=float(jnp.mean(jnp.max(data, axis=-1)))))
-        # D_syn is μ·ξ·V floats: written next to the result JSON, not committed
-        farzi.export((pathlib.Path(args.out) if args.out else RESULTS) / f"farzi_ptb_{mu}x{xi}", syn, param,
-                     {"dataset": "ptb", "vocab_size": d["vocab_size"],
-                      "model": f"transformer d{args.d_model} L1 H1"})
-        print(format_table(rows, COLUMNS[:4] + ["steps", "time_s"]), flush=True)
-
-    full_ppl = next(r["PPL"] for r in rows if r["method"] == "full data")
-    for r in rows:
-        r["PPL_%full"] = 100.0 * full_ppl / r["PPL"]  # 100 = as good as full data; lower is worse
-    table = [{**r, "PPL": f"{r['PPL']:.1f}±{r['std']['PPL']:.1f}",
+    res, steps, tuned = tune_full(make, d, args.seeds, args.full_lrs, args.full_dropouts, **full_kw)
+    rows.append(seed_row(f"full data (lr {tuned['lr']:g}, dropout {tuned['dropout']:g})",
+                         f"{d['train'].shape[0]}×{max_len + 1}", res, steps, time.perf_counter() - t,
+                         per_seed=tuned.pop("per_seed")))
+    state["full_data_tuning"] = tuned
+    print(format_table(rows, COLUMNS[:5]), flush=True)
+    path = save(True)
+    table = [{**r, **{m: f"{r[m]:.1f}±{r['std'][m]:.1f}" for m in ("PPL", "PPL_seq")},
               "Acc": f"{100 * r['Acc']:.2f}±{100 * r['std']['Acc']:.2f}"} for r in rows]
     print(format_table(table, COLUMNS))
-    wall = time.perf_counter() - t_start
-    config = {
-        "dataset": "ptb (Mikolov split, treebank package)", "vocab_size": d["vocab_size"], "tokens": d["tokens"],
-        "configuration": "full (dissertation)" if args.full else
-        ("quick" if args.quick else "reduced CPU configuration (see module docstring)"),
-        "protocol": f"test/valid streams cut into windows of {max_len} inputs (lm_windows); corpus-level "
-                    "PPL = exp(mean NLL) and greedy next-token accuracy over every target; valid for early "
-                    "stopping and D_syn selection only",
-        "model": f"transformer d_model {args.d_model}, 1 layer, 1 head, d_ff {2 * args.d_model}, no dropout",
-        "shapes": shapes, "seeds": list(seeds), "train_full": train_kw, "train_synthetic": syn_kw,
-        "early_stopping_valid_windows": int(d["val_es"].shape[0]),
-        "unigram_ppl": unigram, "uniform_ppl": d["vocab_size"],
-        "omega": {"n_runs": omega_runs, "steps": omega_steps, "save_every": omega_every,
-                  "n_checkpoints": n_omega, "batch": train_kw["batch"], "lr": train_kw["lr"], "time_s": omega_time},
-        "farzi": {"outer_steps": outer_steps, "inner_steps": inner_steps, "inner_lr": args.inner_lr,
-                  "outer_lr": args.outer_lr, "latent_dim": latent_dim, "tau": args.tau,
-                  "real_batch": args.real_batch, "mode": "reverse_adam",
-                  "reverse_every": inner.default_reverse_every(jnp.float32), "init": "real",
-                  "init_logit": args.init_logit, "eval_fit_steps": args.eval_fit_steps,
-                  "eval_every": max(1, outer_steps // 5)},
-    }
-    path = write_result(name, config, {"rows": rows, "histories": histories}, wall, args.out)
     _plot(rows, histories, path.with_suffix(".png"))
-    print(f"wrote {path} ({wall:.0f} s)")
+    print(f"wrote {path} ({time.perf_counter() - t_start:.0f} s)")
     return path
+
+
+def _config(args, d, full_kw, syn_kw) -> dict:
+    return {
+        "dataset": "ptb (Mikolov split, treebank package)", "vocab_size": d["vocab_size"], "tokens": d["tokens"],
+        "configuration": "full (dissertation)" if args.full else ("quick" if args.quick else "reduced CPU"),
+        "protocol": f"test stream cut into windows of {max(xi for _, xi in args.shapes)} inputs (lm_windows); "
+                    "PPL = corpus exp(mean NLL); PPL_seq = mean of per-sentence PPLs (§4.5.3; sentence = targets "
+                    "up to <eos>); PPL_win = mean of per-window PPLs; Acc = greedy next-token accuracy; "
+                    "validation for hyper-parameters, early stopping and D_syn selection only",
+        "model": f"transformer d_model {args.d_model}, 1 layer, 1 head, d_ff {2 * args.d_model}",
+        "shapes": args.shapes, "seeds": list(args.seeds), "train_full": full_kw, "train_synthetic": syn_kw,
+        "full_data_grid": {"lr": args.full_lrs, "dropout": args.full_dropouts},
+        "early_stopping_valid_windows": int(d["val_es"].shape[0]), "uniform_ppl": d["vocab_size"],
+        "farzi": {**_effective(_farzi_kwargs(args)), "eval_fit_steps": args.eval_fit_steps, "evals": args.evals,
+                  "eval_every": max(1, args.outer_steps // args.evals),
+                  "omega_half_life": args.omega_half_life, "inner_dropout_rate": args.inner_dropout},
+    }
 
 
 def _plot(rows, histories, path):
@@ -426,20 +723,22 @@ def _plot(rows, histories, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    rows = [r for r in rows if not r["method"].startswith("unigram")]
-    labels = [f"{r['method']} {r['data']}" if r["method"] != "full data" else "full data" for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    labels = [f"{r['method']} {r['data']}" if r["data"] != "train counts" and not r["method"].startswith("full")
+              else r["method"] for r in rows]
     axes[0].barh(labels, [r["PPL"] for r in rows], xerr=[r["std"]["PPL"] for r in rows])
-    axes[0].set_xlabel("test perplexity (lower is better)")
+    axes[0].set_xlabel("test corpus perplexity (lower is better)")
+    axes[0].tick_params(axis="y", labelsize=7)
     axes[0].set_title("Transformer on PTB")
     for label, h in histories.items():
         axes[1].plot(h["eval_steps"], h["val_ppl"], marker="o", label=f"Farzi {label}")
-    full = [r for r in rows if r["method"] == "full data"]
-    if full:
-        axes[1].axhline(full[0]["PPL"], color="k", ls="--", label="full data (test)")
+    for r in rows:
+        if r["method"].startswith(("unigram (", "full data")):
+            axes[1].axhline(r["PPL"], ls="--", color="k" if r["method"].startswith("full") else "r",
+                            label=f"{r['method'].split(' (')[0]} (test)")
     axes[1].set_xlabel("outer step")
     axes[1].set_ylabel("validation PPL of a Transformer trained on D_syn")
-    axes[1].legend(fontsize=8)
+    axes[1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -57,6 +57,12 @@ dθ = ∇f(θ_T), dm = dv = 0, dx = 0 at t = T. For t = T..1:
 
 At t = 0 the adjoints are ∂f/∂θ₀ = dθ and ∂f/∂x = dx (the meta-gradient).
 
+Dropout. A stochastic inner model (``train(..., key=k)``) is trained with the masks of
+k_t = fold_in(k, t) at step t: a pure function of (k, t), so step 2 of the reversal and the
+rematerialised steps of ``'checkpointed'`` recompute g_t with the *same* masks and all three
+modes differentiate the same trajectory. The key travels as raw uint32 key data, a
+non-differentiated leaf of the data pytree.
+
 Stability. Step 6 divides m by β₁ every step, so a rounding error δ in m_t grows like
 β₁^{-t} (0.9⁻⁵⁰ ≈ 194, 0.9⁻²⁰⁰ ≈ 1.4·10⁹), and errors in θ feed back through g. The
 exact reversal therefore drifts in float32 after a few dozen steps and in float64 after
@@ -171,7 +177,7 @@ def adam_step(opt: Adam, state: AdamState, grad: Any, t: Any) -> AdamState:
 
     out = tree_map(leaf, state.params, state.m, state.v, grad)
     treedef = jax.tree_util.tree_structure(state.params)
-    p, m, v = (jax.tree_util.tree_unflatten(treedef, x) for x in zip(*treedef.flatten_up_to(out)))
+    p, m, v = (jax.tree_util.tree_unflatten(treedef, x) for x in zip(*treedef.flatten_up_to(out), strict=True))
     return AdamState(p, m, v)
 
 
@@ -212,17 +218,26 @@ def _check_common(apply, loss, theta0, data, steps, optimizer, mode):
 # forward dynamics shared by the modes
 
 
-def _grad_fn(apply, loss):
-    def objective(theta, data):
+def _grad_fn(apply, loss, stochastic):
+    """∇_θ L(θ; data), with ``apply(θ, inputs, key)`` when the model is stochastic."""
+
+    def objective(theta, data, key_data):
         inputs, targets = data
-        return loss(apply(theta, inputs), targets)
+        if not stochastic:
+            return loss(apply(theta, inputs), targets)
+        return loss(apply(theta, inputs, jax.random.wrap_key_data(key_data)), targets)
 
     return jax.grad(objective)
 
 
+def _step_key(key_data, t):
+    """Raw key data of fold_in(key, t): step t's dropout masks, replayable in the reverse pass."""
+    return jax.random.key_data(jax.random.fold_in(jax.random.wrap_key_data(key_data), t))
+
+
 def _step_fn(grad_fn, opt, remat=False):
     def step(state, t, data):
-        g = grad_fn(state.params, data)
+        g = grad_fn(state.params, data, t)
         return adam_step(opt, state, g, t)
 
     return jax.checkpoint(step) if remat else step
@@ -300,7 +315,7 @@ def _reverse_pass(grad_fn, opt, final, stored, every, data, steps, dtheta, dm=No
             return p + lr * (m_ / bc1) / (jnp.sqrt(v_ / bc2) + eps)
 
         theta_prev = pick(take(stored.params), tree_map(undo_update, theta, m, v))
-        g, vjp = jax.vjp(grad_fn, theta_prev, data)
+        g, vjp = jax.vjp(lambda th, d: grad_fn(th, d, t), theta_prev, data)
 
         def moment_adjoints(p, m_, v_, dth_, dm_, dv_):
             bc1, bc2 = _bias(b1, t, p.dtype), _bias(b2, t, p.dtype)
@@ -314,7 +329,7 @@ def _reverse_pass(grad_fn, opt, final, stored, every, data, steps, dtheta, dm=No
 
         adj = tree_map(moment_adjoints, theta, m, v, dth, dm, dv)
         treedef = jax.tree_util.tree_structure(theta)
-        dm_tot, dv_tot = (jax.tree_util.tree_unflatten(treedef, x) for x in zip(*treedef.flatten_up_to(adj)))
+        dm_tot, dv_tot = (jax.tree_util.tree_unflatten(treedef, x) for x in zip(*treedef.flatten_up_to(adj), strict=True))
         dg = tree_map(lambda a, b, gg: (1 - b1) * a + 2 * (1 - b2) * gg * b, dm_tot, dv_tot, g)
         h_theta, h_data = vjp(dg)
         dth = tree_map(jnp.add, dth, h_theta)
@@ -382,17 +397,21 @@ def train_state(
     optimizer: Adam = Adam(),
     mode: str = "reverse_adam",
     reverse_every: int | str | None = "auto",
+    key: jax.Array | None = None,
 ) -> AdamState:
     """Like :func:`train` but returns the final :class:`AdamState` (θ_T, m_T, v_T)."""
     steps = _check_common(apply, loss, theta0, data, steps, optimizer, mode)
     every = _resolve_every(reverse_every, theta0, steps)
     data = tuple(data)
-    grad_fn0 = _grad_fn(apply, loss)
+    grad_fn0 = _grad_fn(apply, loss, key is not None)
+    # The key travels as raw uint32 key data inside the (non-differentiated) data pytree,
+    # so every mode — and the custom VJP — sees it as an ordinary int constant.
+    key_data = jnp.zeros((2,), jnp.uint32) if key is None else _key_data(key)
     # Hoist arrays that apply/loss close over into explicit arguments so that the
     # custom VJP sees (and differentiates) them like the data.
-    converted, consts = jax.closure_convert(grad_fn0, theta0, data)
-    grad_fn = lambda theta, d: converted(theta, d[0], *d[1])
-    full = (data, tuple(consts))
+    converted, consts = jax.closure_convert(grad_fn0, theta0, data, key_data)
+    grad_fn = lambda theta, d, t: converted(theta, d[0], _step_key(d[2], t), *d[1])
+    full = (data, tuple(consts), key_data)
     if mode == "unrolled":
         return _train_unrolled(grad_fn, optimizer, theta0, full, steps)
     if mode == "checkpointed":
@@ -410,6 +429,7 @@ def train(
     optimizer: Adam = Adam(),
     mode: str = "reverse_adam",
     reverse_every: int | str | None = "auto",
+    key: jax.Array | None = None,
 ) -> Any:
     """Train ``apply`` on ``data`` for ``steps`` full-batch Adam steps; differentiable.
 
@@ -427,6 +447,12 @@ def train(
         the reversal restarts from them; ``'auto'`` picks :func:`default_reverse_every`
         for the parameter dtype; ``None`` stores nothing (pure reversal, memory
         independent of T, drifts for long T).
+      key: PRNG key of a stochastic model (dropout). With a key, ``apply`` is called as
+        ``apply(θ, inputs, k_t)`` with ``k_t = fold_in(key, t)`` at step t = 1..T; the
+        reverse pass of ``'reverse_adam'`` and the rematerialised steps of
+        ``'checkpointed'`` call it with the same k_t, so all three modes differentiate the
+        same stochastic trajectory (the same masks) and give the same meta-gradient.
+        ``None``: ``apply(θ, inputs)``, deterministic.
 
     Returns:
       θ_T, a pytree like ``theta0``.
@@ -437,8 +463,19 @@ def train(
     Source: dissertation Ch. 4, Eq. 4.2 (inner loop) and Algorithm 6.
     """
     return train_state(
-        apply, loss, theta0, data, steps=steps, optimizer=optimizer, mode=mode, reverse_every=reverse_every
+        apply, loss, theta0, data, steps=steps, optimizer=optimizer, mode=mode, reverse_every=reverse_every,
+        key=key,
     ).params
+
+
+def _key_data(key: Any) -> jax.Array:
+    """uint32 key data of a typed (``jax.random.key``) or raw (``PRNGKey``) key."""
+    if jnp.issubdtype(jnp.result_type(key), jax.dtypes.prng_key):
+        return jax.random.key_data(key)
+    key = jnp.asarray(key)
+    if key.dtype != jnp.uint32 or key.shape != (2,):
+        raise TypeError(f"key: expected a PRNG key, got dtype {key.dtype} shape {tuple(key.shape)}")
+    return key
 
 
 def reverse(
@@ -458,11 +495,12 @@ def reverse(
     if not isinstance(final, AdamState):
         raise TypeError(f"final: expected an inner.AdamState, got {type(final).__name__}")
     steps = _check_common(apply, loss, final.params, data, steps, optimizer, "reverse_adam")
-    grad_fn0 = _grad_fn(apply, loss)
+    grad_fn0 = _grad_fn(apply, loss, False)
     data = tuple(data)
-    converted, consts = jax.closure_convert(grad_fn0, final.params, data)
-    grad_fn = lambda theta, d: converted(theta, d[0], *d[1])
-    full = (data, tuple(consts))
+    key_data = jnp.zeros((2,), jnp.uint32)
+    converted, consts = jax.closure_convert(grad_fn0, final.params, data, key_data)
+    grad_fn = lambda theta, d, t: converted(theta, d[0], d[2], *d[1])
+    full = (data, tuple(consts), key_data)
     return _pure_reverse(grad_fn, optimizer, final, full, steps)
 
 
@@ -478,7 +516,7 @@ def _pure_reverse(grad_fn, opt, final, data, steps):
             return p + lr * (m_ / bc1) / (jnp.sqrt(v_ / bc2) + eps)
 
         theta = tree_map(undo, theta, m, v)
-        g = grad_fn(theta, data)
+        g = grad_fn(theta, data, t)
         m = tree_map(lambda m_, gg: (m_ - (1 - b1) * gg) / b1, m, g)
         v = tree_map(lambda v_, gg: jnp.maximum((v_ - (1 - b2) * gg * gg) / b2, 0.0), v, g)
         return AdamState(theta, m, v)

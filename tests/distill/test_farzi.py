@@ -58,7 +58,7 @@ def test_reverse_adam_equals_unrolled_objective_gradient():
         obj = farzi.objective(model, param, omega, inner_steps=8, mode=mode)
         out[mode] = jax.jit(jax.value_and_grad(obj))(syn, tokens[:8], key)
     np.testing.assert_allclose(out["reverse_adam"][0], out["unrolled"][0], rtol=1e-12)
-    for a, b in zip(jax.tree_util.tree_leaves(out["reverse_adam"][1]), jax.tree_util.tree_leaves(out["unrolled"][1])):
+    for a, b in zip(jax.tree_util.tree_leaves(out["reverse_adam"][1]), jax.tree_util.tree_leaves(out["unrolled"][1]), strict=True):
         assert float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b)) < 1e-5
 
 
@@ -77,7 +77,7 @@ def _sharded_equals_single():
             obj = farzi.objective(model, param, omega, inner_steps=4, mesh=m)
             vals[name] = jax.jit(jax.value_and_grad(obj))(syn, tokens[:n], key)
         np.testing.assert_allclose(vals["sharded"][0], vals["single"][0], rtol=1e-12)
-        for a, b in zip(jax.tree_util.tree_leaves(vals["sharded"][1]), jax.tree_util.tree_leaves(vals["single"][1])):
+        for a, b in zip(jax.tree_util.tree_leaves(vals["sharded"][1]), jax.tree_util.tree_leaves(vals["single"][1]), strict=True):
             # Reduction order differs across devices (1e-16); reversed Adam amplifies it
             # through 1/sqrt(v) for small second moments (measured: 2.5e-7 max elementwise relative on
             # large entries, 1.7e-5 on a 3e-6 entry; norm-relative < 1e-6).
@@ -97,13 +97,13 @@ def test_trajectories_resume_reads_finished_runs(tmp_path):
     # Run 0 is on disk: a 2-run call reads it back (trained on tok_a) and trains run 1 only (on tok_b).
     two = farzi.pretrain_trajectories(model, tok_b, n_runs=2, checkpoint_dir=tmp_path / "om", **kw)
     fresh_b = farzi.pretrain_trajectories(model, tok_b, n_runs=2, **kw)
-    for o, t, f in zip(*map(jax.tree_util.tree_leaves, (one, two, fresh_b))):
+    for o, t, f in zip(*map(jax.tree_util.tree_leaves, (one, two, fresh_b)), strict=True):
         np.testing.assert_array_equal(t[:3], o)
         np.testing.assert_array_equal(t[3:], f[3:])
         assert not np.array_equal(t[2], f[2])  # run 0 was really not retrained
     # load_trajectories returns the same (run, step) order: step5 before step10 despite the string order.
     back = farzi.load_trajectories(tmp_path / "om", jax.tree_util.tree_map(lambda a: a[0], two))
-    for a, b in zip(jax.tree_util.tree_leaves(two), jax.tree_util.tree_leaves(back)):
+    for a, b in zip(jax.tree_util.tree_leaves(two), jax.tree_util.tree_leaves(back), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -115,7 +115,7 @@ def test_trajectories_orbax_round_trip_and_export(tmp_path):
     assert jax.tree_util.tree_leaves(omega)[0].shape[0] == 6
     like = jax.tree_util.tree_map(lambda a: a[0], omega)
     back = farzi.load_trajectories(tmp_path / "omega", like)
-    for a, b in zip(jax.tree_util.tree_leaves(omega), jax.tree_util.tree_leaves(back)):
+    for a, b in zip(jax.tree_util.tree_leaves(omega), jax.tree_util.tree_leaves(back), strict=True):
         np.testing.assert_array_equal(a, b)
     param = parametrize.latent_factorization(3, L + 1, 4, V, tau=0.5)
     syn = param.init(jax.random.key(2))

@@ -225,3 +225,81 @@ def test_float32_default_reverse_matches_checkpointed_from_pretrained_theta():
     assert inner.default_reverse_every(jnp.float32) == 1
     assert _rel(meta_grad("reverse_adam", "auto"), ref) < 2e-6
     assert _rel(meta_grad("reverse_adam", 10), ref) > 2e-5
+
+
+
+def mlp_dropout_apply(p, x, key, rate=0.4):
+    h = jnp.tanh(x @ p["w1"] + p["b1"])
+    keep = jax.random.bernoulli(key, 1 - rate, h.shape)
+    return jnp.where(keep, h / (1 - rate), 0.0) @ p["w2"] + p["b2"]
+
+
+def test_dropout_trajectory_is_fold_in_key_t():
+    # With a key, step t uses the masks of fold_in(key, t): equal to a hand-written optax loop.
+    theta, x, y, _, _ = _problem()
+    key = jax.random.key(9)
+    tx = optax.adam(0.02)
+    p, st = theta, tx.init(theta)
+    for t in range(1, 6):
+        g = jax.grad(lambda q, t=t: mse(mlp_dropout_apply(q, x, jax.random.fold_in(key, t)), y))(p)
+        u, st = tx.update(g, st)
+        p = optax.apply_updates(p, u)
+    for mode in inner.MODES:
+        out = inner.train(mlp_dropout_apply, mse, theta, (x, y), steps=5, optimizer=inner.Adam(0.02),
+                          mode=mode, key=key)
+        np.testing.assert_allclose(_flat(out), _flat(p), rtol=1e-10, atol=1e-12)
+    det = inner.train(mlp_apply, mse, theta, (x, y), steps=5, optimizer=inner.Adam(0.02))
+    assert _rel(det, p) > 1e-3  # the masks really change the trajectory
+
+
+def test_three_modes_same_meta_gradient_with_dropout():
+    theta, x, y, xr, yr = _problem()
+
+    @jax.jit
+    def grads(x, y, th, key):
+        def outer(x, y, th, mode, every):
+            th_t = inner.train(mlp_dropout_apply, mse, th, (x, y), steps=15, optimizer=inner.Adam(0.01),
+                               mode=mode, key=key, reverse_every=every)
+            return mse(mlp_apply(th_t, xr), yr)
+
+        modes = (("unrolled", "auto"), ("checkpointed", "auto"), ("reverse_adam", "auto"), ("reverse_adam", None))
+        return [jax.value_and_grad(outer, argnums=(0, 1, 2))(x, y, th, m, e) for m, e in modes]
+
+    (v_ref, g_ref), *others = grads(x, y, theta, jax.random.key(11))
+    for (v, g), name in zip(others, ("checkpointed", "reverse_adam K=100", "reverse_adam pure"), strict=True):
+        np.testing.assert_allclose(v, v_ref, rtol=1e-12)
+        assert _rel(g, g_ref) < 1e-6, (name, _rel(g, g_ref))
+    (_, g_other), *_ = grads(x, y, theta, jax.random.key(12))
+    assert _rel(g_other, g_ref) > 1e-2  # another key, other masks, another meta-gradient
+
+
+@pytest.mark.slow  # ~3 min on 2 cores: four compilations of a SASRec meta-gradient
+def test_three_modes_same_meta_gradient_sasrec_dropout():
+    from models.sasrec import sasrec
+
+    n_items, ln = 7, 5
+    model = sasrec(n_items, max_len=ln, d_model=8, n_heads=1, n_layers=1, dtype=jnp.float64, dropout=0.3)
+    real = jax.random.randint(jax.random.key(1), (6, ln + 1), 0, n_items)
+    theta0 = model.init(jax.random.key(2), real[:, :-1])
+    logits = jax.random.normal(jax.random.key(4), (3, ln + 1, n_items), jnp.float64)
+    apply = lambda p, x, k: model.apply(p, x, train=True, key=k)
+
+    def soft_xent(lg, t):
+        return -jnp.mean(jnp.sum(t * jax.nn.log_softmax(lg), -1))
+
+    def outer(lg, th, mode, key):
+        d = jax.nn.softmax(lg)
+        th_t = inner.train(apply, soft_xent, th, (d[:, :-1], d[:, 1:]), steps=12, optimizer=inner.Adam(0.02),
+                           mode=mode, key=key)
+        lp = jax.nn.log_softmax(model.apply(th_t, real[:, :-1]))
+        return -jnp.mean(jnp.take_along_axis(lp, real[:, 1:, None], -1))
+
+    grad = jax.jit(jax.value_and_grad(outer, argnums=(0, 1)), static_argnums=2)
+    key = jax.random.key(11)
+    v_ref, g_ref = grad(logits, theta0, "unrolled", key)
+    for mode in ("checkpointed", "reverse_adam"):
+        v, g = grad(logits, theta0, mode, key)
+        np.testing.assert_allclose(v, v_ref, rtol=1e-12)
+        assert _rel(g, g_ref) < 1e-6, (mode, _rel(g, g_ref))
+    _, g_other = grad(logits, theta0, "unrolled", jax.random.key(12))
+    assert _rel(g_other, g_ref) > 1e-3  # another key, other masks, another meta-gradient

@@ -56,3 +56,21 @@ def test_bad_inputs(rec):
         m.apply(p, jnp.zeros((3, L), bool))
     with pytest.raises(ValueError, match="n_items"):
         sasrec(0, max_len=3)
+
+
+def test_dropout_masks_replay_with_the_key(rec):
+    _, p, x = rec
+    m = sasrec(N_ITEMS, max_len=L, d_model=16, n_heads=2, n_layers=2, dtype=jnp.float64, dropout=0.5)
+    base = sasrec(N_ITEMS, max_len=L, d_model=16, n_heads=2, n_layers=2, dtype=jnp.float64)
+    # Evaluation mode ignores the rate (dropout has no parameters: the same params fit both).
+    np.testing.assert_array_equal(m.apply(p, x), base.apply(p, x))
+    k = jax.random.key(5)
+    a, b = m.apply(p, x, train=True, key=k), m.apply(p, x, train=True, key=k)
+    np.testing.assert_array_equal(a, b)
+    other = m.apply(p, x, train=True, key=jax.random.key(6))
+    assert float(jnp.abs(other - a).max()) > 1e-3 and float(jnp.abs(a - base.apply(p, x)).max()) > 1e-3
+    np.testing.assert_array_equal(base.apply(p, x, train=True, key=k), base.apply(p, x))  # rate 0: no-op
+    with pytest.raises(ValueError, match="key"):
+        m.apply(p, x, train=True)
+    with pytest.raises(ValueError, match="dropout"):
+        sasrec(N_ITEMS, max_len=L, dropout=1.0)

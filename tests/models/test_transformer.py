@@ -62,3 +62,20 @@ def test_bad_inputs(lm):
         transformer(V, max_len=4, d_model=10, n_heads=3)
     with pytest.raises(ValueError, match="vocab_size"):
         transformer(1, max_len=4)
+
+
+def test_dropout_masks_replay_and_scale(lm):
+    m0, p, x = lm
+    m = transformer(V, max_len=L, d_model=16, n_heads=2, n_layers=2, dtype=jnp.float64, dropout=0.3)
+    np.testing.assert_array_equal(m.apply(p, x), m0.apply(p, x))  # evaluation mode: no dropout
+    k = jax.random.key(2)
+    a = m.apply(p, x, train=True, key=k)
+    np.testing.assert_array_equal(a, m.apply(p, x, train=True, key=k))
+    assert float(jnp.abs(a - m.apply(p, x, train=True, key=jax.random.key(3))).max()) > 1e-3
+    # Causal under the same masks: changing the last input leaves earlier positions unchanged.
+    y = x.at[:, -1].set((x[:, -1] + 1) % V)
+    np.testing.assert_allclose(m.apply(p, y, train=True, key=k)[:, :-1], a[:, :-1], rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="key"):
+        m.apply(p, x, train=True)
+    with pytest.raises(ValueError, match="dropout"):
+        transformer(V, max_len=L, dropout=-0.1)
