@@ -31,14 +31,13 @@ and ``.png``.
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks._common import format_table, write_result
+from benchmarks._common import format_table, output_dir, parser, write_result
 from benchmarks.farzi import (CHECKPOINTS_PER_RUN, TRAIN_SYN, init_row, load_or_pretrain_omega, prepare,
                               random_row, run_farzi)
 from distill import inner
@@ -62,22 +61,22 @@ def select_omega(omega5, trajectories: int):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--ablations", nargs="+", choices=sorted(ABLATIONS), default=["omega", "tau", "inner"])
+    ap = parser("farzi_ablation", __doc__)
+    ap.add_argument("--ablations", nargs="+", choices=sorted(ABLATIONS), default=["omega", "tau", "inner"],
+                    help="which factors to vary, one at a time around the base setting")
     ap.add_argument("--values", type=float, nargs="+", default=None,
                     help="override the values of a single ablation, e.g. --ablations inner --values 100")
-    ap.add_argument("--shape", default="10x150")
-    ap.add_argument("--outer-steps", type=int, default=60)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    ap.add_argument("--min-item", type=int, default=20)
-    ap.add_argument("--inner-lr", type=float, default=3e-3)
-    ap.add_argument("--outer-lr", type=float, default=3e-3)
-    ap.add_argument("--latent-dim", type=int, default=64)
-    ap.add_argument("--init-logit", type=float, default=8.0)
-    ap.add_argument("--real-batch", type=int, default=64)
+    ap.add_argument("--shape", default="10x150", help="μxξ of D_syn")
+    ap.add_argument("--outer-steps", type=int, default=60, help="outer (distillation) steps per run")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="SASRec seeds trained on each D_syn")
+    ap.add_argument("--min-item", type=int, default=20, help="drop items with fewer interactions")
+    ap.add_argument("--inner-lr", type=float, default=3e-3, help="inner Adam learning rate")
+    ap.add_argument("--outer-lr", type=float, default=3e-3, help="outer Adam learning rate on (Z, M)")
+    ap.add_argument("--latent-dim", type=int, default=64, help="d of the latent factorisation")
+    ap.add_argument("--init-logit", type=float, default=8.0, help="real-token logit of the 'real' init")
+    ap.add_argument("--real-batch", type=int, default=64, help="real sequences per outer step")
     ap.add_argument("--cache", default=None, help="directory for Ω (orbax): reused when present")
-    ap.add_argument("--out", default=None)
-    ap.add_argument("--name", default="farzi_ablation")
+    ap.add_argument("--name", default="farzi_ablation", help="result file name")
     args = ap.parse_args(argv)
     t_start = time.perf_counter()
     mu, xi = (int(v) for v in args.shape.split("x"))
@@ -153,7 +152,7 @@ def main(argv=None):
                   "reverse_every": inner.default_reverse_every(jnp.float32)},
     }
     path = write_result(args.name, config, {"references": references, "runs": runs, "tables": tables}, wall,
-                        args.out)
+                        out_dir=output_dir(args))
     _plot(tables, references, runs, ablations, path.with_suffix(".png"))
     print(f"wrote {path} ({wall:.0f} s)")
 
@@ -166,12 +165,12 @@ def _plot(tables, references, runs, ablations, path):
 
     fig, axes = plt.subplots(1, len(tables) + 1, figsize=(4 * (len(tables) + 1), 3.6))
     axes = np.atleast_1d(axes)
-    for ax, (ab, table) in zip(axes, tables.items()):
+    for ax, (ab, table) in zip(axes, tables.items(), strict=False):
         factor = ablations[ab][0]
         xs = [str(t[factor]) for t in table]
         ax.errorbar(xs, [t["HR@10"] for t in table], yerr=[t["HR@10_std"] for t in table], marker="o",
                     capsize=3, label="Farzi (test)")
-        for r, ls in zip(references, (":", "--")):
+        for r, ls in zip(references, (":", "--"), strict=False):
             ax.axhline(r["HR@10"], ls=ls, color="gray", label=r["method"])
         ax.set_xlabel(factor)
         ax.set_ylabel("test HR@10")

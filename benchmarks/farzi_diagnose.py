@@ -21,7 +21,6 @@ Writes ``benchmarks/results/farzi_diagnose.json``.
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import jax
@@ -29,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from benchmarks._common import format_table, write_result
+from benchmarks._common import format_table, output_dir, parser, write_result
 from benchmarks.farzi import load_or_pretrain_omega, prepare
 from distill import farzi, inner, loop
 from distill.parametrize import latent_factorization
@@ -91,22 +90,22 @@ def outer_part(model, d, omega, *, mu, xi, configs, steps, chunks=3):
 
         @jax.jit
         def fixed(syn):
-            data = param.materialize(syn, jax.random.key(0))
+            data = param.materialize(syn, jax.random.key(0))  # noqa: B023 (called within this iteration)
 
             def one(i):
                 th0 = jax.tree_util.tree_map(lambda a: a[i], omega)
                 th = inner.train(model.apply, farzi.soft_cross_entropy, th0, (data[:, :-1], data[:, 1:]),
-                                 steps=cfg["T"], optimizer=opt, mode="unrolled")
+                                 steps=cfg["T"], optimizer=opt, mode="unrolled")  # noqa: B023 (called within this iteration)
                 return farzi.token_loss(model, th, evb, pad_id=d["pad"]), farzi.token_loss(model, th0, evb, pad_id=d["pad"])
 
-            return jax.lax.map(one, jnp.arange(n_om))
+            return jax.lax.map(one, jnp.arange(n_om))  # noqa: B023 (called within this iteration)
 
         e, base = fixed(syn)
         curve = [[0, float(e.mean())]]
         per = [np.asarray(e).tolist()]
         chunk = steps // chunks
         for c in range(chunks):
-            syn, _ = loop.run(obj, syn, optax.adam(cfg["outer_lr"]), lambda s, c=c: batches(s + c * chunk),
+            syn, _ = loop.run(obj, syn, optax.adam(cfg["outer_lr"]), lambda s, c=c: batches(s + c * chunk),  # noqa: B023 (called within this iteration)
                               steps=chunk, key=jax.random.key(10 + c), progress=False)
             e, _ = fixed(syn)
             curve.append([(c + 1) * chunk, float(e.mean())])
@@ -119,10 +118,11 @@ def outer_part(model, d, omega, *, mu, xi, configs, steps, chunks=3):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--part", choices=("grad", "outer", "both"), default="both")
+    ap = parser("farzi_diagnose", __doc__)
+    ap.add_argument("--part", choices=("grad", "outer", "both"), default="both",
+                    help="meta-gradient accuracy of reverse-mode Adam, outer-loop behaviour, or both")
     ap.add_argument("--cache", default=None, help="Ω directory root of benchmarks.farzi (reused when present)")
-    ap.add_argument("--outer-steps", type=int, default=24)
+    ap.add_argument("--outer-steps", type=int, default=24, help="outer steps of the 'outer' part")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     mu, xi, min_item = 10, 150, 20
@@ -142,7 +142,7 @@ def main(argv=None):
         config["outer"] = {"outer_steps": args.outer_steps, "real_batch": 64, "eval_batch": 128}
         results["outer"] = outer_part(model, d, omega, mu=mu, xi=xi, configs=configs, steps=args.outer_steps)
     wall = time.perf_counter() - t0
-    path = write_result("farzi_diagnose", config, results, wall)
+    path = write_result("farzi_diagnose", config, results, wall, out_dir=output_dir(args))
     print(f"wrote {path} ({wall:.0f} s)")
 
 

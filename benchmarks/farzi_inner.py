@@ -17,16 +17,14 @@ Two measurements:
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 jax.config.update("jax_enable_x64", True)
 
-from benchmarks._common import RESULTS, format_table, write_result  # noqa: E402
+from benchmarks._common import format_table, output_dir, parser, write_result  # noqa: E402
 from distill import inner  # noqa: E402
 from models.transformer import transformer  # noqa: E402
 
@@ -51,8 +49,8 @@ def memory(ts, modes, *, vocab=256, n_seqs=10, seq_len=32, d=32):
         for t in ts:
             def meta(lg, th):
                 d = jax.nn.softmax(lg)
-                th_t = inner.train(model.apply, soft_xent, th, (d[:, :-1], d[:, 1:]), steps=t,
-                                   optimizer=inner.Adam(1e-3), mode=mode, reverse_every=every)
+                th_t = inner.train(model.apply, soft_xent, th, (d[:, :-1], d[:, 1:]), steps=t,  # noqa: B023 (called within this iteration)
+                                   optimizer=inner.Adam(1e-3), mode=mode, reverse_every=every)  # noqa: B023 (called within this iteration)
                 return int_xent(model.apply(th_t, x_real[:, :-1]), x_real[:, 1:])
 
             t0 = time.perf_counter()
@@ -97,9 +95,9 @@ def drift(ts, lr=0.01):
         row = {"T": t}
         for dtype in (jnp.float32, jnp.float64):
             theta, x, y, _, _ = _mlp(dtype, jax.random.key(0))
-            final = jax.jit(lambda th: inner.train_state(mlp_apply, mse, th, (x, y), steps=t,
+            final = jax.jit(lambda th: inner.train_state(mlp_apply, mse, th, (x, y), steps=t,  # noqa: B023 (called within this iteration)
                                                          optimizer=opt, mode="unrolled"))(theta)
-            back = jax.jit(lambda f: inner.reverse(mlp_apply, mse, f, (x, y), steps=t, optimizer=opt))(final)
+            back = jax.jit(lambda f: inner.reverse(mlp_apply, mse, f, (x, y), steps=t, optimizer=opt))(final)  # noqa: B023 (called within this iteration)
             row[f"theta0_err_{jnp.dtype(dtype).name}"] = rel(back, theta)
         # meta-gradient in float32 vs float64 unrolled reference
         grads = {}
@@ -112,8 +110,8 @@ def drift(ts, lr=0.01):
             theta, x, y, xr, yr = _mlp(dtype, jax.random.key(0))
 
             def meta(x, th):
-                th_t = inner.train(mlp_apply, mse, th, (x, y), steps=t, optimizer=opt, mode=mode, reverse_every=every)
-                return mse(mlp_apply(th_t, xr), yr)
+                th_t = inner.train(mlp_apply, mse, th, (x, y), steps=t, optimizer=opt, mode=mode, reverse_every=every)  # noqa: B023 (called within this iteration)
+                return mse(mlp_apply(th_t, xr), yr)  # noqa: B023 (called within this iteration)
 
             grads[name] = jax.jit(jax.grad(meta, argnums=(0, 1)))(x, theta)
         for name in grads:
@@ -149,7 +147,7 @@ def plot(mem_rows, drift_rows, path):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = parser("farzi_inner", __doc__)
     p.add_argument("--quick", action="store_true", help="T up to 100 only")
     args = p.parse_args(argv)
     start = time.perf_counter()
@@ -169,8 +167,9 @@ def main(argv=None):
               "drift_model": {"model": "MLP 8-20-2 tanh", "n_params": 222, "adam_lr": 0.01,
                               "data": "32 random regression examples, full batch"},
               "quick": args.quick}
-    write_result(name, config, {"memory": mem_rows, "drift": drift_rows}, time.perf_counter() - start)
-    plot(mem_rows, drift_rows, RESULTS / f"{name}.png")
+    path = write_result(name, config, {"memory": mem_rows, "drift": drift_rows}, time.perf_counter() - start,
+                        out_dir=output_dir(args))
+    plot(mem_rows, drift_rows, path.with_suffix(".png"))
 
 
 if __name__ == "__main__":
