@@ -104,7 +104,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from distill._checks import check_choice, check_float, check_int
+from distill._checks import check_choice, check_float, check_int, is_concrete
 
 __all__ = [
     "Adam",
@@ -210,6 +210,11 @@ def _check_common(apply, loss, theta0, data, steps, optimizer, mode):
     steps = check_int(steps, "steps", min_value=1)
     if not isinstance(optimizer, Adam):
         raise TypeError(f"optimizer: expected inner.Adam, got {type(optimizer).__name__}")
+    if all(is_concrete(v) for v in optimizer):
+        try:  # the NamedTuple takes anything; adam() holds the rules (α > 0, 0 < β < 1, ε > 0)
+            adam(*optimizer)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"optimizer: {e}") from None
     check_choice(mode, "mode", MODES)
     return steps
 

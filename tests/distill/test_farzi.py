@@ -137,6 +137,30 @@ def test_distill_resumes_exactly(tmp_path):
     resumed, hist, _ = farzi.distill(model, omega, tokens, steps=4, checkpoint_dir=str(tmp_path / "b"), **kw)
     np.testing.assert_allclose(resumed.z, full.z, rtol=1e-12)
     assert len(hist.losses) == 4
+    with pytest.raises(ValueError, match=r"checkpoint_dir: .*run\.inner_steps: checkpoint has 3, this run has 5"):
+        farzi.distill(model, omega, tokens, steps=6, checkpoint_dir=str(tmp_path / "b"), **{**kw, "inner_steps": 5})
+
+
+def test_out_of_vocabulary_tokens_are_refused_or_nan():
+    model, tokens, omega, _ = _setup()
+    params = jax.tree_util.tree_map(lambda a: a[0], omega)
+    tok = jnp.asarray(tokens[:3])
+    for bad in (V + 15, -3):  # a clamped target would score as token V-1; -3 would wrap
+        with pytest.raises(ValueError, match=rf"tokens: token {bad} at \[1, 2\] is outside"):
+            farzi.token_loss(model, params, tok.at[1, 2].set(bad))
+    jitted = jax.jit(lambda t: farzi.token_loss(model, params, t))
+    assert np.isnan(float(jitted(tok.at[1, 2].set(V + 15))))
+    assert np.isfinite(float(jitted(tok)))
+
+
+def test_inner_adam_settings_are_validated_where_used():
+    model, tokens, omega, _ = _setup()
+    theta0 = jax.tree_util.tree_map(lambda a: a[0], omega)
+    data = jax.nn.one_hot(tokens[:2], V)
+    for bad, name in ((inner.Adam(float("nan")), "learning_rate"), (inner.Adam(1e-2, b1=1.0), "b1")):
+        with pytest.raises(ValueError, match=f"optimizer: {name}"):
+            inner.train(model.apply, farzi.soft_cross_entropy, theta0, (data[:, :-1], data[:, 1:]), steps=2,
+                        optimizer=bad)
 
 
 @pytest.mark.parametrize("init", ["random", "real"])
