@@ -229,6 +229,7 @@ def _cyclic_data(vocab=6, length=5):
     return {"train": w[:80], "val_es": w[80:90], "test": w[90:], "valid": w[80:90], "eos": 0}
 
 
+@pytest.mark.slow
 def test_fit_learns_a_cyclic_language_from_tokens_and_soft_data():
     vocab, length = 6, 5
     d = _cyclic_data(vocab, length)
@@ -248,6 +249,7 @@ def test_fit_learns_a_cyclic_language_from_tokens_and_soft_data():
     assert 1.0 <= res["PPL_seq"][0] < 1.5 and 1.0 <= res["PPL_win"][0] < 1.5
 
 
+@pytest.mark.slow
 def test_omega_cache_round_trip(tmp_path):
     vocab, length = 6, 5
     d = _cyclic_data(vocab, length)

@@ -97,6 +97,7 @@ def _sharded_resume():
     assert resumed.lams == full.lams
 
 
+@pytest.mark.slow
 def test_sharded_run_resumes_on_8_devices(multidevice):
     multidevice(_sharded_resume)
 
@@ -123,6 +124,7 @@ def _eight_devices_equal_one():
     np.testing.assert_allclose(g8, g1, rtol=1e-6, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_objective_on_8_devices(multidevice):
     multidevice(_eight_devices_equal_one)
 

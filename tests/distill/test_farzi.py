@@ -49,6 +49,7 @@ def test_objective_gradient_finite_and_outer_steps_lower_loss():
     assert float(v1) < float(v0) - 0.05, (float(v0), float(v1))
 
 
+@pytest.mark.slow
 def test_reverse_adam_equals_unrolled_objective_gradient():
     model, tokens, omega, param = _setup()
     syn = param.init(jax.random.key(1))
@@ -84,10 +85,12 @@ def _sharded_equals_single():
             assert float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b)) < 1e-6
 
 
+@pytest.mark.slow
 def test_meta_gradient_on_8_devices(multidevice):
     multidevice(_sharded_equals_single)
 
 
+@pytest.mark.slow
 def test_trajectories_resume_reads_finished_runs(tmp_path):
     model = transformer(V, max_len=L, d_model=8, n_heads=2, n_layers=1, dtype=jnp.float64)
     tok_a = jax.random.randint(jax.random.key(0), (16, L + 1), 0, V)
@@ -107,6 +110,7 @@ def test_trajectories_resume_reads_finished_runs(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_trajectories_orbax_round_trip_and_export(tmp_path):
     model = transformer(V, max_len=L, d_model=8, n_heads=2, n_layers=1, dtype=jnp.float64)
     tokens = jax.random.randint(jax.random.key(0), (16, L + 1), 0, V)
@@ -141,10 +145,14 @@ def test_distill_resumes_exactly(tmp_path):
         farzi.distill(model, omega, tokens, steps=6, checkpoint_dir=str(tmp_path / "b"), **{**kw, "inner_steps": 5})
 
 
+def _tiny():
+    model = transformer(V, max_len=L, d_model=8, n_heads=1, n_layers=1)
+    tokens = jnp.asarray(np.random.default_rng(0).integers(0, V, (3, L + 1)), jnp.int32)
+    return model, model.init(jax.random.key(0), tokens[:1, :-1]), tokens
+
+
 def test_out_of_vocabulary_tokens_are_refused_or_nan():
-    model, tokens, omega, _ = _setup()
-    params = jax.tree_util.tree_map(lambda a: a[0], omega)
-    tok = jnp.asarray(tokens[:3])
+    model, params, tok = _tiny()
     for bad in (V + 15, -3):  # a clamped target would score as token V-1; -3 would wrap
         with pytest.raises(ValueError, match=rf"tokens: token {bad} at \[1, 2\] is outside"):
             farzi.token_loss(model, params, tok.at[1, 2].set(bad))
@@ -154,8 +162,7 @@ def test_out_of_vocabulary_tokens_are_refused_or_nan():
 
 
 def test_inner_adam_settings_are_validated_where_used():
-    model, tokens, omega, _ = _setup()
-    theta0 = jax.tree_util.tree_map(lambda a: a[0], omega)
+    model, theta0, tokens = _tiny()
     data = jax.nn.one_hot(tokens[:2], V)
     for bad, name in ((inner.Adam(float("nan")), "learning_rate"), (inner.Adam(1e-2, b1=1.0), "b1")):
         with pytest.raises(ValueError, match=f"optimizer: {name}"):

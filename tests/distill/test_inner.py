@@ -64,6 +64,7 @@ def test_unrolled_adam_equals_optax():
         np.testing.assert_allclose(_flat(out), _flat(p), rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.slow
 def test_meta_gradient_finite_with_a_dead_unit():
     # A hidden unit whose pre-activation is negative for every example gets gradient 0
     # at every step, so v = 0: autodiff of √v must not turn that into NaN.
@@ -82,7 +83,7 @@ def test_meta_gradient_finite_with_a_dead_unit():
         assert _rel(g, ref) < 1e-8, (mode, _rel(g, ref))
 
 
-@pytest.mark.parametrize("steps", [1, 13, 50])
+@pytest.mark.parametrize("steps", [1, pytest.param(13, marks=pytest.mark.slow), 50])
 def test_three_modes_same_value_and_meta_gradient(steps):
     v_ref, g_ref = _meta_grad("unrolled", steps)
     for mode in ("checkpointed", "reverse_adam"):
@@ -91,6 +92,7 @@ def test_three_modes_same_value_and_meta_gradient(steps):
         assert _rel(g, g_ref) < 1e-5, (mode, _rel(g, g_ref))
 
 
+@pytest.mark.slow
 def test_reverse_adam_pure_and_segmented_t50():
     _, g_ref = _meta_grad("unrolled", 50)
     for every in (None, 7, 50):
@@ -161,6 +163,7 @@ def _temp_bytes(mode, steps, every="auto"):
     return comp.memory_analysis().temp_size_in_bytes, sum(a.size for a in jax.tree_util.tree_leaves(theta))
 
 
+@pytest.mark.slow
 def test_memory_flat_in_steps():
     pure10, _ = _temp_bytes("reverse_adam", 10, None)
     pure1000, _ = _temp_bytes("reverse_adam", 1000, None)
@@ -198,6 +201,7 @@ def test_bad_inputs():
         inner.adam(1e-3, b1=1.0)
 
 
+@pytest.mark.slow
 def test_float32_default_reverse_matches_checkpointed_from_pretrained_theta():
     # θ₀ pretrained on (xr, yr), then trained on other data: the gradients grow along the
     # trajectory, where reconstructing v by subtraction loses float32 precision. The

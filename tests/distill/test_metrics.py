@@ -333,6 +333,7 @@ def _sharded_evaluate_equals_single():
         np.testing.assert_allclose(sharded[key], ref[key], rtol=RTOL, err_msg=key)
 
 
+@pytest.mark.slow
 def test_evaluate_on_8_devices(multidevice):
     multidevice(_sharded_evaluate_equals_single)
 

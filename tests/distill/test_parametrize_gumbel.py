@@ -111,6 +111,7 @@ def _gumbel_sharded_equals_one_device():
         np.testing.assert_allclose(s_sub, s1[:3], rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_sharded_rows_equal_one_device(multidevice):
     multidevice(_gumbel_sharded_equals_one_device)
 

@@ -60,7 +60,7 @@ def _empirical_ntk(params, x1, x2, w_std, b_std):
     return sum(jax.tree_util.tree_leaves(prods))
 
 
-@pytest.mark.parametrize("depth", [1, 2])
+@pytest.mark.parametrize("depth", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_matches_finite_wide_network(depth):
     """The empirical NTK of a width-2048 MLP, averaged over seeds, is within a few %."""
     rng = np.random.default_rng(0)

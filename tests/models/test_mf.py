@@ -32,6 +32,7 @@ def test_scores_match_formula():
     np.testing.assert_allclose(np.asarray(mf.score_pairs(p, u, i)), want[u, i], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_one_epoch_equals_manual_adam_steps():
     # fit's scanned training == a python loop of optax Adam steps on the same batches.
     users, items, nu, ni = _data()
@@ -61,6 +62,7 @@ def test_one_epoch_equals_manual_adam_steps():
     assert hist.inverse_auc.shape == (1, len(users))
 
 
+@pytest.mark.slow
 def test_mf_learns_groups_and_difficulty_drops():
     users, items, nu, ni = _data()
     params, hist = mf.fit(jax.random.key(0), users, items, nu, ni, dim=8, epochs=60, lr=0.05,

@@ -20,6 +20,7 @@ def test_mlp_shapes_and_features():
     assert params["dense_0"]["kernel"].shape == (64, 32)
 
 
+@pytest.mark.slow
 def test_convnet_architecture():
     x = jax.random.normal(jax.random.PRNGKey(1), (4, 8, 8, 1))
     model = convnet(10, width=16, depth=3)

@@ -19,6 +19,9 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+# Each job starts real processes (~30 s): run by `.ci/run` as its own step, and with `-m slow`.
+pytestmark = pytest.mark.slow
+
 import mh_harness  # noqa: E402
 import mh_scenarios  # noqa: E402
 
@@ -49,6 +52,7 @@ def _close_to_plain(r: dict, rtol: float = RTOL, atol: float = 0.0) -> None:
         np.testing.assert_allclose(r[k[: -len("_plain")]], r[k], rtol=rtol, atol=atol, err_msg=k)
 
 
+@pytest.mark.slow
 def test_harness_kills_a_job_that_outlives_its_timeout(tmp_path):
     job = mh_harness.start(["hang"], n_processes=2, devices_per_process=1, out_dir=str(tmp_path))
     t0 = time.perf_counter()

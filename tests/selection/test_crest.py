@@ -75,6 +75,7 @@ def test_quadratic_model_error_is_the_taylor_remainder(x64):
     assert e01 < 0.02 * e1  # a higher-order remainder (ReLU kinks keep it from a clean cubic)
 
 
+@pytest.mark.slow
 def test_crest_train_learns_and_reselects_by_tau():
     x, y = _blobs(3, n=400)
     xt, yt = _blobs(3, n=200)

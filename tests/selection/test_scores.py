@@ -158,6 +158,7 @@ def _sharded_scorers_equal_single():
             density.density_scores(k, emb, n_rows=16, width=1.0), rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_sharded_scorers_on_8_devices(multidevice):
     multidevice(_sharded_scorers_equal_single)
 

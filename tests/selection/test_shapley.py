@@ -147,6 +147,7 @@ def _sharded_equals_single():
     _tmc_sharded_equals_single()  # one child interpreter for both
 
 
+@pytest.mark.slow
 def test_sharded_equals_single_device(multidevice):
     """KNN-Shapley over test points and TMC over permutations, sharded on 8 devices."""
     multidevice(_sharded_equals_single)

@@ -62,6 +62,7 @@ def test_user_variant_keeps_most_important_users():
     assert ui[kept == n_u].min() >= ui[kept == 0].max()
 
 
+@pytest.mark.slow
 def test_proxy_difficulty_end_to_end_and_registry():
     d = svp_cf.proxy_difficulty(INTER, jax.random.key(0), proxy="mf", epochs=3, batch_size=64)
     assert d.shape == (N,) and np.all((d >= 0) & (d <= 1))

@@ -154,6 +154,7 @@ def _sharded_equals_single():
     np.testing.assert_allclose(a, b, atol=1e-10)
 
 
+@pytest.mark.slow
 def test_sharded_equals_single_device(multidevice):
     multidevice(_sharded_equals_single)
 

@@ -204,6 +204,7 @@ FAST_MODES = ("unrolled", "reverse_adam")
 MODE_SETS = [FAST_MODES, pytest.param(inner.MODES, marks=pytest.mark.slow, id="all")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("modes", MODE_SETS, ids=["fast", "all"])
 def test_mtt_gradient_same_in_every_mode(x64, modes):
     model, xs, ys, start = _mtt_setup()
@@ -318,6 +319,7 @@ def test_kip_validation():
 # ----------------------------------------------------------------------------- meta-matching
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("modes", MODE_SETS, ids=["fast", "all"])
 def test_meta_matching_gradient_same_in_every_mode(x64, modes):
     x, y = tiny_data(jnp.float64)
@@ -442,6 +444,7 @@ def _sharded_equals_single_mm():
     _sharded_equals_single(("mm",))
 
 
+@pytest.mark.slow
 def test_objectives_sharded_over_8_devices_equal_single(multidevice):
     multidevice(_sharded_equals_single)
 
