@@ -112,16 +112,25 @@ def check_binary(x: Any, name: str) -> None:
             raise ValueError(f"{name}: expected a binary 0/1 matrix, found entry {bad!r}")
 
 
-def check_index_range(x: Any, name: str, n: int, what: str = "ids") -> None:
+def check_index_range(x: Any, name: str, n: int, item: str = "id", *, allowed: int | None = None,
+                      of: str = "") -> None:
     """Reject a concrete int array with entries outside ``[0, n)`` (no-op under tracing).
 
-    Under ``jit`` the caller masks the affected outputs to NaN instead (a gather would
-    clamp an out-of-range label/id to a real one and return a plausible number).
+    The message names the first offending entry and where it is, e.g. ``"tokens: token 25
+    at [1, 4] is outside [0, 10) (the model's vocabulary)"``. ``allowed`` is one extra
+    value that passes (a padding id); ``of`` says what ``[0, n)`` indexes. Under ``jit``
+    the caller masks the affected outputs to NaN instead (a gather would clamp an
+    out-of-range label/id to a real one and return a plausible number).
     """
-    if is_concrete(x) and np.size(x):
-        a = np.asarray(x)
-        if a.min() < 0 or a.max() >= n:
-            raise ValueError(f"{name}: expected {what} in [0, {n}), got range [{a.min()}, {a.max()}]")
+    if not is_concrete(x) or not np.size(x):
+        return
+    a = np.asarray(x)
+    bad = ((a < 0) | (a >= n)) & (a != allowed if allowed is not None else True)
+    if bad.any():
+        pos = tuple(int(v) for v in np.argwhere(bad)[0])
+        where = f"index {pos[0]}" if a.ndim == 1 else f"[{', '.join(map(str, pos))}]"
+        raise ValueError(f"{name}: {item} {int(a[pos])} at {where} is outside [0, {n})"
+                         + (f" ({of})" if of else "") + ("" if allowed is None else f" and is not {allowed}"))
 
 
 def check_int(

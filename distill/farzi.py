@@ -39,7 +39,7 @@ import optax
 
 from distill import export as _export
 from distill import inner, loop, parallel
-from distill._checks import check_array, check_choice, check_float, check_int, is_concrete
+from distill._checks import check_array, check_choice, check_float, check_index_range, check_int, is_concrete
 from distill.parametrize import LatentFactors, Parametrization, latent_factorization
 from models.model_fns import ModelFns
 
@@ -85,13 +85,8 @@ def _check_tokens_in_vocab(model: ModelFns, params: Any, tokens: Any, pad_id: in
     """Concrete tokens must index the model's vocabulary (or be ``pad_id``)."""
     if not is_concrete(tokens):
         return
-    tok = np.asarray(tokens)
-    n_vocab = jax.eval_shape(lambda p, x: model.apply(p, x), params, jnp.asarray(tok[:1, :-1])).shape[-1]
-    bad = ((tok < 0) | (tok >= n_vocab)) & (tok != (-1 if pad_id is None else pad_id))
-    if bad.any():
-        i, j = (int(v) for v in np.argwhere(bad)[0])
-        raise ValueError(f"tokens: token {int(tok[i, j])} at [{i}, {j}] is outside the model's vocabulary "
-                         f"[0, {n_vocab})" + ("" if pad_id is None else f" and is not pad_id={pad_id}"))
+    n_vocab = jax.eval_shape(lambda p, x: model.apply(p, x), params, jnp.asarray(tokens)[:1, :-1]).shape[-1]
+    check_index_range(tokens, "tokens", n_vocab, "token", allowed=pad_id, of="the model's vocabulary")
 
 
 def _mask(inputs, targets, pad_id, dtype):

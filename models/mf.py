@@ -26,7 +26,7 @@ keeps the whole training loop one jitted ``lax.scan``.
 from __future__ import annotations
 
 import functools
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -34,7 +34,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from distill._checks import check_array, check_float, check_int, check_key, check_same_leading, is_concrete
+from distill._checks import check_array, check_float, check_index_range, check_int, check_key, check_same_leading
 from distill.parallel import map_rows
 
 __all__ = ["MF", "History", "init", "score_pairs", "predict", "fit", "inverse_auc"]
@@ -112,15 +112,6 @@ def _pairs(params: MF, users, items):
     )
 
 
-def _check_id_range(ids: Any, name: str, n: int) -> None:
-    # Concrete ids outside [0, n) raise; traced ones are masked to NaN by the caller
-    # (a gather would clamp them to a real user/item and return a plausible score).
-    if is_concrete(ids) and np.size(ids):
-        a = np.asarray(ids)
-        if a.min() < 0 or a.max() >= n:
-            raise ValueError(f"{name}: expected ids in [0, {n}), got range [{a.min()}, {a.max()}]")
-
-
 def _in_range(ids: jax.Array, n: int) -> jax.Array:
     return (ids >= 0) & (ids < n)
 
@@ -136,8 +127,8 @@ def score_pairs(params: MF, users: jax.Array, items: jax.Array) -> jax.Array:
     if np.shape(users) != np.shape(items):
         raise ValueError(f"items: expected shape {np.shape(users)} like users, got {np.shape(items)}")
     n_users, n_items = params.user_bias.shape[0], params.item_bias.shape[0]
-    _check_id_range(users, "users", n_users)
-    _check_id_range(items, "items", n_items)
+    check_index_range(users, "users", n_users)
+    check_index_range(items, "items", n_items)
     u, i = jnp.asarray(users), jnp.asarray(items)
     return jnp.where(_in_range(u, n_users) & _in_range(i, n_items), _pairs(params, u, i), jnp.nan)
 
@@ -150,7 +141,7 @@ def predict(params: MF, users: jax.Array) -> jax.Array:
     _check_params(params)
     check_array(users, "users", ndim=1, kind="int")
     n_users = params.user_bias.shape[0]
-    _check_id_range(users, "users", n_users)
+    check_index_range(users, "users", n_users)
     u = jnp.asarray(users)
     scores = (
         params.global_bias
@@ -212,8 +203,8 @@ def inverse_auc(
     if mesh is not None and not isinstance(mesh, Mesh):
         raise TypeError(f"mesh: expected a jax.sharding.Mesh or None, got {type(mesh).__name__}")
     n_users, n_items = params.user_bias.shape[0], params.item_bias.shape[0]
-    _check_id_range(users, "users", n_users)
-    _check_id_range(items, "items", n_items)
+    check_index_range(users, "users", n_users)
+    check_index_range(items, "items", n_items)
     u, i = jnp.asarray(users, jnp.int32), jnp.asarray(items, jnp.int32)
     out = _inverse_auc_jit(params, u, i, key, n_items, n_negatives, mesh)
     return jnp.where(_in_range(u, n_users) & _in_range(i, n_items), out, jnp.nan)
@@ -307,10 +298,8 @@ def fit(
     n_users = check_int(n_users, "n_users", min_value=1)
     n_items = check_int(n_items, "n_items", min_value=1)
     u, i = jnp.asarray(users, jnp.int32), jnp.asarray(items, jnp.int32)
-    if int(jnp.min(u)) < 0 or int(jnp.max(u)) >= n_users:
-        raise ValueError(f"users: expected ids in [0, {n_users}), got [{int(jnp.min(u))}, {int(jnp.max(u))}]")
-    if int(jnp.min(i)) < 0 or int(jnp.max(i)) >= n_items:
-        raise ValueError(f"items: expected ids in [0, {n_items}), got [{int(jnp.min(i))}, {int(jnp.max(i))}]")
+    check_index_range(u, "users", n_users)
+    check_index_range(i, "items", n_items)
     epochs = check_int(epochs, "epochs", min_value=1)
     lr = check_float(lr, "lr", min_value=0.0, strict_min=True)
     l2 = check_float(l2, "l2", min_value=0.0)

@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from distill._checks import check_array, check_choice, check_float, check_int, check_key, check_same_leading
+from distill._checks import check_array, check_choice, check_float, check_index_range, check_int, check_key, check_same_leading
 from selection.coresets import proportional_budget
 from selection.sas import latent_classes
 
@@ -68,8 +68,7 @@ def clipcov_objective(csim: Any, subset: Any, *, diversity: float = 0.0) -> floa
     # A set of indices: any int sequence (an empty one included) is accepted.
     idx = np.asarray(subset)
     idx = check_array(idx if idx.size else idx.astype(np.int64), "subset", ndim=1, kind="int", nonempty=False)
-    if idx.size and (idx.min() < 0 or idx.max() >= a.shape[0]):
-        raise ValueError(f"subset: expected indices in [0, {a.shape[0]}), got range [{idx.min()}, {idx.max()}]")
+    check_index_range(idx, "subset", a.shape[0], "index")
     return float(a[idx].sum() - 0.5 * pen[np.ix_(idx, idx)].sum())
 
 

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from distill._checks import check_array, check_choice, check_float, check_int, check_key
+from distill._checks import check_array, check_choice, check_float, check_index_range, check_int, check_key
 
 __all__ = [
     "KMeans",
@@ -158,8 +158,7 @@ def facility_location_value(sim: Any, indices: Any, weights: Any = None) -> floa
     idx = np.asarray(indices, np.int64)
     if idx.size == 0:
         return 0.0
-    if idx.min() < 0 or idx.max() >= s.shape[1]:  # a negative index would wrap around
-        raise ValueError(f"indices: expected values in [0, {s.shape[1]}), got [{idx.min()}, {idx.max()}]")
+    check_index_range(idx, "indices", s.shape[1], "index")  # a negative index would wrap around
     w = np.ones(s.shape[0]) if weights is None else np.asarray(weights, np.float64)
     return float(np.sum(w * np.max(s[:, idx], axis=1)))
 
@@ -412,8 +411,7 @@ def k_center_greedy(
     n = x.shape[0]
     xs = jnp.asarray(x)
     sel = np.zeros((0,), np.int64) if selected is None else np.asarray(check_array(selected, "selected", ndim=1, kind="int", nonempty=False))
-    if sel.size and (sel.min() < 0 or sel.max() >= n):
-        raise ValueError(f"selected: expected indices in [0, {n}), got range [{sel.min()}, {sel.max()}]")
+    check_index_range(sel, "selected", n, "index")
     k = check_int(k, "k", min_value=1, max_value=n - len(np.unique(sel)))
     if sel.size == 0:
         first = 0 if key is None else int(jax.random.randint(key, (), 0, n))
@@ -445,6 +443,5 @@ def covering_radius(x: Any, centers: Any) -> float:
     """``max_i min_{c ∈ centers} ‖x_i − x_c‖`` — the k-center objective."""
     check_array(x, "x", ndim=2, kind="float", finite=True)
     c = np.asarray(check_array(centers, "centers", ndim=1, kind="int"))
-    if c.min() < 0 or c.max() >= x.shape[0]:
-        raise ValueError(f"centers: expected indices in [0, {x.shape[0]}), got range [{c.min()}, {c.max()}]")
+    check_index_range(c, "centers", x.shape[0], "index")
     return float(jnp.max(jnp.min(pairwise_distances(jnp.asarray(x), jnp.asarray(x)[c]), axis=1)))

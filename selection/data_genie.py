@@ -35,7 +35,7 @@ import optax
 import scipy.sparse as sp
 import scipy.sparse.csgraph as csgraph
 
-from distill._checks import check_array, check_choice, check_float, check_int, check_key, check_same_leading
+from distill._checks import check_array, check_choice, check_float, check_index_range, check_int, check_key, check_same_leading
 from distill.data.interactions import Interactions, _check_interactions
 from models.mlp import mlp
 
@@ -154,10 +154,8 @@ def features(full_emb: Any, sample_emb: Any, metric: Any, n_metrics: int) -> np.
     check_array(metric, "metric", ndim=1, kind="int")
     check_same_leading([("full_emb", full_emb), ("sample_emb", sample_emb), ("metric", metric)])
     n_metrics = check_int(n_metrics, "n_metrics", min_value=1)
-    m = np.asarray(metric)
-    if m.min() < 0 or m.max() >= n_metrics:
-        raise ValueError(f"metric: expected indices in [0, {n_metrics}), got [{m.min()}, {m.max()}]")
-    return np.concatenate([full_emb, sample_emb, np.eye(n_metrics)[m]], axis=1).astype(np.float32)
+    check_index_range(metric, "metric", n_metrics, "index")
+    return np.concatenate([full_emb, sample_emb, np.eye(n_metrics)[np.asarray(metric)]], axis=1).astype(np.float32)
 
 
 class Genie(NamedTuple):

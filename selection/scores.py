@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from distill import parallel
-from distill._checks import check_array, check_binary, check_choice, check_int, check_key, is_concrete
+from distill._checks import check_array, check_binary, check_choice, check_index_range, check_int, check_key, is_concrete
 
 __all__ = [
     "score_examples",
@@ -181,11 +181,7 @@ def _check_labels(apply: Any, params: Any, ens: bool, x: Any, y: Any) -> None:
         return
     one = jax.tree_util.tree_map(lambda a: a[0], params) if ens else params
     n_classes = jax.eval_shape(lambda p, xb: apply(p, xb), one, jnp.asarray(x)[:1]).shape[-1]
-    y = np.asarray(y)
-    bad = (y < 0) | (y >= n_classes)
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise ValueError(f"batch[1] (y): label {int(y[i])} at index {i} is outside [0, {n_classes}) of the model's classes")
+    check_index_range(y, "batch[1] (y)", n_classes, "label", of="the model's classes")
 
 
 def _valid_label(y, n_classes, value):
@@ -416,11 +412,7 @@ def perplexity(
     check_array(mask, "mask", shape=(tokens.shape[0], tokens.shape[1] - 1), kind="numeric")
     if is_concrete(tokens):
         vocab = jax.eval_shape(lambda p, t: apply(p, t), params, jnp.asarray(tokens)[:1, :-1]).shape[-1]
-        t = np.asarray(tokens)
-        if t.min() < 0 or t.max() >= vocab:
-            raise ValueError(
-                f"tokens: expected ids in [0, {vocab}) of the model's vocabulary, got range [{t.min()}, {t.max()}]"
-            )
+        check_index_range(tokens, "tokens", vocab, "token", of="the model's vocabulary")
 
     fn = _example_fn(_one_perplexity, apply, False)
     return score_examples(fn, params, (tokens, mask), mesh=mesh, block_size=block_size)

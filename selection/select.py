@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from distill._checks import check_array, check_float, check_int, check_key
+from distill._checks import check_array, check_float, check_index_range, check_int, check_key
 
 __all__ = [
     "budget",
@@ -54,8 +54,7 @@ def to_mask(indices: Any, n: int) -> np.ndarray:
     """Boolean ``(n,)`` mask that is True at ``indices``."""
     n = check_int(n, "n", min_value=1)
     idx = np.asarray(check_array(indices, "indices", ndim=1, kind="int", nonempty=False))
-    if idx.size and (idx.min() < 0 or idx.max() >= n):
-        raise ValueError(f"indices: expected values in [0, {n}), got range [{idx.min()}, {idx.max()}]")
+    check_index_range(idx, "indices", n, "index")
     mask = np.zeros(n, bool)
     mask[idx] = True
     return mask

@@ -31,7 +31,7 @@ def xent(logits: jax.Array, labels: jax.Array) -> jax.Array:
     if jnp.issubdtype(labels.dtype, jnp.integer):
         check_array(labels, "labels", shape=(logits.shape[0],))
         n_classes = logits.shape[-1]
-        check_index_range(labels, "labels", n_classes, "labels")
+        check_index_range(labels, "labels", n_classes, "label")
         ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
         return jnp.mean(jnp.where((labels >= 0) & (labels < n_classes), ce, jnp.nan))
     check_array(labels, "labels", kind="float", shape=tuple(logits.shape))

@@ -47,7 +47,7 @@ def kip_targets(y: jax.Array, n_classes: int) -> jax.Array:
     """
     check_array(y, "y", ndim=1, kind="int")
     n_classes = check_int(n_classes, "n_classes", min_value=2)
-    check_index_range(y, "y", n_classes, "labels")
+    check_index_range(y, "y", n_classes, "label")
     y = jnp.asarray(y)
     valid = (y >= 0) & (y < n_classes)
     return jnp.where(valid[:, None], jax.nn.one_hot(y, n_classes) - 1.0 / n_classes, jnp.nan)

@@ -98,7 +98,7 @@ def expert_trajectories(
     x, y = jnp.asarray(x), jnp.asarray(y)
     # Labels must index the model's outputs (shape-only evaluation, no compile).
     out = jax.eval_shape(lambda k, xb: model.apply(model.init(k, xb), xb), key, x[:1])
-    check_index_range(y, "y", out.shape[-1], "labels")
+    check_index_range(y, "y", out.shape[-1], "label", of="the model's outputs")
     opt = optax.adam(lr)
     n_batches = x.shape[0] // batch_size
 

@@ -200,3 +200,16 @@ def test_bad_inputs():
         farzi.token_loss(model, omega, jnp.zeros((3,), jnp.int32))
     with pytest.raises(TypeError, match="syn_params"):
         farzi.export("/tmp/x", {"z": 1}, param)
+
+
+def test_padding_id_passes_the_vocabulary_check_and_is_masked():
+    model, params, tok = _tiny()
+    padded = tok.at[0, 3:].set(V)  # pad_id = V sits just past the vocabulary, as SASRec's does
+    loss = float(farzi.token_loss(model, params, padded, pad_id=V))
+    # Masked positions drop out: the loss equals the mean over the unpadded targets, by hand.
+    logp = jax.nn.log_softmax(model.apply(params, padded[:, :-1]), axis=-1)
+    nll = -np.take_along_axis(np.asarray(logp), np.asarray(jnp.minimum(padded[:, 1:], V - 1))[..., None], -1)[..., 0]
+    keep = np.asarray((padded[:, 1:] != V) & (padded[:, :-1] != V))
+    np.testing.assert_allclose(loss, nll[keep].mean(), rtol=1e-5)
+    with pytest.raises(ValueError, match=rf"tokens: token {V + 1} at \[0, 4\] is outside \[0, {V}\) .* and is not {V}"):
+        farzi.token_loss(model, params, padded.at[0, 4].set(V + 1), pad_id=V)
