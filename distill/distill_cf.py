@@ -317,7 +317,7 @@ def _check_distill_args(train, val, n_users, steps, lam2, learning_rate, batch_s
 def _run_settings(key: jax.Array, mesh: Mesh | None, **settings: Any) -> dict[str, Any]:
     """The JSON-able record of a run: every setting, the key's raw words, the device count."""
     out = {k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.items()}
-    out["key_data"] = np.asarray(jax.random.key_data(key)).reshape(-1).tolist()
+    out["key_data"] = loop.key_signature(key)
     out["n_devices"] = 1 if mesh is None else int(mesh.size)
     return out
 

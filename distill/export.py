@@ -32,7 +32,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-__all__ = ["save", "load", "FORMAT_VERSION"]
+__all__ = ["save", "load", "jsonable", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
 
@@ -46,11 +46,12 @@ def _paths(path) -> tuple[pathlib.Path, pathlib.Path]:
     return p.with_name(p.name + ".npz"), p.with_name(p.name + ".json")
 
 
-def _jsonable(v: Any) -> Any:
+def jsonable(v: Any) -> Any:
+    """``v`` with numpy/jax scalars and arrays turned into Python numbers and lists (recursively)."""
     if isinstance(v, Mapping):
-        return {str(k): _jsonable(x) for k, x in v.items()}
+        return {str(k): jsonable(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
+        return [jsonable(x) for x in v]
     if isinstance(v, np.generic):
         return v.item()
     if hasattr(v, "shape") and hasattr(v, "dtype"):
@@ -109,7 +110,7 @@ def save(path, arrays: Mapping[str, Any], settings: Mapping[str, Any] | None = N
         "format_version": FORMAT_VERSION,
         "arrays": {n: {"shape": list(a.shape), "dtype": str(a.dtype)} for n, a in out.items()},
         "npz_sha256": hashlib.sha256(blob).hexdigest(),
-        "settings": _jsonable(dict(settings or {})),
+        "settings": jsonable(dict(settings or {})),
     }
     try:
         text = json.dumps(meta, indent=2, allow_nan=True) + "\n"

@@ -664,8 +664,7 @@ def distill(
         "outer_learning_rate": outer_learning_rate, "mode": mode, "reverse_every": reverse_every, "init": init,
         "init_logit": init_logit, "init_mix": init_mix, "random_init_prob": random_init_prob,
         "inner_dropout": bool(inner_dropout), "pad_id": pad_id,
-        "key": np.asarray(jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
-                          ).reshape(-1).tolist(),
+        "key": loop.key_signature(key),
         "tokens": loop.array_signature(tokens_np),
         "omega": [list(np.shape(a)) for a in jax.tree_util.tree_leaves(omega)],
         "omega_weights": None if omega_weights is None else np.asarray(omega_weights).tolist(),

@@ -32,10 +32,10 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from distill import parallel
+from distill import export, parallel
 from distill._checks import check_int
 
-__all__ = ["History", "run", "latest_step", "array_signature", "progress_bar", "LineProgress"]
+__all__ = ["History", "run", "latest_step", "array_signature", "key_signature", "progress_bar", "LineProgress"]
 
 
 class LineProgress:
@@ -194,19 +194,16 @@ def array_signature(x: Any) -> dict:
     return {"shape": list(a.shape), "dtype": str(a.dtype), "sha256": hashlib.sha256(a.tobytes()).hexdigest()}
 
 
+def key_signature(key: jax.Array) -> list[int]:
+    """The raw words of a PRNG key (typed or ``uint32``), for a run's settings record."""
+    return np.asarray(jax.random.key_data(key)).reshape(-1).tolist()
+
+
 def _json_roundtrip(x: Any) -> Any:
     try:
-        return json.loads(json.dumps(x, default=_to_json))
+        return json.loads(json.dumps(export.jsonable(x)))
     except (TypeError, ValueError) as e:
         raise TypeError(f"fingerprint/state: expected JSON-serialisable values ({e})") from None
-
-
-def _to_json(v: Any) -> Any:
-    if isinstance(v, np.generic):
-        return v.item()
-    if hasattr(v, "shape") and hasattr(v, "dtype"):
-        return np.asarray(v).tolist()
-    raise TypeError(f"{type(v).__name__} is not JSON-serialisable")
 
 
 def _fingerprint(user: Mapping | None, params: Any, eval_every: int, maximize: bool) -> dict:
