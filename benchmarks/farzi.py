@@ -255,8 +255,8 @@ def init_row(model, d, mu, xi, *, seeds, syn_kw, latent_dim, tau, init_logit, in
 def popularity_row(model, d, mu, xi, *, seeds, syn_kw):
     """Trivial data: μ×ξ tokens that are all the item-popularity distribution."""
     t = time.perf_counter()
-    pop = farzi.popularity(np.asarray(d["train"]), d["n_items"], pad_id=d["pad"])
-    data = jnp.tile(jnp.asarray(pop, jnp.float32), (mu, xi, 1))
+    data = farzi.popularity_data(np.asarray(d["train"]), n_seqs=mu, seq_len=xi, vocab_size=d["n_items"],
+                                 pad_id=d["pad"])
     r, st = trials(model, data, d, seeds, **syn_kw)
     return seed_row("popularity D_syn", f"[{mu}×{xi}]", r, st, time.perf_counter() - t)
 

@@ -79,7 +79,7 @@ import optax
 
 from benchmarks._common import format_table, mean_std, output_dir, parser, seed_row, write_result
 from distill import farzi, inner
-from distill._checks import check_array, check_float, check_int
+from distill._checks import check_array, check_float, check_index_range, check_int
 from distill.data.ptb import EOS, lm_windows, load_ptb
 from distill.parametrize import latent_factorization
 from models.model_fns import ModelFns
@@ -231,10 +231,8 @@ def lm_metrics(apply: Callable[[Any, jax.Array], jax.Array], params: Any, window
 
 def _check_stream(a: Any, name: str, vocab_size: int, ndim: int) -> np.ndarray:
     check_array(a, name, ndim=ndim, kind="int")
-    a = np.asarray(a)
-    if a.min() < 0 or a.max() >= vocab_size:
-        raise ValueError(f"{name}: expected tokens in [0, {vocab_size}), got [{a.min()}, {a.max()}]")
-    return a
+    check_index_range(a, name, vocab_size, "token")
+    return np.asarray(a)
 
 
 def unigram_logprobs(train_stream: Any, vocab_size: int, k: float = 1.0) -> np.ndarray:
@@ -345,8 +343,9 @@ def unigram_dsyn(train_stream: Any, mu: int, xi: int, vocab_size: int) -> jax.Ar
     """
     mu = check_int(mu, "mu", min_value=1)
     xi = check_int(xi, "xi", min_value=2)
-    p = np.exp(unigram_logprobs(train_stream, vocab_size)).astype(np.float32)
-    return jnp.broadcast_to(jnp.asarray(p), (mu, xi, p.shape[0]))
+    vocab_size = check_int(vocab_size, "vocab_size", min_value=2)
+    stream = _check_stream(train_stream, "train_stream", vocab_size, 1)
+    return farzi.popularity_data(stream, n_seqs=mu, seq_len=xi, vocab_size=vocab_size)
 
 
 def random_windows(train_stream: Any, mu: int, xi: int, *, seed: int = 0) -> jax.Array:

@@ -44,6 +44,7 @@ from distill.parametrize import LatentFactors, Parametrization, latent_factoriza
 from models.model_fns import ModelFns
 
 __all__ = [
+    "popularity_data",
     "soft_cross_entropy",
     "token_loss",
     "pretrain_trajectories",
@@ -442,6 +443,22 @@ def popularity(tokens: Any, vocab_size: int, *, pad_id: int | None = None) -> np
     tok = tok if pad_id is None else tok[tok != pad_id]
     counts = np.bincount(tok[(tok >= 0) & (tok < vocab_size)], minlength=vocab_size)[:vocab_size]
     return (counts + 1.0) / (counts.sum() + vocab_size)
+
+
+def popularity_data(tokens: Any, *, n_seqs: int, seq_len: int, vocab_size: int,
+                    pad_id: int | None = None) -> jax.Array:
+    """The trivial synthetic set: μ×ξ soft tokens that are all :func:`popularity`.
+
+    A model trained on it by soft cross-entropy learns the popularity (unigram) model
+    whatever its inputs: the control row every Farzi result is compared with.
+
+    Returns:
+      float32 ``(μ, ξ, V)``, rows summing to 1.
+    """
+    n_seqs = check_int(n_seqs, "n_seqs", min_value=1)
+    seq_len = check_int(seq_len, "seq_len", min_value=2)
+    p = jnp.asarray(popularity(tokens, vocab_size, pad_id=pad_id), jnp.float32)
+    return jnp.broadcast_to(p, (n_seqs, seq_len, p.shape[0]))
 
 
 def _real_windows(key, tokens, n_seqs, seq_len, pad_id):
