@@ -44,7 +44,7 @@ import numpy as np
 from benchmarks import psi as psi_bench
 from benchmarks._common import format_table, output_dir, parser, write_result
 from distill import data as D
-from distill.data.interactions import _select
+from distill.data.interactions import select_rows
 from selection import cf_sampling, data_genie
 from selection import psi as psi_mod
 
@@ -60,7 +60,7 @@ def variants(quick: bool) -> dict:
     def users_frac(frac, seed):
         r = np.random.default_rng(seed)
         keep = r.random(raw.n_users) < frac
-        return _select(raw, keep[raw.users])
+        return select_rows(raw, keep[raw.users])
 
     out["u30-a"] = users_frac(0.3, 1)
     if quick:
@@ -70,17 +70,17 @@ def variants(quick: bool) -> dict:
         out["rw30"] = None
         keep_u = rng.random(raw.n_users) < 0.5
         keep_i = rng.random(raw.n_items) < 0.5
-        out["u50i50"] = _select(raw, keep_u[raw.users] & keep_i[raw.items])
+        out["u50i50"] = select_rows(raw, keep_u[raw.users] & keep_i[raw.items])
         out["u30-b"] = D.filter_min_interactions(users_frac(0.3, 2), min_user=3, min_item=5)
         keep_i = np.random.default_rng(3).random(raw.n_items) < 0.4
-        out["i40"] = _select(raw, keep_i[raw.items])
+        out["i40"] = select_rows(raw, keep_i[raw.items])
         out["rw15"] = None
     imp = D.to_implicit(raw)
     for name, fn, p in (("ff30", cf_sampling.forest_fire, 0.3), ("rw30", cf_sampling.random_walk, 0.3),
                         ("rw15", cf_sampling.random_walk, 0.15)):
         if name in out:
             mask = fn(imp, p, jax.random.key(11))
-            out[name] = _select(imp, mask)
+            out[name] = select_rows(imp, mask)
     return out
 
 

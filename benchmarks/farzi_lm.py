@@ -79,7 +79,7 @@ import optax
 
 from benchmarks._common import format_table, mean_std, output_dir, parser, seed_row, write_result
 from distill import farzi, inner
-from distill._checks import check_array, check_float, check_index_range, check_int
+from distill.checks import check_array, check_float, check_index_range, check_int
 from distill.data.ptb import EOS, lm_windows, load_ptb
 from distill.parametrize import latent_factorization
 from models.model_fns import ModelFns

@@ -49,7 +49,7 @@ import optax
 from jax.sharding import Mesh
 
 from distill import export, loop, parallel, parametrize
-from distill._checks import (
+from distill.checks import (
     check_array,
     check_binary,
     check_float,

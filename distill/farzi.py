@@ -39,7 +39,7 @@ import optax
 
 from distill import export as _export
 from distill import inner, loop, parallel
-from distill._checks import check_array, check_choice, check_float, check_index_range, check_int, is_concrete
+from distill.checks import check_array, check_choice, check_float, check_index_range, check_int, is_concrete
 from distill.parametrize import LatentFactors, Parametrization, latent_factorization
 from models.model_fns import ModelFns
 

@@ -104,7 +104,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from distill._checks import check_choice, check_float, check_int, is_concrete
+from distill.checks import check_choice, check_float, check_int, is_concrete
 
 __all__ = [
     "Adam",

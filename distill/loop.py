@@ -33,7 +33,7 @@ import optax
 from tqdm.auto import tqdm
 
 from distill import export, parallel
-from distill._checks import check_int
+from distill.checks import check_int
 
 __all__ = ["History", "run", "latest_step", "array_signature", "key_signature", "progress_bar", "LineProgress"]
 

@@ -54,7 +54,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from distill import parallel
-from distill._checks import (
+from distill.checks import (
     check_array,
     check_binary,
     check_choice,

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from distill._checks import check_int
+from distill.checks import check_int
 
 __all__ = [
     "make_mesh", "map_rows", "map_row_blocks", "sum_rows", "pad_rows", "replicate", "DATA_AXIS",

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh
 
 from distill import parallel
-from distill._checks import check_array, check_choice, check_float, check_int, check_key, is_concrete
+from distill.checks import check_array, check_choice, check_float, check_int, check_key, is_concrete
 
 __all__ = [
     "Parametrization",

@@ -16,7 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from distill._checks import check_choice, check_int
+from distill.checks import check_choice, check_int
 from models.model_fns import ModelFns, from_flax
 
 __all__ = ["ConvNet", "convnet"]

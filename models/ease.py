@@ -24,7 +24,7 @@ from typing import Any, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 
-from distill._checks import check_array, check_float, is_concrete
+from distill.checks import check_array, check_float, is_concrete
 from models import tuning
 
 __all__ = ["EASE", "fit", "predict", "fit_predict", "select_lambda", "DEFAULT_LAMS"]

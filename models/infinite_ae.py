@@ -20,7 +20,6 @@ second product with K: ``K (K + λ'I)⁻¹ X = X − λ' α``.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from typing import NamedTuple, Sequence
 
@@ -28,7 +27,8 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh
 
-from distill._checks import check_array, check_float, check_int, is_concrete
+from distill.checks import check_array, check_float, check_int, is_concrete
+from models.kernels import KernelSpec
 from models import kernels, tuning
 
 __all__ = [
@@ -47,22 +47,6 @@ __all__ = [
 DEFAULT_LAMS = (1e-5, 1e-3, 0.1, 1.0, 5.0, 50.0)
 
 
-@dataclasses.dataclass(frozen=True)
-class KernelSpec:
-    """Static settings of ∞-AE's kernel: ``[Dense, ReLU] × depth + Dense`` NTK."""
-
-    depth: int = 1
-    w_std: float = 2**0.5
-    b_std: float = 0.1
-
-    def __post_init__(self):
-        check_int(self.depth, "depth", min_value=0)
-        check_float(self.w_std, "w_std", min_value=0.0, strict_min=True)
-        check_float(self.b_std, "b_std", min_value=0.0)
-
-
-# A static pytree node: jit treats the spec as part of the function, not as data.
-jax.tree_util.register_static(KernelSpec)
 
 
 class InfiniteAE(NamedTuple):
@@ -109,9 +93,7 @@ def fit(
     x_train: jax.Array,
     *,
     lam: float,
-    depth: int = 1,
-    w_std: float = 2**0.5,
-    b_std: float = 0.1,
+    spec: KernelSpec = KernelSpec(),
     mesh: Mesh | None = None,
 ) -> InfiniteAE:
     """Fit ∞-AE on a user × item matrix (Algorithm 3).
@@ -119,7 +101,7 @@ def fit(
     Args:
       x_train: ``(n, I)`` interactions (binary, or soft as in Distill-CF summaries).
       lam: ridge λ ≥ 0, relative to the mean kernel diagonal ``tr(K)/n``.
-      depth, w_std, b_std: kernel settings (see :func:`models.kernels.fc_relu`).
+      spec: the kernel (:class:`models.kernels.KernelSpec`).
       mesh: shard the kernel rows over this device mesh (the solve runs replicated).
 
     Returns:
@@ -128,7 +110,7 @@ def fit(
     """
     x_train = _check_matrix(x_train, "x_train")
     lam = check_float(lam, "lam", min_value=0.0)
-    spec = KernelSpec(depth, w_std, b_std)
+    spec = kernels.check_spec(spec)
     params = _fit(x_train, lam, spec, mesh)
     if not is_concrete(lam):  # traced λ < 0: NaN, never the fit of a negative ridge
         params = params._replace(alpha=jnp.where(lam >= 0, params.alpha, jnp.nan))
@@ -226,9 +208,7 @@ def spectral_path(
     support: jax.Array,
     queries: jax.Array,
     *,
-    depth: int = 1,
-    w_std: float = 2**0.5,
-    b_std: float = 0.1,
+    spec: KernelSpec = KernelSpec(),
 ) -> SpectralPath:
     """Eigen-decompose ``K(S, S)`` once so :func:`spectral_scores` is cheap for every λ.
 
@@ -238,13 +218,13 @@ def spectral_path(
 
     Args:
       support: ``(μ, I)`` support users.  queries: ``(m, I)`` query users.
-      depth, w_std, b_std: the kernel.
+      spec: the kernel (:class:`models.kernels.KernelSpec`).
     """
     support = _check_matrix(support, "support")
     queries = _check_matrix(queries, "queries")
     if queries.shape[1] != support.shape[1]:
         raise ValueError(f"queries: expected {support.shape[1]} items, got shape {tuple(queries.shape)}")
-    return _spectral_path(support, queries.astype(support.dtype), KernelSpec(depth, w_std, b_std))
+    return _spectral_path(support, queries.astype(support.dtype), kernels.check_spec(spec))
 
 
 @functools.partial(jax.jit, static_argnums=(2,))
@@ -277,9 +257,7 @@ def select_lambda(
     *,
     lams: Sequence[float] = DEFAULT_LAMS,
     metric: str = "HR@100",
-    depth: int = 1,
-    w_std: float = 2**0.5,
-    b_std: float = 0.1,
+    spec: KernelSpec = KernelSpec(),
     mesh: Mesh | None = None,
     batch_size: int = 4096,
 ) -> tuple[InfiniteAE, tuning.GridSearch]:
@@ -295,7 +273,7 @@ def select_lambda(
       lams: grid of λ (relative to ``tr(K)/n``); all > 0 (λ = 0 would make the
         training users' held-out scores identically 0).
       metric: key of :func:`distill.metrics.evaluate` to maximise (e.g. ``'HR@100'``).
-      depth, w_std, b_std, mesh: kernel settings, see :func:`fit`.
+      spec, mesh: the kernel and its sharding, see :func:`fit`.
       batch_size: users per metric batch.
 
     Returns:
@@ -306,7 +284,7 @@ def select_lambda(
     # λ = 0 interpolates the training rows: their scores are X itself and every
     # held-out item scores 0, so a validation ranking could only measure tie-breaking.
     lams = tuple(check_float(l, "lams", min_value=0.0, strict_min=True) for l in lams)
-    spec = KernelSpec(depth, w_std, b_std)
+    spec = kernels.check_spec(spec)
     k = _gram(x_train, spec, mesh)
     eig_cache = []
 

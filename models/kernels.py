@@ -30,17 +30,18 @@ is zero up to round-off). Zero rows with ``b_std = 0`` give a zero kernel, not N
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh
 
 from distill import parallel
-from distill._checks import check_array, check_float, check_int, is_concrete
+from distill.checks import check_array, check_float, check_int, is_concrete
 
-__all__ = ["Kernel", "fc_relu", "fc_relu_blocked", "fc_relu_apply"]
+__all__ = ["Kernel", "KernelSpec", "check_spec", "fc_relu", "fc_relu_blocked", "fc_relu_apply"]
 
 
 class Kernel(NamedTuple):
@@ -290,3 +291,32 @@ def fc_relu_apply(
         x1, x2, jnp.asarray(rhs, x1.dtype), which=which, depth=depth, w_std=w_std, b_std=b_std,
         block_size=block_size, mesh=mesh,
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelSpec:
+    """Static settings of the ``[Dense, ReLU] × depth + Dense`` NTK (:func:`fc_relu`).
+
+    The one way kernel settings travel through the library (∞-AE, Distill-CF, KIP).
+    Defaults: depth 1 as in ∞-AE (dissertation §3.3, one hidden layer); σ_w = √2,
+    σ_b = 0.1 as in the reference implementation's ``FanOut``/``Dense`` stack."""
+
+    depth: int = 1
+    w_std: float = 2**0.5
+    b_std: float = 0.1
+
+    def __post_init__(self):
+        check_int(self.depth, "depth", min_value=0)
+        check_float(self.w_std, "w_std", min_value=0.0, strict_min=True)
+        check_float(self.b_std, "b_std", min_value=0.0)
+
+
+# A static pytree node: jit treats the spec as part of the function, not as data.
+jax.tree_util.register_static(KernelSpec)
+
+
+def check_spec(spec: Any, name: str = "spec") -> KernelSpec:
+    """``spec`` if it is a :class:`KernelSpec`, else a ``TypeError`` naming ``name``."""
+    if not isinstance(spec, KernelSpec):
+        raise TypeError(f"{name}: expected a models.kernels.KernelSpec, got {type(spec).__name__}")
+    return spec

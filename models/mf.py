@@ -34,7 +34,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from distill._checks import check_array, check_float, check_index_range, check_int, check_key, check_same_leading
+from distill.checks import check_array, check_float, check_index_range, check_int, check_key, check_same_leading
 from distill.parallel import map_rows
 
 __all__ = ["MF", "History", "init", "score_pairs", "predict", "fit", "inverse_auc"]

@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from distill._checks import check_int
+from distill.checks import check_int
 from models.model_fns import ModelFns, from_flax
 
 __all__ = ["MLP", "mlp"]

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["ModelFns", "from_flax", "token_inputs", "embed_tokens"]
+__all__ = ["ModelFns", "from_flax", "n_outputs", "token_inputs", "embed_tokens"]
 
 
 class ModelFns(NamedTuple):
@@ -47,6 +47,16 @@ def from_flax(module: Any, check: Any = None) -> ModelFns:
         return module.apply({"params": params}, x, train)
 
     return ModelFns(init, apply)
+
+
+def n_outputs(apply: Callable[..., Any], params: Any, x: Any) -> int:
+    """Size of the last axis of ``apply(params, x[:1])`` — the number of classes or
+    tokens a model scores — found by shape evaluation alone (no compile, no FLOPs).
+
+    ``params`` may be arrays or ``jax.ShapeDtypeStruct``s; to size a model before
+    initialising it pass ``jax.eval_shape(model.init, key, x[:1])``.
+    """
+    return int(jax.eval_shape(lambda p, xb: apply(p, xb), params, jnp.asarray(x)[:1]).shape[-1])
 
 
 def token_inputs(x: Any, vocab_size: int, name: str = "x") -> None:

@@ -7,7 +7,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from distill._checks import check_array
+from distill.checks import check_array
 
 __all__ = ["Popularity", "fit", "predict"]
 

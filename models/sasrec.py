@@ -29,7 +29,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from distill._checks import check_float, check_int
+from distill.checks import check_float, check_int
 from models.model_fns import ModelFns, embed_tokens
 from models.transformer import CausalSelfAttention, from_flax_dropout
 

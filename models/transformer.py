@@ -25,7 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from distill._checks import check_float, check_int
+from distill.checks import check_float, check_int
 from models.model_fns import ModelFns, embed_tokens, token_inputs
 
 __all__ = ["transformer", "TransformerLM", "CausalSelfAttention", "causal_mask", "from_flax_dropout"]

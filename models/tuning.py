@@ -9,7 +9,7 @@ import jax
 import numpy as np
 
 from distill import metrics as cf_metrics
-from distill._checks import check_array, check_float
+from distill.checks import check_array, check_float
 
 __all__ = ["GridSearch", "select_lambda", "parse_metric"]
 

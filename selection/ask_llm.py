@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from distill._checks import check_array, check_int
+from distill.checks import check_array, check_int
 
 __all__ = [
     "PROMPT_TEMPLATE",

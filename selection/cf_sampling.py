@@ -32,8 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from distill._checks import check_array, check_float, check_int, check_key
-from distill.data.interactions import Interactions, _check_interactions
+from distill.checks import check_array, check_float, check_int, check_key
+from distill.data.interactions import Interactions, check_interactions
 from selection.select import _np_rng, budget, random_subset, to_mask
 
 __all__ = [
@@ -61,7 +61,7 @@ def check_sampler_args(inter: Any, p: Any, key: Any = None) -> tuple[Interaction
     """Validate ``(inter, p[, key])`` of a sampler; return ``(inter, p)`` with the budget ``k``."""
     if key is not None:
         check_key(key)
-    inter = _check_interactions(inter)
+    inter = check_interactions(inter)
     check_array(inter.users, "inter.users", ndim=1, kind="int")
     p = check_float(p, "p", min_value=0.0, max_value=1.0, strict_min=True)
     return inter, p, budget(inter.users.shape[0], p)
@@ -193,7 +193,7 @@ def bipartite_edges(inter: Interactions) -> tuple[np.ndarray, np.ndarray, int]:
     Nodes are users ``0..U−1`` then items ``U..U+I−1``; every interaction gives two
     directed edges (one each way), interaction ``e`` being edges ``e`` and ``n + e``.
     """
-    inter = _check_interactions(inter)
+    inter = check_interactions(inter)
     u = inter.users.astype(np.int32)
     i = (inter.items + inter.n_users).astype(np.int32)
     return np.concatenate([u, i]), np.concatenate([i, u]), inter.n_users + inter.n_items

@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from distill._checks import check_array, check_choice, check_float, check_index_range, check_int, check_key, check_same_leading
+from distill.checks import check_array, check_choice, check_float, check_index_range, check_int, check_key, check_same_leading
 from selection.coresets import proportional_budget
 from selection.sas import latent_classes
 

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from distill._checks import check_array, check_choice, check_float, check_index_range, check_int, check_key
+from distill.checks import check_array, check_choice, check_float, check_index_range, check_int, check_key
 
 __all__ = [
     "KMeans",

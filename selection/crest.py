@@ -38,7 +38,7 @@ import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
-from distill._checks import check_array, check_choice, check_float, check_int, check_key, check_same_leading
+from distill.checks import check_array, check_choice, check_float, check_int, check_key, check_same_leading
 from selection import scores
 from selection.coresets import facility_location, pairwise_distances
 

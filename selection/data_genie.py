@@ -35,8 +35,8 @@ import optax
 import scipy.sparse as sp
 import scipy.sparse.csgraph as csgraph
 
-from distill._checks import check_array, check_choice, check_float, check_index_range, check_int, check_key, check_same_leading
-from distill.data.interactions import Interactions, _check_interactions
+from distill.checks import check_array, check_choice, check_float, check_index_range, check_int, check_key, check_same_leading
+from distill.data.interactions import Interactions, check_interactions
 from models.mlp import mlp
 
 __all__ = [
@@ -107,7 +107,7 @@ def embed(
       pairs within 1..10 hops, as is), the component sizes as fractions of the nodes
       (10 largest, zero-padded), then ``log1p`` of #users, #items, #interactions.
     """
-    inter = _check_interactions(inter)
+    inter = check_interactions(inter)
     users, items = inter.users, inter.items
     if mask is not None:
         check_array(mask, "mask", ndim=1, kind="bool")

@@ -38,7 +38,7 @@ import numpy as np
 from jax.scipy.stats import norm
 
 from distill import parallel
-from distill._checks import check_array, check_float, check_int, check_key, is_concrete
+from distill.checks import check_array, check_float, check_int, check_key, is_concrete
 from selection import select
 
 __all__ = [

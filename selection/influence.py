@@ -37,7 +37,7 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from distill import parallel
-from distill._checks import check_choice, check_float, check_int, check_key, is_concrete
+from distill.checks import check_choice, check_float, check_int, check_key, is_concrete
 from selection.valuation import check_batch
 
 __all__ = ["Objective", "objective", "ihvp_cg", "ihvp_lissa", "influence_params", "influence_loss", "influence_loo"]

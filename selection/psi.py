@@ -26,7 +26,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from distill import metrics as cf_metrics
-from distill._checks import check_array, check_binary, check_choice, check_key, check_same_leading
+from distill.checks import check_array, check_binary, check_choice, check_key, check_same_leading
 from models import ease, infinite_ae, mf, popularity
 
 __all__ = [

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from distill._checks import check_array, check_int, check_key
+from distill.checks import check_array, check_int, check_key
 from selection.coresets import kmeans
 from selection.select import stratified_sample
 

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from distill import parallel
-from distill._checks import check_array, check_choice, check_int, check_key
+from distill.checks import check_array, check_choice, check_int, check_key
 from selection.coresets import facility_location, kmeans, proportional_budget
 
 __all__ = ["augmentation_embeddings", "expected_augmentation_distance", "SAS", "sas", "latent_classes"]

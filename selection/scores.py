@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from distill import parallel
-from distill._checks import check_array, check_binary, check_choice, check_index_range, check_int, check_key, is_concrete
+from distill.checks import check_array, check_binary, check_choice, check_index_range, check_int, check_key, is_concrete
 
 __all__ = [
     "score_examples",

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from distill._checks import check_array, check_float, check_int, check_key
+from distill.checks import check_array, check_float, check_int, check_key
 from selection.coresets import kmeans
 
 __all__ = ["SemDeDup", "semdedup", "semdedup_fraction"]

@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from distill import parallel
-from distill._checks import check_array, check_choice, check_float, check_int, check_key, check_same_leading
+from distill.checks import check_array, check_choice, check_float, check_int, check_key, check_same_leading
 
 __all__ = ["exact_shapley", "TMCShapley", "tmc_shapley", "knn_utility", "knn_shapley"]
 

@@ -28,7 +28,7 @@ import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
-from distill._checks import check_array, check_float, check_int, check_key, check_same_leading
+from distill.checks import check_array, check_float, check_int, check_key, check_same_leading
 from selection.crest import TrainHistory, train_on_coresets
 
 __all__ = ["layer_mask", "zeroth_order_features", "ssm_features", "ssm_train"]

@@ -32,8 +32,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from distill._checks import check_array, check_choice, check_int, check_key, check_same_leading
-from distill.data.interactions import Interactions, _check_interactions
+from distill.checks import check_array, check_choice, check_int, check_key, check_same_leading
+from distill.data.interactions import Interactions, check_interactions
 from distill.metrics import item_propensity
 from models import mf
 from selection.cf_sampling import Sampler, check_sampler_args, first_k, user_order_mask
@@ -68,7 +68,7 @@ def proxy_difficulty(
       float ``(n,)`` in ``[0, 1]``; larger = harder for the proxy.
     """
     check_key(key)
-    inter = _check_interactions(inter)
+    inter = check_interactions(inter)
     check_choice(proxy, "proxy", tuple(PROXIES))
     epochs = check_int(epochs, "epochs", min_value=1)
     _, hist = mf.fit(
@@ -92,7 +92,7 @@ def importance(
     Returns:
       float64 ``(n,)``.
     """
-    inter = _check_interactions(inter)
+    inter = check_interactions(inter)
     check_array(difficulty, "difficulty", ndim=1, kind="numeric", finite=True)
     check_same_leading([("inter.users", inter.users), ("difficulty", difficulty)])
     imp = np.asarray(difficulty, np.float64)
@@ -105,7 +105,7 @@ def importance(
 
 def user_importance(inter: Interactions, imp: Any) -> np.ndarray:
     """``I(u) = mean_{i ∈ I_u^+} I(u, i)``; users without interactions get −inf."""
-    inter = _check_interactions(inter)
+    inter = check_interactions(inter)
     check_array(imp, "imp", ndim=1, kind="numeric", finite=True)
     check_same_leading([("inter.users", inter.users), ("imp", imp)])
     tot = np.bincount(inter.users, weights=np.asarray(imp, np.float64), minlength=inter.n_users)

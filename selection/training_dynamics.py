@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from distill._checks import check_array, check_int, check_key, check_same_leading
+from distill.checks import check_array, check_int, check_key, check_same_leading
 
 __all__ = ["Dynamics", "record_examples", "DynamicsRecorder", "train_with_dynamics"]
 

@@ -35,7 +35,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from distill import parallel
-from distill._checks import check_array, check_choice, check_float, check_int, check_same_leading, is_concrete
+from distill.checks import check_array, check_choice, check_float, check_int, check_same_leading, is_concrete
 
 __all__ = ["loo_ridge", "loo_krr", "loo_newton", "heldout_loss", "check_batch"]
 

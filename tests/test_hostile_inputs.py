@@ -11,14 +11,14 @@ Error policy
 * Eager calls with bad input raise ``ValueError`` (bad value, shape, rank, range,
   emptiness) or ``TypeError`` (not an array, wrong dtype family, wrong object type),
   and the message starts with or names the offending argument
-  (``"<argument>: expected <what>, got <actual>"``, built by :mod:`distill._checks`).
+  (``"<argument>: expected <what>, got <actual>"``, built by :mod:`distill.checks`).
 * Under ``jax.jit`` values are unknown at trace time: an invalid *value* (a label or
   id out of range, λ ≤ 0, τ ≤ 0) makes the affected outputs NaN — never a plausible
   number. Shape, dtype and rank errors are static and still raise under ``jit``.
 * Integer inputs (labels, ids, indices, tokens) are range-checked whenever they are
   concrete.
 * Keys: every public function that takes a PRNG key validates it with
-  :func:`distill._checks.check_key`; a Python int raises ``TypeError`` naming ``key``
+  :func:`distill.checks.check_key`; a Python int raises ``TypeError`` naming ``key``
   (pass ``jax.random.key(seed)``).
 * File loaders reject a missing, truncated, corrupt or foreign file with
   ``ValueError``/``FileNotFoundError`` naming ``path``.

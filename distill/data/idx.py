@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from distill._checks import check_int, check_path
+from distill.checks import check_int, check_path
 from distill.data.images import ImageData
 
 __all__ = [

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from distill._checks import check_array, check_choice, check_float, check_int, check_path
+from distill.checks import check_array, check_choice, check_float, check_int, check_path
 
 __all__ = [
     "ImageData",

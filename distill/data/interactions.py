@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from distill._checks import check_array, check_float, check_int, check_same_leading
+from distill.checks import check_array, check_float, check_int, check_same_leading
 
 __all__ = [
     "Interactions",
@@ -28,6 +28,8 @@ __all__ = [
     "filter_min_interactions",
     "to_dense",
     "latest_per_pair",
+    "check_interactions",
+    "select_rows",
 ]
 
 
@@ -58,7 +60,7 @@ class Interactions(NamedTuple):
     item_ids: np.ndarray
 
 
-def _check_interactions(inter: Any, name: str = "inter") -> Interactions:
+def check_interactions(inter: Any, name: str = "inter") -> Interactions:
     if not isinstance(inter, Interactions):
         raise TypeError(f"{name}: expected an Interactions, got {type(inter).__name__}")
     # A hand-built Interactions can disagree with itself; an id past n_users/n_items
@@ -140,7 +142,7 @@ def from_arrays(
     )
 
 
-def _select(inter: Interactions, rows: np.ndarray) -> Interactions:
+def select_rows(inter: Interactions, rows: np.ndarray) -> Interactions:
     """Keep ``rows`` (bool mask or sorted indices) and re-remap ids densely.
 
     Users/items left without any event disappear. Because old ids are already in
@@ -174,7 +176,7 @@ def latest_per_pair(inter: Interactions) -> np.ndarray:
     Returns:
       int64 ``(n_pairs,)`` row indices, increasing (original row order).
     """
-    _check_interactions(inter)
+    check_interactions(inter)
     n = inter.users.shape[0]
     pair = inter.users.astype(np.int64) * inter.n_items + inter.items
     # lexsort sorts by the last key first: pair, then time, then row position.
@@ -206,14 +208,14 @@ def to_implicit(inter: Interactions, *, min_rating: float | None = None) -> Inte
     Raises:
       ValueError: when no interaction passes ``min_rating``.
     """
-    _check_interactions(inter)
+    check_interactions(inter)
     rows = latest_per_pair(inter)
     if min_rating is not None:
         min_rating = check_float(min_rating, "min_rating")
         rows = rows[inter.ratings[rows] >= min_rating]
         if rows.size == 0:
             raise ValueError(f"min_rating: no interaction has a rating >= {min_rating}")
-    out = _select(inter, rows)
+    out = select_rows(inter, rows)
     return out._replace(ratings=np.ones_like(out.ratings))
 
 
@@ -240,7 +242,7 @@ def filter_min_interactions(
     Raises:
       ValueError: negative thresholds, or nothing survives the filter.
     """
-    _check_interactions(inter)
+    check_interactions(inter)
     min_user = check_int(min_user, "min_user", min_value=0)
     min_item = check_int(min_item, "min_item", min_value=0)
     keep = np.ones(inter.users.shape[0], bool)
@@ -257,7 +259,7 @@ def filter_min_interactions(
         raise ValueError(
             f"min_user: no interaction survives min_user={min_user}, min_item={min_item}"
         )
-    return _select(inter, keep)
+    return select_rows(inter, keep)
 
 
 def to_dense(
@@ -282,7 +284,7 @@ def to_dense(
     Returns:
       ``(n_users, n_items)`` array of 0/1.
     """
-    _check_interactions(inter)
+    check_interactions(inter)
     n_users = inter.n_users if n_users is None else check_int(
         n_users, "n_users", min_value=inter.n_users
     )

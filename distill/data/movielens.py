@@ -20,7 +20,7 @@ from typing import Callable
 
 import numpy as np
 
-from distill._checks import check_choice, check_path
+from distill.checks import check_choice, check_path
 from distill.data.interactions import Interactions, from_arrays
 
 __all__ = [

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
-from distill._checks import check_array, check_int
+from distill.checks import check_array, check_int
 
 __all__ = ["Corpus", "load_ptb", "tokenize", "lm_windows", "UNK", "EOS"]
 

@@ -16,8 +16,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from distill._checks import check_array, check_int
-from distill.data.interactions import Interactions, _check_interactions
+from distill.checks import check_array, check_int
+from distill.data.interactions import Interactions, check_interactions
 
 __all__ = ["Sequences", "user_sequences", "leave_last_out", "next_token_pairs"]
 
@@ -68,7 +68,7 @@ def user_sequences(inter: Interactions, *, max_len: int = 200, min_len: int = 1)
     Raises:
       ValueError: non-positive sizes, or no user has ``min_len`` events.
     """
-    _check_interactions(inter)
+    check_interactions(inter)
     max_len = check_int(max_len, "max_len", min_value=1)
     min_len = check_int(min_len, "min_len", min_value=1)
     counts = np.bincount(inter.users, minlength=inter.n_users)

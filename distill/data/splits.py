@@ -25,11 +25,11 @@ from typing import Any, Iterator, NamedTuple
 
 import numpy as np
 
-from distill._checks import check_array, check_float, check_int
+from distill.checks import check_array, check_float, check_int
 from distill.data.interactions import (
     Interactions,
-    _check_interactions,
-    _select,
+    check_interactions,
+    select_rows,
     latest_per_pair,
 )
 
@@ -65,7 +65,7 @@ class Split(NamedTuple):
 
 def _distinct_pairs(inter: Interactions, min_interactions: int) -> Interactions:
     """One row per (user, item) (latest event), users with < min_interactions dropped."""
-    pairs = _select(inter, latest_per_pair(inter))
+    pairs = select_rows(inter, latest_per_pair(inter))
     counts = np.bincount(pairs.users, minlength=pairs.n_users)
     keep = counts[pairs.users] >= min_interactions
     if not keep.any():
@@ -73,7 +73,7 @@ def _distinct_pairs(inter: Interactions, min_interactions: int) -> Interactions:
             f"min_interactions: no user has >= {min_interactions} distinct items "
             f"(largest: {int(counts.max())})"
         )
-    return _select(pairs, keep)
+    return select_rows(pairs, keep)
 
 
 def _user_offsets(sorted_users: np.ndarray, n_users: int) -> tuple[np.ndarray, np.ndarray]:
@@ -134,7 +134,7 @@ def random_split(
     Raises:
       ValueError: fractions out of range, ``min_interactions < 3``, or no user kept.
     """
-    _check_interactions(inter)
+    check_interactions(inter)
     val_frac = check_float(val_frac, "val_frac", min_value=0.0)
     test_frac = check_float(test_frac, "test_frac", min_value=0.0)
     if val_frac + test_frac >= 1.0:
@@ -179,7 +179,7 @@ def temporal_split(inter: Interactions, *, min_interactions: int = 3) -> Split:
     Returns:
       :class:`Split` with exactly one test and one validation item per user.
     """
-    _check_interactions(inter)
+    check_interactions(inter)
     min_interactions = check_int(min_interactions, "min_interactions", min_value=3)
     data = _distinct_pairs(inter, min_interactions)
     n = data.users.shape[0]

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from distill._checks import check_array, check_index_range, check_int
+from distill.checks import check_array, check_index_range, check_int
 from distill.parametrize import Parametrization
 
 tree_map = jax.tree_util.tree_map

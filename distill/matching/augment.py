@@ -31,7 +31,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from distill._checks import check_array, check_choice, check_key
+from distill.checks import check_array, check_choice, check_key
 
 __all__ = ["DSAParams", "TRANSFORMS", "DIGITS_STRATEGY", "CIFAR_STRATEGY", "parse_strategy", "sample", "apply", "augment"]
 

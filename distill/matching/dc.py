@@ -37,7 +37,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh
 
 from distill import parallel
-from distill._checks import check_array, check_float, check_int, check_key
+from distill.checks import check_array, check_float, check_int, check_key
 from distill.matching import augment
 from distill.matching._common import (
     check_model,

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh
 
 from distill import parallel
-from distill._checks import check_array, check_int, check_key
+from distill.checks import check_array, check_int, check_key
 from distill.matching import augment
 from distill.matching._common import check_model, check_parametrization, class_grouped_setup
 from distill.parametrize import Parametrization

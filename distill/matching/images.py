@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from distill import export
-from distill._checks import check_array, check_int
+from distill.checks import check_array, check_int
 from distill.parametrize import Parametrization, latent_factorization
 
 __all__ = ["latent_images", "save_synthetic"]

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh
 
 from distill import parallel
-from distill._checks import check_array, check_choice, check_float, check_index_range, check_int, check_key, is_concrete
+from distill.checks import check_array, check_choice, check_float, check_index_range, check_int, check_key, is_concrete
 from distill.matching._common import check_parametrization
 from distill.parametrize import Parametrization
 from models.kernels import fc_relu

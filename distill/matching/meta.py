@@ -23,7 +23,7 @@ import optax
 from jax.sharding import Mesh
 
 from distill import inner, parallel
-from distill._checks import check_array, check_choice, check_int, check_key
+from distill.checks import check_array, check_choice, check_int, check_key
 from distill.matching._common import check_model, check_parametrization, xent
 from distill.parametrize import Parametrization
 

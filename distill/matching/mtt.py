@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import optax
 
 from distill import inner
-from distill._checks import check_array, check_choice, check_float, check_index_range, check_int, check_key, check_path
+from distill.checks import check_array, check_choice, check_float, check_index_range, check_int, check_key, check_path
 from distill.matching._common import check_model, check_parametrization, tree_map, xent
 from distill.parametrize import Parametrization
 

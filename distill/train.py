@@ -1,0 +1,216 @@
+"""The one loop that trains *models* (students, experts, Ω, MF/BPR, DATA-GENIE's Φ, ...).
+
+:func:`distill.loop.run` optimises *synthetic data* (checkpointed, fingerprinted,
+resumable); this module optimises a model's parameters on data. The two are the only
+places the library applies optax updates.
+
+Three layers, from pure to driven:
+
+* :func:`update` — one optax step ``θ ← θ + opt(∇_θ loss(θ, batch, key))``; pure,
+  jittable, vmappable (e.g. over seeds).
+* :func:`scan` — ``S`` steps over a stacked batch pytree with :func:`jax.lax.scan`;
+  pure, so a vmap over it trains several models in one program (MTT's experts).
+* :func:`train_model` — the Python driver: a jitted step per update, a batch function
+  of the step, periodic evaluation with early stopping and best-parameter selection,
+  snapshots of the parameters (trajectories), a per-step callback and progress. Its
+  record is the same :class:`distill.loop.History` as the distillation loop's.
+
+``loss(params, batch, key) -> scalar`` is the one loss signature, shared with
+:func:`distill.loop.run`'s objective; ``key`` is ``fold_in(key, step)`` at step
+``step`` (dropout, sampled negatives), so a run is a deterministic function of its key.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from distill import loop
+from distill.checks import check_int, check_key
+
+__all__ = ["TrainState", "Trained", "init", "update", "scan", "train_model", "epoch_batches"]
+
+tree_map = jax.tree_util.tree_map
+
+Loss = Callable[[Any, Any, jax.Array], jax.Array]
+
+
+class TrainState(NamedTuple):
+    """Parameters and optimiser state of a model being trained."""
+
+    params: Any
+    opt_state: Any
+
+
+class Trained(NamedTuple):
+    """What :func:`train_model` returns.
+
+    Attributes:
+      params: the trained parameters (the best evaluated ones when ``evaluate`` is given
+        and ``keep_best``; else the last).
+      history: :class:`distill.loop.History` (losses every step, evaluations, best step).
+      snapshots: the parameters every ``snapshot_every`` updates from step 0, stacked
+        along a new leading axis (``None`` without ``snapshot_every``).
+      last_params: the parameters after the last update (equal to ``params`` without
+        evaluation).
+    """
+
+    params: Any
+    history: loop.History
+    snapshots: Any
+    last_params: Any
+
+
+def init(params: Any, optimizer: optax.GradientTransformation) -> TrainState:
+    """``TrainState(params, optimizer.init(params))``."""
+    return TrainState(params, optimizer.init(params))
+
+
+def update(
+    state: TrainState, batch: Any, key: jax.Array, *, loss: Loss, optimizer: optax.GradientTransformation
+) -> tuple[TrainState, jax.Array]:
+    """One optax step on ``loss(params, batch, key)``; returns the new state and the loss
+    value before the step. Pure: jit it, vmap it, or scan it (:func:`scan`)."""
+    value, grads = jax.value_and_grad(loss)(state.params, batch, key)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    return TrainState(optax.apply_updates(state.params, updates), opt_state), value
+
+
+def scan(
+    state: TrainState, batches: Any, key: jax.Array, *, loss: Loss, optimizer: optax.GradientTransformation,
+    start: int | jax.Array = 0,
+) -> tuple[TrainState, jax.Array]:
+    """``S`` updates over ``batches`` (a pytree whose leaves have a leading axis ``S``),
+    step ``start + s`` keyed by ``fold_in(key, start + s)``. Returns the final state and
+    the ``(S,)`` losses. Pure and vmappable."""
+    n = jax.tree_util.tree_leaves(batches)[0].shape[0]
+
+    def body(st, xs):
+        batch, s = xs
+        return update(st, batch, jax.random.fold_in(key, s), loss=loss, optimizer=optimizer)
+
+    return jax.lax.scan(body, state, (batches, start + jnp.arange(n)))
+
+
+def epoch_batches(key: jax.Array, n: int, batch_size: int, *, drop_last: bool = True) -> Callable[[int], jax.Array]:
+    """``indices(step) -> (batch_size,)`` row indices: a fresh permutation of ``n`` rows
+    per epoch (``fold_in(key, epoch)``), consumed ``batch_size`` at a time; the partial
+    last batch of an epoch is dropped (``drop_last``) or wraps into the same epoch's
+    first rows. Deterministic in ``step``, so a resumed or replayed run sees the same
+    batches."""
+    n = check_int(n, "n", min_value=1)
+    batch_size = check_int(batch_size, "batch_size", min_value=1)
+    b = min(batch_size, n)
+    per_epoch = max(n // b, 1) if drop_last else math.ceil(n / b)
+
+    def indices(step: int) -> jax.Array:
+        epoch, i = divmod(int(step), per_epoch)
+        perm = np.asarray(jax.random.permutation(jax.random.fold_in(key, epoch), n))
+        return jnp.asarray(np.take(perm, np.arange(i * b, i * b + b), mode="wrap"))
+
+    return indices
+
+
+def _evaluation_due(step: int, steps: int, eval_every: int | None) -> bool:
+    return step == steps or (eval_every is not None and step % eval_every == 0)
+
+
+def _better(value: float, best: float, maximize: bool) -> bool:
+    if math.isnan(value):
+        return False
+    return math.isnan(best) or (value > best if maximize else value < best)
+
+
+def train_model(
+    key: jax.Array,
+    params: Any,
+    loss: Loss,
+    batches: Callable[[int], Any] | Any,
+    *,
+    optimizer: optax.GradientTransformation,
+    steps: int,
+    evaluate: Callable[[Any], float] | None = None,
+    eval_every: int | None = None,
+    patience: int | None = None,
+    maximize: bool = True,
+    keep_best: bool = True,
+    snapshot_every: int | None = None,
+    callback: Callable[[Any, int], None] | None = None,
+    progress: bool = False,
+    desc: str = "train",
+) -> Trained:
+    """Train ``params`` for ``steps`` optax updates of ``loss``.
+
+    Args:
+      key: PRNG key; update ``t`` (0-based) uses ``fold_in(key, t)``.
+      params: initial model parameters (any pytree of float arrays).
+      loss: ``loss(params, batch, key) -> scalar``.
+      batches: ``batches(step) -> batch`` (deterministic in ``step``, e.g. via
+        :func:`epoch_batches`) or one fixed batch pytree used at every step.
+      optimizer: an optax ``GradientTransformation``.
+      steps: number of updates (≥ 0).
+      evaluate: ``evaluate(params) -> float``, run every ``eval_every`` updates and after
+        the last; NaN is never the best value.
+      eval_every: updates between evaluations (``None``: only after the last update).
+      patience: stop after this many evaluations without improvement (``None``: never).
+      maximize: whether larger evaluation values are better.
+      keep_best: return the best evaluated parameters (else the last).
+      snapshot_every: also return the parameters at every multiple of this many updates,
+        step 0 included, stacked (a training trajectory, e.g. MTT's experts, Farzi's Ω).
+      callback: ``callback(params, step)`` after every update (``step`` = updates done),
+        e.g. to record training dynamics.
+      progress: show progress (:func:`distill.loop.progress_bar`).
+      desc: the progress line's label.
+
+    Returns:
+      :class:`Trained`.
+    """
+    check_key(key)
+    steps = check_int(steps, "steps", min_value=0)
+    if eval_every is not None:
+        eval_every = check_int(eval_every, "eval_every", min_value=1)
+    if snapshot_every is not None:
+        snapshot_every = check_int(snapshot_every, "snapshot_every", min_value=1)
+    if patience is not None:
+        patience = check_int(patience, "patience", min_value=1)
+    batch_at = batches if callable(batches) else (lambda _t: batches)
+    step_fn = jax.jit(lambda st, b, k: update(st, b, k, loss=loss, optimizer=optimizer))
+    state, losses, snaps = init(params, optimizer), [], []
+    evals: list[tuple[int, float]] = []
+    best, best_value, stale, stopped = params, float("nan"), 0, False
+    for t in loop.progress_bar(range(steps), total=steps, desc=desc) if progress else range(steps):
+        if snapshot_every is not None and t % snapshot_every == 0:
+            snaps.append(state.params)
+        state, value = step_fn(state, batch_at(t), jax.random.fold_in(key, t))
+        losses.append(value)
+        if callback is not None:
+            callback(state.params, t + 1)
+        if evaluate is not None and _evaluation_due(t + 1, steps, eval_every):
+            score = float(evaluate(state.params))
+            evals.append((t + 1, score))
+            if _better(score, best_value, maximize):
+                best, best_value, stale = state.params, score, 0
+            else:
+                stale += 1
+            if patience is not None and stale >= patience:
+                stopped = True
+                break
+    if snapshot_every is not None and (steps % snapshot_every == 0) and not stopped:
+        snaps.append(state.params)
+    if evaluate is not None and steps == 0:
+        best_value = float(evaluate(params))
+        evals.append((0, best_value))
+    best_step = next((s for s, v in evals if v == best_value), -1)
+    history = loop.History(
+        steps=list(range(len(losses))), losses=[float(v) for v in jax.device_get(losses)],
+        eval_steps=[s for s, _ in evals], eval_values=[v for _, v in evals],
+        best_step=best_step, best_value=best_value, stopped_early=stopped,
+    )
+    out = best if (evaluate is not None and keep_best and evals and best_step >= 0) else state.params
+    stacked = tree_map(lambda *a: jnp.stack(a), *snaps) if snaps else None
+    return Trained(out, history, stacked, state.params)
