@@ -18,6 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from distill import train
+
 #: Recorded results (tracked by git): written only with ``--record``.
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 #: Where a user's runs go by default (untracked: listed in ``.gitignore``).
@@ -194,17 +196,13 @@ def train_eval(key, params0, w, x, y, xt, yt, apply, steps, batch, lr):
     opt = optax.adam(lr)
     cdf = jnp.cumsum(w)
 
-    def loss_fn(p, xb, yb):
-        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(apply(p, xb)), yb[:, None], 1))
+    def loss_fn(p, k_batch, _key):
+        # The step's batch *is* its key: indices are drawn ∝ w inside the compiled step.
+        idx = draw_weighted(k_batch, cdf, batch)
+        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(apply(p, x[idx])), y[idx][:, None], 1))
 
-    def step(carry, k):
-        p, s = carry
-        idx = draw_weighted(k, cdf, batch)
-        g = jax.grad(loss_fn)(p, x[idx], y[idx])
-        u, s = opt.update(g, s, p)
-        return (optax.apply_updates(p, u), s), None
-
-    (p, _), _ = jax.lax.scan(step, (params0, opt.init(params0)), jax.random.split(key, steps))
+    state, _ = train.scan(train.init(params0, opt), jax.random.split(key, steps), key, loss=loss_fn, optimizer=opt)
+    p = state.params
     return jnp.mean(jnp.argmax(apply(p, xt), -1) == yt)
 
 
