@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Callable, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import numpy as np
@@ -15,12 +15,25 @@ __all__ = ["GridSearch", "select_lambda", "parse_metric"]
 
 
 class GridSearch(NamedTuple):
-    """Outcome of a validation grid search over λ."""
+    """Outcome of a validation grid search over λ — what every ``select_lambda`` returns
+    (∞-AE, EASE, Distill-CF's summaries, and :func:`select_lambda` here).
+
+    Attributes:
+      lams: the grid, in the order searched.
+      values: the validation metric at each λ.
+      best_lam: the λ with the largest value (ties: the first in the grid).
+      metric: the metric's name (e.g. ``'HR@100'``).
+      best_value: the metric at ``best_lam``.
+      model: the model fitted at ``best_lam`` when the search fits one as a by-product
+        (∞-AE and EASE reuse their kernel / Gram matrix), else ``None``.
+    """
 
     lams: tuple[float, ...]
     values: tuple[float, ...]
     best_lam: float
     metric: str
+    best_value: float
+    model: Any = None
 
 _METRIC = re.compile(r"^(HR|nDCG|PSP)@(\d+)$|^AUC$")
 
@@ -81,4 +94,4 @@ def select_lambda(
         )
         values.append(float(res[metric]))
     best = int(np.argmax(values))
-    return GridSearch(lams, tuple(values), lams[best], metric)
+    return GridSearch(lams, tuple(values), lams[best], metric, values[best])

@@ -1,0 +1,39 @@
+"""Every distillation method has one shape: Settings → init → objective → distill → Result.
+
+The same script runs every method; only the module, its data and its settings change.
+"""
+
+import importlib
+
+import jax
+import numpy as np
+import pytest
+
+from distill import loop
+
+METHODS = ["distill_cf", "farzi", "dc", "dm", "mtt", "kip"]
+
+
+def run_method(method, key, data, settings):
+    """The script a researcher writes, identical for every method."""
+    syn = method.init(key, data, settings)
+    batch = method.sample_batch(key, data, settings)
+    value = method.objective(syn, batch, key, settings)
+    grads = jax.jit(jax.grad(method.objective), static_argnums=3)(syn, batch, key, settings)
+    result = method.distill(key, data, settings)
+    return syn, value, grads, result
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_one_shape_for_every_method(name):
+    method, data, settings = importlib.import_module(f"tests.shape_cases.{name}").case()
+    assert isinstance(settings, method.Settings) and hash(settings) is not None
+    syn, value, grads, result = run_method(method, jax.random.key(0), data, settings)
+    assert np.ndim(value) == 0 and np.isfinite(float(value))
+    assert jax.tree_util.tree_structure(grads) == jax.tree_util.tree_structure(syn)
+    assert any(float(np.abs(np.asarray(g)).sum()) > 0 for g in jax.tree_util.tree_leaves(grads))
+    assert isinstance(result, method.Result)
+    assert result.settings == settings and isinstance(result.history, loop.History)
+    assert jax.tree_util.tree_structure(result.params) == jax.tree_util.tree_structure(syn)
+    assert all(np.isfinite(np.asarray(a)).all() for a in jax.tree_util.tree_leaves(result.data))
+    assert len(result.history.losses) == settings.steps
