@@ -79,7 +79,7 @@ def variants(quick: bool) -> dict:
     for name, fn, p in (("ff30", cf_sampling.forest_fire, 0.3), ("rw30", cf_sampling.random_walk, 0.3),
                         ("rw15", cf_sampling.random_walk, 0.15)):
         if name in out:
-            mask = fn(imp, p, jax.random.key(11))
+            mask = fn(jax.random.key(11), imp, p)
             out[name] = select_rows(imp, mask)
     return out
 

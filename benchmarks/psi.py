@@ -149,14 +149,14 @@ def make_sampler(train: Interactions, key: jax.Array) -> Callable[[str, float], 
     def sample(name: str, rate: float) -> np.ndarray:
         k = jax.random.fold_in(jax.random.fold_in(key, zlib.crc32(name.encode()) % (2**31)), int(rate * 100))
         if not name.startswith("svp_cf"):
-            return SAMPLERS[name](train, rate, k)
+            return SAMPLERS[name](k, train, rate)
         proxy = name.rsplit("_", 1)[1]
         if proxy not in importance:
             importance[proxy] = svp_cf.proxy_difficulty(
-                train, jax.random.fold_in(key, 7), proxy=proxy, epochs=MF_EPOCHS
+                jax.random.fold_in(key, 7), train, proxy=proxy, epochs=MF_EPOCHS
             )
         imp = svp_cf.importance(train, importance[proxy], prop="_prop_" in name)
-        return SAMPLERS[name](train, rate, k, importance=imp)
+        return SAMPLERS[name](k, train, rate, importance=imp)
 
     return sample
 

@@ -483,17 +483,37 @@ def run(
         raise TypeError(f"state: expected a dict, got {type(state).__name__}")
     fp = _fingerprint(fingerprint, syn_params, eval_every, maximize)
     syn_params = _global_params(syn_params)
-    step_fn = _make_step(objective, optimizer, project)
-    pass_step = evaluate is not None and _wants_step(evaluate)
     ckpt = {"params": syn_params, "opt_state": optimizer.init(syn_params), "best_params": syn_params}
-    meta = _empty_meta(fp)
     mngr = _manager(checkpoint_dir) if checkpoint_dir is not None else None
+    ckpt, meta = _resume(mngr, ckpt, fp, state)
+    try:
+        _drive(ckpt, meta, mngr, _make_step(objective, optimizer, project), batches, key, steps=steps,
+               evaluate=evaluate, eval_every=eval_every, patience=patience, maximize=maximize,
+               checkpoint_every=checkpoint_every, progress=progress, state=state)
+    finally:
+        if mngr is not None:
+            mngr.wait_until_finished()
+            mngr.close()
+    best = evaluate is not None and meta["best_step"] >= 0
+    return (ckpt["best_params"] if best else ckpt["params"]), _history(meta)
+
+
+def _resume(mngr, ckpt: dict, fp: dict, state: dict | None) -> tuple[dict, dict]:
+    """The newest intact checkpoint with this fingerprint (refilling ``state`` in place),
+    or the fresh ``ckpt`` and empty metadata."""
     restored = _restore(mngr, ckpt, fp) if mngr is not None else None
-    if restored is not None:
-        ckpt, meta = restored
-        if state is not None:
-            state.clear()
-            state.update(meta.get("user_state", {}))
+    if restored is None:
+        return ckpt, _empty_meta(fp)
+    if state is not None:
+        state.clear()
+        state.update(restored[1].get("user_state", {}))
+    return restored
+
+
+def _drive(ckpt, meta, mngr, step_fn, batches, key, *, steps, evaluate, eval_every, patience, maximize,
+           checkpoint_every, progress, state) -> None:
+    """:func:`run`'s loop: updates, evaluations and checkpoints from ``meta['step']`` on."""
+    pass_step = evaluate is not None and _wants_step(evaluate)
     bar = progress_bar(total=steps, initial=min(meta["step"], steps), disable=not progress, desc="distill")
 
     def evaluation():
@@ -533,8 +553,3 @@ def run(
                 evaluation()
     finally:
         bar.close()
-        if mngr is not None:
-            mngr.wait_until_finished()
-            mngr.close()
-    best = evaluate is not None and meta["best_step"] >= 0
-    return (ckpt["best_params"] if best else ckpt["params"]), _history(meta)

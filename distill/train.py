@@ -22,6 +22,7 @@ Three layers, from pure to driven:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Callable, NamedTuple
 
@@ -172,45 +173,61 @@ def train_model(
     """
     check_key(key)
     steps = check_int(steps, "steps", min_value=0)
-    if eval_every is not None:
-        eval_every = check_int(eval_every, "eval_every", min_value=1)
-    if snapshot_every is not None:
-        snapshot_every = check_int(snapshot_every, "snapshot_every", min_value=1)
-    if patience is not None:
-        patience = check_int(patience, "patience", min_value=1)
+    for value, name in ((eval_every, "eval_every"), (snapshot_every, "snapshot_every"), (patience, "patience")):
+        if value is not None:
+            check_int(value, name, min_value=1)
     batch_at = batches if callable(batches) else (lambda _t: batches)
     step_fn = jax.jit(lambda st, b, k: update(st, b, k, loss=loss, optimizer=optimizer))
-    state, losses, snaps = init(params, optimizer), [], []
-    evals: list[tuple[int, float]] = []
-    best, best_value, stale, stopped = params, float("nan"), 0, False
-    for t in loop.progress_bar(range(steps), total=steps, desc=desc) if progress else range(steps):
+    ticks = loop.progress_bar(range(steps), total=steps, desc=desc) if progress else range(steps)
+    run = _Run(init(params, optimizer), [], [], [], params, float("nan"), 0, False)
+    for t in ticks:
         if snapshot_every is not None and t % snapshot_every == 0:
-            snaps.append(state.params)
-        state, value = step_fn(state, batch_at(t), jax.random.fold_in(key, t))
-        losses.append(value)
+            run.snaps.append(run.state.params)
+        run.state, value = step_fn(run.state, batch_at(t), jax.random.fold_in(key, t))
+        run.losses.append(value)
         if callback is not None:
-            callback(state.params, t + 1)
+            callback(run.state.params, t + 1)
         if evaluate is not None and _evaluation_due(t + 1, steps, eval_every):
-            score = float(evaluate(state.params))
-            evals.append((t + 1, score))
-            if _better(score, best_value, maximize):
-                best, best_value, stale = state.params, score, 0
-            else:
-                stale += 1
-            if patience is not None and stale >= patience:
-                stopped = True
+            _record(run, t + 1, float(evaluate(run.state.params)), maximize, patience)
+            if run.stopped:
                 break
-    if snapshot_every is not None and (steps % snapshot_every == 0) and not stopped:
-        snaps.append(state.params)
+    if snapshot_every is not None and steps % snapshot_every == 0 and not run.stopped:
+        run.snaps.append(run.state.params)
     if evaluate is not None and steps == 0:
-        best_value = float(evaluate(params))
-        evals.append((0, best_value))
-    best_step = next((s for s, v in evals if v == best_value), -1)
+        _record(run, 0, float(evaluate(params)), maximize, None)
+    return _finish(run, keep_best=evaluate is not None and keep_best)
+
+
+@dataclasses.dataclass
+class _Run:
+    """The bookkeeping of one :func:`train_model` call (private, mutated by its loop)."""
+
+    state: TrainState
+    losses: list
+    snaps: list
+    evals: list
+    best: Any
+    best_value: float
+    stale: int
+    stopped: bool
+
+
+def _record(run: _Run, step: int, score: float, maximize: bool, patience: int | None) -> None:
+    run.evals.append((step, score))
+    if _better(score, run.best_value, maximize):
+        run.best, run.best_value, run.stale = run.state.params if step else run.best, score, 0
+    else:
+        run.stale += 1
+    run.stopped = patience is not None and run.stale >= patience
+
+
+def _finish(run: _Run, keep_best: bool) -> Trained:
+    best_step = next((s for s, v in run.evals if v == run.best_value), -1)
     history = loop.History(
-        steps=list(range(len(losses))), losses=[float(v) for v in jax.device_get(losses)],
-        eval_steps=[s for s, _ in evals], eval_values=[v for _, v in evals],
-        best_step=best_step, best_value=best_value, stopped_early=stopped,
+        steps=list(range(len(run.losses))), losses=[float(v) for v in jax.device_get(run.losses)],
+        eval_steps=[s for s, _ in run.evals], eval_values=[v for _, v in run.evals],
+        best_step=best_step, best_value=run.best_value, stopped_early=run.stopped,
     )
-    out = best if (evaluate is not None and keep_best and evals and best_step >= 0) else state.params
-    stacked = tree_map(lambda *a: jnp.stack(a), *snaps) if snaps else None
-    return Trained(out, history, stacked, state.params)
+    out = run.best if (keep_best and best_step >= 0) else run.state.params
+    stacked = tree_map(lambda *a: jnp.stack(a), *run.snaps) if run.snaps else None
+    return Trained(out, history, stacked, run.state.params)

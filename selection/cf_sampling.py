@@ -2,7 +2,7 @@
 
 Every sampler has the same signature::
 
-    sampler(inter: Interactions, p: float, key) -> bool (n,) mask over inter's rows
+    sampler(key, inter: Interactions, p: float) -> bool (n,) mask over inter's rows
 
 and keeps exactly ``k = budget(n, p) = round(p·n)`` interactions (``p`` is the kept
 *fraction*, ``0 < p ≤ 1``; the dissertation's "p %"), always a subset of the existing
@@ -54,11 +54,12 @@ __all__ = [
     "SAMPLERS",
 ]
 
-Sampler = Callable[[Interactions, float, jax.Array], np.ndarray]
+Sampler = Callable[[jax.Array, Interactions, float], np.ndarray]
 
 
-def check_sampler_args(inter: Any, p: Any, key: Any = None) -> tuple[Interactions, float, int]:
-    """Validate ``(inter, p[, key])`` of a sampler; return ``(inter, p)`` with the budget ``k``."""
+def check_sampler_args(key: Any, inter: Any, p: Any) -> tuple[Interactions, float, int]:
+    """Validate ``(key, inter, p)`` of a sampler (``key=None``: no key to check); return
+    ``(inter, p)`` with the budget ``k``."""
     if key is not None:
         check_key(key)
     inter = check_interactions(inter)
@@ -67,13 +68,13 @@ def check_sampler_args(inter: Any, p: Any, key: Any = None) -> tuple[Interaction
     return inter, p, budget(inter.users.shape[0], p)
 
 
-def first_k(priority: Any, k: int, key: jax.Array) -> np.ndarray:
+def first_k(key: jax.Array, priority: Any, k: int) -> np.ndarray:
     """Mask of the ``k`` interactions with the smallest ``priority``, ties broken at random.
 
     Args:
+      key: PRNG key for the tie-break (e.g. which interactions of the last user).
       priority: ``(n,)`` numbers; smaller is kept first.
       k: how many to keep (``1..n``).
-      key: PRNG key for the tie-break (e.g. which interactions of the last user).
 
     Returns:
       bool ``(n,)`` with exactly ``k`` True.
@@ -88,17 +89,17 @@ def first_k(priority: Any, k: int, key: jax.Array) -> np.ndarray:
     return mask
 
 
-def user_order_mask(inter: Interactions, user_rank: np.ndarray, k: int, key: jax.Array) -> np.ndarray:
+def user_order_mask(key: jax.Array, inter: Interactions, user_rank: np.ndarray, k: int) -> np.ndarray:
     """Keep whole users in increasing ``user_rank`` until ``k`` interactions (last one trimmed)."""
-    return first_k(np.asarray(user_rank)[inter.users], k, key)
+    return first_k(key, np.asarray(user_rank)[inter.users], k)
 
 
 # ------------------------------------------------------------------ interaction sampling
 
 
-def random_interaction(inter: Interactions, p: float, key: jax.Array) -> np.ndarray:
+def random_interaction(key: jax.Array, inter: Interactions, p: float) -> np.ndarray:
     """Random interaction sampling: ``k`` of the ``n`` interactions uniformly."""
-    inter, p, k = check_sampler_args(inter, p, key)
+    inter, p, k = check_sampler_args(key, inter, p)
     n = inter.users.shape[0]
     return to_mask(random_subset(key, n, k), n)
 
@@ -127,27 +128,27 @@ def _rank_within_user(users: np.ndarray, n_users: int, sort_key: np.ndarray) -> 
     return rank
 
 
-def user_stratified(inter: Interactions, p: float, key: jax.Array) -> np.ndarray:
+def user_stratified(key: jax.Array, inter: Interactions, p: float) -> np.ndarray:
     """User-history stratified sampling: a uniform ``p`` of every user's interactions.
 
     Per-user quotas are ``p·n_u`` rounded by largest remainder (ties at random), so
     they sum to exactly ``k`` and each differs from ``p·n_u`` by less than 1.
     """
-    inter, p, k = check_sampler_args(inter, p, key)
+    inter, p, k = check_sampler_args(key, inter, p)
     rng = _np_rng(key)
     quota = _user_quotas(inter.users, inter.n_users, p, k, rng)
     rank = _rank_within_user(inter.users, inter.n_users, rng.random(inter.users.shape[0]))
     return rank < quota[inter.users]
 
 
-def user_temporal(inter: Interactions, p: float, key: jax.Array) -> np.ndarray:
+def user_temporal(key: jax.Array, inter: Interactions, p: float) -> np.ndarray:
     """User-history temporal sampling: the most recent ``p`` of every user's history.
 
     Quotas as in :func:`user_stratified`; within a user, rows are ordered by
     timestamp with later rows counting as more recent on ties (as
     :func:`distill.data.temporal_split`). ``key`` only breaks quota-rounding ties.
     """
-    inter, p, k = check_sampler_args(inter, p, key)
+    inter, p, k = check_sampler_args(key, inter, p)
     rng = _np_rng(key)
     quota = _user_quotas(inter.users, inter.n_users, p, k, rng)
     n = inter.users.shape[0]
@@ -162,26 +163,26 @@ def user_temporal(inter: Interactions, p: float, key: jax.Array) -> np.ndarray:
 # ------------------------------------------------------------------------- user sampling
 
 
-def random_user(inter: Interactions, p: float, key: jax.Array) -> np.ndarray:
+def random_user(key: jax.Array, inter: Interactions, p: float) -> np.ndarray:
     """Random user sampling: all interactions of random users until ``k`` are kept."""
-    inter, p, k = check_sampler_args(inter, p, key)
+    inter, p, k = check_sampler_args(key, inter, p)
     k_order, k_tie = jax.random.split(key)
     rank = _np_rng(k_order).permutation(inter.n_users)
-    return user_order_mask(inter, rank, k, k_tie)
+    return user_order_mask(k_tie, inter, rank, k)
 
 
-def head_user(inter: Interactions, p: float, key: jax.Array) -> np.ndarray:
+def head_user(key: jax.Array, inter: Interactions, p: float) -> np.ndarray:
     """Head-user sampling: drop the lightest users first, i.e. keep the heaviest users.
 
     Users are taken by decreasing number of interactions (ties: smaller id first) until
     ``k`` interactions are kept; ``key`` only chooses the trimmed user's rows.
     """
-    inter, p, k = check_sampler_args(inter, p, key)
+    inter, p, k = check_sampler_args(key, inter, p)
     counts = np.bincount(inter.users, minlength=inter.n_users)
     order = np.lexsort((np.arange(inter.n_users), -counts))
     rank = np.empty(inter.n_users, np.int64)
     rank[order] = np.arange(inter.n_users)
-    return user_order_mask(inter, rank, k, key)
+    return user_order_mask(key, inter, rank, k)
 
 
 # ------------------------------------------------------------------------ graph sampling
@@ -236,19 +237,19 @@ def pagerank(inter: Interactions, *, damping: float = 0.85, iters: int = 100) ->
     return _pagerank(jnp.asarray(src), jnp.asarray(dst), n_nodes, jnp.float32(damping), iters)
 
 
-def centrality(inter: Interactions, p: float, key: jax.Array) -> np.ndarray:
+def centrality(key: jax.Array, inter: Interactions, p: float) -> np.ndarray:
     """Centrality-based sampling: all edges of the highest-PageRank nodes until ``k`` are kept.
 
     An interaction enters when the first of its two endpoints is reached in the
     order of decreasing PageRank (users and items together).
     """
-    inter, p, k = check_sampler_args(inter, p, key)
+    inter, p, k = check_sampler_args(key, inter, p)
     score = np.asarray(pagerank(inter))
     order = np.argsort(-score, kind="stable")
     rank = np.empty_like(order)
     rank[order] = np.arange(order.shape[0])
     t = np.minimum(rank[inter.users], rank[inter.items + inter.n_users])
-    return first_k(t, k, key)
+    return first_k(key, t, k)
 
 
 def _csr(inter: Interactions):
@@ -278,9 +279,9 @@ def _walks(key, starts, nbr, offs, deg, restart, length):
 
 
 def random_walk(
+    key: jax.Array,
     inter: Interactions,
     p: float,
-    key: jax.Array,
     *,
     restart: float = 0.15,
     walk_length: int = 256,
@@ -295,12 +296,12 @@ def random_walk(
     visited (the induced subgraph), until ``k`` interactions are in.
 
     Args:
-      inter, p, key: as every sampler.
+      key, inter, p: as every sampler.
       restart: restart probability in ``[0, 1)``.
       walk_length: steps per walk (>= 2).
       walks_per_call: walks per jitted call (>= 1).
     """
-    inter, p, k = check_sampler_args(inter, p, key)
+    inter, p, k = check_sampler_args(key, inter, p)
     restart = check_float(restart, "restart", min_value=0.0, max_value=1.0)
     walk_length = check_int(walk_length, "walk_length", min_value=2)
     walks_per_call = check_int(walks_per_call, "walks_per_call", min_value=1)
@@ -323,11 +324,11 @@ def random_walk(
         clock += visits.size
         if np.count_nonzero((first[eu] < clock) & (first[ei] < clock)) >= k:
             break
-    return first_k(np.maximum(first[eu], first[ei]), k, k_tie)
+    return first_k(k_tie, np.maximum(first[eu], first[ei]), k)
 
 
 def forest_fire(
-    inter: Interactions, p: float, key: jax.Array, *, p_forward: float = 0.7
+    key: jax.Array, inter: Interactions, p: float, *, p_forward: float = 0.7
 ) -> np.ndarray:
     """Forest-fire sampling (Leskovec et al., 2005): a snowball that burns random neighbours.
 
@@ -339,10 +340,10 @@ def forest_fire(
     numpy rather than under ``jit``.
 
     Args:
-      inter, p, key: as every sampler.
+      key, inter, p: as every sampler.
       p_forward: forward-burning probability in ``[0, 1)``.
     """
-    inter, p, k = check_sampler_args(inter, p, key)
+    inter, p, k = check_sampler_args(key, inter, p)
     p_forward = check_float(p_forward, "p_forward", min_value=0.0, max_value=1.0)
     if p_forward >= 1.0:
         raise ValueError(f"p_forward: expected a number < 1, got {p_forward}")
@@ -383,7 +384,7 @@ def forest_fire(
             queue.append(int(w))
             if n_edges >= k:
                 break
-    return first_k(np.maximum(burned_at[inter.users], burned_at[inter.items + inter.n_users]), k, k_tie)
+    return first_k(k_tie, np.maximum(burned_at[inter.users], burned_at[inter.items + inter.n_users]), k)
 
 
 SAMPLERS: dict[str, Sampler] = {

@@ -30,6 +30,7 @@ import numpy as np
 
 from distill import parallel
 from distill.checks import check_array, check_binary, check_choice, check_index_range, check_int, check_key, is_concrete
+from models.model_fns import n_outputs
 
 __all__ = [
     "score_examples",
@@ -70,58 +71,16 @@ def _leading(batch: Any, name: str = "batch") -> int:
     return n
 
 
-def _pack_specs(batch: Any) -> tuple[Any, tuple, Any]:
-    """Static description of how :func:`_pack` lays a batch pytree out as one float array.
-
-    :func:`distill.parallel.map_rows` shards a single array; packing lets a scorer's
-    ``(inputs, labels)`` batch travel as one. Integer leaves are stored exactly as
-    floats (checked: their magnitude must stay below ``2**(mantissa bits + 1)``).
-    """
-    leaves, treedef = jax.tree_util.tree_flatten(batch)
-    floats = [leaf.dtype for leaf in leaves if jnp.issubdtype(leaf.dtype, jnp.floating)]
-    dtype = jnp.result_type(*floats) if floats else jnp.result_type(float)
-    limit = 2.0 ** (jnp.finfo(dtype).nmant + 1)
-    specs = []
-    for leaf in leaves:
-        if not jnp.issubdtype(leaf.dtype, jnp.floating) and is_concrete(leaf):
-            if leaf.size and float(np.max(np.abs(np.asarray(leaf, np.float64)))) >= limit:
-                raise ValueError(
-                    f"batch: integer entries of magnitude >= {limit:.0f} cannot be packed "
-                    f"exactly into {np.dtype(dtype).name}"
-                )
-        width = int(np.prod(leaf.shape[1:], dtype=np.int64))
-        specs.append((tuple(leaf.shape[1:]), np.dtype(leaf.dtype), width))
-    return np.dtype(dtype), tuple(specs), treedef
-
-
-def _pack(batch: Any, dtype: Any) -> jax.Array:
-    leaves = jax.tree_util.tree_leaves(batch)
-    n = leaves[0].shape[0]
-    cols = [jnp.reshape(leaf, (n, -1)).astype(dtype) for leaf in leaves]
-    return jnp.concatenate(cols, axis=1) if len(cols) > 1 else cols[0]
-
-
-def _unpack(rows: jax.Array, specs: tuple, treedef: Any) -> Any:
-    out, start = [], 0
-    for shape, dt, width in specs:
-        col = rows[:, start : start + width].reshape((rows.shape[0],) + shape)
-        if not jnp.issubdtype(dt, jnp.floating):
-            col = jnp.round(col)
-        out.append(col.astype(dt))
-        start += width
-    return jax.tree_util.tree_unflatten(treedef, out)
-
-
-@functools.partial(jax.jit, static_argnames=("example_fn", "dtype", "specs", "treedef", "mesh", "block_size"))
-def _run(example_fn, params, batch, dtype, specs, treedef, mesh, block_size):
+@functools.partial(jax.jit, static_argnames=("example_fn", "mesh", "block_size"))
+def _run(example_fn, params, batch, mesh, block_size):
     def rows_fn(rows, p):
-        return jax.vmap(example_fn, in_axes=(None, 0))(p, _unpack(rows, specs, treedef))
+        return jax.vmap(example_fn, in_axes=(None, 0))(p, rows)
 
     if block_size is None:
         inner = rows_fn
     else:
         inner = lambda rows, p: parallel.map_row_blocks(rows_fn, rows, p, block_size=block_size)
-    return parallel.map_rows(inner, _pack(batch, dtype), params, mesh=mesh)
+    return parallel.map_rows(inner, batch, params, mesh=mesh)
 
 
 def score_examples(
@@ -152,8 +111,7 @@ def score_examples(
     _leading(batch)
     if block_size is not None:
         block_size = check_int(block_size, "block_size", min_value=1)
-    dtype, specs, treedef = _pack_specs(batch)
-    return _run(example_fn, params, batch, dtype, specs, treedef, mesh, block_size)
+    return _run(example_fn, params, batch, mesh, block_size)
 
 
 def _check_apply(apply: Any) -> None:
@@ -180,7 +138,7 @@ def _check_labels(apply: Any, params: Any, ens: bool, x: Any, y: Any) -> None:
     if not is_concrete(y) or np.size(y) == 0:
         return
     one = jax.tree_util.tree_map(lambda a: a[0], params) if ens else params
-    n_classes = jax.eval_shape(lambda p, xb: apply(p, xb), one, jnp.asarray(x)[:1]).shape[-1]
+    n_classes = n_outputs(apply, one, x)
     check_index_range(y, "batch[1] (y)", n_classes, "label", of="the model's classes")
 
 
@@ -229,7 +187,7 @@ def _one_el2n(apply, q, ex):
 def _one_grand(apply, q, ex):
     g = jax.grad(_ce_one, argnums=1)(apply, q, ex[0], ex[1])
     norm = jnp.sqrt(sum(jnp.sum(jnp.square(a)) for a in jax.tree_util.tree_leaves(g)))
-    n_classes = jax.eval_shape(lambda p, x: _logits_one(apply, p, x), q, ex[0]).shape[-1]
+    n_classes = n_outputs(apply, q, ex[0][None])
     return _valid_label(ex[1], n_classes, norm)  # the gradient of the NaN branch is 0, not NaN
 
 
@@ -411,7 +369,7 @@ def perplexity(
         mask = jnp.ones((tokens.shape[0], tokens.shape[1] - 1), jnp.result_type(float))
     check_array(mask, "mask", shape=(tokens.shape[0], tokens.shape[1] - 1), kind="numeric")
     if is_concrete(tokens):
-        vocab = jax.eval_shape(lambda p, t: apply(p, t), params, jnp.asarray(tokens)[:1, :-1]).shape[-1]
+        vocab = n_outputs(apply, params, jnp.asarray(tokens)[:, :-1])
         check_index_range(tokens, "tokens", vocab, "token", of="the model's vocabulary")
 
     fn = _example_fn(_one_perplexity, apply, False)

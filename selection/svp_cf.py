@@ -53,13 +53,13 @@ PROXIES = {"bias": 0, "mf": 32}
 
 
 def proxy_difficulty(
-    inter: Interactions, key: jax.Array, *, proxy: str = "bias", epochs: int = 10, **fit_kwargs: Any
+    key: jax.Array, inter: Interactions, *, proxy: str = "bias", epochs: int = 10, **fit_kwargs: Any
 ) -> np.ndarray:
     """Δ(u, i | P): the proxy's inverse AUC of every interaction averaged over epochs.
 
     Args:
-      inter: the interactions (each row a positive).
       key: PRNG key for the proxy's training.
+      inter: the interactions (each row a positive).
       proxy: ``'bias'`` (bias-only) or ``'mf'`` (MF, d = 32).
       epochs: proxy epochs E (>= 1).
       **fit_kwargs: further settings of :func:`models.mf.fit` (lr, l2, ...).
@@ -113,9 +113,9 @@ def user_importance(inter: Interactions, imp: Any) -> np.ndarray:
     return np.where(cnt > 0, tot / np.maximum(cnt, 1), -np.inf)
 
 
-def _importance_for(inter, key, proxy, prop, imp, epochs):
+def _importance_for(key, inter, proxy, prop, imp, epochs):
     if imp is None:
-        imp = importance(inter, proxy_difficulty(inter, key, proxy=proxy, epochs=epochs), prop=prop)
+        imp = importance(inter, proxy_difficulty(key, inter, proxy=proxy, epochs=epochs), prop=prop)
     else:
         check_array(imp, "importance", ndim=1, kind="numeric", finite=True)
         check_same_leading([("inter.users", inter.users), ("importance", imp)])
@@ -123,9 +123,9 @@ def _importance_for(inter, key, proxy, prop, imp, epochs):
 
 
 def svp_cf_interaction(
+    key: jax.Array,
     inter: Interactions,
     p: float,
-    key: jax.Array,
     *,
     proxy: str = "bias",
     prop: bool = False,
@@ -135,7 +135,7 @@ def svp_cf_interaction(
     """SVP-CF(-PROP) interaction sampling: keep the ``k`` most important interactions.
 
     Args:
-      inter, p, key: as every sampler (:mod:`selection.cf_sampling`).
+      key, inter, p: as every sampler (:mod:`selection.cf_sampling`).
       proxy: ``'bias'`` or ``'mf'``.
       prop: SVP-CF-PROP (propensity-corrected importance).
       importance: optional precomputed ``(n,)`` importance (from :func:`importance`),
@@ -146,16 +146,16 @@ def svp_cf_interaction(
       bool ``(n,)`` mask with ``round(p·n)`` True.
     """
     check_key(key)
-    inter, p, k = check_sampler_args(inter, p, key)
+    inter, p, k = check_sampler_args(key, inter, p)
     k_proxy, k_tie = jax.random.split(key)
-    imp = _importance_for(inter, k_proxy, proxy, prop, importance, epochs)
-    return first_k(-imp, k, k_tie)
+    imp = _importance_for(k_proxy, inter, proxy, prop, importance, epochs)
+    return first_k(k_tie, -imp, k)
 
 
 def svp_cf_user(
+    key: jax.Array,
     inter: Interactions,
     p: float,
-    key: jax.Array,
     *,
     proxy: str = "bias",
     prop: bool = False,
@@ -167,14 +167,14 @@ def svp_cf_user(
     Arguments as :func:`svp_cf_interaction` (``importance`` is per interaction).
     """
     check_key(key)
-    inter, p, k = check_sampler_args(inter, p, key)
+    inter, p, k = check_sampler_args(key, inter, p)
     k_proxy, k_tie = jax.random.split(key)
-    imp = _importance_for(inter, k_proxy, proxy, prop, importance, epochs)
+    imp = _importance_for(k_proxy, inter, proxy, prop, importance, epochs)
     ui = user_importance(inter, imp)
     order = np.lexsort((np.arange(inter.n_users), -ui))
     rank = np.empty(inter.n_users, np.int64)
     rank[order] = np.arange(inter.n_users)
-    return user_order_mask(inter, rank, k, k_tie)
+    return user_order_mask(k_tie, inter, rank, k)
 
 
 def _name(variant: str, proxy: str, prop: bool) -> str:

@@ -4,8 +4,8 @@ Forgetting events (Toneva et al., 2019), data maps (Swayamdipta et al., 2020) an
 loss trajectories (Yang et al., 2024) all need, for every example and every record
 ``t`` (epoch end), its loss, true-class probability and correctness. Two ways to get them:
 
-* :func:`train_with_dynamics` — a complete jitted minibatch optax loop (``lax.scan``
-  over epochs and batches) that records after every epoch;
+* :func:`train_with_dynamics` — a complete jitted minibatch run (``lax.scan`` over
+  epochs of :func:`distill.train.scan` over batches) that records after every epoch;
 * :class:`DynamicsRecorder` — for your own loop: call ``recorder.record(params)``
   whenever you want a record, then ``recorder.dynamics()``.
 """
@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from distill import train
 from distill.checks import check_array, check_int, check_key, check_same_leading
 
 __all__ = ["Dynamics", "record_examples", "DynamicsRecorder", "train_with_dynamics"]
@@ -136,23 +137,17 @@ def train_with_dynamics(
 def _train(key, apply, optimizer, params, x, y, epochs, bs, nb):
     n = x.shape[0]
 
-    def loss_fn(p, xb, yb):
-        logp = jax.nn.log_softmax(apply(p, xb), axis=-1)
-        return -jnp.mean(jnp.take_along_axis(logp, yb[:, None], axis=1))
-
-    def step(carry, idx):
-        p, s = carry
-        g = jax.grad(loss_fn)(p, x[idx], y[idx])
-        upd, s = optimizer.update(g, s, p)
-        return (optax.apply_updates(p, upd), s), None
+    def loss(p, idx, _key):
+        logp = jax.nn.log_softmax(apply(p, x[idx]), axis=-1)
+        return -jnp.mean(jnp.take_along_axis(logp, y[idx][:, None], axis=1))
 
     def epoch(carry, k):
         k1, k2 = jax.random.split(k)
         perm = jax.random.permutation(k1, n)
         extra = jax.random.randint(k2, (nb * bs - n,), 0, n)
         order = jnp.concatenate([perm, extra]).reshape(nb, bs)
-        carry, _ = jax.lax.scan(step, carry, order)
-        return carry, _record(apply, carry[0], x, y)
+        carry, _ = train.scan(carry, order, k, loss=loss, optimizer=optimizer)
+        return carry, _record(apply, carry.params, x, y)
 
-    (params, _), dyn = jax.lax.scan(epoch, (params, optimizer.init(params)), jax.random.split(key, epochs))
-    return params, dyn
+    state, dyn = jax.lax.scan(epoch, train.init(params, optimizer), jax.random.split(key, epochs))
+    return state.params, dyn

@@ -130,26 +130,7 @@ def _loo_ridge(x, y, xt, yt, lam, metric, mesh):
         dpred = -(xt @ ai.T).T[:, :, None] * res[:, None, :] / (1.0 - h)[:, None, None]  # (b, m, c)
         return jax.vmap(lambda dp: heldout_loss(pred + dp, yt, metric))(dpred) - base
 
-    return _map_packed(rows, (x, y, ainv_x), (theta, xt, yt, pred, base), mesh)
-
-
-def _map_packed(rows_fn, packed, replicated, mesh):
-    """:func:`distill.parallel.map_rows` over a tuple of row-aligned 2-d arrays.
-
-    ``map_rows`` shards one array, so the tuple travels concatenated along axis 1 and is
-    split back on each device.
-    """
-    widths = [a.shape[1] for a in packed]
-    cat = jnp.concatenate(packed, axis=1)
-
-    def fn(block, *rep):
-        parts, s = [], 0
-        for w in widths:
-            parts.append(block[:, s : s + w])
-            s += w
-        return rows_fn(tuple(parts), *rep)
-
-    return parallel.map_rows(fn, cat, *replicated, mesh=mesh)
+    return parallel.map_rows(rows, (x, y, ainv_x), theta, xt, yt, pred, base, mesh=mesh)
 
 
 def loo_krr(
@@ -212,10 +193,10 @@ def _loo_krr(k, y, kt, yt, lam, metric, mesh):
 
     def rows(r, yt, pred, base):
         col, ai, gii = r
-        dpred = -col[:, :, None] * ai[:, None, :] / gii[:, :1, None]  # (b, m, c)
+        dpred = -col[:, :, None] * ai[:, None, :] / gii[:, None, None]  # (b, m, c)
         return jax.vmap(lambda dp: heldout_loss(pred + dp, yt, metric))(dpred) - base
 
-    return _map_packed(rows, (ktg_t, alpha, jnp.diag(g)[:, None]), (yt, pred, base), mesh)
+    return parallel.map_rows(rows, (ktg_t, alpha, jnp.diag(g)), yt, pred, base, mesh=mesh)
 
 
 def loo_newton(

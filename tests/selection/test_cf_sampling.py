@@ -28,7 +28,7 @@ INTER = _toy()
 @pytest.mark.parametrize("p", [0.8, 0.35, 0.1])
 def test_budget_and_subset(name, p):
     n = INTER.users.shape[0]
-    mask = cs.SAMPLERS[name](INTER, p, jax.random.key(3))
+    mask = cs.SAMPLERS[name](jax.random.key(3), INTER, p)
     assert mask.dtype == bool and mask.shape == (n,)
     assert mask.sum() == round(p * n)  # exactly p % of the interactions
     # Only existing interactions: the kept (user, item) pairs are a subset of the log.
@@ -39,20 +39,20 @@ def test_budget_and_subset(name, p):
 @pytest.mark.parametrize("name", sorted(cs.SAMPLERS))
 def test_deterministic_by_key(name):
     f = cs.SAMPLERS[name]
-    a = f(INTER, 0.4, jax.random.key(5))
-    b = f(INTER, 0.4, jax.random.key(5))
+    a = f(jax.random.key(5), INTER, 0.4)
+    b = f(jax.random.key(5), INTER, 0.4)
     np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("name", ["random_interaction", "user_stratified", "random_user", "random_walk", "forest_fire"])
 def test_key_changes_sample(name):
     f = cs.SAMPLERS[name]
-    assert not np.array_equal(f(INTER, 0.4, jax.random.key(0)), f(INTER, 0.4, jax.random.key(1)))
+    assert not np.array_equal(f(jax.random.key(0), INTER, 0.4), f(jax.random.key(1), INTER, 0.4))
 
 
 def test_stratified_keeps_p_of_every_user():
     p = 0.5
-    mask = cs.user_stratified(INTER, p, jax.random.key(0))
+    mask = cs.user_stratified(jax.random.key(0), INTER, p)
     n_u = np.bincount(INTER.users, minlength=INTER.n_users)
     kept = np.bincount(INTER.users[mask], minlength=INTER.n_users)
     assert np.all(np.abs(kept - p * n_u) < 1.0)
@@ -60,7 +60,7 @@ def test_stratified_keeps_p_of_every_user():
 
 def test_temporal_keeps_most_recent():
     p = 0.3
-    mask = cs.user_temporal(INTER, p, jax.random.key(0))
+    mask = cs.user_temporal(jax.random.key(0), INTER, p)
     for u in range(INTER.n_users):
         rows = INTER.users == u
         kept_t = INTER.timestamps[rows & mask]
@@ -73,7 +73,7 @@ def test_temporal_keeps_most_recent():
 
 
 def test_head_user_keeps_heaviest_users():
-    mask = cs.head_user(INTER, 0.4, jax.random.key(0))
+    mask = cs.head_user(jax.random.key(0), INTER, 0.4)
     n_u = np.bincount(INTER.users, minlength=INTER.n_users)
     kept = np.bincount(INTER.users[mask], minlength=INTER.n_users)
     full = kept == n_u
@@ -84,7 +84,7 @@ def test_head_user_keeps_heaviest_users():
 
 
 def test_random_user_keeps_whole_users():
-    mask = cs.random_user(INTER, 0.5, jax.random.key(2))
+    mask = cs.random_user(jax.random.key(2), INTER, 0.5)
     n_u = np.bincount(INTER.users, minlength=INTER.n_users)
     kept = np.bincount(INTER.users[mask], minlength=INTER.n_users)
     assert np.sum((kept > 0) & (kept < n_u)) <= 1
@@ -113,7 +113,7 @@ def test_pagerank_equals_numpy_power_iteration():
 
 
 def test_centrality_keeps_edges_of_top_node():
-    mask = cs.centrality(INTER, 0.2, jax.random.key(0))
+    mask = cs.centrality(jax.random.key(0), INTER, 0.2)
     pr = np.asarray(cs.pagerank(INTER))
     top = int(np.argmax(pr))
     rows = (INTER.users == top) if top < INTER.n_users else (INTER.items == top - INTER.n_users)
@@ -125,7 +125,7 @@ def test_graph_samples_are_induced_subgraphs():
     # endpoints are visited, and (apart from the trimmed tie group) edges between kept
     # nodes are kept.
     for f in (cs.random_walk, cs.forest_fire):
-        mask = f(INTER, 0.5, jax.random.key(1))
+        mask = f(jax.random.key(1), INTER, 0.5)
         users = np.unique(INTER.users[mask])
         items = np.unique(INTER.items[mask])
         inside = np.isin(INTER.users, users) & np.isin(INTER.items, items)
@@ -134,25 +134,25 @@ def test_graph_samples_are_induced_subgraphs():
 
 def test_validation():
     with pytest.raises(ValueError, match="p"):
-        cs.random_interaction(INTER, 0.0, jax.random.key(0))
+        cs.random_interaction(jax.random.key(0), INTER, 0.0)
     with pytest.raises(ValueError, match="p"):
-        cs.head_user(INTER, 1.5, jax.random.key(0))
+        cs.head_user(jax.random.key(0), INTER, 1.5)
     with pytest.raises(ValueError, match="p"):
-        cs.user_stratified(INTER, float("nan"), jax.random.key(0))
+        cs.user_stratified(jax.random.key(0), INTER, float("nan"))
     with pytest.raises(TypeError, match="inter"):
-        cs.centrality(np.zeros((3, 3)), 0.5, jax.random.key(0))
+        cs.centrality(jax.random.key(0), np.zeros((3, 3)), 0.5)
     with pytest.raises(ValueError, match="damping"):
         cs.pagerank(INTER, damping=1.0)
     with pytest.raises(ValueError, match="iters"):
         cs.pagerank(INTER, iters=0)
     with pytest.raises(ValueError, match="restart"):
-        cs.random_walk(INTER, 0.5, jax.random.key(0), restart=-0.1)
+        cs.random_walk(jax.random.key(0), INTER, 0.5, restart=-0.1)
     with pytest.raises(ValueError, match="p_forward"):
-        cs.forest_fire(INTER, 0.5, jax.random.key(0), p_forward=1.0)
+        cs.forest_fire(jax.random.key(0), INTER, 0.5, p_forward=1.0)
     with pytest.raises(ValueError, match="k"):
-        cs.first_k(np.arange(4.0), 5, jax.random.key(0))
+        cs.first_k(jax.random.key(0), np.arange(4.0), 5)
     with pytest.raises(ValueError, match="priority"):
-        cs.first_k(np.zeros((2, 2)), 1, jax.random.key(0))
+        cs.first_k(jax.random.key(0), np.zeros((2, 2)), 1)
 
 
 @pytest.mark.parametrize("name", sorted(cs.SAMPLERS))
@@ -161,12 +161,12 @@ def test_inconsistent_interactions_are_refused(name):
     # silently drop or wrap those users.
     bad = INTER._replace(n_users=INTER.n_users - 5)
     with pytest.raises(ValueError, match=r"inter\.users.*n_users"):
-        cs.SAMPLERS[name](bad, 0.5, jax.random.key(0))
+        cs.SAMPLERS[name](jax.random.key(0), bad, 0.5)
     with pytest.raises(ValueError, match=r"inter\.items"):
-        cs.SAMPLERS[name](INTER._replace(items=INTER.items[:-1]), 0.5, jax.random.key(0))
+        cs.SAMPLERS[name](jax.random.key(0), INTER._replace(items=INTER.items[:-1]), 0.5)
 
 
 @pytest.mark.parametrize("name", sorted(cs.SAMPLERS))
 def test_int_key_is_refused_by_name(name):
     with pytest.raises(TypeError, match=r"key: expected a JAX PRNG key .*got int"):
-        cs.SAMPLERS[name](INTER, 0.5, 0)
+        cs.SAMPLERS[name](0, INTER, 0.5)

@@ -46,14 +46,14 @@ def test_user_importance_is_mean_over_history():
 @pytest.mark.parametrize("prop", [False, True])
 def test_interaction_variant_keeps_most_important(prop):
     imp = svp_cf.importance(INTER, DIFF, prop=prop)
-    mask = svp_cf.svp_cf_interaction(INTER, 0.3, jax.random.key(0), importance=imp)
-    assert mask.sum() == check_sampler_args(INTER, 0.3)[2]
+    mask = svp_cf.svp_cf_interaction(jax.random.key(0), INTER, 0.3, importance=imp)
+    assert mask.sum() == check_sampler_args(None, INTER, 0.3)[2]
     assert imp[mask].min() >= imp[~mask].max()
 
 
 def test_user_variant_keeps_most_important_users():
     imp = svp_cf.importance(INTER, DIFF, prop=True)
-    mask = svp_cf.svp_cf_user(INTER, 0.4, jax.random.key(0), importance=imp)
+    mask = svp_cf.svp_cf_user(jax.random.key(0), INTER, 0.4, importance=imp)
     assert mask.sum() == round(0.4 * N)
     ui = svp_cf.user_importance(INTER, imp)
     n_u = np.bincount(INTER.users)
@@ -64,25 +64,25 @@ def test_user_variant_keeps_most_important_users():
 
 @pytest.mark.slow
 def test_proxy_difficulty_end_to_end_and_registry():
-    d = svp_cf.proxy_difficulty(INTER, jax.random.key(0), proxy="mf", epochs=3, batch_size=64)
+    d = svp_cf.proxy_difficulty(jax.random.key(0), INTER, proxy="mf", epochs=3, batch_size=64)
     assert d.shape == (N,) and np.all((d >= 0) & (d <= 1))
     assert len(svp_cf.SAMPLERS) == 8
-    m1 = svp_cf.SAMPLERS["svp_cf_prop_user_mf"](INTER, 0.5, jax.random.key(2), importance=d)
-    m2 = svp_cf.SAMPLERS["svp_cf_prop_user_mf"](INTER, 0.5, jax.random.key(2), importance=d)
+    m1 = svp_cf.SAMPLERS["svp_cf_prop_user_mf"](jax.random.key(2), INTER, 0.5, importance=d)
+    m2 = svp_cf.SAMPLERS["svp_cf_prop_user_mf"](jax.random.key(2), INTER, 0.5, importance=d)
     np.testing.assert_array_equal(m1, m2)
     assert m1.sum() == round(0.5 * N)
 
 
 def test_validation():
     with pytest.raises(ValueError, match="proxy"):
-        svp_cf.proxy_difficulty(INTER, jax.random.key(0), proxy="ncf")
+        svp_cf.proxy_difficulty(jax.random.key(0), INTER, proxy="ncf")
     with pytest.raises(ValueError, match="difficulty"):
         svp_cf.importance(INTER, DIFF[:-1])
     with pytest.raises(ValueError, match="difficulty"):
         svp_cf.importance(INTER, np.full(N, np.nan))
     with pytest.raises(ValueError, match="importance"):
-        svp_cf.svp_cf_interaction(INTER, 0.5, jax.random.key(0), importance=DIFF[:3])
+        svp_cf.svp_cf_interaction(jax.random.key(0), INTER, 0.5, importance=DIFF[:3])
     with pytest.raises(ValueError, match="p"):
-        svp_cf.svp_cf_user(INTER, 0.0, jax.random.key(0), importance=DIFF)
+        svp_cf.svp_cf_user(jax.random.key(0), INTER, 0.0, importance=DIFF)
     with pytest.raises(ValueError, match="imp"):
         svp_cf.user_importance(INTER, DIFF[:5])
