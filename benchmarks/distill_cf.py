@@ -7,7 +7,7 @@
 For every user budget ``p`` (% of users), ∞-AE is trained on
 
 * **Distill-CF**: ``μ = round(p·n)`` synthetic users (``distill_cf.distill`` with the
-  library's defaults, ``distill_cf.DEFAULTS``; a flag overrides one of them); evaluated
+  library's defaults, ``distill_cf.Settings``; a flag overrides one of them); evaluated
   on the validated Gumbel summary. The row is named "Distill-CF (all defaults)" when
   no setting is overridden;
 * **user RNS**: the training rows of ``μ`` random users;
@@ -35,18 +35,20 @@ import numpy as np
 from benchmarks._common import format_table, output_dir, parser, write_result
 from distill import data as D
 from distill import distill_cf as dcf
-from distill import metrics
+from distill import loop, metrics
 from models import infinite_ae
 
 COLUMNS = ["budget_%", "method", "n_support", "lam", "HR@10", "nDCG@10", "nDCG@10_std", "nDCG@10_%full",
            "time_s"]
-#: flag name -> ``distill_cf.distill`` argument it overrides.
+#: flag name -> the ``distill_cf.Settings`` field it overrides.
 OVERRIDES = {"steps": "steps", "gamma": "n_samples", "tau": "tau", "lam2": "lam2", "lr": "learning_rate",
              "init_scale": "init_scale", "eval_every": "eval_every", "patience": "patience"}
+#: The library defaults of the overridable settings (recorded in the JSON's config).
+DEFAULTS = {f: v for f, v in dcf.Settings._field_defaults.items() if f in OVERRIDES.values()}
 
 
 def _test_metrics(support, train, val, test, lams):
-    lam, _, _ = dcf.select_lambda(support, train, val, lams=lams, metric="nDCG@10")
+    lam = dcf.select_lambda(support, train, val, lams=lams, metric="nDCG@10").best_lam
     context = train + val
     path = infinite_ae.spectral_path(jnp.asarray(support, jnp.float32), context)
     scores = infinite_ae.spectral_scores(path, lam)
@@ -88,16 +90,17 @@ def _distill_rows(args, split, data, pct, mu, overrides, out):
     per_seed, results, t = [], [], time.perf_counter()
     for d in range(args.seeds):
         ckpt = None if args.checkpoint_dir is None else f"{args.checkpoint_dir}/budget_{pct:g}_seed{args.seed + d}"
-        res = dcf.distill(split.train, split.val, n_users=mu, key=jax.random.key(args.seed + d),
-                          checkpoint_dir=ckpt, progress=True, **overrides)
-        lam, m = _test_metrics(res.summary, *data, dcf.DEFAULT_LAMS)
+        key = jax.random.key(args.seed + d)
+        res = dcf.distill(key, dcf.Data(split.train, split.val), dcf.Settings(n_syn_users=mu, **overrides),
+                          checkpoint_dir=ckpt, progress=True)
+        lam, m = _test_metrics(res.data, *data, res.settings.lams)
         per_seed.append({"lam": lam, **m, "val_nDCG@10": res.val_value, "best_step": res.history.best_step,
                          "stopped_early": res.history.stopped_early})
-        results.append(res)
+        results.append({**dcf.settings_json(res.settings), "key_data": loop.key_signature(key)})
         if args.export:
             dcf.export_summary(out / f"distill_cf_summary_{pct:g}pct_seed{args.seed + d}", res,
                                item_ids=split.item_ids, settings={"dataset": "ml-latest-small"})
-    return _row(pct, name, mu, per_seed, (time.perf_counter() - t) / args.seeds, settings=results[0].settings)
+    return _row(pct, name, mu, per_seed, (time.perf_counter() - t) / args.seeds, settings=results[0])
 
 
 def _parse(argv):
@@ -121,7 +124,7 @@ def _parse(argv):
         ("patience", int, "validations without improvement before stopping; 0: never"),
     ):
         p.add_argument(f"--{flag.replace('_', '-')}", type=kind, default=argparse.SUPPRESS,
-                       help=f"{what} (library default: {dcf.DEFAULTS[OVERRIDES[flag]]})")
+                       help=f"{what} (library default: {DEFAULTS[OVERRIDES[flag]]})")
     args = p.parse_args(argv)
     if args.quick and not hasattr(args, "steps"):
         args.steps = 30
@@ -142,7 +145,7 @@ def main(argv=None):
     t_start = time.perf_counter()
     split = D.random_split(D.to_implicit(D.load_movielens_small()), seed=args.seed, min_interactions=3)
     data = tuple(jnp.asarray(a) for a in (split.train, split.val, split.test))
-    lams = dcf.DEFAULT_LAMS
+    lams = dcf.Settings().lams
 
     t = time.perf_counter()
     lam, full = _test_metrics(data[0], *data, lams)
@@ -164,7 +167,7 @@ def main(argv=None):
     wall = time.perf_counter() - t_start
     config = {
         "dataset": "ml-latest-small", "split_seed": args.seed, "budgets_pct_users": args.budgets,
-        "seeds": args.seeds, "distill_cf": {**dcf.DEFAULTS, **overrides, "batch": "all users", "noise": "hash"},
+        "seeds": args.seeds, "distill_cf": {**DEFAULTS, **overrides, "batch": "all users", "noise": "hash"},
         "overrides": overrides, "lams": list(lams),
         "lambda_selection": "validation nDCG@10, train rows as queries",
         "test": "queries = train + val rows, both excluded from ranking", "quick": args.quick,

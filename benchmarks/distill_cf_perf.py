@@ -37,15 +37,12 @@ from distill import parallel
 from distill import parametrize as P
 
 
-def _step_fn(mu, n_items, gamma, tau, custom_vjp, noise, mesh=None):
-    par = P.gumbel_multisample(
-        mu, n_items, n_samples=gamma, tau=tau, custom_vjp=custom_vjp, noise=noise, mesh=mesh
-    )
-    obj = functools.partial(dcf.objective, parametrization=par, lam2=1e-3, mesh=mesh)
-    return jax.jit(jax.value_and_grad(obj)), par
+def _step_fn(mu, gamma, tau, custom_vjp, noise, mesh=None):
+    settings = dcf.Settings(n_syn_users=mu, n_samples=gamma, tau=tau, lam2=1e-3, custom_vjp=custom_vjp, noise=noise)
+    return jax.jit(jax.value_and_grad(functools.partial(dcf.objective, settings=settings, mesh=mesh)))
 
 
-def main(argv=None):
+def _parse(argv):
     p = parser("distill_cf_perf", __doc__)
     p.add_argument("--quick", action="store_true",
                    help="smaller speed problem (1,500 × 1,000, μ = 100, γ = 50; name gets _quick)")
@@ -65,18 +62,23 @@ def main(argv=None):
         env = dict(os.environ)
         env["XLA_FLAGS"] = env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={args.devices}"
         os.execve(sys.executable, [sys.executable, "-m", "benchmarks.distill_cf_perf", *sys.argv[1:]], env)
-    t0 = time.perf_counter()
+    return args
 
-    # 1. Memory vs γ (shape-only: compiled, never run).
-    mem_mu, mem_items, mem_batch = 100, 2000, 256
+
+#: The memory part's problem: μ, items, real users per batch (compiled, never run).
+MEM_MU, MEM_ITEMS, MEM_BATCH = 100, 2000, 256
+
+
+def _memory(tau):
+    """1. Compiled temporary bytes of one step vs γ, custom VJP and naive autodiff."""
     mem_rows = []
     for gamma in (50, 200, 800):
         row = {"gamma": gamma}
         for name, custom in (("custom_vjp", True), ("naive", False)):
-            fn, _ = _step_fn(mem_mu, mem_items, gamma, args.tau, custom, "hash")
+            fn = _step_fn(MEM_MU, gamma, tau, custom, "hash")
             args_ = (
-                jnp.zeros((mem_mu, mem_items)),
-                dcf.Batch(jnp.zeros((mem_batch, mem_items)), jnp.asarray(1.0)),
+                jnp.zeros((MEM_MU, MEM_ITEMS)),
+                dcf.Batch(jnp.zeros((MEM_BATCH, MEM_ITEMS)), jnp.asarray(1.0)),
                 jax.random.key(0),
             )
             temp = fn.lower(*args_).compile().memory_analysis().temp_size_in_bytes
@@ -86,22 +88,20 @@ def main(argv=None):
     for r in mem_rows:
         r["custom_vs_gamma50"] = r["custom_vjp_MiB"] / base
         r["naive_vs_custom"] = r["naive_MiB"] / r["custom_vjp_MiB"]
-    print(f"memory of one meta-gradient step (μ={mem_mu}, I={mem_items}, batch={mem_batch}, float32)")
+    print(f"memory of one meta-gradient step (μ={MEM_MU}, I={MEM_ITEMS}, batch={MEM_BATCH}, float32)")
     print(format_table(mem_rows, ["gamma", "custom_vjp_MiB", "naive_MiB", "custom_vs_gamma50", "naive_vs_custom"]))
+    return mem_rows
 
-    # 2. Speed on an ML-1M-shaped matrix.
-    n_users, n_items = (1500, 1000) if args.quick else (args.users, args.items)
-    mu, gamma = (100, 50) if args.quick else (args.mu, args.gamma)
-    inter = synthetic_ml1m(n_users, n_items, 0.045)
-    split = D.random_split(inter, seed=0)
-    train = jnp.asarray(split.train)
+
+def _speed(args, train, mu, gamma):
+    """2. Seconds per meta-gradient step with all users as the batch, per noise / device count."""
     batch = dcf.Batch(train, jnp.asarray(1.0))
     speed_rows = []
     settings = [("hash", 1), ("threefry", 1)] + ([("hash", args.devices)] if args.devices > 1 else [])
     for noise, n_dev in settings:
         mesh = parallel.make_mesh(n_dev) if n_dev > 1 else None
-        fn, par = _step_fn(mu, train.shape[1], gamma, args.tau, True, noise, mesh)
-        logits = par.init(None, train[:mu] * 5.0)
+        fn = _step_fn(mu, gamma, args.tau, True, noise, mesh)
+        logits = train[:mu] * 5.0
         key = jax.random.key(0)
         t = time.perf_counter()
         jax.block_until_ready(fn(logits, batch, key))
@@ -114,11 +114,14 @@ def main(argv=None):
         f"batch = all users)"
     )
     print(format_table(speed_rows, ["noise", "devices", "s_per_step", "first_call_s"]))
+    return speed_rows
 
-    # 3. The γ-sample loop alone (forward + custom-VJP backward), in cache-sized row
-    #    blocks (the default) vs over the whole (μ, I) matrix at once.
+
+def _gumbel_loop(args, mu, n_items, gamma):
+    """3. The γ-sample loop alone (forward + custom-VJP backward), in cache-sized row
+    blocks (the default) vs over the whole (μ, I) matrix at once."""
     gumbel_rows = []
-    logits = jax.random.normal(jax.random.key(1), (mu, train.shape[1]))
+    logits = jax.random.normal(jax.random.key(1), (mu, n_items))
     ct = jax.random.normal(jax.random.key(2), logits.shape)
     default_block = P._BLOCK_BYTES
     for name, block_bytes in (("row blocks (default)", default_block), ("whole matrix", logits.size * 4)):
@@ -126,17 +129,29 @@ def main(argv=None):
         fwd_bwd = jax.jit(lambda g, k: jax.vjp(
             lambda g: P.multisample_gumbel_sum(g, k, n_samples=gamma, tau=args.tau), g)[1](ct)[0])
         fwd = jax.jit(lambda g, k: P.multisample_gumbel_sum(g, k, n_samples=gamma, tau=args.tau))
-        row = {"gumbel_loop": name, "block_rows": min(mu, max(1, block_bytes // (logits.shape[1] * 4)))}
+        row = {"gumbel_loop": name, "block_rows": min(mu, max(1, block_bytes // (n_items * 4)))}
         for label, fn in (("fwd_s", fwd), ("bwd_s", fwd_bwd)):  # the VJP alone: its forward output is unused
             jax.block_until_ready(fn(logits, jax.random.key(0)))
             _, row[label] = timed(lambda fn=fn: fn(logits, jax.random.key(0)), repeats=args.repeats)
         gumbel_rows.append(row)
     P._BLOCK_BYTES = default_block
-    print(f"γ-sample Gumbel loop alone (μ={mu}, I={train.shape[1]}, γ={gamma}), seconds")
+    print(f"γ-sample Gumbel loop alone (μ={mu}, I={n_items}, γ={gamma}), seconds")
     print(format_table(gumbel_rows, ["gumbel_loop", "block_rows", "fwd_s", "bwd_s"]))
+    return gumbel_rows
+
+
+def main(argv=None):
+    args = _parse(argv)
+    t0 = time.perf_counter()
+    mem_rows = _memory(args.tau)
+    n_users, n_items = (1500, 1000) if args.quick else (args.users, args.items)
+    mu, gamma = (100, 50) if args.quick else (args.mu, args.gamma)
+    train = jnp.asarray(D.random_split(synthetic_ml1m(n_users, n_items, 0.045), seed=0).train)
+    speed_rows = _speed(args, train, mu, gamma)
+    gumbel_rows = _gumbel_loop(args, mu, train.shape[1], gamma)
     wall = time.perf_counter() - t0
     config = {
-        "memory": {"mu": mem_mu, "n_items": mem_items, "batch": mem_batch, "gammas": [50, 200, 800]},
+        "memory": {"mu": MEM_MU, "n_items": MEM_ITEMS, "batch": MEM_BATCH, "gammas": [50, 200, 800]},
         "speed": {
             "n_users": int(train.shape[0]), "n_items": int(train.shape[1]), "mu": mu, "gamma": gamma,
             "tau": args.tau, "batch": "all users", "repeats": args.repeats, "quick": args.quick,

@@ -30,7 +30,7 @@ ranking; HR@10 / nDCG@10 (×100) of the test item.
   rank-8 least-squares fit of α·one-hot real windows + (1 − α)·popularity) 3.87, ``real``
   1.49; :func:`distill.farzi.initial_factors`).
 
-Every SASRec (all methods) is trained with Adam by :func:`distill.loop.run` and early
+Every SASRec (all methods) is trained with Adam by :func:`distill.farzi.train_student` and early
 stopping on validation HR@10; test metrics of the best validated parameters, mean ± std
 over ``--seeds`` freshly initialised models. Items with fewer than ``--min-item``
 interactions are dropped (default 20: 1,303 items; the soft vocabulary of D_syn and the
@@ -46,11 +46,10 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from benchmarks._common import format_table, mean_std, output_dir, parser, seed_row, timed, write_result
 from distill import data as D
-from distill import farzi, inner, loop, metrics
+from distill import export, farzi, inner, metrics
 from distill.parametrize import latent_factorization
 from models.sasrec import sasrec
 
@@ -110,31 +109,15 @@ def make_eval(model, d, split, batch=256):
 def fit(model, data, d, key, *, lr, batch, max_steps, eval_every, patience):
     """SASRec on int ``(n, L+1)`` sequences or soft ``(μ, ξ, V)`` Farzi data, early-stopped on val HR@10.
 
-    Training mode (dropout, when the model has it) with a fresh dropout key every step.
+    :func:`distill.farzi.train_student`: training mode (dropout, when the model has it) with
+    a fresh dropout key every step, ``batch`` distinct rows per step.
     """
-    soft = jnp.issubdtype(data.dtype, jnp.floating)
-    n = data.shape[0]
-    b = min(batch, n)
-
-    def objective(p, rows, k):
-        k_rows, k_drop = jax.random.split(k)
-        rows = rows[jax.random.choice(k_rows, n, (b,), replace=False)]
-        logits = model.apply(p, rows[:, :-1], train=True, key=k_drop)
-        if soft:
-            return farzi.soft_cross_entropy(logits, rows[:, 1:])
-        inputs, targets = rows[:, :-1], rows[:, 1:]
-        mask = ((inputs != d["pad"]) & (targets != d["pad"])).astype(logits.dtype)
-        logp = jax.nn.log_softmax(logits, -1)
-        nll = -jnp.take_along_axis(logp, jnp.clip(targets, 0, logits.shape[-1] - 1)[..., None], -1)[..., 0]
-        return jnp.sum(nll * mask) / jnp.maximum(jnp.sum(mask), 1.0)
-
     val = make_eval(model, d, "val")
-    k_init, k_run = jax.random.split(key)
-    p0 = model.init(k_init, d["train"][:1, :-1])
-    params, hist = loop.run(objective, p0, optax.adam(lr), data, steps=max_steps, key=k_run,
-                            evaluate=lambda p: val(p)["HR@10"], eval_every=eval_every, patience=patience,
-                            progress=False)
-    return params, hist.best_step, max(hist.eval_values) if hist.eval_values else float("nan")
+    out = farzi.train_student(key, model, data, steps=max_steps, learning_rate=lr, batch_size=batch,
+                              pad_id=d["pad"], init_inputs=d["train"][:1, :-1],
+                              evaluate=lambda p: val(p)["HR@10"], eval_every=eval_every, patience=patience)
+    hist = out.history
+    return out.params, hist.best_step, max(hist.eval_values) if hist.eval_values else float("nan")
 
 
 def trials(model, data, d, seeds, **kw):
@@ -191,17 +174,24 @@ def tuned_full_row(make_model, d, seeds, *, dropouts, lrs, train_kw):
                     chosen={"dropout": dr, "lr": lr}, grid=grid)
 
 
+def omega_settings(model, n_runs=2):
+    """Ω's pretraining schedule: SASRec checkpoints at steps 0, 100, …, 400, batches of 32."""
+    return farzi.Settings(model=model, omega_runs=n_runs, omega_steps=OMEGA_STEPS, omega_every=OMEGA_EVERY,
+                          omega_batch_size=32)
+
+
 def load_or_pretrain_omega(model, d, cache, min_item, max_len, n_runs=2):
     """Ω — SASRec checkpoints at steps 0, 100, …, 400 of ``n_runs`` runs on the real sequences.
 
-    :func:`distill.farzi.pretrain_trajectories` with its orbax cache at
+    :func:`distill.farzi.pretrain` with its trajectory store at
     ``cache/omega_min_item{min_item}_len{max_len}``: runs already there are read back, so a
     larger ``n_runs`` trains only the new runs. Run-major order: run r's checkpoint at step s
     is entry ``CHECKPOINTS_PER_RUN · r + s / OMEGA_EVERY``.
     """
     omega_dir = None if cache is None else os.path.join(cache, f"omega_min_item{min_item}_len{max_len}")
-    return farzi.pretrain_trajectories(model, d["train"], key=jax.random.key(7), n_runs=n_runs, steps=OMEGA_STEPS,
-                                       save_every=OMEGA_EVERY, batch_size=32, pad_id=d["pad"], checkpoint_dir=omega_dir)
+    data = farzi.pretrain(jax.random.key(7), farzi.Data(d["train"], pad_id=d["pad"]), omega_settings(model, n_runs),
+                          checkpoint_dir=omega_dir)
+    return data.omega
 
 
 def run_farzi(model, d, omega, mu, xi, *, seeds, syn_kw, outer_steps, latent_dim, tau, real_batch,
@@ -212,7 +202,7 @@ def run_farzi(model, d, omega, mu, xi, *, seeds, syn_kw, outer_steps, latent_dim
     The outer loop keeps the D_syn with the best validation HR@10 of a SASRec trained on
     it for ``eval_fit_steps`` steps (``n_evals`` validations). ``inner_model`` (default
     ``model``) is the SASRec of the inner loop; one with dropout > 0 trains with replayable
-    dropout masks (``inner_dropout``). Returns ``(row, history, syn, param)``.
+    dropout masks (``inner_dropout``). Returns ``(row, history, result)``.
     """
     t = time.perf_counter()
     val = make_eval(model, d, "val")
@@ -224,21 +214,23 @@ def run_farzi(model, d, omega, mu, xi, *, seeds, syn_kw, outer_steps, latent_dim
         return val(p)["HR@10"]
 
     inner_model = model if inner_model is None else inner_model
-    syn, hist, param = farzi.distill(
-        inner_model, omega, d["train"], key=jax.random.key(0), n_seqs=mu, seq_len=xi, vocab_size=d["n_items"],
-        latent_dim=latent_dim, tau=tau, steps=outer_steps, batch_size=real_batch,
-        inner_steps=inner_steps, inner_optimizer=inner.Adam(inner_lr),
-        outer_learning_rate=outer_lr, init=init, init_logit=init_logit, init_mix=init_mix, pad_id=d["pad"],
-        omega_weights=omega_weights, random_init_prob=random_init_prob, inner_dropout=inner_model is not model,
-        evaluate=evaluate, eval_every=max(1, outer_steps // n_evals), progress=True,
-    )
+    settings = farzi.Settings(
+        model=inner_model, n_seqs=mu, seq_len=xi, latent_dim=latent_dim, tau=tau, steps=outer_steps,
+        batch_size=real_batch, inner_steps=inner_steps, inner_optimizer=inner.Adam(inner_lr), learning_rate=outer_lr,
+        init=init, init_logit=init_logit, init_mix=init_mix,
+        omega_weights=None if omega_weights is None else tuple(float(w) for w in omega_weights),
+        random_init_prob=random_init_prob, inner_dropout=inner_model is not model,
+        eval_every=max(1, outer_steps // n_evals))
+    res = farzi.distill(jax.random.key(0), farzi.Data(d["train"], omega, d["pad"]), settings, evaluate=evaluate,
+                        progress=True)
     distill_time = time.perf_counter() - t
+    hist = res.history
     history = {"losses": hist.losses, "eval_steps": hist.eval_steps, "eval_values": hist.eval_values,
                "best_step": hist.best_step}
     t = time.perf_counter()
-    r, st = trials(model, param.materialize(syn, jax.random.key(0)), d, seeds, **syn_kw)
+    r, st = trials(model, res.data, d, seeds, **syn_kw)
     row = seed_row("Farzi", f"[{mu}×{xi}]", r, st, time.perf_counter() - t, distill_time_s=distill_time, init=init)
-    return row, history, syn, param
+    return row, history, res
 
 
 def init_row(model, d, mu, xi, *, seeds, syn_kw, latent_dim, tau, init_logit, init="real", init_mix=0.5):
@@ -265,13 +257,13 @@ def outer_step_time(model, d, omega, *, latent_dim, inner_steps, inner_lr=1e-2, 
                     repeats=3):
     """Seconds per outer step (value + meta-gradient, compiled, best of ``repeats``) at [μ×ξ]."""
     param = latent_factorization(mu, xi, latent_dim, d["n_items"])
-    obj = farzi.objective(model, param, omega, inner_steps=inner_steps, inner_optimizer=inner.Adam(inner_lr),
-                          pad_id=d["pad"])
-    step = jax.jit(jax.value_and_grad(obj))
+    settings = farzi.Settings(model=model, n_seqs=mu, seq_len=xi, latent_dim=latent_dim, inner_steps=inner_steps,
+                              inner_optimizer=inner.Adam(inner_lr), random_init_prob=0.0)
+    step = jax.jit(jax.value_and_grad(farzi.objective), static_argnums=3)
     syn = param.init(jax.random.key(0))
-    batch = d["train"][:real_batch]
-    jax.block_until_ready(step(syn, batch, jax.random.key(1)))
-    _, best = timed(lambda: step(syn, batch, jax.random.key(2)), repeats)
+    batch = farzi.Batch(d["train"][:real_batch], omega, d["pad"])
+    jax.block_until_ready(step(syn, batch, jax.random.key(1), settings))
+    _, best = timed(lambda: step(syn, batch, jax.random.key(2), settings), repeats)
     return best
 
 
@@ -368,7 +360,7 @@ def main(argv=None):
             rows.append(init_row(model, d, mu, xi, seeds=seeds, syn_kw=syn_kw, latent_dim=args.latent_dim,
                                  tau=args.tau, init_logit=args.init_logit, init=init, init_mix=args.init_mix))
         print(format_table(rows, COLUMNS[:4] + ["steps"]), flush=True)
-        row, histories[label], syn, param = run_farzi(
+        row, histories[label], res = run_farzi(
             model, d, omega, mu, xi, seeds=seeds, syn_kw=syn_kw, outer_steps=outer_steps,
             latent_dim=args.latent_dim, tau=args.tau, real_batch=args.real_batch, inner_steps=args.inner_steps,
             inner_lr=args.inner_lr, outer_lr=args.outer_lr, init=args.init, init_logit=args.init_logit,
@@ -377,8 +369,11 @@ def main(argv=None):
             eval_fit_steps=args.eval_fit_steps, n_evals=args.n_evals)
         rows.append(row)
         # D_syn is μ·ξ·V floats (7.8 MB for [10×150]): written next to the result JSON
-        farzi.export(out / f"{name}_D_syn_{mu}x{xi}", syn, param,
-                     {"dataset": "ml-latest-small", "min_item": args.min_item, "model": "sasrec d64 L2 H1"})
+        export.save(out / f"{name}_D_syn_{mu}x{xi}",
+                    {"data": np.asarray(res.data), "z": np.asarray(res.params.z), "m": np.asarray(res.params.m)},
+                    {"method": "farzi", "equation": "D_syn = softmax(Z @ M / tau) (dissertation Eq. 4.1/4.2)",
+                     "n_seqs": mu, "seq_len": xi, "vocab_size": d["n_items"], "latent_dim": args.latent_dim,
+                     "dataset": "ml-latest-small", "min_item": args.min_item, "model": "sasrec d64 L2 H1"})
         print(format_table(rows, COLUMNS[:4] + ["steps"]), flush=True)
     _finish(args, rows, histories, timing, d, shapes, seeds, syn_kw, outer_steps, omega_time, steps_of, name, out,
             t_start)

@@ -60,7 +60,7 @@ def select_omega(omega5, trajectories: int):
     return jax.tree_util.tree_map(lambda a: a[jnp.asarray(keep)], omega5)
 
 
-def main(argv=None):
+def _arguments(argv):
     ap = parser("farzi_ablation", __doc__)
     ap.add_argument("--ablations", nargs="+", choices=sorted(ABLATIONS), default=["omega", "tau", "inner"],
                     help="which factors to vary, one at a time around the base setting")
@@ -75,11 +75,13 @@ def main(argv=None):
     ap.add_argument("--latent-dim", type=int, default=64, help="d of the latent factorisation")
     ap.add_argument("--init-logit", type=float, default=8.0, help="real-token logit of the 'real' init")
     ap.add_argument("--real-batch", type=int, default=64, help="real sequences per outer step")
-    ap.add_argument("--cache", default=None, help="directory for Ω (orbax): reused when present")
+    ap.add_argument("--cache", default=None, help="directory for Ω (trajectory store): reused when present")
     ap.add_argument("--name", default="farzi_ablation", help="result file name")
-    args = ap.parse_args(argv)
-    t_start = time.perf_counter()
-    mu, xi = (int(v) for v in args.shape.split("x"))
+    return ap.parse_args(argv)
+
+
+def _ablations(args):
+    """The ablation grid, with ``--values`` overriding a single ablation's values."""
     ablations = dict(ABLATIONS)
     if args.values is not None:
         if len(args.ablations) != 1:
@@ -87,22 +89,11 @@ def main(argv=None):
         factor, _ = ABLATIONS[args.ablations[0]]
         cast = float if factor == "tau" else int
         ablations[args.ablations[0]] = (factor, tuple(cast(v) for v in args.values))
+    return ablations
 
-    d = prepare(xi, args.min_item)
-    model = sasrec(d["n_items"], max_len=xi, d_model=64, n_heads=1, n_layers=2)
-    t = time.perf_counter()
-    omega5 = load_or_pretrain_omega(model, d, args.cache, args.min_item, xi, n_runs=5)
-    omega_time = time.perf_counter() - t
-    seeds = args.seeds
-    common = dict(seeds=seeds, syn_kw=TRAIN_SYN, outer_steps=args.outer_steps, latent_dim=args.latent_dim,
-                  real_batch=args.real_batch, inner_lr=args.inner_lr, outer_lr=args.outer_lr, init="real",
-                  init_logit=args.init_logit)
 
-    references = [random_row(model, d, mu, xi, np.random.default_rng(0), seeds=seeds, syn_kw=TRAIN_SYN),
-                  init_row(model, d, mu, xi, seeds=seeds, syn_kw=TRAIN_SYN, latent_dim=args.latent_dim,
-                           tau=BASE["tau"], init_logit=args.init_logit)]
-    print(format_table(references, ["method", "data", "HR@10", "nDCG@10", "steps", "time_s"]), flush=True)
-
+def _configs(args, ablations):
+    """Every distinct setting to run: the base with one factor changed."""
     configs = []
     for ab in args.ablations:
         factor, values = ablations[ab]
@@ -110,15 +101,18 @@ def main(argv=None):
             cfg = {**BASE, factor: v}
             if cfg not in configs:
                 configs.append(cfg)
-    runs = []
-    for cfg in configs:
-        print(f"Farzi {args.shape} {cfg}", flush=True)
-        row, hist, _, _ = run_farzi(model, d, select_omega(omega5, cfg["trajectories"]), mu, xi, tau=cfg["tau"],
-                                    inner_steps=cfg["inner_steps"], **common)
-        runs.append({**cfg, **row, "history": hist})
-        print(format_table([runs[-1]], ["trajectories", "tau", "inner_steps", "HR@10", "nDCG@10", "steps",
-                                        "distill_time_s"]), flush=True)
+    return configs
 
+
+def _show(rows, columns):
+    return format_table([{**r, "HR@10": f"{r['HR@10']:.2f}±{r['std']['HR@10'] if 'std' in r else r['HR@10_std']:.2f}",
+                          "nDCG@10": f"{r['nDCG@10']:.2f}±"
+                                     f"{r['std']['nDCG@10'] if 'std' in r else r['nDCG@10_std']:.2f}"}
+                         for r in rows], columns)
+
+
+def _tables(args, ablations, runs):
+    """One table per ablation: test metrics, best validation and distillation time per value."""
     tables = {}
     for ab in args.ablations:
         factor, values = ablations[ab]
@@ -129,20 +123,16 @@ def main(argv=None):
                           "nDCG@10_std": r["std"]["nDCG@10"], "best_val_HR@10": max(r["history"]["eval_values"]),
                           "best_outer_step": r["history"]["best_step"], "distill_time_s": r["distill_time_s"]})
         tables[ab] = table
-        shown = [{**t, "HR@10": f"{t['HR@10']:.2f}±{t['HR@10_std']:.2f}",
-                  "nDCG@10": f"{t['nDCG@10']:.2f}±{t['nDCG@10_std']:.2f}"} for t in table]
         print(f"\nablation: {factor}")
-        print(format_table(shown, [factor, "HR@10", "nDCG@10", "best_val_HR@10", "best_outer_step", "distill_time_s"]))
-    print("\nreferences (same budget):")
-    print(format_table([{**r, "HR@10": f"{r['HR@10']:.2f}±{r['std']['HR@10']:.2f}",
-                         "nDCG@10": f"{r['nDCG@10']:.2f}±{r['std']['nDCG@10']:.2f}"} for r in references],
-                       ["method", "data", "HR@10", "nDCG@10"]))
+        print(_show(table, [factor, "HR@10", "nDCG@10", "best_val_HR@10", "best_outer_step", "distill_time_s"]))
+    return tables
 
-    wall = time.perf_counter() - t_start
-    config = {
+
+def _config(args, d, mu, xi, ablations, omega_time):
+    return {
         "dataset": "ml-latest-small", "min_item": args.min_item, "n_users": d["n_users"], "n_items": d["n_items"],
         "protocol": "as benchmarks.farzi: temporal leave-last-out; all items ranked, history excluded",
-        "model": "SASRec d64, 2 blocks, 1 head, no dropout", "shape": [mu, xi], "seeds": seeds,
+        "model": "SASRec d64, 2 blocks, 1 head, no dropout", "shape": [mu, xi], "seeds": args.seeds,
         "train_synthetic": TRAIN_SYN, "base": BASE, "ablations": {a: ablations[a] for a in args.ablations},
         "omega": {"runs_pretrained": 5, "checkpoints": "steps 0,100,200,300,400 per run",
                   "trajectories_0": "step-0 checkpoints of the 5 runs (random inits)", "time_s": omega_time},
@@ -151,8 +141,40 @@ def main(argv=None):
                   "init_logit": args.init_logit, "mode": "reverse_adam",
                   "reverse_every": inner.default_reverse_every(jnp.float32)},
     }
-    path = write_result(args.name, config, {"references": references, "runs": runs, "tables": tables}, wall,
-                        out_dir=output_dir(args))
+
+
+def main(argv=None):
+    args = _arguments(argv)
+    t_start = time.perf_counter()
+    mu, xi = (int(v) for v in args.shape.split("x"))
+    ablations = _ablations(args)
+    d = prepare(xi, args.min_item)
+    model = sasrec(d["n_items"], max_len=xi, d_model=64, n_heads=1, n_layers=2)
+    t = time.perf_counter()
+    omega5 = load_or_pretrain_omega(model, d, args.cache, args.min_item, xi, n_runs=5)
+    omega_time = time.perf_counter() - t
+    seeds = args.seeds
+    common = dict(seeds=seeds, syn_kw=TRAIN_SYN, outer_steps=args.outer_steps, latent_dim=args.latent_dim,
+                  real_batch=args.real_batch, inner_lr=args.inner_lr, outer_lr=args.outer_lr, init="real",
+                  init_logit=args.init_logit)
+    references = [random_row(model, d, mu, xi, np.random.default_rng(0), seeds=seeds, syn_kw=TRAIN_SYN),
+                  init_row(model, d, mu, xi, seeds=seeds, syn_kw=TRAIN_SYN, latent_dim=args.latent_dim,
+                           tau=BASE["tau"], init_logit=args.init_logit)]
+    print(format_table(references, ["method", "data", "HR@10", "nDCG@10", "steps", "time_s"]), flush=True)
+    runs = []
+    for cfg in _configs(args, ablations):
+        print(f"Farzi {args.shape} {cfg}", flush=True)
+        row, hist, _ = run_farzi(model, d, select_omega(omega5, cfg["trajectories"]), mu, xi, tau=cfg["tau"],
+                                 inner_steps=cfg["inner_steps"], **common)
+        runs.append({**cfg, **row, "history": hist})
+        print(format_table([runs[-1]], ["trajectories", "tau", "inner_steps", "HR@10", "nDCG@10", "steps",
+                                        "distill_time_s"]), flush=True)
+    tables = _tables(args, ablations, runs)
+    print("\nreferences (same budget):")
+    print(_show(references, ["method", "data", "HR@10", "nDCG@10"]))
+    wall = time.perf_counter() - t_start
+    path = write_result(args.name, _config(args, d, mu, xi, ablations, omega_time),
+                        {"references": references, "runs": runs, "tables": tables}, wall, out_dir=output_dir(args))
     _plot(tables, references, runs, ablations, path.with_suffix(".png"))
     print(f"wrote {path} ({wall:.0f} s)")
 

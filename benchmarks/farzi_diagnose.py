@@ -52,12 +52,13 @@ def grad_part(model, d, omega, *, mu, xi, latent_dim, lr, settings):
     for T, ks in settings:
         ref = None
         for mode, k in [("checkpointed", None)] + [("reverse_adam", k) for k in ks]:
-            obj = farzi.objective(model, param, omega, inner_steps=T, inner_optimizer=inner.Adam(lr), mode=mode,
-                                  reverse_every=k, pad_id=d["pad"])
-            f = jax.jit(jax.value_and_grad(obj))
-            jax.block_until_ready(f(syn, batch, jax.random.key(3)))
+            fs = farzi.Settings(model=model, n_seqs=mu, seq_len=xi, latent_dim=latent_dim, inner_steps=T,
+                                inner_optimizer=inner.Adam(lr), mode=mode, reverse_every=k, random_init_prob=0.0)
+            f = jax.jit(jax.value_and_grad(farzi.objective), static_argnums=3)
+            b = farzi.Batch(batch, omega, d["pad"])
+            jax.block_until_ready(f(syn, b, jax.random.key(3), fs))
             t = time.perf_counter()
-            v, g = jax.block_until_ready(f(syn, batch, jax.random.key(3)))
+            v, g = jax.block_until_ready(f(syn, b, jax.random.key(3), fs))
             sec = time.perf_counter() - t
             ref = g if ref is None else ref
             cos, rel = _agreement(g, ref)
@@ -85,7 +86,12 @@ def outer_part(model, d, omega, *, mu, xi, configs, steps, chunks=3):
         else:
             syn = param.init(jax.random.key(1))
         opt = inner.Adam(cfg["inner_lr"])
-        obj = farzi.objective(model, param, omega, inner_steps=cfg["T"], inner_optimizer=opt, pad_id=d["pad"])
+        fs = farzi.Settings(model=model, n_seqs=mu, seq_len=xi, latent_dim=cfg["latent_dim"], inner_steps=cfg["T"],
+                            inner_optimizer=opt, random_init_prob=0.0)
+
+        def obj(syn, tokens, key, fs=fs):
+            return farzi.objective(syn, farzi.Batch(tokens, omega, d["pad"]), key, fs)
+
         n_om = jax.tree_util.tree_leaves(omega)[0].shape[0]
 
         @jax.jit

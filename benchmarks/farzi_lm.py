@@ -75,10 +75,9 @@ from typing import Any, Callable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from benchmarks._common import format_table, mean_std, output_dir, parser, seed_row, write_result
-from distill import farzi, inner
+from distill import export, farzi, inner
 from distill.checks import check_array, check_float, check_index_range, check_int
 from distill.data.ptb import EOS, lm_windows, load_ptb
 from distill.parametrize import latent_factorization
@@ -366,54 +365,29 @@ def random_windows(train_stream: Any, mu: int, xi: int, *, seed: int = 0) -> jax
 # ----------------------------------------------------------------------------- Transformer training
 
 
-@functools.partial(jax.jit, static_argnames=("apply", "steps", "batch"))
-def _train_chunk(params, opt_state, data, key, lr, *, apply, steps, batch):
-    """``steps`` Adam steps on minibatches of ``batch`` rows of int or soft ``data`` (one scan)."""
-    tx = optax.adam(lr)
-    n = data.shape[0]
-
-    def loss(p, rows, k):
-        logp = jax.nn.log_softmax(apply(p, rows[:, :-1], train=True, key=k), axis=-1)
-        if jnp.issubdtype(rows.dtype, jnp.floating):
-            return -jnp.mean(jnp.sum(rows[:, 1:] * logp, axis=-1))
-        return -jnp.mean(jnp.take_along_axis(logp, rows[:, 1:, None], axis=-1))
-
-    def step(carry, k):
-        p, s = carry
-        k_rows, k_drop = jax.random.split(k)
-        # with replacement: a permutation of 60k rows per step costs more than the step
-        rows = data if batch >= n else data[jax.random.randint(k_rows, (batch,), 0, n)]
-        u, s = tx.update(jax.grad(loss)(p, rows, k_drop), s, p)
-        return (optax.apply_updates(p, u), s), None
-
-    (params, opt_state), _ = jax.lax.scan(step, (params, opt_state), jax.random.split(key, steps))
-    return params, opt_state
-
-
 def fit(model: ModelFns, data: jax.Array, d: dict, key: jax.Array, *, lr: float, batch: int, max_steps: int,
         eval_every: int, patience: int) -> tuple[Any, int, float]:
     """Train a fresh model on int ``(n, L+1)`` windows or soft ``(μ, ξ, V)`` data.
 
-    Adam at ``lr`` on minibatches of ``batch`` rows (all rows when ``batch >= n``; dropout
-    when the model has it), ``eval_every`` steps per jitted scan, then the validation NLL on
-    ``d["val_es"]``; stops after ``patience`` evaluations without improvement.
+    :func:`distill.farzi.train_student`: Adam at ``lr`` on ``batch`` rows drawn with
+    replacement per step (all rows when ``batch >= n``; dropout when the model has it), the
+    step keys split per ``eval_every``-step chunk, then the validation NLL on
+    ``d["val_es"]``; stops after ``patience`` evaluations without improvement. The initial
+    parameters count as evaluated at step 0.
 
     Returns:
       ``(params, best_step, best_val_nll)`` of the best validated parameters.
     """
-    k_init, k_run = jax.random.split(key)
-    params = model.init(k_init, d["train"][:1, :-1])
-    opt_state = optax.adam(lr).init(params)
-    best = (params, 0, lm_metrics(model.apply, params, d["val_es"])["NLL"])
-    bad, step = 0, 0
-    while step < max_steps and bad < patience:
-        n = min(eval_every, max_steps - step)
-        params, opt_state = _train_chunk(params, opt_state, data, jax.random.fold_in(k_run, step),
-                                         jnp.float32(lr), apply=model.apply, steps=n, batch=min(batch, data.shape[0]))
-        step += n
-        val = lm_metrics(model.apply, params, d["val_es"])["NLL"]
-        best, bad = ((params, step, val), 0) if val < best[2] else (best, bad + 1)
-    return best
+    params = model.init(jax.random.split(key)[0], d["train"][:1, :-1])
+    nll = lambda p: lm_metrics(model.apply, p, d["val_es"])["NLL"]  # noqa: E731
+    start = nll(params)
+    out = farzi.train_student(key, model, data, steps=max_steps, learning_rate=lr, batch_size=batch, replace=True,
+                              params=params, chunk=eval_every, evaluate=nll, eval_every=eval_every,
+                              patience=patience, maximize=False)
+    hist = out.history
+    if not hist.eval_values or not hist.best_value < start:
+        return params, 0, start
+    return out.params, hist.best_step, hist.best_value
 
 
 def trials(model: ModelFns, data: jax.Array | Callable[[int], jax.Array], d: dict, seeds: Sequence[int],
@@ -463,23 +437,23 @@ def load_or_pretrain_omega_lm(model: ModelFns, d: dict, cache: str | None, tag: 
                               steps: int = 400, save_every: int = 50, batch: int = 256, lr: float = 1e-2) -> Any:
     """Ω — Transformer checkpoints every ``save_every`` of ``steps`` steps of ``n_runs`` runs.
 
-    :func:`distill.farzi.pretrain_trajectories` on the training windows with its orbax cache
-    at ``cache/omega_<tag>`` (runs already there are read back, not retrained). ``tag`` must
+    :func:`distill.farzi.pretrain` on the training windows with its trajectory store at
+    ``cache/omega_<tag>`` (runs already there are read back, not retrained). ``tag`` must
     name everything Ω depends on (vocabulary, window length, model, schedule).
     """
     omega_dir = None if cache is None else os.path.join(cache, f"omega_{tag}")
-    return farzi.pretrain_trajectories(model, d["train"], key=jax.random.key(7), n_runs=n_runs, steps=steps,
-                                       save_every=save_every, batch_size=batch, learning_rate=lr,
-                                       checkpoint_dir=omega_dir)
+    settings = farzi.Settings(model=model, omega_runs=n_runs, omega_steps=steps, omega_every=save_every,
+                              omega_batch_size=batch, omega_learning_rate=lr)
+    return farzi.pretrain(jax.random.key(7), farzi.Data(d["train"]), settings, checkpoint_dir=omega_dir).omega
 
 
 # ----------------------------------------------------------------------------- the benchmark
 
 
 def _farzi_kwargs(args) -> dict:
-    """The :func:`distill.farzi.distill` settings given on the command line (others: its defaults)."""
+    """The :class:`distill.farzi.Settings` fields given on the command line (others: its defaults)."""
     kw = {"steps": args.outer_steps, "inner_steps": args.inner_steps, "latent_dim": args.latent_dim,
-          "tau": args.tau, "batch_size": args.real_batch, "outer_learning_rate": args.outer_lr,
+          "tau": args.tau, "batch_size": args.real_batch, "learning_rate": args.outer_lr,
           "init": args.init, "init_logit": args.init_logit}
     kw = {k: v for k, v in kw.items() if v is not None}
     if args.inner_lr is not None:
@@ -489,27 +463,34 @@ def _farzi_kwargs(args) -> dict:
     if args.random_init_prob is not None:
         kw["random_init_prob"] = args.random_init_prob
     if args.omega_half_life:
-        # Ω is run-major (pretrain_trajectories): checkpoint i of every run is at step i·every.
+        # Ω is run-major (farzi.pretrain): checkpoint i of every run is at step i·every.
         steps = np.tile(np.arange(0, args.omega_steps + 1, args.omega_every), args.omega_runs)
-        kw["omega_weights"] = farzi.early_weights(steps, args.omega_half_life)
+        kw["omega_weights"] = tuple(float(w) for w in farzi.early_weights(steps, args.omega_half_life))
     if args.inner_dropout:
         kw["inner_dropout"] = True
     for item in args.farzi_arg:
         name, _, value = item.partition("=")
-        kw[name] = ast.literal_eval(value)
+        kw[_RENAMED.get(name, name)] = ast.literal_eval(value)
     return kw
+
+
+# Settings fields recorded under their earlier keyword names (the keys of the recorded results).
+_RENAMED = {"outer_learning_rate": "learning_rate"}
+_RECORDED = ("latent_dim", "tau", "steps", "batch_size", "inner_steps", "inner_optimizer", "learning_rate", "mode",
+             "reverse_every", "init", "init_logit", "init_mix", "omega_weights", "random_init_prob", "inner_dropout",
+             "patience", "checkpoint_every")
 
 
 def _effective(kw: dict) -> dict:
     """Every setting :func:`distill.farzi.distill` runs with: the given ones and its defaults."""
     out = {}
-    for name, p in inspect.signature(farzi.distill).parameters.items():
-        if p.default is inspect.Parameter.empty or name in ("mesh", "evaluate", "eval_every", "progress", "checkpoint_dir"):
-            continue
-        v = kw.get(name, p.default)
+    for name in _RECORDED:
+        v = kw.get(name, farzi.Settings._field_defaults[name])
         if isinstance(v, inner.Adam):
             v = {"lr": v.learning_rate, **{f: getattr(v, f) for f in ("b1", "b2", "eps") if hasattr(v, f)}}
-        out[name] = np.asarray(v).tolist() if isinstance(v, (np.ndarray, jax.Array)) else v
+        key = {v2: k2 for k2, v2 in _RENAMED.items()}.get(name, name)
+        out[key] = list(v) if isinstance(v, tuple) else v
+    out["pad_id"] = None
     return out
 
 
@@ -554,18 +535,22 @@ def _shape_rows(model: ModelFns, omega: Any, d: dict, mu: int, xi: int, args, sy
     inner_model = model if not args.inner_dropout else transformer(
         d["vocab_size"], max_len=max(x for _, x in args.shapes), d_model=args.d_model, n_heads=1, n_layers=1,
         dropout=args.inner_dropout)
-    syn, hist, param = farzi.distill(inner_model, omega, d["train"], key=jax.random.key(0), n_seqs=mu, seq_len=xi,
-                                     vocab_size=d["vocab_size"], evaluate=evaluate,
-                                     eval_every=max(1, kw.get("steps", 200) // args.evals), progress=True, **kw)
+    settings = farzi.Settings(model=inner_model, n_seqs=mu, seq_len=xi,
+                              eval_every=max(1, kw.get("steps", 200) // args.evals), **kw)
+    res = farzi.distill(jax.random.key(0), farzi.Data(d["train"], omega), settings, evaluate=evaluate, progress=True)
+    hist = res.history
     distill_time = time.perf_counter() - t
     history = {"losses": hist.losses, "eval_steps": hist.eval_steps, "best_step": hist.best_step,
                "val_ppl": [float(np.exp(-v)) for v in hist.eval_values], "distill_time_s": distill_time}
-    data = param.materialize(syn, jax.random.key(0))
+    data = res.data
     add(f"Farzi {eff['init']}", data, distill_time_s=distill_time, best_outer_step=hist.best_step,
         mean_max_prob=float(jnp.mean(jnp.max(data, axis=-1))))
     # D_syn is μ·ξ·V floats: written next to the result JSON, never into the tracked results
-    farzi.export(output_dir(args) / f"farzi_ptb_{mu}x{xi}", syn, param,
-                 {"dataset": "ptb", "vocab_size": d["vocab_size"], "model": f"transformer d{args.d_model} L1 H1"})
+    export.save(output_dir(args) / f"farzi_ptb_{mu}x{xi}",
+                {"data": np.asarray(data), "z": np.asarray(res.params.z), "m": np.asarray(res.params.m)},
+                {"method": "farzi", "equation": "D_syn = softmax(Z @ M / tau) (dissertation Eq. 4.1/4.2)",
+                 "n_seqs": mu, "seq_len": xi, "vocab_size": d["vocab_size"], "latent_dim": eff["latent_dim"],
+                 "dataset": "ptb", "model": f"transformer d{args.d_model} L1 H1"})
     return rows, history
 
 

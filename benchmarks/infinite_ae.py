@@ -27,6 +27,7 @@ from benchmarks._common import format_table, output_dir, parser, write_result
 from distill import data as D
 from distill import metrics
 from models import ease, infinite_ae, popularity
+from models.kernels import KernelSpec
 
 COLUMNS = ["model", "lam", "HR@10", "HR@100", "nDCG@10", "nDCG@100", "AUC", "PSP@10", "time_s"]
 
@@ -63,15 +64,15 @@ def run_seed(inter, name: str, seed: int, args) -> tuple[list[dict], dict]:
     rows[-1]["time_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    model, search = ease.select_lambda(train, val, lams=args.ease_lams)
-    scores = ease.predict(model, context)
+    search = ease.select_lambda(train, val, lams=args.ease_lams)
+    scores = ease.predict(search.model, context)
     rows.append({"model": "EASE", "lam": search.best_lam, **test_metrics(scores)})
     rows[-1]["time_s"] = time.perf_counter() - t
     sweeps["EASE"] = dict(zip(map(str, search.lams), search.values, strict=True))
 
     t = time.perf_counter()
-    model, search = infinite_ae.select_lambda(train, val, lams=args.lams, depth=args.depth)
-    scores = infinite_ae.predict(model, context)
+    search = infinite_ae.select_lambda(train, val, lams=args.lams, spec=KernelSpec(depth=args.depth))
+    scores = infinite_ae.predict(search.model, context)
     rows.append({"model": "inf-AE", "lam": search.best_lam, **test_metrics(scores)})
     rows[-1]["time_s"] = time.perf_counter() - t
     sweeps["inf-AE"] = dict(zip(map(str, search.lams), search.values, strict=True))

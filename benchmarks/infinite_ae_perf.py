@@ -91,10 +91,10 @@ def main(argv=None):
 
     # The job: λ sweep + final fit + test evaluation (warm-up pass compiles first).
     def job():
-        model, search = infinite_ae.select_lambda(train, val, lams=lams)
+        search = infinite_ae.select_lambda(train, val, lams=lams)
         best = search.best_lam
         ctx = train + val
-        scores = infinite_ae.predict(model, ctx, block_size=args.block_size)
+        scores = infinite_ae.predict(search.model, ctx, block_size=args.block_size)
         return best, metrics.evaluate(scores, test, ctx, ks=(10, 100))
 
     job()  # compile

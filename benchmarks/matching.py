@@ -36,21 +36,19 @@ Writes ``NAME.json``, ``NAME_grid.png``, ``NAME_memory.png`` and ``NAME_sets/*.n
 
 from __future__ import annotations
 
-import functools
 import tempfile
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from benchmarks._common import format_table, output_dir, parser, train_many, write_result
-from distill import inner, loop
+from distill import inner, trajectories
 from distill.data import class_balanced_subset, load_digits, load_fashion_mnist, standardize
 from distill.data.images import ImageData, load_tfds_images
-from distill.parametrize import identity
 from distill import matching as M
+from distill.matching import dc, dm, kip, meta, mtt
 from models.convnet import convnet
 from models.mlp import mlp
 
@@ -98,51 +96,53 @@ def row_batches(x, y, batch, seed, targets=None):
     return batches
 
 
-def distill_one(method, ipc, data, args, models, trajectories, *, farzi=False):
-    """Distil ``ipc`` images per class with ``method``; returns (images, labels, seconds, history)."""
-    x, y, n_classes, mean, std = data
+def method_settings(method, ipc, args, models, images):
+    """``(module, Settings, batches)`` of one method: the recorded settings, and the real
+    batches of the recorded runs (numpy seeds 1-4 per method, step ``t``: seed ``(s, t)``)."""
+    x, y, n_classes = args.data[:3]
     model, embed = models
-    n = n_classes * ipc
-    labels = M.syn_labels(n_classes, ipc)
-    init = class_balanced_subset(ImageData(x, y, n_classes), ipc, seed=0)
-    if farzi:
-        par = M.latent_images(n, x.shape[1:], levels=args.levels, latent_dim=8, mean=mean, std=std)
-        data_params = par.init(jax.random.PRNGKey(7))
-    else:
-        par = identity()
-        data_params = par.init(None, jnp.asarray(init.x))
-    lr = args.lr_farzi if farzi else args.lr
-    steps = args.steps
+    base = dict(ipc=ipc, steps=args.steps, lr=args.lr_farzi if images != "pixels" else args.lr, images=images)
     if method in ("DC", "DSA"):
-        obj = functools.partial(M.dc_loss, parametrization=par, model=model, n_classes=n_classes,
-                                inner_steps=args.dc_inner, inner_lr=0.01,
-                                dsa=M.augment.DIGITS_STRATEGY if method == "DSA" else None)
-        params, batches = data_params, per_class_batches(x, y, n_classes, args.real_batch, 1)
-    elif method == "DM":
-        obj = functools.partial(M.dm_loss, parametrization=par, embed=embed, n_classes=n_classes)
-        params, batches = data_params, per_class_batches(x, y, n_classes, args.real_batch, 2)
-    elif method == "KIP":
-        obj = functools.partial(M.kip_loss, parametrization=par, learn_labels=False, reg=1e-6)
-        params = M.kip_init(data_params, labels, n_classes)
-        batches = row_batches(x, y, 256, 3, targets=np.asarray(M.kip_targets(jnp.asarray(y), n_classes)))
-    elif method == "MM":
-        obj = functools.partial(M.meta_matching_loss, parametrization=par, model=model, labels=labels,
-                                steps=args.mm_steps, optimizer=inner.Adam(1e-2), mode="reverse_adam",
-                                reverse_every=2)
-        params, batches = data_params, row_batches(x, y, 256, 4)
-    elif method == "MTT":
-        obj = functools.partial(M.mtt_loss, parametrization=par, model=model, trajectories=trajectories, labels=labels,
-                                syn_steps=args.syn_steps, expert_epochs=2, max_start_epoch=args.expert_epochs - 2,
-                                mode="reverse_adam", reverse_every=2)
-        params, batches = M.mtt_init(data_params, 1e-3), None
+        dsa = M.augment.DIGITS_STRATEGY if method == "DSA" else None
+        return (dc, dc.Settings(**base, model=model, inner_steps=args.dc_inner, inner_lr=0.01, dsa=dsa,
+                                real_batch=args.real_batch), per_class_batches(x, y, n_classes, args.real_batch, 1))
+    if method == "DM":
+        return dm, dm.Settings(**base, embed=embed, real_batch=args.real_batch), per_class_batches(
+            x, y, n_classes, args.real_batch, 2)
+    if method == "KIP":
+        targets = np.asarray(M.kip_targets(jnp.asarray(y), n_classes))
+        return kip, kip.Settings(**base, learn_labels=False, lam=1e-6), row_batches(x, y, 256, 3, targets=targets)
+    if method == "MM":
+        return meta, meta.Settings(**base, model=model, inner_steps=args.mm_steps, inner_optimizer=inner.Adam(1e-2),
+                                   mode="reverse_adam", reverse_every=2), row_batches(x, y, 256, 4)
+    if method == "MTT":
+        return mtt, mtt.Settings(**base, model=model, student_lr=1e-3, syn_steps=args.syn_steps, expert_epochs=2,
+                                 max_start_epoch=args.expert_epochs - 2, n_experts=args.n_experts,
+                                 expert_train_epochs=args.expert_epochs, mode="reverse_adam", reverse_every=2), None
+    raise ValueError(method)
+
+
+def distill_one(method, ipc, args, models, experts, *, farzi=False):
+    """Distil ``ipc`` images per class with ``method``; returns (images, labels, seconds, history, extra)."""
+    x, y, n_classes, mean, std = args.data
+    images = M.Latent(levels=args.levels, latent_dim=8, mean=tuple(np.ravel(mean).tolist()),
+                      std=tuple(np.ravel(std).tolist())) if farzi else "pixels"
+    module, settings, batches = method_settings(method, ipc, args, models, images)
+    if module is mtt:
+        data = mtt.Data(x, y, n_classes, experts)
     else:
-        raise ValueError(method)
+        data = M.Data(x, y, n_classes)
+    if farzi:  # random latent factors
+        params = module.init(jax.random.PRNGKey(7), data, settings)
+    else:  # random real images (the recorded runs' numpy seed 0)
+        params = module.init(jax.random.PRNGKey(0), data, settings,
+                             start=class_balanced_subset(ImageData(x, y, n_classes), ipc, seed=0).x)
+    kw = {} if batches is None else {"batches": batches}
     t0 = time.perf_counter()
-    out, hist = loop.run(obj, params, optax.adam(lr), batches, steps=steps, key=jax.random.PRNGKey(11), progress=False)
-    images = par.materialize(out.data if isinstance(out, (M.MTTParams, M.KIPParams)) else out, jax.random.PRNGKey(0))
-    jax.block_until_ready(images)
-    extra = {"student_lr": float(jnp.exp(out.log_lr))} if method == "MTT" else {}
-    return np.asarray(images), np.asarray(labels), time.perf_counter() - t0, hist, extra
+    res = module.distill(jax.random.PRNGKey(11), data, settings, init_params=params, **kw)
+    extra = {"student_lr": res.student_lr} if module is mtt else {}
+    labels = np.asarray(M.syn_labels(n_classes, ipc))  # KIP: its fixed labels' classes
+    return res.data[0], labels, time.perf_counter() - t0, res.history, extra
 
 
 def mtt_memory(ns, *, ipc=50, n_classes=10, shape=(8, 8, 1)):
@@ -151,15 +151,15 @@ def mtt_memory(ns, *, ipc=50, n_classes=10, shape=(8, 8, 1)):
     key = jax.random.PRNGKey(0)
     x = jax.random.normal(key, (n_classes * ipc,) + shape)
     theta = model.init(key, x[:1])
-    traj = jax.tree_util.tree_map(lambda a: jnp.stack([a] * 4)[None], theta)  # (1, 4, ...)
-    labels = M.syn_labels(n_classes, ipc)
+    batch = mtt.Batch(jax.tree_util.tree_map(lambda a: jnp.stack([a] * 4)[None], theta),  # (1, 4, ...)
+                      jnp.zeros((0,) + shape))
+    params = mtt.MTTParams(x, jnp.log(jnp.asarray(1e-3, jnp.result_type(float))))
     rows = []
     for mode in inner.MODES:
         for n in ns:
-            obj = functools.partial(M.mtt_loss, batch=None, parametrization=identity(), model=model, trajectories=traj,
-                                    labels=labels, syn_steps=n, expert_epochs=2, max_start_epoch=1, mode=mode)
+            settings = mtt.Settings(ipc=ipc, model=model, syn_steps=n, expert_epochs=2, max_start_epoch=1, mode=mode)
             t0 = time.perf_counter()
-            comp = jax.jit(jax.grad(lambda p, k, obj=obj: obj(p, key=k))).lower(M.mtt_init(x, 1e-3), key).compile()
+            comp = jax.jit(jax.grad(mtt.objective), static_argnums=3).lower(params, batch, key, settings).compile()
             ma = comp.memory_analysis()
             rows.append({"mode": mode, "N": n, "temp_MiB": ma.temp_size_in_bytes / 2**20,
                          "compile_s": time.perf_counter() - t0})
@@ -220,7 +220,7 @@ def load_data(args):
     return (xtr, np.asarray(train.y), train.n_classes, mean, std), (jnp.asarray(xte), jnp.asarray(test.y))
 
 
-def main(argv=None):
+def parse_args(argv):
     ap = parser("matching", __doc__)
     ap.add_argument("--name", default=None,
                     help="result name: NAME.json, NAME_grid.png, ... (default matching[_quick][_convnet][_<dataset>])")
@@ -240,59 +240,89 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=None,
                     help="outer (distillation) steps per run (default 150, 60 with --quick)")
     args = ap.parse_args(argv)
-    out = output_dir(args)
-    t_start = time.perf_counter()
-    ipcs = args.ipcs or [1, 10]
+    args.ipcs = args.ipcs or [1, 10]
     args.steps = args.steps or (60 if args.quick else 150)
     args.lr, args.lr_farzi = 0.01, 0.05
     args.real_batch, args.dc_inner, args.mm_steps = 64, 10, 20
     args.syn_steps, args.expert_epochs, args.n_experts, args.levels = 20, 10, 5, 17
-    eval_steps, eval_lr, n_eval = 300, 1e-3, 5
-    name = args.name or ("matching_quick" if args.quick else "matching") + ("_convnet" if args.convnet else "") + (
+    args.eval_steps, args.eval_lr, args.n_eval = 300, 1e-3, 5
+    args.name = args.name or ("matching_quick" if args.quick else "matching") + ("_convnet" if args.convnet else "") + (
         "" if args.dataset == "digits" else f"_{args.dataset}")
+    return args
 
-    data, (xt, yt) = load_data(args)
-    x, y, n_classes, mean, std = data
-    models = _models(args, n_classes)
-    model = models[0]
 
+def train_experts(args, model):
+    """MTT's expert trajectories, written to and read back from the trajectory store."""
     print("expert trajectories for MTT ...", flush=True)
+    x, y, n_classes = args.data[:3]
     t0 = time.perf_counter()
-    traj = M.expert_trajectories(jax.random.PRNGKey(5), model, jnp.asarray(x), jnp.asarray(y),
-                                 n_experts=args.n_experts, n_epochs=args.expert_epochs, batch_size=128, lr=1e-3)
-    with tempfile.TemporaryDirectory() as d:  # the saved (orbax) trajectories are what MTT reads
-        path = M.save_trajectories(f"{d}/experts", traj)
-        traj = M.load_trajectories(path, like=traj)
+    settings = mtt.Settings(model=model, n_experts=args.n_experts, expert_train_epochs=args.expert_epochs,
+                            expert_batch_size=128, expert_lr=1e-3)
+    traj = mtt.expert_trajectories(jax.random.PRNGKey(5), mtt.Data(x, y, n_classes), settings)
+    with tempfile.TemporaryDirectory() as d:  # the stored (orbax) trajectories are what MTT reads
+        trajectories.save(f"{d}/experts", traj)
+        traj = trajectories.load(f"{d}/experts", like=jax.tree_util.tree_map(lambda a: a[0], traj))
     expert_s = time.perf_counter() - t0
     print(f"  {args.n_experts} experts × {args.expert_epochs} epochs: {expert_s:.1f}s", flush=True)
+    return traj, expert_s
 
-    full = evaluate(model, x, y, xt, yt, n_models=n_eval, steps=eval_steps, lr=eval_lr)
-    rows, results, grid = [], {"full_data": full[:2]}, {}
-    sets_dir = out / f"{name}_sets"
-    for ipc in ipcs:
-        init = class_balanced_subset(ImageData(x, y, n_classes), ipc, seed=0)
-        rnd = evaluate(model, init.x, init.y, xt, yt, n_models=n_eval, steps=eval_steps, lr=eval_lr)
-        row = {"ipc": ipc, "random real": f"{rnd[0]:.1f}±{rnd[1]:.1f}"}
-        results[f"ipc{ipc}"] = {"random real": {"mean": rnd[0], "std": rnd[1]}}
+
+def _eval(args, model, xs, ys, test):
+    return evaluate(model, xs, ys, *test, n_models=args.n_eval, steps=args.eval_steps, lr=args.eval_lr)
+
+
+def run_ipc(args, ipc, models, experts, test, out, results, grid):
+    """One row of the table: random real images and every configured method at ``ipc``."""
+    x, y, n_classes, mean, std = args.data
+    model = models[0]
+    init = class_balanced_subset(ImageData(x, y, n_classes), ipc, seed=0)
+    rnd = _eval(args, model, init.x, init.y, test)
+    row = {"ipc": ipc, "random real": f"{rnd[0]:.1f}±{rnd[1]:.1f}"}
+    results[f"ipc{ipc}"] = {"random real": {"mean": rnd[0], "std": rnd[1]}}
+    if ipc == 10:
+        grid["random real"] = (init.x, ipc)
+    farzi = [(m, True) for m in args.farzi_methods] if ipc == args.farzi_ipc else []
+    for method, is_farzi in [(m, False) for m in args.methods] + farzi:
+        label = method + (" (Farzi)" if is_farzi else "")
+        imgs, labs, secs, hist, extra = distill_one(method, ipc, args, models, experts, farzi=is_farzi)
+        acc = _eval(args, model, imgs, labs, test)
+        row[label] = f"{acc[0]:.1f}±{acc[1]:.1f}"
+        results[f"ipc{ipc}"][label] = {"mean": acc[0], "std": acc[1], "accs": acc[2], "distill_s": secs,
+                                        "loss_first": hist.losses[0], "loss_last": hist.losses[-1], **extra}
+        M.save_synthetic(out / f"{args.name}_sets" / f"{label.replace(' ', '_').replace('(', '').replace(')', '')}_ipc{ipc}",
+                         imgs, labs, {"method": method, "farzi": is_farzi, "ipc": ipc, "mean": mean, "std": std,
+                                      "steps": args.steps})
         if ipc == 10:
-            grid["random real"] = (init.x, ipc)
-        configs = [(m, False) for m in args.methods] + ([(m, True) for m in args.farzi_methods] if ipc == args.farzi_ipc else [])
-        for method, farzi in configs:
-            label = method + (" (Farzi)" if farzi else "")
-            imgs, labs, secs, hist, extra = distill_one(method, ipc, data, args, models, traj, farzi=farzi)
-            acc = evaluate(model, imgs, labs, xt, yt, n_models=n_eval, steps=eval_steps, lr=eval_lr)
-            row[label] = f"{acc[0]:.1f}±{acc[1]:.1f}"
-            results[f"ipc{ipc}"][label] = {"mean": acc[0], "std": acc[1], "accs": acc[2], "distill_s": secs,
-                                            "loss_first": hist.losses[0], "loss_last": hist.losses[-1], **extra}
-            M.save_synthetic(sets_dir / f"{label.replace(' ', '_').replace('(', '').replace(')', '')}_ipc{ipc}", imgs, labs,
-                             {"method": method, "farzi": farzi, "ipc": ipc, "mean": mean, "std": std, "steps": args.steps})
-            if ipc == 10:
-                grid[label] = (imgs, ipc)
-            print(f"  ipc {ipc} {label}: {acc[0]:.1f}±{acc[1]:.1f}  loss {hist.losses[0]:.4g} → {hist.losses[-1]:.4g}  "
-                  f"({secs:.1f}s) {extra}", flush=True)
-        row["full data"] = f"{full[0]:.1f}±{full[1]:.1f}"
-        rows.append(row)
+            grid[label] = (imgs, ipc)
+        print(f"  ipc {ipc} {label}: {acc[0]:.1f}±{acc[1]:.1f}  loss {hist.losses[0]:.4g} → {hist.losses[-1]:.4g}  "
+              f"({secs:.1f}s) {extra}", flush=True)
+    return row
 
+
+def run_config(args, expert_s):
+    return {"dataset": args.dataset, "model": f"convnet w{args.width} d{args.depth}" if args.convnet else "mlp 128-128",
+            "ipcs": args.ipcs, "methods": args.methods, "farzi_methods": args.farzi_methods,
+            "farzi_ipc": args.farzi_ipc, "outer_steps": args.steps, "outer_lr": args.lr,
+            "outer_lr_farzi": args.lr_farzi, "real_batch": args.real_batch, "dc_inner_steps": args.dc_inner,
+            "mm_inner_steps": args.mm_steps,
+            "mtt": {"syn_steps": args.syn_steps, "expert_epochs_M": 2, "expert_total_epochs": args.expert_epochs,
+                    "n_experts": args.n_experts, "expert_s": expert_s},
+            "eval": {"n_models": args.n_eval, "steps": args.eval_steps, "lr": args.eval_lr}, "anchors": ANCHORS}
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    out = output_dir(args)
+    t_start = time.perf_counter()
+    args.data, test = load_data(args)
+    models = _models(args, args.data[2])
+    experts, expert_s = train_experts(args, models[0])
+
+    full = _eval(args, models[0], args.data[0], args.data[1], test)
+    rows, results, grid = [], {"full_data": full[:2]}, {}
+    for ipc in args.ipcs:
+        rows.append(run_ipc(args, ipc, models, experts, test, out, results, grid))
+        rows[-1]["full data"] = f"{full[0]:.1f}±{full[1]:.1f}"
     columns = ["ipc", "random real"] + args.methods + [m + " (Farzi)" for m in args.farzi_methods] + ["full data"]
     print(format_table(rows, columns))
     if args.dataset != "digits":
@@ -301,20 +331,12 @@ def main(argv=None):
     print("MTT memory vs N ...", flush=True)
     mem_rows = mtt_memory([10, 50] if args.quick else [10, 50, 200])
     print(format_table(mem_rows, ["mode", "N", "temp_MiB", "compile_s"]))
-
     if grid:
-        plot_grid(out / f"{name}_grid.png", grid, n_classes, x.shape[1:])
-    plot_memory(out / f"{name}_memory.png", mem_rows)
-    config = {"dataset": args.dataset, "model": f"convnet w{args.width} d{args.depth}" if args.convnet else "mlp 128-128", "ipcs": ipcs,
-              "methods": args.methods, "farzi_methods": args.farzi_methods, "farzi_ipc": args.farzi_ipc,
-              "outer_steps": args.steps, "outer_lr": args.lr, "outer_lr_farzi": args.lr_farzi,
-              "real_batch": args.real_batch, "dc_inner_steps": args.dc_inner, "mm_inner_steps": args.mm_steps,
-              "mtt": {"syn_steps": args.syn_steps, "expert_epochs_M": 2, "expert_total_epochs": args.expert_epochs,
-                      "n_experts": args.n_experts, "expert_s": expert_s},
-              "eval": {"n_models": n_eval, "steps": eval_steps, "lr": eval_lr}, "anchors": ANCHORS}
+        plot_grid(out / f"{args.name}_grid.png", grid, args.data[2], args.data[0].shape[1:])
+    plot_memory(out / f"{args.name}_memory.png", mem_rows)
     results["table"] = rows
     results["mtt_memory"] = mem_rows
-    path = write_result(name, config, results, time.perf_counter() - t_start, out_dir=out)
+    path = write_result(args.name, run_config(args, expert_s), results, time.perf_counter() - t_start, out_dir=out)
     print(f"wrote {path} ({time.perf_counter() - t_start:.0f}s)")
 
 

@@ -35,6 +35,7 @@ import optax
 
 from benchmarks._common import format_table, output_dir, parser, timed, train_many, write_result
 from benchmarks._common import draw_weighted as _draw
+from distill import train
 from distill.data import load_digits, standardize
 from models.convnet import convnet
 from models.mlp import mlp
@@ -44,6 +45,7 @@ from selection.semdedup import semdedup, semdedup_fraction
 from selection.training_dynamics import train_with_dynamics
 
 HIDDEN = (128, 128)
+TARGET_STEPS = 300
 CONVNET_SELECTORS = ("random", "el2n (hard)", "craig", "k-center", "density (ips)")
 
 
@@ -182,61 +184,69 @@ def throughput(x, y, params_list, *, n_examples, repeats):
 # ----------------------------------------------------------------------------- PTB
 
 
-def ptb_experiment(args):
-    """Ask-LLM / DENSITY / perplexity selection of PTB sentences for a Transformer LM."""
-    from distill.data import load_ptb, tokenize
-    from models.transformer import transformer
-    from selection import ask_llm
+PTB_VOCAB, PTB_MAX_LEN, PTB_SENT_LEN = 5000, 128, 24  # 5k words keep 'yes' (rank 4405) and 'no'
 
-    vocab_size, max_len, sent_len = 5000, 128, 24  # 5k words keep 'yes' (rank 4405) and 'no'
-    corpus = load_ptb(vocab_size=vocab_size)
+
+def ptb_sentences(stream, eos, n_max, sent_len=PTB_SENT_LEN):
+    """The first ``n_max`` sentences (ending in ``<eos>``) of 3 to ``sent_len`` words."""
+    cuts = np.flatnonzero(stream == eos)
+    starts = np.concatenate([[0], cuts[:-1] + 1])
+    # strict=False: without any <eos>, starts is [0] and cuts empty (no sentence).
+    out = [stream[s : e + 1] for s, e in zip(starts, cuts, strict=False) if 4 <= e + 1 - s <= sent_len + 1]
+    return out[:n_max]
+
+
+def pad_sentences(sents, eos, sent_len=PTB_SENT_LEN):
+    """``(tokens (m, L + 1), target mask (m, L))``, padded with ``<eos>``."""
+    t = np.full((len(sents), sent_len + 1), eos, np.int32)
+    m = np.zeros((len(sents), sent_len), np.float32)
+    for i, s in enumerate(sents):
+        t[i, : len(s)] = s
+        m[i, : len(s) - 1] = 1
+    return jnp.asarray(t), jnp.asarray(m)
+
+
+def ptb_data(quick):
+    """The corpus, the candidate pool and the dev (early stopping) / test (reported) sentences."""
+    from distill.data import load_ptb
+
+    corpus = load_ptb(vocab_size=PTB_VOCAB)
     eos = corpus.vocab.index("<eos>")
+    train_s = ptb_sentences(corpus.train, eos, 2000 if quick else 6000)
+    return dict(corpus=corpus, eos=eos, train_s=train_s, train=pad_sentences(train_s, eos),
+                dev=pad_sentences(ptb_sentences(corpus.valid, eos, 500), eos),
+                test=pad_sentences(ptb_sentences(corpus.test, eos, 1000), eos))
 
-    def sentences(stream, n_max):
-        cuts = np.flatnonzero(stream == eos)
-        starts = np.concatenate([[0], cuts[:-1] + 1])
-        # strict=False: without any <eos>, starts is [0] and cuts empty (no sentence).
-        out = [stream[s : e + 1] for s, e in zip(starts, cuts, strict=False) if 4 <= e + 1 - s <= sent_len + 1]
-        return out[:n_max]
 
-    n_train = 2000 if args.quick else 6000
-    train_s = sentences(corpus.train, n_train)
-    dev_s = sentences(corpus.valid, 500)  # early stopping
-    test_s = sentences(corpus.test, 1000)  # reported
+class LMTrainer:
+    """Adam(3e-3) on a small Transformer LM, minibatches of 32 drawn ∝ a weight vector."""
 
-    def pad(sents):
-        t = np.full((len(sents), sent_len + 1), eos, np.int32)
-        m = np.zeros((len(sents), sent_len), np.float32)
-        for i, s in enumerate(sents):
-            t[i, : len(s)] = s
-            m[i, : len(s) - 1] = 1
-        return jnp.asarray(t), jnp.asarray(m)
+    def __init__(self, dev):
+        from models.transformer import transformer
 
-    tr_tok, tr_mask = pad(train_s)
-    dev_tok, dev_mask = pad(dev_s)
-    te_tok, te_mask = pad(test_s)
-    lm = transformer(vocab_size, max_len=max_len, d_model=64, n_heads=2, n_layers=2)
-    opt = optax.adam(3e-3)
+        self.lm = transformer(PTB_VOCAB, max_len=PTB_MAX_LEN, d_model=64, n_heads=2, n_layers=2)
+        self.opt = optax.adam(3e-3)
+        self.dev = dev
+        self.ppl_of = jax.jit(lambda p, t, m: jnp.exp(self._nll(p, t, m)))
+        self.train_chunk = jax.jit(self._train_chunk)
 
-    def nll_fn(p, t, m):
-        logp = jax.nn.log_softmax(lm.apply(p, t[:, :-1]))
+    def _nll(self, p, t, m):
+        logp = jax.nn.log_softmax(self.lm.apply(p, t[:, :-1]))
         nll = -jnp.take_along_axis(logp, t[:, 1:, None], -1)[..., 0]
         return jnp.sum(nll * m) / jnp.sum(m)
 
-    @jax.jit
-    def train_chunk(p, s, cdf, toks, mask, keys):
-        def step(c, k):
-            p, s = c
+    def _train_chunk(self, state, cdf, toks, mask, keys):
+        """``len(keys)`` Adam steps; each step's batch is its key, the loss draws 32 rows ∝ ``w``."""
+        def loss(p, k, _key):
             idx = _draw(k, cdf, 32)
-            g = jax.grad(nll_fn)(p, toks[idx], mask[idx])
-            u, s = opt.update(g, s, p)
-            return (optax.apply_updates(p, u), s), None
+            return self._nll(p, toks[idx], mask[idx])
 
-        return jax.lax.scan(step, (p, s), keys)[0]
+        return train.scan(state, keys, keys[0], loss=loss, optimizer=self.opt)[0]
 
-    ppl_of = jax.jit(lambda p, t, m: jnp.exp(nll_fn(p, t, m)))
+    def valid_ppl(self, p):
+        return float(self.ppl_of(p, *self.dev))
 
-    def train_lm(key, w, toks, mask, max_steps, *, every=25, patience=4, dev=True):
+    def train_lm(self, key, w, toks, mask, max_steps, *, every=25, patience=4, dev=True):
         """Adam on minibatches drawn ∝ ``w``; with ``dev``, early stopping on dev perplexity.
 
         A fixed step budget overfits small subsets (10 % of the pool is ~2k tokens for a
@@ -244,17 +254,18 @@ def ptb_experiment(args):
         its dev perplexity stops improving — the model selection any practitioner would do.
         """
         k_init, key = jax.random.split(key)
-        p = lm.init(k_init, toks[:1, :-1])
-        s = opt.init(p)
+        state = train.init(self.lm.init(k_init, toks[:1, :-1]), self.opt)
+        p = state.params
         cdf = jnp.cumsum(jnp.asarray(w, jnp.float32))
         best, best_p, best_step, bad = np.inf, p, 0, 0
         for start in range(0, max_steps, every):
             key, k = jax.random.split(key)
-            p, s = train_chunk(p, s, cdf, toks, mask, jax.random.split(k, every))
+            state = self.train_chunk(state, cdf, toks, mask, jax.random.split(k, every))
+            p = state.params
             if not dev:
                 best_p, best_step = p, start + every
                 continue
-            d = float(ppl_of(p, dev_tok, dev_mask))
+            d = self.valid_ppl(p)
             if d < best:
                 best, best_p, best_step, bad = d, p, start + every, 0
             else:
@@ -263,67 +274,69 @@ def ptb_experiment(args):
                     break
         return best_p, best_step
 
-    def valid_ppl(p):
-        return float(ppl_of(p, dev_tok, dev_mask))
 
-    # 1) the scoring LM: trained on PTB text *outside* the candidate pool (a later slice of the stream)
+def ptb_scoring_lm(trainer, data, quick):
+    """The scoring LM, trained on PTB text *outside* the candidate pool (a later slice of the stream)."""
     t0 = time.perf_counter()
-    pool_end = int(np.flatnonzero(corpus.train == eos)[len(train_s) * 2])
+    corpus, eos = data["corpus"], data["eos"]
+    pool_end = int(np.flatnonzero(corpus.train == eos)[len(data["train_s"]) * 2])
     rest = corpus.train[pool_end:]
     wins = rest[: (len(rest) // 65) * 65].reshape(-1, 65)[:20000]
-    wins_j = jnp.asarray(wins)
-    proxy_steps = 300 if args.quick else 1500
-    proxy, _ = train_lm(jax.random.PRNGKey(7), jnp.ones(wins.shape[0]), wins_j, jnp.ones((wins.shape[0], 64)), proxy_steps, dev=False)
-    proxy_time = time.perf_counter() - t0
-    print(f"  scoring LM: {proxy_steps} steps, valid ppl {valid_ppl(proxy):.1f} ({proxy_time:.0f}s)", flush=True)
+    proxy_steps = 300 if quick else 1500
+    proxy, _ = trainer.train_lm(jax.random.PRNGKey(7), jnp.ones(wins.shape[0]), jnp.asarray(wins),
+                                jnp.ones((wins.shape[0], 64)), proxy_steps, dev=False)
+    print(f"  scoring LM: {proxy_steps} steps, valid ppl {trainer.valid_ppl(proxy):.1f} ({time.perf_counter() - t0:.0f}s)", flush=True)
+    return proxy, proxy_steps
 
-    # 2) scores
-    words = lambda s: " ".join(corpus.vocab[t] for t in s[:-1])
-    texts = [words(s) for s in train_s]
+
+def _timed_once(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
+def ptb_scores(trainer, proxy, data):
+    """Ask-LLM P(yes), perplexity and DENSITY scores of the pool under the scoring LM, with throughput rows."""
+    from distill.data import tokenize
+    from selection import ask_llm
+
+    corpus, (tr_tok, tr_mask) = data["corpus"], data["train"]
+    texts = [" ".join(corpus.vocab[t] for t in s[:-1]) for s in data["train_s"]]
     tok = lambda text: tokenize(text, corpus.vocab)[:-1]  # drop the final <eos>: "yes" follows "- no"
-    yes_id = corpus.vocab.index("yes")
-    scorer_lm = ask_llm.causal_lm(lm.apply, proxy)
-    ask = lambda ts: ask_llm.ask_llm_scores(scorer_lm, ts, tok, yes_id, batch_size=250, max_len=max_len)
+    scorer_lm = ask_llm.causal_lm(trainer.lm.apply, proxy)
+    ask = lambda ts: ask_llm.ask_llm_scores(scorer_lm, ts, tok, corpus.vocab.index("yes"), batch_size=250, max_len=PTB_MAX_LEN)
     ask(texts[:250])  # warm-up: every batch has the same (250, max_len) shape
-    t0 = time.perf_counter()
-    askllm = ask(texts)
-    ask_time = time.perf_counter() - t0
-    ppl_fn = jax.jit(lambda p, t, m: scores.perplexity(lm.apply, p, t, mask=m))
+    askllm, ask_time = _timed_once(lambda: ask(texts))
+    ppl_fn = jax.jit(lambda p, t, m: scores.perplexity(trainer.lm.apply, p, t, mask=m))
     jax.block_until_ready(ppl_fn(proxy, tr_tok, tr_mask))
-    t0 = time.perf_counter()
-    ppl = np.asarray(ppl_fn(proxy, tr_tok, tr_mask))
-    ppl_time = time.perf_counter() - t0
-    table = proxy["embed"]
-    emb = jnp.sum(table[tr_tok[:, :-1]] * tr_mask[..., None], 1) / jnp.sum(tr_mask, 1, keepdims=True)
+    ppl, ppl_time = _timed_once(lambda: np.asarray(ppl_fn(proxy, tr_tok, tr_mask)))
+    emb = jnp.sum(proxy["embed"][tr_tok[:, :-1]] * tr_mask[..., None], 1) / jnp.sum(tr_mask, 1, keepdims=True)
     dens_fn = lambda: density.density_scores(jax.random.PRNGKey(3), emb, n_rows=256, n_concat=2)
     jax.block_until_ready(dens_fn())
-    t0 = time.perf_counter()
-    dens = np.maximum(np.asarray(dens_fn()), 1e-6)
-    dens_time = time.perf_counter() - t0
-    n = len(train_s)
+    dens, dens_time = _timed_once(lambda: np.maximum(np.asarray(dens_fn()), 1e-6))
+    n = len(texts)
     throughput_rows = [
-        {"scorer": f"ask-llm P(yes) (transformer, prompts padded to {max_len})", "n": n, "seconds": ask_time, "examples/s": n / ask_time},
+        {"scorer": f"ask-llm P(yes) (transformer, prompts padded to {PTB_MAX_LEN})", "n": n, "seconds": ask_time, "examples/s": n / ask_time},
         {"scorer": "perplexity (transformer, 24 tokens)", "n": n, "seconds": ppl_time, "examples/s": n / ppl_time},
         {"scorer": "density (mean token embedding)", "n": n, "seconds": dens_time, "examples/s": n / dens_time},
     ]
-    from scipy.stats import spearmanr
+    return dict(texts=texts, tok=tok, askllm=askllm, ppl=ppl, dens=dens, throughput=throughput_rows)
 
-    corr = {"askllm_vs_ppl_spearman": float(spearmanr(askllm, ppl).correlation),
-            "askllm_vs_length_spearman": float(spearmanr(askllm, [len(s) for s in train_s]).correlation)}
 
+def ptb_curves(trainer, data, sc, fractions, seeds, max_steps):
+    """Test perplexity of a fresh LM trained on each selector's subset, per fraction and seed."""
+    n = len(data["train_s"])
+    askllm, ppl, dens = sc["askllm"], sc["ppl"], sc["dens"]
     selectors = {
         "random": lambda f, s: select.random_subset(jax.random.PRNGKey(s), n, select.budget(n, f)),
         "ask-llm (top P(yes))": lambda f, s: select.top_k(askllm, select.budget(n, f)),
         "density (ips)": lambda f, s: select.ips_sample(jax.random.PRNGKey(100 + s), dens, select.budget(n, f)),
         "perplexity (low)": lambda f, s: select.bottom_k(ppl, select.budget(n, f)),
     }
-    fractions = [0.1, 0.3, 0.5, 1.0] if args.quick else [0.1, 0.2, 0.4, 0.6, 1.0]
-    seeds = args.seeds[:2] if args.quick else args.seeds
-    max_steps = 1500 if args.quick else 3000
 
     def run(w, s):
-        p, used = train_lm(jax.random.PRNGKey(500 + s), w, tr_tok, tr_mask, max_steps)
-        return float(ppl_of(p, te_tok, te_mask)), used
+        p, used = trainer.train_lm(jax.random.PRNGKey(500 + s), w, *data["train"], max_steps)
+        return float(trainer.ppl_of(p, *data["test"])), used
 
     full = {s: run(np.ones(n, np.float32), s) for s in seeds}  # 100 %: the same for every selector
     print(f"  full pool: test ppl {[round(v[0], 1) for v in full.values()]}, steps {[v[1] for v in full.values()]}", flush=True)
@@ -349,19 +362,37 @@ def ptb_experiment(args):
             row[f"{int(round(100 * f))}%"] = f"{np.mean(vals):.1f}±{np.std(vals):.1f}"
         rows.append(row)
         print(f"  {name}: {row}", flush=True)
-    example_prompt = ask_llm.make_prompt(texts[0])
-    top = [texts[i] for i in np.argsort(-askllm)[:3]]
-    bottom = [texts[i] for i in np.argsort(askllm)[:3]]
+    return curves, rows
+
+
+def ptb_experiment(args):
+    """Ask-LLM / DENSITY / perplexity selection of PTB sentences for a Transformer LM."""
+    from scipy.stats import spearmanr
+
+    from selection import ask_llm
+
+    data = ptb_data(args.quick)
+    trainer = LMTrainer(data["dev"])
+    proxy, proxy_steps = ptb_scoring_lm(trainer, data, args.quick)
+    sc = ptb_scores(trainer, proxy, data)
+    askllm, texts, train_s = sc["askllm"], sc["texts"], data["train_s"]
+    corr = {"askllm_vs_ppl_spearman": float(spearmanr(askllm, sc["ppl"]).correlation),
+            "askllm_vs_length_spearman": float(spearmanr(askllm, [len(s) for s in train_s]).correlation)}
+    fractions = [0.1, 0.3, 0.5, 1.0] if args.quick else [0.1, 0.2, 0.4, 0.6, 1.0]
+    seeds = args.seeds[:2] if args.quick else args.seeds
+    max_steps = 1500 if args.quick else 3000
+    curves, rows = ptb_curves(trainer, data, sc, fractions, seeds, max_steps)
     return {
-        "config": {"vocab_size": vocab_size, "n_sentences": n, "sentence_len": sent_len, "lm": "transformer d64 L2 H2",
+        "config": {"vocab_size": PTB_VOCAB, "n_sentences": len(train_s), "sentence_len": PTB_SENT_LEN, "lm": "transformer d64 L2 H2",
                    "scoring_lm_steps": proxy_steps, "target_max_steps": max_steps, "batch": 32, "fractions": fractions,
                    "seeds": list(seeds), "target_protocol": "Adam 3e-3, early stopping on 500 valid sentences (eval every 25 steps, "
                    "patience 4); test perplexity on 1000 test sentences"},
-        "scoring_lm_valid_ppl": valid_ppl(proxy),
-        "curves": curves, "rows": rows, "throughput": throughput_rows, "correlations": corr,
+        "scoring_lm_valid_ppl": trainer.valid_ppl(proxy),
+        "curves": curves, "rows": rows, "throughput": sc["throughput"], "correlations": corr,
         "askllm_stats": {"mean": float(askllm.mean()), "min": float(askllm.min()), "max": float(askllm.max())},
-        "example_prompt_tokens": int(len(tok(example_prompt))),
-        "askllm_top_sentences": top, "askllm_bottom_sentences": bottom,
+        "example_prompt_tokens": int(len(sc["tok"](ask_llm.make_prompt(texts[0])))),
+        "askllm_top_sentences": [texts[i] for i in np.argsort(-askllm)[:3]],
+        "askllm_bottom_sentences": [texts[i] for i in np.argsort(askllm)[:3]],
     }
 
 
@@ -395,6 +426,51 @@ def plot(path, results, ptb=None):
     fig.savefig(path, dpi=110)
 
 
+def write_ptb_only(args, name, out_dir, t_start):
+    """``--ptb-only``: the PTB experiment alone, its tables, JSON and plot."""
+    ptb = ptb_experiment(args)
+    print(format_table(ptb["rows"], ["selector"] + [f"{int(round(100 * f))}%" for f in ptb["config"]["fractions"]]))
+    print(format_table(ptb["throughput"], ["scorer", "n", "seconds", "examples/s"]))
+    print(ptb["correlations"], ptb["askllm_stats"])
+    path = write_result(name, ptb.pop("config"), ptb, time.perf_counter() - t_start, out_dir=out_dir)
+    plot(out_dir / f"{name}.png", {}, ptb)
+    print(f"wrote {path} and {name}.png ({time.perf_counter() - t_start:.0f}s)")
+
+
+def digits_data():
+    """Standardised sklearn digits: ``x, y, x_test, y_test`` as jax arrays."""
+    tr, te = load_digits(seed=0)
+    xtr, mean, std = standardize(tr.x)
+    xte, _, _ = standardize(te.x, mean, std)
+    return tuple(jnp.asarray(a) for a in (xtr, tr.y, xte, te.y))
+
+
+def digits_experiment(args, x, y, xt, yt, fractions, seeds):
+    """Proxies and scores, the selectors, and every target's pruning curves."""
+    t0 = time.perf_counter()
+    sc, proxies = compute_scores(jax.random.PRNGKey(0), x, y, n_proxies=3, proxy_epochs=10)
+    score_time = time.perf_counter() - t0
+    print(f"proxies + scores: {score_time:.1f}s (proxy train acc {sc['proxy_train_acc']:.3f})", flush=True)
+    t0 = time.perf_counter()
+    selectors = make_selectors(sc, np.asarray(y), jax.random.PRNGKey(1))
+    selector_setup = time.perf_counter() - t0
+    results, tables = {}, {}
+    targets = [("digits / MLP 128-128", mlp(10, hidden=HIDDEN), 1e-3, selectors, fractions, seeds)]
+    if args.convnet:  # a conv step costs ~30× an MLP step on CPU: fewer selectors, fractions, seeds
+        conv_sel = {k: selectors[k] for k in CONVNET_SELECTORS}
+        # depth 2 on 8×8 digits (8 → 4 → 2): a third block would instance-normalise a 2×2 map and pool it to 1×1
+        targets.append(("digits / ConvNet-2 (width 16)", convnet(10, width=16, depth=2), 3e-3, conv_sel, [0.1, 0.3, 0.5], seeds[:2]))
+    for title, model, lr, sels, fracs, sds in targets:
+        print(f"{title}:", flush=True)
+        res, rows = pruning_curves(model, sels, x, y, xt, yt, fracs, sds, steps=TARGET_STEPS, batch=64, lr=lr)
+        results[title] = res
+        tables[title] = rows
+        cols = ["selector"] + [f"{int(round(100 * f))}%" for f in fracs] + ["time (s)"]
+        print(format_table(rows, cols))
+        print(f"full data: {res['full_data_acc'][0]:.1f} ± {res['full_data_acc'][1]:.1f}")
+    return results, tables, proxies, {"score_time_s": score_time, "selector_setup_s": selector_setup}
+
+
 def main(argv=None):
     ap = parser("pruning", __doc__)
     ap.add_argument("--name", default=None, help="result name: NAME.json and NAME.png (default pruning[_quick][_ptb])")
@@ -408,46 +484,11 @@ def main(argv=None):
     out_dir = output_dir(args)
     name = args.name or ("pruning_quick" if args.quick else "pruning") + ("_ptb" if args.ptb_only else "")
     if args.ptb_only:
-        ptb = ptb_experiment(args)
-        print(format_table(ptb["rows"], ["selector"] + [f"{int(round(100 * f))}%" for f in ptb["config"]["fractions"]]))
-        print(format_table(ptb["throughput"], ["scorer", "n", "seconds", "examples/s"]))
-        print(ptb["correlations"], ptb["askllm_stats"])
-        path = write_result(name, ptb.pop("config"), ptb, time.perf_counter() - t_start, out_dir=out_dir)
-        plot(out_dir / f"{name}.png", {}, ptb)
-        print(f"wrote {path} and {name}.png ({time.perf_counter() - t_start:.0f}s)")
-        return
+        return write_ptb_only(args, name, out_dir, t_start)
     seeds = args.seeds[:2] if args.quick else args.seeds
     fractions = [0.1, 0.3, 0.5, 0.7, 0.9] if args.quick else [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
-    steps = 300
-
-    train, test = load_digits(seed=0)
-    xtr, mean, std = standardize(train.x)
-    xte, _, _ = standardize(test.x, mean, std)
-    x, y, xt, yt = (jnp.asarray(a) for a in (xtr, train.y, xte, test.y))
-
-    t0 = time.perf_counter()
-    sc, proxies = compute_scores(jax.random.PRNGKey(0), x, y, n_proxies=3, proxy_epochs=10)
-    score_time = time.perf_counter() - t0
-    print(f"proxies + scores: {score_time:.1f}s (proxy train acc {sc['proxy_train_acc']:.3f})", flush=True)
-    t0 = time.perf_counter()
-    selectors = make_selectors(sc, np.asarray(y), jax.random.PRNGKey(1))
-    selector_setup = time.perf_counter() - t0
-
-    results, tables = {}, {}
-    targets = [("digits / MLP 128-128", mlp(10, hidden=HIDDEN), 1e-3, selectors, fractions, seeds)]
-    if args.convnet:  # a conv step costs ~30× an MLP step on CPU: fewer selectors, fractions, seeds
-        conv_sel = {k: selectors[k] for k in CONVNET_SELECTORS}
-        # depth 2 on 8×8 digits (8 → 4 → 2): a third block would instance-normalise a 2×2 map and pool it to 1×1
-        targets.append(("digits / ConvNet-2 (width 16)", convnet(10, width=16, depth=2), 3e-3, conv_sel, [0.1, 0.3, 0.5], seeds[:2]))
-    for title, model, lr, sels, fracs, sds in targets:
-        print(f"{title}:", flush=True)
-        res, rows = pruning_curves(model, sels, x, y, xt, yt, fracs, sds, steps=steps, batch=64, lr=lr)
-        results[title] = res
-        tables[title] = rows
-        cols = ["selector"] + [f"{int(round(100 * f))}%" for f in fracs] + ["time (s)"]
-        print(format_table(rows, cols))
-        print(f"full data: {res['full_data_acc'][0]:.1f} ± {res['full_data_acc'][1]:.1f}")
-
+    x, y, xt, yt = digits_data()
+    results, tables, proxies, timing = digits_experiment(args, x, y, xt, yt, fractions, seeds)
     print("scorer throughput (CPU):", flush=True)
     tp = throughput(x, y, proxies, n_examples=8192 if args.quick else 32768, repeats=3)
     ptb = None
@@ -464,11 +505,11 @@ def main(argv=None):
     config = {
         "dataset": "sklearn digits (1438 train / 359 test, standardised)",
         "proxy": "3 × MLP 128-128, Adam 1e-3, 10 epochs, batch 128 (scores = ensemble; dynamics per epoch)",
-        "target_steps": steps, "target_batch": 64, "target_lr": {"mlp": 1e-3, "convnet": 3e-3},
+        "target_steps": TARGET_STEPS, "target_batch": 64, "target_lr": {"mlp": 1e-3, "convnet": 3e-3},
         "fractions": fractions, "seeds": list(seeds),
         "convnet": {"selectors": list(CONVNET_SELECTORS), "fractions": [0.1, 0.3, 0.5], "seeds": list(seeds[:2])} if args.convnet else None,
         "embeddings": "proxy-0 last hidden layer (128-d)",
-        "score_time_s": score_time, "selector_setup_s": selector_setup,
+        **timing,
     }
     out = {"digits": results, "tables": tables, "throughput": tp}
     if ptb:

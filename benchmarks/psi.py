@@ -193,10 +193,10 @@ def run_dataset(
         from models import ease, infinite_ae  # λ search on the full data only
 
         x = split.train
-        lam_ease = ease.select_lambda(x, split.val, lams=(10.0, 100.0, 500.0))[1].best_lam
-        lam_ae = infinite_ae.select_lambda(x, split.val, lams=(1.0, 5.0, 50.0))[1].best_lam
+        lam_ease = ease.select_lambda(x, split.val, lams=(10.0, 100.0, 500.0)).best_lam
+        lam_ae = infinite_ae.select_lambda(x, split.val, lams=(1.0, 5.0, 50.0)).best_lam
         panel = psi.evaluate_panel(
-            x, split.val, split.test, prep["exclude"], key, n_pad=n_pad, mf_epochs=MF_EPOCHS,
+            key, x, split.val, split.test, prep["exclude"], n_pad=n_pad, mf_epochs=MF_EPOCHS,
             ease_lams=(lam_ease,), inf_ae_lams=(lam_ae,),
         )
         full = {"panel": panel, "lam_ease": lam_ease, "lam_inf_ae": lam_ae,
@@ -221,7 +221,7 @@ def run_dataset(
         if res is None:
             xs = _matrix(train, mask, shape)
             panel = psi.evaluate_panel(
-                xs, split.val, split.test, prep["exclude"], key, n_pad=n_pad,
+                key, xs, split.val, split.test, prep["exclude"], n_pad=n_pad,
                 mf_epochs=MF_EPOCHS, ease_lams=(full["lam_ease"],),
                 inf_ae_lams=(full["lam_inf_ae"],),
             )

@@ -42,6 +42,7 @@ import numpy as np
 import optax
 
 from benchmarks._common import format_table, output_dir, parser, write_result
+from distill import train
 from distill.data import load_digits, standardize
 from models.mlp import mlp
 from selection import crest, sas, ssm
@@ -55,23 +56,21 @@ M, R = 32, 256
 def uniform_train(key, apply, params, optimizer, x, y, *, steps, batch_size, eval_fn, eval_every):
     """Uniform mini-batch SGD with the same step function, timing and logging as the coreset loop."""
     step_fn = crest.make_weighted_step(apply, optimizer)
-    opt_state = optimizer.init(params)
+    state = train.init(params, optimizer)
     xj, yj = jnp.asarray(x), jnp.asarray(y)
     rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
     w = jnp.full((batch_size,), 1.0 / batch_size)
-    hist = crest.TrainHistory([], [], [], [], np.zeros(steps, np.float32), 0.0)
-    train_time = 0.0
+    losses, evals, eval_times, train_time = [], [], [], 0.0
     for t in range(steps):
         t0 = time.perf_counter()
         idx = rng.choice(x.shape[0], batch_size, replace=False)
-        params, opt_state, loss = step_fn(params, opt_state, xj[idx], yj[idx], w)
-        hist.losses[t] = float(loss)
+        state, loss = step_fn(state, (xj[idx], yj[idx], w), key)
+        losses.append(float(loss))
         train_time += time.perf_counter() - t0
         if (t + 1) % eval_every == 0 or t + 1 == steps:
-            hist.eval_steps.append(t + 1)
-            hist.eval_values.append(float(eval_fn(params)))
-            hist.eval_times.append(train_time)
-    return params, hist
+            evals.append((t + 1, float(eval_fn(state.params))))
+            eval_times.append(train_time)
+    return crest.CoresetTraining(state.params, crest.evaluated_history(losses, evals), eval_times, [], 0.0)
 
 
 def coreset_experiment(x, y, xt, yt, seeds, *, steps, eval_every, target):
@@ -94,10 +93,11 @@ def coreset_experiment(x, y, xt, yt, seeds, *, steps, eval_every, target):
         runs = []
         for s in seeds:
             p = model.init(jax.random.PRNGKey(10 + s), x[:1])
-            _, h = fn(jax.random.PRNGKey(20 + s), p)
-            runs.append({"steps": h.eval_steps, "acc": h.eval_values, "time": h.eval_times,
-                         "selections": len(h.selection_steps), "selection_time": h.selection_time})
-            print(f"  {name} seed {s}: final {h.eval_values[-1]:.1f}% in {h.eval_times[-1]:.1f}s, {len(h.selection_steps)} selections", flush=True)
+            run = fn(jax.random.PRNGKey(20 + s), p)
+            h = run.history
+            runs.append({"steps": h.eval_steps, "acc": h.eval_values, "time": run.eval_times,
+                         "selections": len(run.selection_steps), "selection_time": run.selection_time})
+            print(f"  {name} seed {s}: final {h.eval_values[-1]:.1f}% in {run.eval_times[-1]:.1f}s, {len(run.selection_steps)} selections", flush=True)
         out[name] = runs
     rows = []
     base_steps = None
@@ -148,20 +148,18 @@ def nt_xent(z1, z2, temperature=0.5):
 
 @functools.partial(jax.jit, static_argnames=("apply", "steps", "batch"))
 def simclr(key, params, x, apply, steps, batch):
-    """Adam(1e-3) SimCLR on ``x`` (batches drawn uniformly from the given rows)."""
+    """Adam(1e-3) SimCLR on ``x`` (batches drawn uniformly from the given rows): one
+    :func:`distill.train.scan` whose per-step batch is a key the loss draws rows and views from."""
     opt = optax.adam(1e-3)
     n = x.shape[0]
 
-    def step(carry, k):
-        p, s = carry
+    def loss(p, k, _key):
         k1, k2, k3 = jax.random.split(k, 3)
         xb = x[jax.random.randint(k1, (batch,), 0, n)]
-        loss, g = jax.value_and_grad(lambda q: nt_xent(apply(q, augment(k2, xb)), apply(q, augment(k3, xb))))(p)
-        u, s = opt.update(g, s, p)
-        return (optax.apply_updates(p, u), s), loss
+        return nt_xent(apply(p, augment(k2, xb)), apply(p, augment(k3, xb)))
 
-    (p, _), losses = jax.lax.scan(step, (params, opt.init(params)), jax.random.split(key, steps))
-    return p, losses
+    state, losses = train.scan(train.init(params, opt), jax.random.split(key, steps), key, loss=loss, optimizer=opt)
+    return state.params, losses
 
 
 def linear_probe(features, y, features_test, y_test):

@@ -44,6 +44,7 @@ import optax
 
 from benchmarks._common import format_table, output_dir, parser, timed, train_many, write_result
 from benchmarks.pruning import HIDDEN
+from distill import train
 from distill.data import load_digits, standardize
 from distill.parallel import make_mesh
 from models.kernels import fc_relu
@@ -61,22 +62,31 @@ def softmax_loss(params, batch):
     return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], 1))
 
 
+def with_value_fn(opt, value_fn):
+    """``opt`` (an optax ``GradientTransformationExtraArgs`` such as L-BFGS, whose line
+    search needs the objective) as a plain ``GradientTransformation`` for
+    :func:`distill.train.update`: the objective's value and gradient at the update's
+    parameters come from ``optax.value_and_grad_from_state`` (the line search's stored
+    ones when it has them)."""
+    vg = optax.value_and_grad_from_state(value_fn)
+
+    def update(grads, state, params):
+        del grads  # the line search's stored gradient at params, as in optax's L-BFGS recipe
+        v, g = vg(params, state=state)
+        return opt.update(g, state, params, value=v, grad=g, value_fn=value_fn)
+
+    return optax.GradientTransformation(opt.init, update)
+
+
 def fit_softmax(x, y, steps=1500):
-    """L2-regularised softmax regression to (near) optimality: full-batch L-BFGS."""
+    """L2-regularised softmax regression to (near) optimality: full-batch L-BFGS
+    (:func:`distill.train.scan` over ``steps`` updates)."""
     p = {"w": jnp.zeros((x.shape[1], 10)), "b": jnp.zeros(10)}
     obj = lambda q: softmax_loss(q, (x, y)) + 0.5 * L2 * sum(jnp.sum(a**2) for a in jax.tree_util.tree_leaves(q))
-    opt = optax.lbfgs()
-    vg = optax.value_and_grad_from_state(obj)
-
-    @jax.jit
-    def step(carry, _):
-        q, s = carry
-        v, g = vg(q, state=s)
-        u, s = opt.update(g, s, q, value=v, grad=g, value_fn=obj)
-        return (optax.apply_updates(q, u), s), v
-
-    (p, _), vals = jax.lax.scan(step, (p, opt.init(p)), None, length=steps)
-    return p, float(vals[-1])
+    opt = with_value_fn(optax.lbfgs(), obj)
+    run = jax.jit(lambda st: train.scan(st, jnp.zeros(steps), jax.random.PRNGKey(0), loss=lambda q, _b, _k: obj(q), optimizer=opt))
+    state, vals = run(train.init(p, opt))
+    return state.params, float(vals[-1])
 
 
 def value_all(x, y, xv, yv, *, tmc_perms, key):

@@ -12,57 +12,189 @@ next-token loss on the real data:
     min_{Z, M}  E_{θ_i ~ Ω} [ L_D(θ_{i+T}) ]
     s.t. θ_{t+1} = Adam(θ_t, ∇_θ L_{D_syn}(θ_t)),   D_syn = softmax(Z·M/τ).     (Eq. 4.2)
 
+The method has the library's one shape::
+
+    settings = farzi.Settings(model=sasrec(n_items, max_len=L), n_seqs=10, seq_len=150)
+    data = farzi.pretrain(key, farzi.Data(tokens, pad_id=pad), settings)   # adds Ω
+    result = farzi.distill(key, data, settings)        # Result(params, data, settings, history, ...)
+
+with :func:`init`, :func:`sample_batch` and the pure :func:`objective` for custom loops.
 The inner loop is :func:`distill.inner.train` (``mode='reverse_adam'`` by default:
 Algorithm 6, memory independent of T up to the stored segment states); the outer loop is
-:func:`distill.loop.run` (optax Adam on (Z, M), orbax resume); the real-batch loss is
-summed over devices with :func:`distill.parallel.sum_rows`; the result leaves through
-:func:`distill.export.save`.
+:func:`distill.loop.run` (optax Adam on (Z, M), orbax resume); Ω is trained with
+:func:`distill.train.train_model` and stored with :mod:`distill.trajectories`; the
+real-batch loss is summed over devices with :func:`distill.parallel.sum_rows`; D_syn
+(``result.data``) leaves through :func:`distill.export.save`; :func:`train_student` trains
+a model on D_syn or on real tokens.
 
 Data conventions: a real batch is an int token matrix ``(b, L+1)``; inputs are its first
 L columns, targets the last L. With ``pad_id`` set (SASRec sequences from
 :mod:`distill.data.sequences`), positions whose input or target is padding are ignored.
 The synthetic data ``(μ, ξ, V)`` trains the model on inputs ``D[:, :-1]`` and soft
 targets ``D[:, 1:]`` with the soft cross-entropy; V is the model's number of outputs
-(``n_items`` for SASRec, the vocabulary for the LM).
+(``n_items`` for SASRec, the vocabulary for the LM), read from the model.
 """
 
 from __future__ import annotations
 
 import os
-import re
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from distill import export as _export
-from distill import inner, loop, parallel
+from distill import inner, loop, parallel, trajectories, train
 from distill.checks import check_array, check_choice, check_float, check_index_range, check_int, is_concrete
 from distill.parametrize import LatentFactors, Parametrization, latent_factorization
-from models.model_fns import ModelFns
+from models.model_fns import ModelFns, n_outputs
 
 __all__ = [
+    "Settings",
+    "Data",
+    "Batch",
+    "Result",
+    "init",
+    "sample_batch",
+    "objective",
+    "distill",
+    "pretrain",
+    "train_student",
     "popularity_data",
     "soft_cross_entropy",
     "token_loss",
-    "pretrain_trajectories",
-    "save_trajectories",
-    "load_trajectories",
-    "objective",
     "init_from_tokens",
     "fit_factors",
     "popularity",
     "target_logits",
     "initial_factors",
     "early_weights",
-    "distill",
-    "train_on",
-    "export",
 ]
 
 tree_map = jax.tree_util.tree_map
+
+
+class Settings(NamedTuple):
+    """Farzi's settings (hashable: a static argument of a jitted :func:`objective`).
+
+    Attributes:
+      model: the :class:`models.model_fns.ModelFns` trained in the inner loop and on Ω;
+        it must accept soft inputs ``(μ, ξ-1, V)`` and int tokens, e.g.
+        ``models.sasrec.sasrec(n_items, max_len=L)`` or
+        ``models.transformer.transformer(vocab_size, max_len=L)`` (build it once and reuse
+        the same object: settings compare their model by identity). Required.
+      n_seqs, seq_len: μ and ξ of D_syn (default [10×150]: the SASRec / MovieLens
+        benchmark's shape). V is the model's number of outputs (:func:`models.model_fns.n_outputs`).
+      latent_dim: d = 8, dissertation Table 4.2 (ML-100k, Magazine); a low rank is the
+        implicit regulariser of §4.4.
+      tau: the factorisation's temperature τ = 1 (Eq. 4.1).
+      steps: outer updates (200).
+      batch_size: real rows per outer step (64).
+      learning_rate: outer Adam learning rate 1e-2, Table 4.2.
+      inner_steps, inner_optimizer: T = 30 with inner Adam lr 1e-2 (T·lr = 0.3): the
+        dissertation uses T = 100-300 at lr 0.01-0.02 (Table 4.2, §4.3.2: "in the order of
+        100s"). Measured on SASRec / MovieLens: at T = 10, lr 3e-3 ten steps on *any* D_syn
+        make a trained θ worse and the objective ranks popularity-only data below one-hot
+        real windows, the reverse of training from scratch (HR@10 5.1 vs 1.1); from
+        T·lr ≳ 0.3 it ranks them like training from scratch
+        (``tests/distill/test_farzi_objective.py``).
+      mode, reverse_every: inner differentiation (``'reverse_adam'``, ``'unrolled'``,
+        ``'checkpointed'``) and segment length, see :func:`distill.inner.train`.
+      init, init_logit, init_mix: the start of (Z, M), see :func:`initial_factors`.
+        ``'popularity'``: measured on SASRec / MovieLens [10×150] (3 seeds) the popularity
+        start trains a SASRec to test HR@10 5.22 while ``'real'`` at d = 8 gives 1.14 and
+        random real windows 0.99; on PTB [200×15] PPL 200.6 vs 1,577 for ``'real'``. The
+        outer loop then starts at the trivial baseline it has to beat.
+      omega_weights: ``(|Ω|,)`` tuple of non-negative sampling weights of the Ω
+        checkpoints (e.g. ``tuple(early_weights(...))``), or ``None`` for uniform (§4.3.2).
+      random_init_prob: 0.25, probability of starting the inner loop from a fresh
+        ``model.init`` instead of an Ω checkpoint. Why (and why early checkpoints get
+        weight): measured on SASRec / MovieLens, the objective's spread across Ω checkpoints
+        (≈ 2 nats) swamps its spread across candidate data (≈ 0.2), and a well-trained θ_i
+        is made *worse* by a few steps on any small D_syn, so late checkpoints reward data
+        that disturbs θ least rather than data that teaches most (the dissertation samples
+        Ω uniformly; its T of 100-300 steps moves θ much further than ours).
+      inner_dropout: train the inner model with ``model.apply(θ, x, train=True, key=k_t)``
+        (replayable masks ``k_t = fold_in(k, t)``, so reverse-mode Adam stays exact); the
+        real-batch loss is evaluated without dropout.
+      eval_every, patience, checkpoint_every: :func:`distill.loop.run`'s (50, None, 100).
+      omega_runs, omega_steps, omega_every, omega_batch_size, omega_learning_rate: Ω's
+        pretraining (:func:`pretrain`): 2 runs of 200 Adam steps at 1e-3 on 64 random real
+        rows, a checkpoint every 50 steps from step 0 (the dissertation's "episodic
+        checkpoints", §4.3.2; its schedule is not given, these are this library's).
+    """
+
+    model: ModelFns | None = None
+    n_seqs: int = 10
+    seq_len: int = 150
+    latent_dim: int = 8
+    tau: float = 1.0
+    steps: int = 200
+    batch_size: int = 64
+    learning_rate: float = 1e-2
+    inner_steps: int = 30
+    inner_optimizer: inner.Adam = inner.Adam(1e-2)
+    mode: str = "reverse_adam"
+    reverse_every: int | str | None = "auto"
+    init: str = "popularity"
+    init_logit: float = 8.0
+    init_mix: float = 0.5
+    omega_weights: tuple[float, ...] | None = None
+    random_init_prob: float = 0.25
+    inner_dropout: bool = False
+    eval_every: int = 50
+    patience: int | None = None
+    checkpoint_every: int = 100
+    omega_runs: int = 2
+    omega_steps: int = 200
+    omega_every: int = 50
+    omega_batch_size: int = 64
+    omega_learning_rate: float = 1e-3
+
+
+_DEFAULTS = Settings()  # immutable; ``model`` must still be given
+
+
+class Data(NamedTuple):
+    """The real data Farzi distils.
+
+    Attributes:
+      train: int ``(n, L+1)`` token rows (inputs = first L columns, targets = last L).
+      omega: Ω, the pretrained checkpoints stacked run-major along a leading axis
+        ``(|Ω|, ...)`` (:func:`pretrain`), or ``None`` (then :func:`distill` pretrains it).
+      pad_id: the padding token of ``train`` (SASRec sequences), or ``None``.
+    """
+
+    train: Any
+    omega: Any = None
+    pad_id: int | None = None
+
+
+class Batch(NamedTuple):
+    """What :func:`objective` takes: real ``tokens`` ``(b, L+1)``, Ω and the padding token."""
+
+    tokens: Any
+    omega: Any
+    pad_id: Any = None
+
+
+class Result(NamedTuple):
+    """What :func:`distill` returns.
+
+    Attributes:
+      params: the learned :class:`LatentFactors` (best by validation when evaluated).
+      data: D_syn ``(μ, ξ, V)`` = ``parametrization.materialize(params, jax.random.key(0))``.
+      settings: the :class:`Settings` used.
+      history: :class:`distill.loop.History`.
+      parametrization: the latent factorisation (``materialize``).
+    """
+
+    params: Any
+    data: Any
+    settings: Settings
+    history: loop.History
+    parametrization: Parametrization
 
 
 def soft_cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
@@ -86,7 +218,7 @@ def _check_tokens_in_vocab(model: ModelFns, params: Any, tokens: Any, pad_id: in
     """Concrete tokens must index the model's vocabulary (or be ``pad_id``)."""
     if not is_concrete(tokens):
         return
-    n_vocab = jax.eval_shape(lambda p, x: model.apply(p, x), params, jnp.asarray(tokens)[:1, :-1]).shape[-1]
+    n_vocab = n_outputs(model.apply, params, jnp.asarray(tokens)[:1, :-1])
     check_index_range(tokens, "tokens", n_vocab, "token", allowed=pad_id, of="the model's vocabulary")
 
 
@@ -118,234 +250,12 @@ def token_loss(model: ModelFns, params: Any, tokens: jax.Array, *, pad_id: int |
     return num / jnp.maximum(den, 1.0)
 
 
-# --------------------------------------------------------------------------------------
-# pretrained trajectories Ω
-
-
-def pretrain_trajectories(
-    model: ModelFns,
-    tokens: Any,
-    *,
-    key: jax.Array,
-    n_runs: int = 2,
-    steps: int = 200,
-    save_every: int = 50,
-    batch_size: int = 64,
-    learning_rate: float = 1e-3,
-    pad_id: int | None = None,
-    checkpoint_dir: str | os.PathLike | None = None,
-) -> Any:
-    """Train ``model`` on the real data from ``n_runs`` random inits; return Ω.
-
-    Ω is the flat set of episodic checkpoints θ_i (dissertation Ch. 4, §4.3.2), every
-    ``save_every`` steps from step 0 to ``steps`` of every run, stacked along a new
-    leading axis. With ``checkpoint_dir`` each checkpoint is also written with orbax
-    (``<dir>/run<r>_step<s>``); :func:`load_trajectories` reads them back.
-
-    Args:
-      model: the model.
-      tokens: int ``(n, L+1)`` real sequences.
-      key: PRNG key (initialisations and minibatch order).
-      n_runs, steps, save_every, batch_size, learning_rate: the pretraining schedule (Adam).
-      pad_id: padding token to mask (SASRec sequences), or ``None``.
-      checkpoint_dir: optional orbax destination.
-
-    Returns:
-      The stacked parameter pytree, leading dimension ``n_runs · (steps // save_every + 1)``.
-    """
-    if not isinstance(model, ModelFns):
-        raise TypeError(f"model: expected a ModelFns, got {type(model).__name__}")
-    check_array(tokens, "tokens", ndim=2, kind="int")
-    n_runs = check_int(n_runs, "n_runs", min_value=1)
-    steps = check_int(steps, "steps", min_value=0)
-    save_every = check_int(save_every, "save_every", min_value=1)
-    batch_size = check_int(batch_size, "batch_size", min_value=1)
-    learning_rate = check_float(learning_rate, "learning_rate", min_value=0.0, strict_min=True)
-    tokens = jnp.asarray(tokens)
-    n = tokens.shape[0]
-    tx = optax.adam(learning_rate)
-
-    @jax.jit
-    def step(params, opt_state, k):
-        idx = jax.random.randint(k, (min(batch_size, n),), 0, n)
-        loss, g = jax.value_and_grad(lambda p: token_loss(model, p, tokens[idx], pad_id=pad_id))(params)
-        upd, opt_state = tx.update(g, opt_state, params)
-        return optax.apply_updates(params, upd), opt_state, loss
-
-    root = None if checkpoint_dir is None else os.path.abspath(os.fspath(checkpoint_dir))
-    thetas = []
-    for r in range(n_runs):
-        kr = jax.random.fold_in(key, r)
-        params = model.init(kr, tokens[:1, :-1])
-        run_names = [f"run{r}_step{s}" for s in range(0, steps + 1, save_every)]
-        if root is not None and all(os.path.isdir(os.path.join(root, nm)) for nm in run_names):
-            # Resume: a run whose checkpoints were all written (orbax commits atomically) is read back.
-            thetas.extend(_restore(root, run_names, params))
-            continue
-        opt_state = tx.init(params)
-        run_thetas = []
-        for s in range(steps + 1):
-            if s % save_every == 0:
-                run_thetas.append(params)
-            if s < steps:
-                params, opt_state, _ = step(params, opt_state, jax.random.fold_in(kr, s + 1))
-        if root is not None:
-            save_trajectories(root, run_thetas, run_names)
-        thetas.extend(run_thetas)
-    return tree_map(lambda *a: jnp.stack(a), *thetas)
-
-
-def _restore(root, names, like):
-    import orbax.checkpoint as ocp
-
-    ckpt = ocp.StandardCheckpointer()
-    abstract = tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), like)
-    thetas = [ckpt.restore(os.path.join(root, nm), abstract) for nm in names]
-    ckpt.close()
-    return thetas
-
-
-def save_trajectories(checkpoint_dir, thetas, names) -> None:
-    """Write each parameter pytree of ``thetas`` with orbax to ``<dir>/<name>``."""
-    import orbax.checkpoint as ocp
-
-    root = os.path.abspath(os.fspath(checkpoint_dir))
-    os.makedirs(root, exist_ok=True)
-    ckpt = ocp.StandardCheckpointer()
-    for theta, name in zip(thetas, names, strict=True):
-        path = os.path.join(root, name)
-        if not os.path.exists(path):
-            ckpt.save(path, theta)
-    ckpt.wait_until_finished()
-    ckpt.close()
-
-
-def load_trajectories(checkpoint_dir, like: Any) -> Any:
-    """Read every orbax checkpoint in ``checkpoint_dir`` into a stacked Ω.
-
-    Order: names are compared with their digit runs as numbers, so ``run<r>_step<s>``
-    comes back run-major with steps ascending (``step50`` before ``step100``), the order
-    :func:`pretrain_trajectories` returns. ``like`` is one parameter pytree (e.g.
-    ``model.init(...)``) giving the structure.
-    """
-    root = os.path.abspath(os.fspath(checkpoint_dir))
-    if not os.path.isdir(root):
-        raise FileNotFoundError(f"checkpoint_dir: {root} does not exist")
-    names = sorted((d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d))),
-                   key=lambda nm: [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", nm)])
-    if not names:
-        raise ValueError(f"checkpoint_dir: {root} holds no checkpoints")
-    return tree_map(lambda *a: jnp.stack(a), *_restore(root, names, like))
-
-
-# --------------------------------------------------------------------------------------
-# the objective
-
-
-def objective(
-    model: ModelFns,
-    parametrization: Parametrization,
-    omega: Any,
-    *,
-    inner_steps: int,
-    inner_optimizer: inner.Adam = inner.Adam(1e-2),
-    mode: str = "reverse_adam",
-    reverse_every: int | str | None = "auto",
-    pad_id: int | None = None,
-    mesh=None,
-    omega_weights: Any = None,
-    random_init_prob: float = 0.0,
-    inner_dropout: bool = False,
-) -> Callable[[Any, jax.Array, jax.Array], jax.Array]:
-    """Farzi's meta-objective (Eq. 4.2) as ``loss(syn_params, batch, key) -> scalar``.
-
-    ``key`` picks θ_0 — a fresh ``model.init`` with probability ``random_init_prob``,
-    else θ_i ~ Ω with probabilities ``omega_weights`` (uniform when ``None``) — and is
-    passed to ``materialize``; the model is trained for ``inner_steps`` Adam steps on
-    ``D_syn`` with :func:`distill.inner.train`; the value is the trained model's mean
-    next-token loss on the real ``batch`` (int ``(b, L+1)``), summed over ``mesh`` rows
-    by :func:`distill.parallel.sum_rows`.
-
-    Why weight θ_0 towards early checkpoints and random inits: measured on SASRec /
-    MovieLens, the objective's spread across Ω checkpoints (≈ 2 nats) swamps its spread
-    across candidate data (≈ 0.2), and a well-trained θ_i is made *worse* by a few steps on
-    any small D_syn, so late checkpoints reward data that disturbs θ least rather than data
-    that teaches most (dissertation §4.3.2 samples Ω uniformly; its T of 100-300 steps
-    moves θ much further than ours).
-
-    Args:
-      model: ``ModelFns`` accepting soft inputs ``(μ, ξ-1, V)``.
-      parametrization: e.g. :func:`distill.parametrize.latent_factorization`.
-      omega: stacked pretrained checkpoints (:func:`pretrain_trajectories`).
-      inner_steps: T.
-      inner_optimizer: inner :class:`distill.inner.Adam`.
-      mode: inner differentiation mode (``'reverse_adam'``, ``'unrolled'``, ``'checkpointed'``).
-      reverse_every: segment length for ``'reverse_adam'`` (see :func:`distill.inner.train`).
-      pad_id: padding token of the real batches, or ``None``.
-      mesh: a device mesh (``distill.parallel.make_mesh()``) to shard the real batch.
-      omega_weights: ``(|Ω|,)`` non-negative sampling weights of the checkpoints (e.g.
-        :func:`early_weights`), or ``None`` for uniform.
-      random_init_prob: probability in [0, 1] of starting from ``model.init`` (a fresh
-        random init, keyed by the step's key) instead of an Ω checkpoint.
-      inner_dropout: train the inner model with ``model.apply(θ, x, train=True, key=k_t)``
-        (dropout on; the model must accept ``key``): the inner loop draws replayable masks
-        ``k_t = fold_in(k, t)`` (:func:`distill.inner.train`), so reverse-mode Adam stays
-        exact. The real-batch loss is evaluated without dropout.
-    """
-    n_omega = _check_objective(model, parametrization, omega, inner_optimizer, mode)
-    inner_steps = check_int(inner_steps, "inner_steps", min_value=1)
-    random_init_prob = check_float(random_init_prob, "random_init_prob", min_value=0.0, max_value=1.0)
-    logw = _omega_logits(omega_weights, n_omega)
-    apply = (lambda p, x, k: model.apply(p, x, train=True, key=k)) if inner_dropout else model.apply
-
-    def loss(syn_params, batch, key):
-        k_omega, k_mat = jax.random.split(key)
-        k_init, k_drop = jax.random.fold_in(key, 3), jax.random.fold_in(key, 4)
-        data = parametrization.materialize(syn_params, k_mat)
-        if omega_weights is None:
-            idx = jax.random.randint(k_omega, (), 0, n_omega)
-        else:
-            idx = jax.random.categorical(k_omega, logw)
-        theta0 = tree_map(lambda a: a[idx], omega)
-        if random_init_prob > 0:
-            fresh = model.init(k_init, batch[:1, :-1])
-            use = jax.random.bernoulli(jax.random.fold_in(k_init, 1), random_init_prob)
-            theta0 = tree_map(lambda a, b: jnp.where(use, a.astype(b.dtype), b), fresh, theta0)
-        theta_t = inner.train(
-            apply, soft_cross_entropy, theta0, (data[:, :-1], data[:, 1:]),
-            steps=inner_steps, optimizer=inner_optimizer, mode=mode, reverse_every=reverse_every,
-            key=k_drop if inner_dropout else None,
-        )
-        return token_loss(model, theta_t, batch, pad_id=pad_id, mesh=mesh)
-
-    return loss
-
-
-def _check_objective(model, parametrization, omega, inner_optimizer, mode):
-    """Validate :func:`objective`'s arguments; returns |Ω|."""
-    if not isinstance(model, ModelFns):
-        raise TypeError(f"model: expected a ModelFns, got {type(model).__name__}")
-    if not isinstance(parametrization, Parametrization):
-        raise TypeError(f"parametrization: expected a Parametrization, got {type(parametrization).__name__}")
-    leaves = jax.tree_util.tree_leaves(omega)
-    if not leaves or any(getattr(a, "ndim", 0) < 1 for a in leaves):
-        raise ValueError("omega: expected a stacked pytree of checkpoints (leading axis = checkpoint)")
-    n_omega = leaves[0].shape[0]
-    if any(a.shape[0] != n_omega for a in leaves):
-        raise ValueError("omega: every leaf must have the same leading (checkpoint) dimension")
-    if not isinstance(inner_optimizer, inner.Adam):
-        raise TypeError(f"inner_optimizer: expected inner.Adam, got {type(inner_optimizer).__name__}")
-    if mode not in inner.MODES:
-        raise ValueError(f"mode: expected one of {list(inner.MODES)}, got {mode!r}")
-    return n_omega
-
-
 def _omega_logits(weights, n_omega):
     if weights is None:
         return jnp.zeros((n_omega,))
     w = np.asarray(weights, np.float64)
     if w.shape != (n_omega,) or not np.all(np.isfinite(w)) or (w < 0).any() or w.sum() <= 0:
-        raise ValueError(f"omega_weights: expected {n_omega} non-negative finite weights with a positive sum, "
+        raise ValueError(f"settings.omega_weights: expected {n_omega} non-negative finite weights with a positive sum, "
                          f"got shape {w.shape}")
     return jnp.asarray(np.where(w > 0, np.log(np.where(w > 0, w, 1.0)), -np.inf), jnp.float32)
 
@@ -354,8 +264,8 @@ def early_weights(steps: Any, half_life: float) -> np.ndarray:
     """Sampling weights of Ω checkpoints, halving every ``half_life`` pretraining steps.
 
     ``w_i = 2^{-s_i / half_life} / Σ_j 2^{-s_j / half_life}`` for the checkpoint steps
-    ``s_i`` (e.g. ``[0, 100, 200, 300, 400] * n_runs`` for :func:`pretrain_trajectories`'s
-    run-major Ω). See :func:`objective` for why early checkpoints get more weight.
+    ``s_i`` (e.g. ``[0, 100, 200, 300, 400] * n_runs`` for :func:`pretrain`'s
+    run-major Ω). See :class:`Settings` (``random_init_prob``) for why early checkpoints get more weight.
 
     Returns:
       ``(|Ω|,)`` float64 weights summing to 1.
@@ -593,166 +503,336 @@ def initial_factors(
     return latent_factorization(n_seqs, seq_len, latent_dim, vocab_size, tau=tau).init(k)
 
 
-def distill(
-    model: ModelFns,
-    omega: Any,
-    tokens: Any,
-    *,
-    key: jax.Array,
-    n_seqs: int,
-    seq_len: int,
-    vocab_size: int,
-    latent_dim: int = 8,
-    tau: float = 1.0,
-    steps: int = 200,
-    batch_size: int = 64,
-    inner_steps: int = 30,
-    inner_optimizer: inner.Adam = inner.Adam(1e-2),
-    outer_learning_rate: float = 1e-2,
-    mode: str = "reverse_adam",
-    reverse_every: int | str | None = "auto",
-    init: str = "popularity",
-    init_logit: float = 8.0,
-    init_mix: float = 0.5,
-    omega_weights: Any = None,
-    random_init_prob: float = 0.25,
-    inner_dropout: bool = False,
-    pad_id: int | None = None,
-    mesh=None,
-    evaluate: Callable[[Any], float] | None = None,
-    eval_every: int = 50,
-    patience: int | None = None,
-    checkpoint_dir: str | None = None,
-    checkpoint_every: int = 100,
-    progress: bool = True,
-) -> tuple[LatentFactors, loop.History, Parametrization]:
-    """Distil ``tokens`` into μ×ξ Farzi data (Eq. 4.2) with :func:`distill.loop.run`.
+# --------------------------------------------------------------------------------------
+# settings and data checks
 
-    Real batches are ``batch_size`` rows of ``tokens`` drawn from the step (a resumed run
-    continues exactly). Returns ``(syn_params, history, parametrization)``;
-    ``parametrization.materialize(syn_params, key)`` is D_syn ``(μ, ξ, V)``.
 
-    ``init``/``init_mix``: :func:`initial_factors`; ``reverse_every``:
-    :func:`distill.inner.train`; ``omega_weights``, ``random_init_prob``, ``inner_dropout``:
-    :func:`objective`.
+def _check_settings(settings: Settings) -> Settings:
+    """Validate every field; errors name ``settings.<field>``."""
+    if not isinstance(settings, Settings):
+        raise TypeError(f"settings: expected farzi.Settings, got {type(settings).__name__}")
+    s = settings
+    if not isinstance(s.model, ModelFns):
+        raise TypeError(f"settings.model: expected a ModelFns (e.g. models.sasrec.sasrec(...)), "
+                        f"got {type(s.model).__name__}")
+    for name, low in (("n_seqs", 1), ("seq_len", 2), ("latent_dim", 1), ("steps", 0), ("batch_size", 1),
+                      ("inner_steps", 1), ("eval_every", 1), ("checkpoint_every", 1), ("omega_runs", 1),
+                      ("omega_steps", 0), ("omega_every", 1), ("omega_batch_size", 1)):
+        check_int(getattr(s, name), f"settings.{name}", min_value=low)
+    if s.patience is not None:
+        check_int(s.patience, "settings.patience", min_value=1)
+    for name in ("tau", "learning_rate", "init_logit", "omega_learning_rate"):
+        check_float(getattr(s, name), f"settings.{name}", min_value=0.0, strict_min=True)
+    check_float(s.init_mix, "settings.init_mix", min_value=0.0, max_value=1.0)
+    check_float(s.random_init_prob, "settings.random_init_prob", min_value=0.0, max_value=1.0)
+    if not isinstance(s.inner_optimizer, inner.Adam):
+        raise TypeError(f"settings.inner_optimizer: expected inner.Adam, got {type(s.inner_optimizer).__name__}")
+    check_choice(s.mode, "settings.mode", inner.MODES)
+    check_choice(s.init, "settings.init", INITS)
+    if not isinstance(s.inner_dropout, bool):
+        raise TypeError(f"settings.inner_dropout: expected a bool, got {type(s.inner_dropout).__name__}")
+    if s.omega_weights is not None and not isinstance(s.omega_weights, tuple):
+        raise TypeError(f"settings.omega_weights: expected a tuple of floats or None, "
+                        f"got {type(s.omega_weights).__name__}")
+    return s
 
-    Where the defaults come from:
 
-    * ``latent_dim = 8``: dissertation Table 4.2 (ML-100k, Magazine); a low rank is the
-      implicit regulariser of §4.4.
-    * ``inner_steps = 30`` with inner Adam lr 1e-2 (T·lr = 0.3): the dissertation uses
-      T = 100-300 at lr 0.01-0.02 (Table 4.2, §4.3.2: "in the order of 100s"). Measured
-      on SASRec / MovieLens: at T = 10, lr 3e-3 ten steps on *any* D_syn make a trained θ
-      worse and the objective ranks popularity-only data below one-hot real windows, the
-      reverse of training from scratch (HR@10 5.1 vs 1.1); from T·lr ≳ 0.3 it ranks them
-      like training from scratch (``tests/distill/test_farzi_objective.py``).
-    * ``random_init_prob = 0.25`` (and ``omega_weights``, e.g. :func:`early_weights`):
-      see :func:`objective`. ``outer_learning_rate = 1e-2``: Table 4.2.
-    * ``init = 'popularity'``: measured on SASRec / MovieLens [10×150] (3 seeds) the
-      popularity start trains a SASRec to test HR@10 5.22 while ``'real'`` at d = 8 gives
-      1.14 and random real windows 0.99; on PTB [200×15] PPL 200.6 vs 1,577 for ``'real'``.
-      The outer loop then starts at the trivial baseline it has to beat.
+def _check_data(data: Data) -> Data:
+    if not isinstance(data, Data):
+        raise TypeError(f"data: expected farzi.Data, got {type(data).__name__}")
+    check_array(data.train, "data.train", ndim=2, kind="int")
+    if data.train.shape[1] < 2:
+        raise ValueError(f"data.train: expected at least 2 columns, got shape {tuple(data.train.shape)}")
+    if data.pad_id is not None:
+        check_int(data.pad_id, "data.pad_id")
+    return data
 
-    With ``checkpoint_dir``, the settings above, the key and a signature of ``tokens`` are
-    stored with every checkpoint; resuming with any of them changed is refused.
+
+def _n_omega(omega: Any, name: str = "omega") -> int:
+    leaves = jax.tree_util.tree_leaves(omega)
+    if not leaves or any(getattr(a, "ndim", 0) < 1 for a in leaves):
+        raise ValueError(f"{name}: expected a stacked pytree of checkpoints (leading axis = checkpoint)")
+    n_omega = leaves[0].shape[0]
+    if any(a.shape[0] != n_omega for a in leaves):
+        raise ValueError(f"{name}: every leaf must have the same leading (checkpoint) dimension")
+    return n_omega
+
+
+def _vocab_size(model: ModelFns, tokens: Any) -> int:
+    x = jnp.asarray(tokens)[:1, :-1]
+    return n_outputs(model.apply, jax.eval_shape(model.init, jax.random.key(0), x), x)
+
+
+# --------------------------------------------------------------------------------------
+# pretrained trajectories Ω
+
+
+def _omega_loss(model, pad_id, batch_size):
+    def loss(params, batch, key):
+        del key  # the batch is the step's key (the draws of the original pretraining loop)
+        tokens, k = batch
+        idx = jax.random.randint(k, (min(batch_size, tokens.shape[0]),), 0, tokens.shape[0])
+        return token_loss(model, params, tokens[idx], pad_id=pad_id)
+
+    return loss
+
+
+def pretrain(key: jax.Array, data: Data, settings: Settings = _DEFAULTS, *,
+             checkpoint_dir: str | os.PathLike | None = None) -> Data:
+    """Train ``settings.model`` on ``data.train`` from ``settings.omega_runs`` random inits; return ``data`` with Ω.
+
+    Ω is the flat set of episodic checkpoints θ_i (dissertation Ch. 4, §4.3.2): every
+    ``omega_every`` steps from step 0 to ``omega_steps`` of every run, stacked run-major
+    along a new leading axis (run r's checkpoint at step s is entry ``C·r + s/omega_every``,
+    C = ``omega_steps // omega_every + 1``). Run r starts from ``model.init(fold_in(key, r))``
+    and is trained by :func:`distill.train.train_model` (Adam at ``omega_learning_rate``);
+    its step t draws ``omega_batch_size`` rows with replacement from ``fold_in(key_r, t + 1)``.
+
+    With ``checkpoint_dir`` every run is stored with :func:`distill.trajectories.save_run`
+    (``<dir>/run<r>``); runs already there are read back, so a larger ``omega_runs`` trains
+    only the new runs.
     """
-    check_array(tokens, "tokens", ndim=2, kind="int")
-    batch_size = check_int(batch_size, "batch_size", min_value=1)
-    outer_learning_rate = check_float(outer_learning_rate, "outer_learning_rate", min_value=0.0, strict_min=True)
-    param = latent_factorization(n_seqs, seq_len, latent_dim, vocab_size, tau=tau)
-    obj = objective(model, param, omega, inner_steps=inner_steps, inner_optimizer=inner_optimizer,
-                    mode=mode, reverse_every=reverse_every, pad_id=pad_id, mesh=mesh, omega_weights=omega_weights,
-                    random_init_prob=random_init_prob, inner_dropout=inner_dropout)
-    tokens_np = np.asarray(tokens)
-    n = tokens_np.shape[0]
-    b = min(batch_size, n)
-    seed = int(jax.random.randint(jax.random.fold_in(key, 7), (), 0, 2**31 - 1))
+    settings, data = _check_settings(settings), _check_data(data)
+    s, model = settings, settings.model
+    tokens = jnp.asarray(data.train)
+    _check_tokens_in_vocab(model, model.init(jax.random.key(0), tokens[:1, :-1]), tokens, data.pad_id)
+    done = [] if checkpoint_dir is None else trajectories.completed_runs(checkpoint_dir)
+    loss = _omega_loss(model, data.pad_id, s.omega_batch_size)
+    runs = []
+    for r in range(s.omega_runs):
+        kr = jax.random.fold_in(key, r)
+        params = model.init(kr, tokens[:1, :-1])
+        if r in done:
+            like = tree_map(lambda a: jax.ShapeDtypeStruct((s.omega_steps // s.omega_every + 1,) + a.shape, a.dtype),
+                            params)
+            runs.append(trajectories.load_run(checkpoint_dir, r, like))
+            continue
+        trained = train.train_model(kr, params, loss, lambda t, kr=kr: (tokens, jax.random.fold_in(kr, t + 1)),
+                                    optimizer=optax.adam(s.omega_learning_rate), steps=s.omega_steps,
+                                    snapshot_every=s.omega_every)
+        if checkpoint_dir is not None:
+            trajectories.save_run(checkpoint_dir, r, trained.snapshots)
+        runs.append(trained.snapshots)
+    omega = tree_map(lambda *a: jnp.concatenate(a), *runs)
+    return data._replace(omega=omega)
+
+
+# --------------------------------------------------------------------------------------
+# the method
+
+
+def _parametrization(settings: Settings, vocab_size: int) -> Parametrization:
+    return latent_factorization(settings.n_seqs, settings.seq_len, settings.latent_dim, vocab_size, tau=settings.tau)
+
+
+def init(key: jax.Array, data: Data, settings: Settings = _DEFAULTS) -> LatentFactors:
+    """The (Z, M) that :func:`distill` with the same ``key`` starts from (:func:`initial_factors`)."""
+    settings, data = _check_settings(settings), _check_data(data)
+    s = settings
+    return initial_factors(key, np.asarray(data.train), n_seqs=s.n_seqs, seq_len=s.seq_len,
+                           latent_dim=s.latent_dim, vocab_size=_vocab_size(s.model, data.train), tau=s.tau,
+                           init=s.init, init_logit=s.init_logit, pad_id=data.pad_id, init_mix=s.init_mix)
+
+
+def _batch_seed(key: jax.Array) -> int:
+    return int(jax.random.randint(jax.random.fold_in(key, 7), (), 0, 2**31 - 1))
+
+
+def _rows_at(tokens: np.ndarray, seed: int, step: int, batch_size: int) -> jax.Array:
+    """The real rows of outer step ``step``: ``batch_size`` distinct rows (all when fewer)."""
+    n = tokens.shape[0]
+    rng = np.random.default_rng([seed, int(step)])
+    return jnp.asarray(tokens[rng.choice(n, min(batch_size, n), replace=False)])
+
+
+def sample_batch(key: jax.Array, data: Data, settings: Settings = _DEFAULTS) -> Batch:
+    """The real batch of :func:`distill`'s first outer step with this ``key``, with Ω.
+
+    Step t's rows are ``batch_size`` distinct rows drawn by numpy from
+    ``[seed(key), t]`` (a resumed run sees the same batches). ``data.omega`` is required
+    (:func:`pretrain`)."""
+    settings, data = _check_settings(settings), _check_data(data)
+    if data.omega is None:
+        raise ValueError("data.omega: expected pretrained checkpoints (farzi.pretrain), got None")
+    _n_omega(data.omega, "data.omega")
+    return Batch(_rows_at(np.asarray(data.train), _batch_seed(key), 0, settings.batch_size), data.omega,
+                 data.pad_id)
+
+
+def _theta0(settings: Settings, batch: Batch, key: jax.Array) -> Any:
+    """θ_0: a fresh ``model.init`` with probability ``random_init_prob``, else θ_i ~ Ω."""
+    n_omega = _n_omega(batch.omega, "batch.omega")
+    k_omega = jax.random.split(key)[0]
+    if settings.omega_weights is None:
+        idx = jax.random.randint(k_omega, (), 0, n_omega)
+    else:
+        idx = jax.random.categorical(k_omega, _omega_logits(settings.omega_weights, n_omega))
+    theta0 = tree_map(lambda a: a[idx], batch.omega)
+    if settings.random_init_prob > 0:
+        k_init = jax.random.fold_in(key, 3)
+        fresh = settings.model.init(k_init, batch.tokens[:1, :-1])
+        use = jax.random.bernoulli(jax.random.fold_in(k_init, 1), settings.random_init_prob)
+        theta0 = tree_map(lambda a, b: jnp.where(use, a.astype(b.dtype), b), fresh, theta0)
+    return theta0
+
+
+def objective(syn_params: LatentFactors, batch: Batch, key: jax.Array, settings: Settings = _DEFAULTS, *,
+              mesh=None) -> jax.Array:
+    """Farzi's meta-objective (Eq. 4.2): pure and jittable (``settings`` static).
+
+    ``key`` picks θ_0 — a fresh ``model.init`` with probability ``random_init_prob``, else
+    θ_i ~ Ω with probabilities ``omega_weights`` (uniform when ``None``) — and is passed to
+    ``materialize``; the model is trained for ``inner_steps`` Adam steps on D_syn with
+    :func:`distill.inner.train` (with replayable dropout masks when ``inner_dropout``); the
+    value is the trained model's mean next-token loss on the real ``batch.tokens``
+    (int ``(b, L+1)``, ``batch.pad_id`` masked), summed over ``mesh`` rows by
+    :func:`distill.parallel.sum_rows`.
+    """
+    s = _check_settings(settings)
+    check_array(batch.tokens, "batch.tokens", ndim=2, kind="int")
+    model = s.model
+    param = _parametrization(s, syn_params.m.shape[-1])
+    k_mat = jax.random.split(key)[1]
+    data = param.materialize(syn_params, k_mat)
+    if s.inner_dropout:
+        def apply(p, x, k):
+            return model.apply(p, x, train=True, key=k)
+    else:
+        apply = model.apply
+    theta_t = inner.train(
+        apply, soft_cross_entropy, _theta0(s, batch, key), (data[:, :-1], data[:, 1:]),
+        steps=s.inner_steps, optimizer=s.inner_optimizer, mode=s.mode, reverse_every=s.reverse_every,
+        key=jax.random.fold_in(key, 4) if s.inner_dropout else None,
+    )
+    return token_loss(model, theta_t, batch.tokens, pad_id=batch.pad_id, mesh=mesh)
+
+
+# Not part of a run's identity: the loop's own schedule (resuming with more steps continues a
+# run) and Ω's pretraining schedule (Ω's contents are signed instead).
+_UNSIGNED = ("model", "steps", "eval_every", "patience", "checkpoint_every", "omega_runs", "omega_steps",
+             "omega_every", "omega_batch_size", "omega_learning_rate")
+
+
+def _fingerprint(key, data: Data, settings: Settings) -> dict:
+    fp = {k: v for k, v in settings._asdict().items() if k not in _UNSIGNED}
+    fp["inner_optimizer"] = list(settings.inner_optimizer)
+    fp["omega_weights"] = None if settings.omega_weights is None else list(settings.omega_weights)
+    fp.update(pad_id=data.pad_id, key=loop.key_signature(key), tokens=loop.array_signature(np.asarray(data.train)),
+              omega=[loop.array_signature(np.asarray(a)) for a in jax.tree_util.tree_leaves(data.omega)])
+    return fp
+
+
+def distill(key: jax.Array, data: Data, settings: Settings = _DEFAULTS, *, mesh=None,
+            checkpoint_dir: str | os.PathLike | None = None, progress: bool = False,
+            evaluate: Callable[[Any], float] | None = None) -> Result:
+    """Distil ``data.train`` into μ×ξ Farzi data (Eq. 4.2) with :func:`distill.loop.run`.
+
+    Starts from :func:`init` ``(key)``; outer step t uses the real rows of
+    :func:`sample_batch`'s schedule and the key ``fold_in(fold_in(key, 2), t)``. Without
+    ``data.omega``, Ω is first pretrained by :func:`pretrain` with ``fold_in(key, 5)``
+    (stored under ``<checkpoint_dir>/omega`` when given). ``evaluate(syn_params) -> float``
+    (larger is better) runs every ``settings.eval_every`` steps and the best parameters are
+    returned. With ``checkpoint_dir``, the settings, the key and signatures of the data and
+    Ω are stored with every checkpoint; resuming with any of them changed is refused.
+    """
+    settings, data = _check_settings(settings), _check_data(data)
+    s = settings
+    if data.omega is None:
+        omega_dir = None if checkpoint_dir is None else os.path.join(os.fspath(checkpoint_dir), "omega")
+        data = pretrain(jax.random.fold_in(key, 5), data, s, checkpoint_dir=omega_dir)
+    _n_omega(data.omega, "data.omega")
+    if s.omega_weights is not None:
+        _omega_logits(s.omega_weights, _n_omega(data.omega))
+    tokens = np.asarray(data.train)
+    seed = _batch_seed(key)
+    syn0 = init(key, data, s)
+    param = _parametrization(s, syn0.m.shape[-1])
 
     def batches(step):
-        rng = np.random.default_rng([seed, int(step)])
-        return jnp.asarray(tokens_np[rng.choice(n, b, replace=False)])
+        return Batch(_rows_at(tokens, seed, step, s.batch_size), data.omega, data.pad_id)
 
-    syn0 = initial_factors(key, tokens_np, n_seqs=n_seqs, seq_len=seq_len, latent_dim=latent_dim,
-                           vocab_size=vocab_size, tau=tau, init=init, init_logit=init_logit, pad_id=pad_id,
-                           init_mix=init_mix)
-    fingerprint = {
-        "n_seqs": n_seqs, "seq_len": seq_len, "vocab_size": vocab_size, "latent_dim": latent_dim, "tau": tau,
-        "batch_size": batch_size, "inner_steps": inner_steps, "inner_optimizer": list(inner_optimizer),
-        "outer_learning_rate": outer_learning_rate, "mode": mode, "reverse_every": reverse_every, "init": init,
-        "init_logit": init_logit, "init_mix": init_mix, "random_init_prob": random_init_prob,
-        "inner_dropout": bool(inner_dropout), "pad_id": pad_id,
-        "key": loop.key_signature(key),
-        "tokens": loop.array_signature(tokens_np),
-        "omega": [list(np.shape(a)) for a in jax.tree_util.tree_leaves(omega)],
-        "omega_weights": None if omega_weights is None else np.asarray(omega_weights).tolist(),
-    }
-    syn, hist = loop.run(obj, syn0, optax.adam(outer_learning_rate), batches, steps=steps, fingerprint=fingerprint,
-                         key=jax.random.fold_in(key, 2), evaluate=evaluate, eval_every=eval_every,
-                         patience=patience, maximize=True, checkpoint_dir=checkpoint_dir,
-                         checkpoint_every=checkpoint_every, progress=progress)
-    return syn, hist, param
+    syn, hist = loop.run(lambda p, b, k: objective(p, b, k, s, mesh=mesh), syn0, optax.adam(s.learning_rate),
+                         batches, steps=s.steps, fingerprint=_fingerprint(key, data, s),
+                         key=jax.random.fold_in(key, 2), evaluate=evaluate, eval_every=s.eval_every,
+                         patience=s.patience, maximize=True, checkpoint_dir=checkpoint_dir,
+                         checkpoint_every=s.checkpoint_every, progress=progress)
+    return Result(syn, param.materialize(syn, jax.random.key(0)), s, hist, param)
 
 
-def train_on(
-    model: ModelFns,
-    data: jax.Array,
-    *,
-    key: jax.Array,
-    steps: int,
-    learning_rate: float = 1e-3,
-    batch_size: int | None = None,
-    pad_id: int | None = None,
-    theta0: Any = None,
-) -> Any:
-    """Train ``model`` from scratch (or ``theta0``) on a dataset — how Farzi data is used.
+# --------------------------------------------------------------------------------------
+# training a model on D_syn or on real tokens
 
-    ``data`` is soft ``(μ, ξ, V)`` sequences (soft cross-entropy on ``D[:, 1:]``) or int
-    ``(n, L+1)`` tokens (masked next-token loss). Minibatches of ``batch_size`` rows
-    (all rows when ``None``). Returns the trained parameters.
+
+def _step_keys(key: jax.Array, steps: int, chunk: int | None) -> Callable[[int], jax.Array]:
+    if chunk is None:
+        return lambda t: jax.random.fold_in(key, t)
+    chunk = check_int(chunk, "chunk", min_value=1)
+    parts = [jax.random.split(jax.random.fold_in(key, a), min(chunk, steps - a)) for a in range(0, steps, chunk)]
+    keys = jnp.concatenate(parts) if parts else None
+    return lambda t: keys[t]
+
+
+def _student_loss(apply, n, b, *, soft, replace, dropout, pad_id):
+    def loss(params, batch, key):
+        del key  # the batch carries the step's key
+        tokens, k = batch
+        k_rows, k_drop = jax.random.split(k)
+        if not replace:
+            rows = tokens[jax.random.choice(k_rows, n, (b,), replace=False)]
+        else:
+            rows = tokens if b >= n else tokens[jax.random.randint(k_rows, (b,), 0, n)]
+        logits = apply(params, rows[:, :-1], train=True, key=k_drop) if dropout else apply(params, rows[:, :-1])
+        if soft:
+            return soft_cross_entropy(logits, rows[:, 1:])
+        logp = jax.nn.log_softmax(logits, axis=-1)
+        if pad_id is None:
+            return -jnp.mean(jnp.take_along_axis(logp, rows[:, 1:, None], axis=-1))
+        inputs, targets = rows[:, :-1], rows[:, 1:]
+        mask = ((inputs != pad_id) & (targets != pad_id)).astype(logits.dtype)
+        nll = -jnp.take_along_axis(logp, jnp.clip(targets, 0, logits.shape[-1] - 1)[..., None], -1)[..., 0]
+        return jnp.sum(nll * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+    return loss
+
+
+def train_student(key: jax.Array, model: ModelFns, tokens: Any, *, steps: int, learning_rate: float = 1e-3,
+                  batch_size: int | None = None, replace: bool = False, pad_id: int | None = None,
+                  dropout: bool = True, params: Any = None, init_inputs: Any = None, chunk: int | None = None,
+                  evaluate: Callable[[Any], float] | None = None, eval_every: int | None = None,
+                  patience: int | None = None, maximize: bool = True) -> train.Trained:
+    """Train ``model`` on soft D_syn ``(μ, ξ, V)`` or int tokens ``(n, L+1)`` — how Farzi data is used.
+
+    Soft rows: soft cross-entropy on ``D[:, 1:]``; int rows: next-token loss, positions
+    whose input or target is ``pad_id`` excluded. :func:`distill.train.train_model` with
+    Adam at ``learning_rate``; ``k_init, k_run = split(key)``: ``params`` default to
+    ``model.init(k_init, init_inputs)`` (``init_inputs`` default: the first row's inputs,
+    argmax tokens for soft data). Step t's key ``k_t`` is ``fold_in(k_run, t)`` (or, with
+    ``chunk``, the t-th of ``split(fold_in(k_run, a), chunk)`` for the chunk starting at
+    step a — the schedule of one scan per chunk); ``k_rows, k_drop = split(k_t)`` draw the
+    step's ``batch_size`` rows (all rows when ``None``; distinct rows unless ``replace``,
+    which takes every row when ``batch_size >= n``) and the dropout masks (``dropout``:
+    ``model.apply(θ, x, train=True, key=k_drop)``). ``evaluate``, ``eval_every``,
+    ``patience``, ``maximize``: :func:`distill.train.train_model`'s.
+
+    Returns:
+      :class:`distill.train.Trained` (``params`` = the best evaluated ones).
     """
     if not isinstance(model, ModelFns):
         raise TypeError(f"model: expected a ModelFns, got {type(model).__name__}")
-    check_array(data, "data", ndim=(2, 3))
+    check_array(tokens, "tokens", ndim=(2, 3))
     steps = check_int(steps, "steps", min_value=0)
-    data = jnp.asarray(data)
-    soft = jnp.issubdtype(data.dtype, jnp.floating)
-    n = data.shape[0]
+    learning_rate = check_float(learning_rate, "learning_rate", min_value=0.0, strict_min=True)
+    tokens = jnp.asarray(tokens)
+    soft = bool(jnp.issubdtype(tokens.dtype, jnp.floating))
+    n = tokens.shape[0]
     b = n if batch_size is None else min(check_int(batch_size, "batch_size", min_value=1), n)
-    params = model.init(key, data[:1, :-1]) if theta0 is None else theta0
-    tx = optax.adam(learning_rate)
-
-    def loss_fn(p, rows):
-        if soft:
-            return soft_cross_entropy(model.apply(p, rows[:, :-1]), rows[:, 1:])
-        return token_loss(model, p, rows, pad_id=pad_id)
-
-    @jax.jit
-    def run(params):
-        def body(carry, s):
-            p, st = carry
-            idx = jax.random.permutation(jax.random.fold_in(key, s), n)[:b]
-            g = jax.grad(loss_fn)(p, data[idx])
-            upd, st = tx.update(g, st, p)
-            return (optax.apply_updates(p, upd), st), None
-
-        return jax.lax.scan(body, (params, tx.init(params)), jnp.arange(steps))[0][0]
-
-    return run(params)
-
-
-def export(path, syn_params: LatentFactors, parametrization: Parametrization,
-           settings: Mapping[str, Any] | None = None) -> Any:
-    """Save Farzi data: ``data`` = D_syn ``(μ, ξ, V)`` probabilities, ``z`` and ``m``.
-
-    Uses :func:`distill.export.save` (``<path>.npz`` + ``<path>.json``, numpy-only
-    loading); ``settings`` is stored with ``method='farzi'``.
-    """
-    if not isinstance(syn_params, LatentFactors):
-        raise TypeError(f"syn_params: expected LatentFactors, got {type(syn_params).__name__}")
-    data = parametrization.materialize(syn_params, jax.random.key(0))
-    meta = {"method": "farzi", "equation": "D_syn = softmax(Z @ M / tau) (dissertation Eq. 4.1/4.2)",
-            "n_seqs": int(data.shape[0]), "seq_len": int(data.shape[1]), "vocab_size": int(data.shape[2]),
-            "latent_dim": int(syn_params.z.shape[-1])}
-    meta.update(dict(settings or {}))
-    return _export.save(path, {"data": np.asarray(data), "z": np.asarray(syn_params.z),
-                               "m": np.asarray(syn_params.m)}, meta)
+    k_init, k_run = jax.random.split(key)
+    if params is None:
+        if init_inputs is None:
+            init_inputs = jnp.argmax(tokens[:1, :-1], -1) if soft else tokens[:1, :-1]
+        params = model.init(k_init, init_inputs)
+    loss = _student_loss(model.apply, n, b, soft=soft, replace=replace, dropout=dropout, pad_id=pad_id)
+    keys = _step_keys(k_run, steps, chunk)
+    return train.train_model(k_run, params, loss, lambda t: (tokens, keys(t)), optimizer=optax.adam(learning_rate),
+                             steps=steps, evaluate=evaluate, eval_every=eval_every, patience=patience,
+                             maximize=maximize)

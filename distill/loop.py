@@ -340,7 +340,7 @@ def _empty_meta(fingerprint: dict) -> dict:
     }
 
 
-def _check_run_args(objective, syn_params, optimizer, steps, eval_every, checkpoint_every, patience, evaluate):
+def _check_run_args(objective, syn_params, optimizer, steps, eval_every, checkpoint_every, patience, evaluate, state):
     steps = check_int(steps, "steps", min_value=0)
     eval_every = check_int(eval_every, "eval_every", min_value=1)
     checkpoint_every = check_int(checkpoint_every, "checkpoint_every", min_value=1)
@@ -354,6 +354,8 @@ def _check_run_args(objective, syn_params, optimizer, steps, eval_every, checkpo
         raise TypeError(f"evaluate: expected a callable, got {type(evaluate).__name__}")
     if not jax.tree_util.tree_leaves(syn_params):
         raise ValueError("syn_params: expected a pytree with at least one array, got none")
+    if state is not None and not isinstance(state, dict):
+        raise TypeError(f"state: expected a dict, got {type(state).__name__}")
     return steps, eval_every, checkpoint_every, patience
 
 
@@ -478,9 +480,7 @@ def run(
       ValueError: the checkpoint belongs to a different run, or none is intact.
     """
     steps, eval_every, checkpoint_every, patience = _check_run_args(
-        objective, syn_params, optimizer, steps, eval_every, checkpoint_every, patience, evaluate)
-    if state is not None and not isinstance(state, dict):
-        raise TypeError(f"state: expected a dict, got {type(state).__name__}")
+        objective, syn_params, optimizer, steps, eval_every, checkpoint_every, patience, evaluate, state)
     fp = _fingerprint(fingerprint, syn_params, eval_every, maximize)
     syn_params = _global_params(syn_params)
     ckpt = {"params": syn_params, "opt_state": optimizer.init(syn_params), "best_params": syn_params}
@@ -491,11 +491,15 @@ def run(
                evaluate=evaluate, eval_every=eval_every, patience=patience, maximize=maximize,
                checkpoint_every=checkpoint_every, progress=progress, state=state)
     finally:
-        if mngr is not None:
-            mngr.wait_until_finished()
-            mngr.close()
+        _close(mngr)
     best = evaluate is not None and meta["best_step"] >= 0
     return (ckpt["best_params"] if best else ckpt["params"]), _history(meta)
+
+
+def _close(mngr) -> None:
+    if mngr is not None:
+        mngr.wait_until_finished()
+        mngr.close()
 
 
 def _resume(mngr, ckpt: dict, fp: dict, state: dict | None) -> tuple[dict, dict]:

@@ -615,6 +615,22 @@ def evaluate(
     n_users, n_items = (int(d) for d in test.shape)
     if train is not None:
         _check_mask(train, "train", (n_users, n_items))
+    metrics, ks, topk = _check_metric_names(metrics, ks)
+    batch_size = check_int(batch_size, "batch_size", min_value=1)
+    if mesh is not None and not isinstance(mesh, Mesh):
+        raise TypeError(f"mesh: expected a jax.sharding.Mesh or None, got {type(mesh).__name__}")
+    score_fn, scores = _score_source(score_fn_or_scores, train, n_users, n_items)
+    dtype = jnp.result_type(float) if scores is None else _float_dtype(scores)
+    w = _psp_weights(metrics, propensity, train, dtype, n_items)
+    ks_eff = tuple(sorted({min(k, n_items) for k in ks})) if topk else (1,)
+    sums = _batched_sums(score_fn, scores, test, train, w, min(batch_size, n_users),
+                         ks=ks_eff, metrics=metrics, mesh=mesh)
+    return _means(sums, metrics, topk, ks, n_items)
+
+
+def _check_metric_names(metrics, ks):
+    """Validated ``(metrics, ks, topk)``: unique names / list lengths in the given order,
+    and the requested metrics that need a top-k list."""
     if isinstance(metrics, str) or not isinstance(metrics, Sequence):
         raise TypeError(f"metrics: expected a sequence of names, got {type(metrics).__name__}")
     metrics = tuple(dict.fromkeys(check_choice(m, "metrics", METRICS) for m in metrics))
@@ -626,63 +642,77 @@ def evaluate(
     topk = tuple(m for m in metrics if m in _TOPK_METRICS)
     if topk and not ks:
         raise ValueError("ks: expected at least one list length for HR/nDCG/PSP, got none")
-    batch_size = check_int(batch_size, "batch_size", min_value=1)
-    if mesh is not None and not isinstance(mesh, Mesh):
-        raise TypeError(f"mesh: expected a jax.sharding.Mesh or None, got {type(mesh).__name__}")
+    return metrics, ks, topk
 
+
+def _score_source(score_fn_or_scores, train, n_users, n_items):
+    """``(score_fn, None)`` for a function of the train rows, else ``(None, scores)``."""
     if callable(score_fn_or_scores):
-        score_fn, scores = score_fn_or_scores, None
         if train is None:
             raise ValueError("train: required when scores come from score_fn(train_rows)")
-    else:
-        score_fn, scores = None, score_fn_or_scores
-        _check_scores(scores)
-        if tuple(scores.shape) != (n_users, n_items):
-            raise ValueError(
-                f"scores: expected shape {(n_users, n_items)} like test, got {tuple(scores.shape)}"
-            )
+        return score_fn_or_scores, None
+    scores = score_fn_or_scores
+    _check_scores(scores)
+    if tuple(scores.shape) != (n_users, n_items):
+        raise ValueError(
+            f"scores: expected shape {(n_users, n_items)} like test, got {tuple(scores.shape)}"
+        )
+    return None, scores
 
-    dtype = jnp.result_type(float) if scores is None else _float_dtype(scores)
-    if "psp" in metrics:
-        if propensity is None:
-            if train is None:
-                raise ValueError("propensity: required for 'psp' when train is None")
-            propensity = item_propensity(train)
-        _check_propensity(propensity, n_items)
-    w = _weights(propensity if "psp" in metrics else None, dtype, n_items)
 
-    ks_eff = tuple(sorted({min(k, n_items) for k in ks})) if topk else (1,)
-    bs = min(batch_size, n_users)
+def _psp_weights(metrics, propensity, train, dtype, n_items):
+    """PSP's inverse-propensity weights (default propensities from ``train``), or none."""
+    if "psp" not in metrics:
+        return _weights(None, dtype, n_items)
+    if propensity is None:
+        if train is None:
+            raise ValueError("propensity: required for 'psp' when train is None")
+        propensity = item_propensity(train)
+    _check_propensity(propensity, n_items)
+    return _weights(propensity, dtype, n_items)
+
+
+def _batch_scores(score_fn, scores, train_b, start, stop, bs, n_items):
+    """One batch's ``(bs, n_items)`` scores: sliced and padded, or from ``score_fn``."""
+    if score_fn is None:
+        return _pad_to(scores[start:stop], bs)
+    s_b = score_fn(train_b)
+    _check_host(score_fn_scores=s_b)
+    if not hasattr(s_b, "shape") or tuple(s_b.shape) != (bs, n_items):
+        got = tuple(s_b.shape) if hasattr(s_b, "shape") else type(s_b).__name__
+        raise ValueError(
+            f"score_fn: expected scores of shape {(bs, n_items)} for a batch of "
+            f"train rows, got {got}"
+        )
+    check_array(s_b, "scores", kind="numeric")
+    return s_b
+
+
+def _batched_sums(score_fn, scores, test, train, w, bs, *, ks, metrics, mesh):
+    """Per-metric sums over users, ``bs`` users (zero-padded) per compiled batch,
+    accumulated on the host in float64."""
+    n_users, n_items = (int(d) for d in test.shape)
     sums: dict[str, float] = {}
     for start in range(0, n_users, bs):
         stop = min(start + bs, n_users)
         test_b = _pad_to(test[start:stop], bs)
         train_b = None if train is None else _pad_to(train[start:stop], bs)
-        if score_fn is not None:
-            s_b = score_fn(train_b)
-            _check_host(score_fn_scores=s_b)
-            if not hasattr(s_b, "shape") or tuple(s_b.shape) != (bs, n_items):
-                got = tuple(s_b.shape) if hasattr(s_b, "shape") else type(s_b).__name__
-                raise ValueError(
-                    f"score_fn: expected scores of shape {(bs, n_items)} for a batch of "
-                    f"train rows, got {got}"
-                )
-            check_array(s_b, "scores", kind="numeric")
-        else:
-            s_b = _pad_to(scores[start:stop], bs)
+        s_b = _batch_scores(score_fn, scores, train_b, start, stop, bs, n_items)
         totals = jax.device_get(
-            _batch_totals(
-                s_b, test_b, train_b, w, stop - start, ks=ks_eff, metrics=metrics, mesh=mesh
-            )
+            _batch_totals(s_b, test_b, train_b, w, stop - start, ks=ks, metrics=metrics, mesh=mesh)
         )
         if totals.pop("n_nonfinite"):  # only real rows: padding rows may score anything
             raise ValueError(
                 f"scores: expected finite values, got NaN or inf from score_fn for users "
                 f"{start}..{stop - 1}"
             )
-        for key, v in totals.items():  # accumulate on the host in float64
+        for key, v in totals.items():
             sums[key] = sums.get(key, 0.0) + float(v)
+    return sums
 
+
+def _means(sums, metrics, topk, ks, n_items):
+    """``100 × mean`` per requested metric and list length, plus ``n_users``."""
     n_valid = int(sums["n_valid"])
     if n_valid == 0:
         raise ValueError("test: expected at least one user with a test item (outside train)")

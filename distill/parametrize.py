@@ -305,7 +305,7 @@ def multisample_gumbel_sum(
 
 
 def gumbel_multisample(
-    n_users: int,
+    n_syn_users: int,
     n_items: int,
     *,
     n_samples: int,
@@ -331,7 +331,7 @@ def gumbel_multisample(
     outer softmax cancels.)
 
     Args:
-      n_users: μ, number of synthetic users.
+      n_syn_users: μ, number of synthetic users.
       n_items: I.
       n_samples: γ, Gumbel samples per synthetic user.
       tau: Gumbel-softmax temperature τ > 0.
@@ -349,7 +349,7 @@ def gumbel_multisample(
 
     Source: dissertation Ch. 3, §3.4.3, Eq. 3.4, Algorithm 5 (line 8); §3.4.4 (memory).
     """
-    n_users = check_int(n_users, "n_users", min_value=1)
+    n_syn_users = check_int(n_syn_users, "n_syn_users", min_value=1)
     n_items = check_int(n_items, "n_items", min_value=1)
     n_samples = check_int(n_samples, "n_samples", min_value=1)
     tau = check_float(tau, "tau", min_value=0.0, strict_min=True)
@@ -358,14 +358,14 @@ def gumbel_multisample(
 
     def init(key: jax.Array, real_rows: Any) -> jax.Array:
         check_key(key, allow_none=True)  # unused (the init is deterministic), still validated
-        check_array(real_rows, "real_rows", ndim=2, kind="numeric", shape=(n_users, n_items), finite=True)
+        check_array(real_rows, "real_rows", ndim=2, kind="numeric", shape=(n_syn_users, n_items), finite=True)
         rows = jnp.asarray(real_rows)
         if not jnp.issubdtype(rows.dtype, jnp.floating):
             rows = rows.astype(jnp.result_type(float))
         return init_scale * rows
 
     def materialize(logits: jax.Array, key: jax.Array) -> jax.Array:
-        check_array(logits, "logits", ndim=2, kind="float", shape=(n_users, n_items))
+        check_array(logits, "logits", ndim=2, kind="float", shape=(n_syn_users, n_items))
         total = multisample_gumbel_sum(
             logits, key, n_samples=n_samples, tau=tau, custom_vjp=custom_vjp, noise=noise, mesh=mesh
         )

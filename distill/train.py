@@ -32,9 +32,10 @@ import numpy as np
 import optax
 
 from distill import loop
+from distill.loop import History  # the one history type, shared with the outer loop
 from distill.checks import check_int, check_key
 
-__all__ = ["TrainState", "Trained", "init", "update", "scan", "train_model", "epoch_batches"]
+__all__ = ["History", "TrainState", "Trained", "init", "update", "scan", "train_model", "epoch_batches"]
 
 tree_map = jax.tree_util.tree_map
 
@@ -62,7 +63,7 @@ class Trained(NamedTuple):
     """
 
     params: Any
-    history: loop.History
+    history: History
     snapshots: Any
     last_params: Any
 
@@ -223,7 +224,7 @@ def _record(run: _Run, step: int, score: float, maximize: bool, patience: int | 
 
 def _finish(run: _Run, keep_best: bool) -> Trained:
     best_step = next((s for s, v in run.evals if v == run.best_value), -1)
-    history = loop.History(
+    history = History(
         steps=list(range(len(run.losses))), losses=[float(v) for v in jax.device_get(run.losses)],
         eval_steps=[s for s, _ in run.evals], eval_values=[v for _, v in run.evals],
         best_step=best_step, best_value=run.best_value, stopped_early=run.stopped,

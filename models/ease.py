@@ -169,15 +169,22 @@ def select_lambda(
     lams: Sequence[float] = DEFAULT_LAMS,
     metric: str = "HR@100",
     batch_size: int = 4096,
-) -> tuple[EASE, tuning.GridSearch]:
+) -> tuning.GridSearch:
     """Choose λ on validation items and fit at the best one.
 
     The Gram matrix (``XXᵀ`` or ``XᵀX``, whichever is smaller) is computed once; each
     λ costs one Cholesky of it.
 
+    Args:
+      x_train: ``(n, I)`` binary training matrix.
+      val: ``(n, I)`` binary validation items of the same users.
+      lams: grid of λ (each > 0).
+      metric: key of :func:`distill.metrics.evaluate` to maximise (e.g. ``'HR@100'``).
+      batch_size: users per metric batch.
+
     Returns:
-      ``(model, search)``: :class:`EASE` at the best λ and the
-      :class:`models.tuning.GridSearch`.
+      :class:`models.tuning.GridSearch` with ``model`` = the :class:`EASE` fitted at
+      the best λ.
     """
     x = _as_float_matrix(x_train, "x_train")
     for l in lams:
@@ -186,11 +193,11 @@ def select_lambda(
     gram = x @ x.T if dual else x.T @ x
     scores = _train_scores_dual if dual else _train_scores_primal
     search = tuning.select_lambda(
-        lambda lam: scores(x, gram, jnp.asarray(lam, x.dtype)),
-        lams,
-        val,
         x,
+        val,
+        scores_for=lambda lam: scores(x, gram, jnp.asarray(lam, x.dtype)),
+        lams=lams,
         metric=metric,
         batch_size=batch_size,
     )
-    return EASE(_weights(x, jnp.asarray(search.best_lam, x.dtype))), search
+    return search._replace(model=EASE(_weights(x, jnp.asarray(search.best_lam, x.dtype))))

@@ -29,7 +29,7 @@ from jax.sharding import Mesh
 
 from distill.checks import check_array, check_float, check_int, is_concrete
 from models.kernels import KernelSpec
-from models import kernels, tuning
+from models import kernels, krr, tuning
 
 __all__ = [
     "KernelSpec",
@@ -72,16 +72,6 @@ def _gram(x, spec, mesh):
     ).ntk
 
 
-def _regularized(k: jax.Array, lam) -> jax.Array:
-    n = k.shape[0]
-    return k + (lam * jnp.trace(k) / n) * jnp.eye(n, dtype=k.dtype)
-
-
-def _solve(k_reg: jax.Array, x: jax.Array) -> jax.Array:
-    factor = jax.scipy.linalg.cho_factor(k_reg, lower=True)
-    return jax.scipy.linalg.cho_solve(factor, x)
-
-
 def _check_matrix(x, name):
     check_array(x, name, ndim=2, kind="numeric", finite=True)
     if not jnp.issubdtype(x.dtype, jnp.floating):
@@ -111,9 +101,7 @@ def fit(
     x_train = _check_matrix(x_train, "x_train")
     lam = check_float(lam, "lam", min_value=0.0)
     spec = kernels.check_spec(spec)
-    params = _fit(x_train, lam, spec, mesh)
-    if not is_concrete(lam):  # traced λ < 0: NaN, never the fit of a negative ridge
-        params = params._replace(alpha=jnp.where(lam >= 0, params.alpha, jnp.nan))
+    params = _fit(x_train, lam, spec, mesh)  # a traced λ < 0 gives NaN (models.krr.solve)
     if is_concrete(params.alpha) and not bool(jnp.all(jnp.isfinite(params.alpha))):
         raise ValueError(
             f"lam: K + λ·tr(K)/n·I is not positive definite in {params.alpha.dtype} at "
@@ -125,7 +113,7 @@ def fit(
 @functools.partial(jax.jit, static_argnums=(2, 3))
 def _fit(x_train, lam, spec, mesh):
     k = _gram(x_train, spec, mesh)
-    return InfiniteAE(x_train, _solve(_regularized(k, lam), x_train), spec)
+    return InfiniteAE(x_train, krr.solve(k, x_train, lam), spec)
 
 
 def predict(
@@ -174,8 +162,7 @@ def predict(
 def _train_scores(k, x, lam):
     """Scores of the training users for one λ via ``X − λ'α`` (no K·α product)."""
     reg = lam * jnp.trace(k) / k.shape[0]
-    alpha = _solve(k + reg * jnp.eye(k.shape[0], dtype=k.dtype), x)
-    return x - reg * alpha
+    return x - reg * krr.solve(k, x, lam)
 
 
 @jax.jit
@@ -260,7 +247,7 @@ def select_lambda(
     spec: KernelSpec = KernelSpec(),
     mesh: Mesh | None = None,
     batch_size: int = 4096,
-) -> tuple[InfiniteAE, tuning.GridSearch]:
+) -> tuning.GridSearch:
     """Choose λ by a validation metric and fit at the best λ, building the kernel once.
 
     For each λ the training users' own rows are the queries (as in the reference
@@ -277,8 +264,8 @@ def select_lambda(
       batch_size: users per metric batch.
 
     Returns:
-      ``(model, search)``: the :class:`InfiniteAE` fitted on ``x_train`` at the best λ
-      (reusing the kernel), and the :class:`models.tuning.GridSearch` (metric per λ).
+      :class:`models.tuning.GridSearch` (metric per λ) with ``model`` = the
+      :class:`InfiniteAE` fitted on ``x_train`` at the best λ (reusing the kernel).
     """
     x_train = _check_matrix(x_train, "x_train")
     # λ = 0 interpolates the training rows: their scores are X itself and every
@@ -299,11 +286,11 @@ def select_lambda(
         return scores
 
     search = tuning.select_lambda(
-        scores_for, lams, val, x_train, metric=metric, batch_size=batch_size
+        x_train, val, scores_for=scores_for, lams=lams, metric=metric, batch_size=batch_size
     )
-    alpha = _solve(_regularized(k, jnp.asarray(search.best_lam, k.dtype)), x_train)
+    alpha = krr.solve(k, x_train, jnp.asarray(search.best_lam, k.dtype))
     if not bool(jnp.all(jnp.isfinite(alpha))):
         evals, evecs, qtx = eig_cache[0]
         reg = search.best_lam * jnp.trace(k) / k.shape[0]
         alpha = evecs @ (qtx / (jnp.maximum(evals, 0.0) + reg)[:, None])
-    return InfiniteAE(x_train, alpha, spec), search
+    return search._replace(model=InfiniteAE(x_train, alpha, spec))

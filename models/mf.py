@@ -34,10 +34,11 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
+from distill import train
 from distill.checks import check_array, check_float, check_index_range, check_int, check_key, check_same_leading
 from distill.parallel import map_rows
 
-__all__ = ["MF", "History", "init", "score_pairs", "predict", "fit", "inverse_auc"]
+__all__ = ["MF", "Fit", "init", "score_pairs", "predict", "fit", "inverse_auc"]
 
 
 class MF(NamedTuple):
@@ -58,16 +59,20 @@ class MF(NamedTuple):
     item_emb: jax.Array
 
 
-class History(NamedTuple):
-    """What :func:`fit` records per epoch.
+class Fit(NamedTuple):
+    """What :func:`fit` returns.
 
     Attributes:
-      loss: ``(epochs,)`` mean weighted BPR loss of the epoch's mini-batches.
+      params: the trained :class:`MF`.
+      history: :class:`distill.train.History` — ``losses`` holds the BPR loss of every
+        Adam update (``epochs × ceil(n / batch_size)`` of them, before the update);
+        no evaluations.
       inverse_auc: ``(epochs, n)`` per interaction: fraction of sampled negatives
-        scored ``>=`` the positive after the epoch (0 = ranked above every negative).
+        scored ``>=`` the positive after each epoch (0 = ranked above every negative).
     """
 
-    loss: jax.Array
+    params: MF
+    history: train.History
     inverse_auc: jax.Array
 
 
@@ -173,10 +178,10 @@ def _inverse_auc_jit(params, users, items, key, n_items, n_negatives, mesh):
 
 
 def inverse_auc(
+    key: jax.Array,
     params: MF,
     users: jax.Array,
     items: jax.Array,
-    key: jax.Array,
     *,
     n_negatives: int = 16,
     mesh: Mesh | None = None,
@@ -184,9 +189,9 @@ def inverse_auc(
     """Monte-Carlo inverse AUC of each positive ``(u, i)``: ``mean_j 1[r̂(u,j) ≥ r̂(u,i)]``.
 
     Args:
+      key: PRNG key for the ``n_negatives`` uniform negatives per positive.
       params: a fitted :class:`MF`.
       users, items: int ``(n,)`` positives.
-      key: PRNG key for the ``n_negatives`` uniform negatives per positive.
       n_negatives: negatives per positive (>= 1).
       mesh: optional device mesh; the interactions are sharded over it
         (:func:`distill.parallel.map_rows`), same result as without.
@@ -210,48 +215,51 @@ def inverse_auc(
     return jnp.where(_in_range(u, n_users) & _in_range(i, n_items), out, jnp.nan)
 
 
+def _bpr_loss(params: MF, batch, key, *, l2, n_batches):
+    """Weighted BPR loss of one mini-batch ``(users, positives, negatives, weights)`` plus
+    its share ``1/n_batches`` of the L2 penalty (``key`` unused: negatives come with the batch)."""
+    del key
+    u, i, j, w = batch
+    diff = _pairs(params, u, i) - _pairs(params, u, j)
+    data = -jnp.sum(w * jax.nn.log_sigmoid(diff)) / jnp.maximum(jnp.sum(w), 1.0)
+    reg = 0.5 * l2 * (
+        jnp.sum(params.user_bias**2) + jnp.sum(params.item_bias**2)
+        + jnp.sum(params.user_emb**2) + jnp.sum(params.item_emb**2)
+    )
+    return data + reg / n_batches
+
+
+def _epoch_batches(key, users, items, weights, n_items, batch_size):
+    """One epoch's shuffled ``(n_batches, batch_size)`` batches with one uniform negative
+    per positive; padding slots point at row 0 with weight 0 so every batch has the same shape."""
+    n = users.shape[0]
+    n_batches = -(-n // batch_size)
+    pad = n_batches * batch_size - n
+    k_perm, k_neg = key
+    perm = jnp.concatenate([jax.random.permutation(k_perm, n), jnp.zeros(pad, jnp.int32)])
+    w = jnp.where(jnp.arange(n + pad) < n, weights[perm], 0.0)
+    negs = jax.random.randint(k_neg, (n + pad,), 0, n_items)
+    shape = (n_batches, batch_size)
+    return users[perm].reshape(shape), items[perm].reshape(shape), negs.reshape(shape), w.reshape(shape)
+
+
 @functools.partial(
     jax.jit, static_argnames=("epochs", "batch_size", "n_negatives", "n_items")
 )
 def _train(params, key, users, items, weights, lr, l2, *, epochs, batch_size, n_negatives, n_items):
-    n = users.shape[0]
-    n_batches = -(-n // batch_size)
-    pad = n_batches * batch_size - n
+    n_batches = -(-users.shape[0] // batch_size)
     opt = optax.adam(lr)
-    opt_state = opt.init(params)
+    loss = functools.partial(_bpr_loss, l2=l2, n_batches=n_batches)
 
-    def loss_fn(p, u, i, j, w):
-        diff = _pairs(p, u, i) - _pairs(p, u, j)
-        data = -jnp.sum(w * jax.nn.log_sigmoid(diff)) / jnp.maximum(jnp.sum(w), 1.0)
-        reg = 0.5 * l2 * (
-            jnp.sum(p.user_bias**2) + jnp.sum(p.item_bias**2)
-            + jnp.sum(p.user_emb**2) + jnp.sum(p.item_emb**2)
-        )
-        return data + reg / n_batches
-
-    def step(carry, batch):
-        p, s = carry
-        u, i, j, w = batch
-        loss, g = jax.value_and_grad(loss_fn)(p, u, i, j, w)
-        upd, s = opt.update(g, s, p)
-        return (optax.apply_updates(p, upd), s), loss * jnp.sum(w)
-
-    def epoch(carry, k):
+    def epoch(state, k):
         k_perm, k_neg, k_eval = jax.random.split(k, 3)
-        # Padding slots point at row 0 with weight 0 so every batch has the same shape.
-        perm = jnp.concatenate([jax.random.permutation(k_perm, n), jnp.zeros(pad, jnp.int32)])
-        w = jnp.where(jnp.arange(n + pad) < n, weights[perm], 0.0)
-        negs = jax.random.randint(k_neg, (n + pad,), 0, n_items)
-        shape = (n_batches, batch_size)
-        batches = (
-            users[perm].reshape(shape), items[perm].reshape(shape), negs.reshape(shape), w.reshape(shape)
-        )
-        carry, losses = jax.lax.scan(step, carry, batches)
-        inv = _inverse_auc(carry[0], users, items, k_eval, n_items, n_negatives)
-        return carry, (jnp.sum(losses) / jnp.maximum(jnp.sum(weights), 1.0), inv)
+        batches = _epoch_batches((k_perm, k_neg), users, items, weights, n_items, batch_size)
+        state, losses = train.scan(state, batches, k_eval, loss=loss, optimizer=opt)
+        inv = _inverse_auc(state.params, users, items, k_eval, n_items, n_negatives)
+        return state, (losses, inv)
 
-    (params, _), (loss, inv) = jax.lax.scan(epoch, (params, opt_state), jax.random.split(key, epochs))
-    return params, History(loss, inv)
+    state, (losses, inv) = jax.lax.scan(epoch, train.init(params, opt), jax.random.split(key, epochs))
+    return state.params, losses.reshape(-1), inv
 
 
 def fit(
@@ -268,10 +276,11 @@ def fit(
     batch_size: int = 4096,
     n_negatives: int = 16,
     weights: jax.Array | None = None,
-) -> tuple[MF, History]:
+) -> Fit:
     """Train bias-only (``dim=0``) or MF with BPR and Adam, recording per-epoch inverse AUC.
 
-    The whole run (epochs × shuffled mini-batches) is one jitted ``lax.scan``; it
+    The whole run (epochs × shuffled mini-batches) is one jitted ``lax.scan`` of
+    :func:`distill.train.scan` epochs; it
     compiles once per ``(n, epochs, batch_size, n_negatives, n_items, dim)``. Pad a
     changing number of interactions to a fixed ``n`` with ``weights = 0`` to reuse the
     compilation (what :mod:`benchmarks.psi` does for every sample size).
@@ -289,7 +298,8 @@ def fit(
       weights: optional ``(n,)`` non-negative per-interaction weights (0 = padding).
 
     Returns:
-      ``(params, history)``: the trained :class:`MF` and its :class:`History`.
+      :class:`Fit` (the trained :class:`MF`, its :class:`distill.train.History` and the
+      per-epoch inverse AUC).
     """
     check_key(key)
     check_array(users, "users", ndim=1, kind="int")
@@ -316,7 +326,13 @@ def fit(
     k_init, k_train = jax.random.split(key)
     params = init(k_init, n_users, n_items, dim=dim)
     batch_size = min(batch_size, u.shape[0])
-    return _train(
+    params, losses, inv = _train(
         params, k_train, u, i, w, jnp.float32(lr), jnp.float32(l2),
         epochs=epochs, batch_size=batch_size, n_negatives=n_negatives, n_items=n_items,
     )
+    losses = [float(v) for v in np.asarray(losses)]
+    history = train.History(
+        steps=list(range(len(losses))), losses=losses, eval_steps=[], eval_values=[],
+        best_step=-1, best_value=float("nan"), stopped_early=False,
+    )
+    return Fit(params, history, inv)

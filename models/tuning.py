@@ -52,11 +52,11 @@ def parse_metric(metric: str) -> tuple[str, int | None]:
 
 
 def select_lambda(
+    train: jax.Array,
+    val: jax.Array,
+    *,
     scores_for: Callable[[float], jax.Array],
     lams: Sequence[float],
-    val: jax.Array,
-    train: jax.Array,
-    *,
     metric: str = "HR@100",
     batch_size: int = 4096,
     propensity: jax.Array | None = None,
@@ -64,16 +64,17 @@ def select_lambda(
     """Grid search: evaluate ``scores_for(λ)`` on the validation items for every λ.
 
     Args:
-      scores_for: λ → ``(n_users, n_items)`` scores of the validation users.
-      lams: the grid (each ≥ 0, at least one).
-      val: ``(n_users, n_items)`` binary held-out validation items.
       train: ``(n_users, n_items)`` binary training items (excluded from rankings).
+      val: ``(n_users, n_items)`` binary held-out validation items.
+      scores_for: λ → ``(n_users, n_items)`` scores of the validation users (the model).
+      lams: the grid (each ≥ 0, at least one).
       metric: which metric to maximise (``'HR@100'``, ``'nDCG@10'``, ``'AUC'``, ...).
       batch_size: users per metric batch.
       propensity: item propensities, required for ``PSP@k``.
 
     Returns:
-      :class:`GridSearch` with the metric per λ; ties go to the first λ in the grid.
+      :class:`GridSearch` with the metric per λ (``model=None``); ties go to the first λ
+      in the grid.
     """
     name, k = parse_metric(metric)
     lams = tuple(check_float(l, "lams", min_value=0.0) for l in lams)

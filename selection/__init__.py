@@ -23,28 +23,33 @@
   :mod:`~selection.psi` — Kendall's τ, Ψ and the CF model panel.
   :mod:`~selection.data_genie` — DATA-GENIE (dataset embeddings, Φ, P@1).
 
-The package-level names ``semdedup``, ``s2l``, ``sas`` and ``clipcov`` are the *functions*; import from the
-submodules (``from selection.semdedup import semdedup_fraction``) for the rest.
+Every package-level name means one thing: the submodules are modules (``selection.semdedup``
+is the module; its function is ``selection.semdedup.semdedup``), and the functions and classes
+re-exported here have names no submodule uses.
 """
 
 from selection import (
     ask_llm,
     cf_sampling,
+    clipcov,
     coresets,
     crest,
     data_genie,
     density,
     influence,
     psi,
+    s2l,
+    sas,
     scores,
     select,
+    semdedup,
     shapley,
     ssm,
     svp_cf,
     training_dynamics,
     valuation,
 )
-from selection.clipcov import ClipCov, clipcov
+from selection.clipcov import ClipCov
 from selection.ask_llm import PROMPT_TEMPLATE, ask_llm_scores, causal_lm, make_prompt, p_yes
 from selection.coresets import (
     Coreset,
@@ -57,11 +62,10 @@ from selection.coresets import (
     kmeans,
     proportional_budget,
 )
-from selection.crest import MinibatchCoresets, TrainHistory, crest_train, minibatch_coresets, train_on_coresets
+from selection.crest import CoresetTraining, MinibatchCoresets, crest_train, minibatch_coresets, train_on_coresets
 from selection.influence import ihvp_cg, ihvp_lissa, influence_loss, influence_params
-from selection.sas import SAS, expected_augmentation_distance, sas
+from selection.sas import SAS, expected_augmentation_distance
 from selection.density import density_sample, density_scores, exact_kernel_sum
-from selection.s2l import s2l
 from selection.scores import DataMap, data_map, forgetting_events, prototype_distance, score_examples
 from selection.select import (
     bottom_k,
@@ -73,7 +77,7 @@ from selection.select import (
     to_mask,
     top_k,
 )
-from selection.semdedup import SemDeDup, semdedup
+from selection.semdedup import SemDeDup
 from selection.shapley import TMCShapley, exact_shapley, knn_shapley, knn_utility, tmc_shapley
 from selection.ssm import ssm_train, zeroth_order_features
 from selection.training_dynamics import Dynamics, DynamicsRecorder, record_examples, train_with_dynamics
@@ -88,14 +92,14 @@ __all__ = [
     "PROMPT_TEMPLATE", "make_prompt", "p_yes", "causal_lm", "ask_llm_scores",
     "kmeans", "KMeans", "facility_location", "facility_location_value", "FacilityLocation",
     "craig", "Coreset", "k_center_greedy",
-    "semdedup", "SemDeDup", "s2l",
+    "semdedup", "SemDeDup", "s2l", "sas", "clipcov",
     "Dynamics", "DynamicsRecorder", "record_examples", "train_with_dynamics",
     "valuation", "influence", "shapley", "crest", "ssm", "proportional_budget",
     "cf_sampling", "svp_cf", "psi", "data_genie",
     "loo_ridge", "loo_krr", "loo_newton",
     "ihvp_cg", "ihvp_lissa", "influence_params", "influence_loss",
     "exact_shapley", "tmc_shapley", "TMCShapley", "knn_shapley", "knn_utility",
-    "minibatch_coresets", "MinibatchCoresets", "train_on_coresets", "TrainHistory", "crest_train",
+    "minibatch_coresets", "MinibatchCoresets", "train_on_coresets", "CoresetTraining", "crest_train",
     "ssm_train", "zeroth_order_features",
-    "sas", "SAS", "expected_augmentation_distance", "clipcov", "ClipCov",
+    "SAS", "expected_augmentation_distance", "ClipCov",
 ]

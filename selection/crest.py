@@ -38,6 +38,7 @@ import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
+from distill import train
 from distill.checks import check_array, check_choice, check_float, check_int, check_key, check_same_leading
 from selection import scores
 from selection.coresets import facility_location, pairwise_distances
@@ -45,9 +46,11 @@ from selection.coresets import facility_location, pairwise_distances
 __all__ = [
     "MinibatchCoresets",
     "minibatch_coresets",
+    "WeightedCE",
     "make_weighted_step",
     "quadratic_model_error",
-    "TrainHistory",
+    "CoresetTraining",
+    "evaluated_history",
     "train_on_coresets",
     "crest_train",
     "last_layer_features",
@@ -116,24 +119,35 @@ def _weighted_ce(apply, params, x, y, w):
     return -jnp.sum(w * jnp.take_along_axis(logp, y[:, None], axis=1)[:, 0])
 
 
+class WeightedCE(NamedTuple):
+    """The weighted cross-entropy ``Σ_i w_i ℓ_i`` as a :func:`distill.train.update` loss,
+    ``loss(params, (x, y, w), key)`` (``w`` sums to 1 for a mean; ``key`` unused).
+
+    A hashable value (equal for the same ``apply``), so the jitted step of
+    :func:`make_weighted_step` is compiled once per model and optimizer.
+    """
+
+    apply: Callable
+
+    def __call__(self, params: Any, batch: Any, key: Any = None) -> jax.Array:
+        x, y, w = batch
+        return _weighted_ce(self.apply, params, x, y, w)
+
+
+# module level, keyed on (loss, optimizer): repeated runs with the same model and optimizer
+# objects reuse the compiled step (a compile inside a run would pollute its timings)
+_update = jax.jit(train.update, static_argnames=("loss", "optimizer"))
+
+
 def make_weighted_step(apply: Callable, optimizer: optax.GradientTransformation) -> Callable:
-    """A jitted optax step on the weighted cross-entropy ``Σ_i w_i ℓ_i`` (``w`` sums to 1 for a mean).
+    """One jitted :func:`distill.train.update` on the weighted cross-entropy (:class:`WeightedCE`).
 
     Returns:
-      ``step(params, opt_state, x (m, ...), y (m,), w (m,)) -> (params, opt_state, loss)``.
+      ``step(state: TrainState, (x (m, ...), y (m,), w (m,)), key) -> (state, loss)``.
     """
     if not callable(apply):
         raise TypeError(f"apply: expected a callable, got {type(apply).__name__}")
-    # a module-level jit keyed on (apply, optimizer): repeated runs with the same model and
-    # optimizer objects reuse the compiled step instead of tracing a fresh closure
-    return functools.partial(_weighted_step, apply, optimizer)
-
-
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _weighted_step(apply, optimizer, params, opt_state, x, y, w):
-    loss, g = jax.value_and_grad(functools.partial(_weighted_ce, apply))(params, x, y, w)
-    upd, opt_state = optimizer.update(g, opt_state, params)
-    return optax.apply_updates(params, upd), opt_state, loss
+    return functools.partial(_update, loss=WeightedCE(apply), optimizer=optimizer)
 
 
 def quadratic_model_error(apply: Callable, anchor: Any, params: Any, x: Any, y: Any, w: Any) -> jax.Array:
@@ -160,23 +174,70 @@ def _quad_err(apply, anchor, params, x, y, w):
     return jnp.abs(model - actual) / jnp.maximum(actual, 1e-12)
 
 
-class TrainHistory(NamedTuple):
-    """What :func:`train_on_coresets` logged.
+class CoresetTraining(NamedTuple):
+    """What :func:`train_on_coresets` (and :func:`crest_train`, :func:`selection.ssm.ssm_train`) return.
 
     Attributes:
-      eval_steps: steps at which ``eval_fn`` ran.  eval_values: its values.
-      eval_times: training wall time (s, selection included, evaluation excluded) there.
+      params: the parameters after the last step.
+      history: :class:`distill.train.History` — the ``(steps,)`` weighted mini-batch
+        training losses and the evaluations (``eval_fn``; best = largest).
+      eval_times: training wall time (s, selection included, evaluation excluded) at
+        each of ``history.eval_steps``.
       selection_steps: steps at which coresets were (re)selected.
-      losses: ``(steps,)`` weighted mini-batch training losses.
       selection_time: total seconds spent selecting.
     """
 
-    eval_steps: list
-    eval_values: list
+    params: Any
+    history: train.History
     eval_times: list
     selection_steps: list
-    losses: np.ndarray
     selection_time: float
+
+
+def evaluated_history(losses: list, evals: list[tuple[int, float]]) -> train.History:
+    """:class:`distill.train.History` of a run without early stopping: every step's loss
+    and the ``(step, value)`` evaluations, the best being the largest."""
+    best = max(evals, key=lambda e: e[1]) if evals else (-1, float("nan"))
+    return train.History(
+        steps=list(range(len(losses))), losses=[float(v) for v in losses],
+        eval_steps=[s for s, _ in evals], eval_values=[v for _, v in evals],
+        best_step=best[0], best_value=best[1], stopped_early=False,
+    )
+
+
+class _Schedule:
+    """The coreset state of one :func:`train_on_coresets` run: when to re-select, and the
+    weighted mini-batch of each step."""
+
+    def __init__(self, apply, x, y, features_fn, *, batch_size, subset_size, n_subsets, tau, reselect_every, check_every):
+        self.apply, self.x, self.y, self.features_fn = apply, jnp.asarray(x), jnp.asarray(y), features_fn
+        self.sizes = dict(batch_size=batch_size, subset_size=subset_size, n_subsets=n_subsets)
+        self.tau, self.reselect_every, self.check_every = tau, reselect_every, check_every
+        self.cs, self.anchor, self.union = None, None, None
+        self.selection_steps, self.selection_time = [], 0.0
+
+    def _due(self, t, params):
+        if self.cs is None:
+            return True
+        if self.reselect_every is not None and t % self.reselect_every == 0:
+            return True
+        if self.tau is not None and t % self.check_every == 0:
+            return float(quadratic_model_error(self.apply, self.anchor, params, *self.union)) > self.tau
+        return False
+
+    def batch(self, t, params, k_sel, k_pick):
+        """Re-select if due, then draw one of the coresets: ``(x, y, w)`` of ``m`` rows."""
+        if self._due(t, params):
+            s0 = time.perf_counter()
+            cs = minibatch_coresets(k_sel, functools.partial(self.features_fn, params), self.x.shape[0], **self.sizes)
+            flat_idx = cs.indices.reshape(-1)
+            w = jnp.asarray(cs.weights.reshape(-1) / cs.indices.shape[0])
+            self.cs, self.anchor, self.union = cs, params, (self.x[flat_idx], self.y[flat_idx], w)
+            self.selection_steps.append(t)
+            self.selection_time += time.perf_counter() - s0
+        j = int(jax.random.randint(k_pick, (), 0, self.cs.indices.shape[0]))
+        idx = self.cs.indices[j]
+        return self.x[idx], self.y[idx], jnp.asarray(self.cs.weights[j])
 
 
 def train_on_coresets(
@@ -197,15 +258,16 @@ def train_on_coresets(
     check_every: int = 1,
     eval_fn: Callable[[Any], float] | None = None,
     eval_every: int = 50,
-) -> tuple[Any, TrainHistory]:
-    """Optax training on weighted mini-batch coresets, re-selected by a rule (CREST / SSM loop).
+) -> CoresetTraining:
+    """Training on weighted mini-batch coresets, re-selected by a rule (CREST / SSM loop).
 
     At every selection, :func:`minibatch_coresets` picks ``n_subsets`` coresets using
-    ``features_fn(params, indices)``; each step trains on one of them, drawn uniformly.
-    Re-selection happens when the quadratic model of the loss on the union of the
-    coresets, anchored at the selection point, has relative error ``> tau``
-    (:func:`quadratic_model_error`, checked every ``check_every`` steps — CREST), or every
-    ``reselect_every`` steps (SSM: 1), or when both rules are off, never.
+    ``features_fn(params, indices)``; each step trains on one of them, drawn uniformly
+    (one :func:`distill.train.update` on :class:`WeightedCE`). Re-selection happens when
+    the quadratic model of the loss on the union of the coresets, anchored at the
+    selection point, has relative error ``> tau`` (:func:`quadratic_model_error`, checked
+    every ``check_every`` steps — CREST), or every ``reselect_every`` steps (SSM: 1), or
+    when both rules are off, never.
 
     Args:
       key: PRNG key.  apply: ``apply(params, x) -> logits``.  params: initial parameters.
@@ -219,59 +281,44 @@ def train_on_coresets(
         steps and after the last.
 
     Returns:
-      ``(params, TrainHistory)``.
+      :class:`CoresetTraining`.
     """
+    sizes = _check_coreset_args(key, apply, x, y, steps, batch_size, subset_size, n_subsets, tau, reselect_every, check_every, eval_every)
+    sched = _Schedule(apply, x, y, features_fn, **sizes, tau=tau, reselect_every=reselect_every, check_every=check_every)
+    step_fn = make_weighted_step(apply, optimizer)
+    state, losses, evals, eval_times, train_time = train.init(params, optimizer), [], [], [], 0.0
+    for t in range(steps):
+        t0 = time.perf_counter()
+        key, k_sel, k_pick = jax.random.split(key, 3)
+        batch = sched.batch(t, state.params, k_sel, k_pick)
+        state, loss = step_fn(state, batch, k_pick)
+        losses.append(float(loss))  # also a sync point, so train_time is honest
+        train_time += time.perf_counter() - t0
+        if eval_fn is not None and ((t + 1) % eval_every == 0 or t + 1 == steps):
+            evals.append((t + 1, float(eval_fn(state.params))))
+            eval_times.append(train_time)
+    history = evaluated_history(losses, evals)
+    return CoresetTraining(state.params, history, eval_times, sched.selection_steps, sched.selection_time)
+
+
+def _check_coreset_args(key, apply, x, y, steps, batch_size, subset_size, n_subsets, tau, reselect_every, check_every, eval_every):
     check_key(key)
     if not callable(apply):
         raise TypeError(f"apply: expected a callable, got {type(apply).__name__}")
     check_array(x, "x", kind="numeric", finite=True)
     check_array(y, "y", ndim=1, kind="int")
     check_same_leading([("x", x), ("y", y)])
-    steps = check_int(steps, "steps", min_value=1)
-    check_every = check_int(check_every, "check_every", min_value=1)
-    eval_every = check_int(eval_every, "eval_every", min_value=1)
+    check_int(steps, "steps", min_value=1)
+    check_int(check_every, "check_every", min_value=1)
+    check_int(eval_every, "eval_every", min_value=1)
     if tau is not None:
-        tau = check_float(tau, "tau", min_value=0.0, strict_min=True)
+        check_float(tau, "tau", min_value=0.0, strict_min=True)
     if reselect_every is not None:
-        reselect_every = check_int(reselect_every, "reselect_every", min_value=1)
+        check_int(reselect_every, "reselect_every", min_value=1)
     n = x.shape[0]
     batch_size = check_int(batch_size, "batch_size", min_value=1, max_value=n)
     subset_size = check_int(subset_size, "subset_size", min_value=batch_size, max_value=n)
-    xj, yj = jnp.asarray(x), jnp.asarray(y)
-    step_fn = make_weighted_step(apply, optimizer)
-    opt_state = optimizer.init(params)
-    hist = TrainHistory([], [], [], [], np.zeros(steps, np.float32), 0.0)
-    sel_time, train_time = 0.0, 0.0
-    cs, anchor, union = None, None, None
-    for t in range(steps):
-        t0 = time.perf_counter()
-        key, k_sel, k_pick = jax.random.split(key, 3)
-        need = cs is None
-        if not need and reselect_every is not None and t % reselect_every == 0:
-            need = True
-        if not need and tau is not None and t % check_every == 0:
-            need = float(quadratic_model_error(apply, anchor, params, *union)) > tau
-        if need:
-            s0 = time.perf_counter()
-            cs = minibatch_coresets(
-                k_sel, functools.partial(features_fn, params), n,
-                batch_size=batch_size, subset_size=subset_size, n_subsets=n_subsets,
-            )
-            anchor = params
-            flat_idx = cs.indices.reshape(-1)
-            union = (xj[flat_idx], yj[flat_idx], jnp.asarray(cs.weights.reshape(-1) / cs.indices.shape[0]))
-            hist.selection_steps.append(t)
-            sel_time += time.perf_counter() - s0
-        j = int(jax.random.randint(k_pick, (), 0, cs.indices.shape[0]))
-        idx = cs.indices[j]
-        params, opt_state, loss = step_fn(params, opt_state, xj[idx], yj[idx], jnp.asarray(cs.weights[j]))
-        hist.losses[t] = float(loss)  # also a sync point, so train_time is honest
-        train_time += time.perf_counter() - t0
-        if eval_fn is not None and ((t + 1) % eval_every == 0 or t + 1 == steps):
-            hist.eval_steps.append(t + 1)
-            hist.eval_values.append(float(eval_fn(params)))
-            hist.eval_times.append(train_time)
-    return params, hist._replace(selection_time=sel_time)
+    return dict(batch_size=batch_size, subset_size=subset_size, n_subsets=check_int(n_subsets, "n_subsets", min_value=1))
 
 
 def last_layer_features(apply: Callable, x: Any, y: Any) -> Callable[[Any, np.ndarray], jax.Array]:
@@ -296,7 +343,7 @@ def crest_train(
     check_every: int = 5,
     eval_fn: Callable[[Any], float] | None = None,
     eval_every: int = 50,
-) -> tuple[Any, TrainHistory]:
+) -> CoresetTraining:
     """Train with CREST: mini-batch coresets on last-layer gradients, re-selected when the
     quadratic loss model's relative error exceeds ``tau`` (see the module docstring).
 
@@ -304,7 +351,7 @@ def crest_train(
     :func:`selection.scores.output_gradients` under the current parameters.
 
     Returns:
-      ``(params, TrainHistory)``.
+      :class:`CoresetTraining`.
     """
     check_key(key)
     return train_on_coresets(

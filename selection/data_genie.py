@@ -35,6 +35,7 @@ import optax
 import scipy.sparse as sp
 import scipy.sparse.csgraph as csgraph
 
+from distill import train
 from distill.checks import check_array, check_choice, check_float, check_index_range, check_int, check_key, check_same_leading
 from distill.data.interactions import Interactions, check_interactions
 from models.mlp import mlp
@@ -184,24 +185,27 @@ def _forward(apply, mode, params, x):
     return jnp.tanh(out) if mode == "regression" else out
 
 
+def _loss(params, batch, key, *, apply, mode):
+    """Φ's full-batch loss: squared error of tanh outputs (regression) or BPR over the
+    ``(i, j)`` pairs with ``τ_i > τ_j`` (ranking); ``key`` unused."""
+    del key
+    x, tau, pairs = batch
+    pred = _forward(apply, mode, params, x)
+    if mode == "regression":
+        return jnp.mean((pred - tau) ** 2)
+    return -jnp.mean(jax.nn.log_sigmoid(pred[pairs[:, 0]] - pred[pairs[:, 1]]))
+
+
 @functools.partial(jax.jit, static_argnames=("apply", "mode", "steps"))
-def _train(params, x, tau, pairs, lr, weight_decay, *, apply, mode, steps):
+def _train(key, params, x, tau, pairs, lr, weight_decay, *, apply, mode, steps):
     opt = optax.adamw(lr, weight_decay=weight_decay)
+    loss = functools.partial(_loss, apply=apply, mode=mode)
 
-    def loss(p):
-        pred = _forward(apply, mode, p, x)
-        if mode == "regression":
-            return jnp.mean((pred - tau) ** 2)
-        return -jnp.mean(jax.nn.log_sigmoid(pred[pairs[:, 0]] - pred[pairs[:, 1]]))
+    def step(state, _):
+        return train.update(state, (x, tau, pairs), key, loss=loss, optimizer=opt)
 
-    def step(carry, _):
-        p, s = carry
-        val, g = jax.value_and_grad(loss)(p)
-        upd, s = opt.update(g, s, p)
-        return (optax.apply_updates(p, upd), s), val
-
-    (params, _), losses = jax.lax.scan(step, (params, opt.init(params)), None, length=steps)
-    return params, losses
+    state, losses = jax.lax.scan(step, train.init(params, opt), None, length=steps)
+    return state.params, losses
 
 
 def fit(
@@ -215,8 +219,9 @@ def fit(
     steps: int = 1000,
     lr: float = 3e-3,
     weight_decay: float = 1e-3,
-) -> tuple[Genie, jax.Array]:
-    """Train Φ by DATA-GENIE-regression or DATA-GENIE-ranking (full-batch AdamW).
+) -> tuple[Genie, train.History]:
+    """Train Φ by DATA-GENIE-regression or DATA-GENIE-ranking (full-batch AdamW, every
+    step one :func:`distill.train.update`).
 
     Args:
       key: PRNG key (initialisation).
@@ -230,7 +235,8 @@ def fit(
       lr, weight_decay: AdamW settings.
 
     Returns:
-      ``(genie, losses)``: the trained :class:`Genie` and ``(steps,)`` losses.
+      ``(genie, history)``: the trained :class:`Genie` and its
+      :class:`distill.train.History` (the loss before each of the ``steps`` updates).
     """
     check_key(key)
     check_array(x, "x", ndim=2, kind="numeric", finite=True)
@@ -252,10 +258,15 @@ def fit(
     model = mlp(1, hidden=(hidden, hidden))
     params = model.init(key, xs[:1])
     params, losses = _train(
-        params, xs, jnp.asarray(t), jnp.asarray(pairs), jnp.float32(lr), jnp.float32(weight_decay),
+        key, params, xs, jnp.asarray(t), jnp.asarray(pairs), jnp.float32(lr), jnp.float32(weight_decay),
         apply=model.apply, mode=mode, steps=steps,
     )
-    return Genie(params, jnp.asarray(mean), jnp.asarray(std), hidden, mode), losses
+    losses = [float(v) for v in np.asarray(losses)]
+    history = train.History(
+        steps=list(range(steps)), losses=losses, eval_steps=[], eval_values=[],
+        best_step=-1, best_value=float("nan"), stopped_early=False,
+    )
+    return Genie(params, jnp.asarray(mean), jnp.asarray(std), hidden, mode), history
 
 
 def predict(genie: Genie, x: Any) -> np.ndarray:

@@ -130,11 +130,11 @@ def query_sketch(lsh: LSHParams, sketch: jax.Array, x: Any, *, mesh: Any = None)
     return parallel.map_rows(rows, jnp.asarray(x), sketch, (lsh.a, lsh.b, lsh.mult), mesh=mesh)
 
 
-def default_width(x: Any, *, key: jax.Array | None = None, n_pairs: int = 2000) -> float:
-    """Bandwidth heuristic: the median distance between ``n_pairs`` random pairs, divided by 2."""
-    check_key(key, allow_none=True)
+def default_width(key: jax.Array, x: Any, *, n_pairs: int = 2000) -> float:
+    """Bandwidth heuristic: the median distance between ``n_pairs`` random pairs (drawn with
+    ``key``), divided by 2."""
+    check_key(key)
     check_array(x, "x", ndim=2, kind="float", finite=True)
-    key = jax.random.PRNGKey(0) if key is None else key
     n = x.shape[0]
     i, j = jax.random.randint(key, (2, n_pairs), 0, n)
     d = jnp.linalg.norm(jnp.asarray(x)[i] - jnp.asarray(x)[j], axis=1)
@@ -171,7 +171,7 @@ def density_scores(
     check_array(embeddings, "embeddings", ndim=2, kind="float", finite=True)
     x = jnp.asarray(embeddings)
     if width is None:
-        width = default_width(x, key=jax.random.fold_in(key, 1))
+        width = default_width(jax.random.fold_in(key, 1), x)
     n_rows = check_int(n_rows, "n_rows", min_value=1)
     n_concat = check_int(n_concat, "n_concat", min_value=1)
     n_buckets = check_int(n_buckets, "n_buckets", min_value=1)

@@ -160,12 +160,52 @@ def mean_auc(scores: Any, test: Any, exclude: Any) -> float:
     return float(100.0 * np.mean(u_stat[ok] / (n_pos[ok] * n_neg[ok])))
 
 
+def _mf_scores(key, train, name, n_pad, mf_epochs, mf_dim):
+    """Bias-only / MF scores of every user, trained by BPR on ``train``'s nonzeros padded
+    with weight-0 rows to ``n_pad`` (one compilation for every sample size)."""
+    shape = tuple(train.shape)
+    u, i = np.nonzero(np.asarray(train))
+    n = u.shape[0]
+    w = np.ones(n, np.float32)
+    if n_pad is not None and n_pad > n:
+        u, i = np.pad(u, (0, n_pad - n)), np.pad(i, (0, n_pad - n))
+        w = np.pad(w, (0, n_pad - n))
+    fitted = mf.fit(
+        key, u.astype(np.int32), i.astype(np.int32), shape[0], shape[1],
+        dim=0 if name == "bias-only" else mf_dim, epochs=mf_epochs, weights=w,
+    )
+    return mf.predict(fitted.params, jnp.arange(shape[0]))
+
+
+def _panel_scores(key, name, x, val, context, *, n_pad, mf_epochs, mf_dim, ease_lams, inf_ae_lams, mesh):
+    """``(U, I)`` test scores of one panel model trained on ``x`` (λ chosen on ``val``)."""
+    if name == "PopRec":
+        return popularity.predict(popularity.fit(x), context)
+    if name in ("bias-only", "MF"):
+        return _mf_scores(key, x, name, n_pad, mf_epochs, mf_dim)
+    if name == "EASE":
+        search = ease.select_lambda(x, val, lams=ease_lams)
+        return ease.fit_predict(x, context, lam=float(search.best_lam))
+    search = infinite_ae.select_lambda(x, val, lams=inf_ae_lams, mesh=mesh)
+    return infinite_ae.predict(search.model, context, mesh=mesh)
+
+
+def _check_panel_args(key, train, val, test, exclude, models):
+    check_key(key)
+    check_array(train, "train", ndim=2, kind="numeric")
+    shape = tuple(train.shape)
+    for name, a in (("val", val), ("test", test), ("exclude", exclude)):
+        check_array(a, name, shape=shape)
+    for m in models:
+        check_choice(m, "models", PANEL)
+
+
 def evaluate_panel(
+    key: jax.Array,
     train: Any,
     val: Any,
     test: Any,
     exclude: Any,
-    key: jax.Array,
     *,
     models: Sequence[str] = PANEL,
     n_pad: int | None = None,
@@ -189,10 +229,10 @@ def evaluate_panel(
     every sample, so metrics stay comparable across samples.
 
     Args:
+      key: PRNG key (bias-only / MF training).
       train: ``(U, I)`` binary training matrix (full data or a sample).
       val, test: ``(U, I)`` binary validation / test items (never sampled).
       exclude: ``(U, I)`` binary items removed from every test ranking.
-      key: PRNG key (bias-only / MF training).
       models: subset of :data:`PANEL`.
       n_pad: pad bias-only/MF interactions to this length (default: no padding).
       mf_epochs, mf_dim: MF / bias-only settings.
@@ -203,47 +243,18 @@ def evaluate_panel(
     Returns:
       ``{model: {"AUC", "HR@100", "nDCG@10": float}}``.
     """
-    check_key(key)
-    check_array(train, "train", ndim=2, kind="numeric")
-    shape = tuple(train.shape)
-    for name, a in (("val", val), ("test", test), ("exclude", exclude)):
-        check_array(a, name, shape=shape)
-    for m in models:
-        check_choice(m, "models", PANEL)
+    _check_panel_args(key, train, val, test, exclude, models)
     x = jnp.asarray(train, jnp.float32)
     context = jnp.clip(x + jnp.asarray(val, jnp.float32), 0.0, 1.0)
     test = jnp.asarray(test, jnp.float32)
     exclude = jnp.asarray(exclude, jnp.float32)
     test_np, exclude_np = np.asarray(test, bool), np.asarray(exclude, bool)
-
-    def evaluate(scores):
-        res = cf_metrics.evaluate(
-            scores, test, exclude, ks=(10, 100), metrics=("hr", "ndcg"), mesh=mesh
-        )
-        return {**res, "AUC": mean_auc(np.asarray(scores), test_np, exclude_np)}
-
+    settings = dict(n_pad=n_pad, mf_epochs=mf_epochs, mf_dim=mf_dim, ease_lams=ease_lams,
+                    inf_ae_lams=inf_ae_lams, mesh=mesh)
     out = {}
     for name in models:
-        if name == "PopRec":
-            scores = popularity.predict(popularity.fit(x), context)
-        elif name in ("bias-only", "MF"):
-            u, i = np.nonzero(np.asarray(train))
-            n = u.shape[0]
-            w = np.ones(n, np.float32)
-            if n_pad is not None and n_pad > n:
-                u, i = np.pad(u, (0, n_pad - n)), np.pad(i, (0, n_pad - n))
-                w = np.pad(w, (0, n_pad - n))
-            params, _ = mf.fit(
-                key, u.astype(np.int32), i.astype(np.int32), shape[0], shape[1],
-                dim=0 if name == "bias-only" else mf_dim, epochs=mf_epochs, weights=w,
-            )
-            scores = mf.predict(params, jnp.arange(shape[0]))
-        elif name == "EASE":
-            _, search = ease.select_lambda(x, val, lams=ease_lams)
-            scores = ease.fit_predict(x, context, lam=float(search.best_lam))
-        else:
-            model, _ = infinite_ae.select_lambda(x, val, lams=inf_ae_lams, mesh=mesh)
-            scores = infinite_ae.predict(model, context, mesh=mesh)
-        res = evaluate(scores)
+        scores = _panel_scores(key, name, x, val, context, **settings)
+        res = cf_metrics.evaluate(scores, test, exclude, ks=(10, 100), metrics=("hr", "ndcg"), mesh=mesh)
+        res = {**res, "AUC": mean_auc(np.asarray(scores), test_np, exclude_np)}
         out[name] = {m: float(res[m]) for m in METRICS}
     return out

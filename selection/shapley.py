@@ -238,62 +238,81 @@ def tmc_shapley(
     _check_utility(utility)
     n = check_int(n, "n", min_value=1)
     truncation = check_float(truncation, "truncation", min_value=0.0)
-    max_permutations = check_int(max_permutations, "max_permutations", min_value=1)
-    min_permutations = check_int(min_permutations, "min_permutations", min_value=1)
-    batch = check_int(batch, "batch", min_value=1)
+    max_permutations, min_permutations, batch, window, batches_per_call = (
+        check_int(v, name, min_value=1) for v, name in (
+            (max_permutations, "max_permutations"), (min_permutations, "min_permutations"), (batch, "batch"),
+            (window, "window"), (batches_per_call, "batches_per_call")))
     convergence_tol = check_float(convergence_tol, "convergence_tol", min_value=0.0, strict_min=True)
-    window = check_int(window, "window", min_value=1)
     check_choice(engine, "engine", ("vmap", "map", "python"))
-    batches_per_call = check_int(batches_per_call, "batches_per_call", min_value=1)
     if mesh is not None and engine != "vmap":
         raise ValueError(f"mesh: only the 'vmap' engine shards permutations, got engine={engine!r}")
+    u_full, u_empty, tol = _tmc_endpoints(utility, n, truncation, engine)
+    run = _RunningMean(n, window, max(min_permutations, window + 1), convergence_tol)
+    while run.drawn < max_permutations and not run.converged:
+        n_batches = batches_per_call if engine == "vmap" else 1
+        key, perms, sizes = _draw_permutations(key, n, batch, max_permutations - run.drawn, n_batches)
+        marg, c = _tmc_engine(engine, utility, perms, u_full, u_empty, tol, mesh)
+        run.add(np.asarray(marg, np.float64), np.asarray(c), sizes)
+    return TMCShapley(run.total / run.drawn, run.drawn, run.calls, run.converged, np.asarray(run.errors))
+
+
+def _tmc_engine(engine, utility, perms, u_full, u_empty, tol, mesh):
+    if engine == "vmap":
+        return _tmc_vmap(utility, perms, u_full, u_empty, tol, mesh)
+    return (_tmc_map if engine == "map" else _tmc_python)(utility, perms, u_full, u_empty, tol)
+
+
+def _tmc_endpoints(utility, n, truncation, engine):
+    """``U(D)``, ``U(∅)`` and the absolute truncation tolerance ``truncation·|U(D)|``."""
     if engine == "python":
         u_full = float(utility(np.ones((n,), bool)))
-        u_empty = float(utility(np.zeros((n,), bool)))
-        tol = truncation * abs(u_full)
-    else:
-        u_full = jnp.asarray(utility(jnp.ones((n,), bool)))
-        u_empty = jnp.asarray(utility(jnp.zeros((n,), bool)), u_full.dtype)
-        tol = truncation * jnp.abs(u_full)
-    total = np.zeros(n)
-    history, errors = [np.zeros(n)], []
-    drawn, calls, converged = 0, 2, False
-    while drawn < max_permutations and not converged:
-        sizes, chunks = [], []
-        left = max_permutations - drawn
-        for _ in range(batches_per_call if engine == "vmap" else 1):
-            if left == 0:
-                break
-            b = min(batch, left)
-            key, sub = jax.random.split(key)
-            chunks.append(jax.vmap(lambda k: jax.random.permutation(k, n))(jax.random.split(sub, b)))
-            sizes.append(b)
-            left -= b
-        perms = jnp.concatenate(chunks) if len(chunks) > 1 else chunks[0]
-        if engine == "vmap":
-            marg, c = _tmc_vmap(utility, perms, u_full, u_empty, tol, mesh)
-        elif engine == "map":
-            marg, c = _tmc_map(utility, perms, u_full, u_empty, tol)
-        else:
-            marg, c = _tmc_python(utility, perms, u_full, u_empty, tol)
-        marg, c = np.asarray(marg, np.float64), np.asarray(c)
+        return u_full, float(utility(np.zeros((n,), bool))), truncation * abs(u_full)
+    u_full = jnp.asarray(utility(jnp.ones((n,), bool)))
+    u_empty = jnp.asarray(utility(jnp.zeros((n,), bool)), u_full.dtype)
+    return u_full, u_empty, truncation * jnp.abs(u_full)
+
+
+def _draw_permutations(key, n, batch, left, n_batches):
+    """Up to ``n_batches`` batches of ``min(batch, left)`` permutations, one key split per
+    batch; returns the advanced key, the ``(Σ sizes, n)`` permutations and the sizes."""
+    sizes, chunks = [], []
+    for _ in range(n_batches):
+        if left == 0:
+            break
+        b = min(batch, left)
+        key, sub = jax.random.split(key)
+        chunks.append(jax.vmap(lambda k: jax.random.permutation(k, n))(jax.random.split(sub, b)))
+        sizes.append(b)
+        left -= b
+    return key, (jnp.concatenate(chunks) if len(chunks) > 1 else chunks[0]), sizes
+
+
+class _RunningMean:
+    """TMC's running mean of the marginals with the windowed convergence check after
+    every batch of permutations (permutations after convergence are discarded)."""
+
+    def __init__(self, n, window, first_check, tol):
+        self.total, self.history, self.errors = np.zeros(n), [np.zeros(n)], []
+        self.window, self.first_check, self.tol = window, first_check, tol
+        self.drawn, self.calls, self.converged = 0, 2, False
+
+    def add(self, marg, calls, sizes):
         start = 0
         for b in sizes:  # the convergence check after every `batch` permutations
             for row in marg[start : start + b]:  # running means, for the look-back
-                total += row
-                drawn += 1
-                history.append(total / drawn)
-            calls += int(np.sum(c[start : start + b]))
+                self.total += row
+                self.drawn += 1
+                self.history.append(self.total / self.drawn)
+            self.calls += int(np.sum(calls[start : start + b]))
             start += b
-            if drawn >= max(min_permutations, window + 1):
-                cur, old = history[-1], history[-1 - window]
+            if self.drawn >= self.first_check:
+                cur, old = self.history[-1], self.history[-1 - self.window]
                 err = float(np.mean(np.abs(cur - old)) / max(np.mean(np.abs(cur)), 1e-12))
-                errors.append(err)
-                if err < convergence_tol:
-                    converged = True
-                    break
-            history = history[-(window + 1) :]
-    return TMCShapley(total / drawn, drawn, calls, converged, np.asarray(errors))
+                self.errors.append(err)
+                if err < self.tol:
+                    self.converged = True
+                    return
+            self.history = self.history[-(self.window + 1) :]
 
 
 def _check_knn(x_train, y_train, x_test, y_test, k):

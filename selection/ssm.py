@@ -29,7 +29,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from distill.checks import check_array, check_float, check_int, check_key, check_same_leading
-from selection.crest import TrainHistory, train_on_coresets
+from selection.crest import CoresetTraining, train_on_coresets
 
 __all__ = ["layer_mask", "zeroth_order_features", "ssm_features", "ssm_train"]
 
@@ -151,7 +151,7 @@ def ssm_train(
     layer: str | None = "head",
     eval_fn: Callable[[Any], float] | None = None,
     eval_every: int = 50,
-) -> tuple[Any, TrainHistory]:
+) -> CoresetTraining:
     """Train with SSM: weighted mini-batches of ``m`` medoids of random subsets of ``r``
     examples under zeroth-order gradient sketches (see the module docstring).
 
@@ -160,7 +160,7 @@ def ssm_train(
     selection, drawn uniformly for ``reselect_every`` steps).
 
     Returns:
-      ``(params, TrainHistory)`` (as :func:`selection.crest.train_on_coresets`).
+      :class:`selection.crest.CoresetTraining` (as :func:`selection.crest.train_on_coresets`).
     """
     check_key(key)
     k_feat, k_train = jax.random.split(key)

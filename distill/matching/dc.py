@@ -26,29 +26,99 @@ points of the trajectory (the network update uses the current S without gradient
 one outer step is one DC outer iteration with the data updates of its inner loop
 accumulated. Per-class terms are summed with :func:`distill.parallel.sum_rows`: with a
 ``mesh`` the classes are spread over the devices.
+
+The method in the one shape: ``Settings`` / ``Data`` / ``Result`` / :func:`init` /
+:func:`sample_batch` / :func:`objective` / :func:`distill`; DSA is ``Settings(dsa=...)``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.sharding import Mesh
 
-from distill import parallel
+from distill import loop, parallel
 from distill.checks import check_array, check_float, check_int, check_key
-from distill.matching import augment
-from distill.matching._common import (
-    check_model,
-    check_parametrization,
-    class_grouped_setup,
-    tree_map,
-    xent,
-)
-from distill.parametrize import Parametrization
+from distill.matching import augment, common
+from distill.matching.common import Data, Latent, tree_map, xent
+from models.model_fns import ModelFns
 
-__all__ = ["layer_distance", "match_distance", "dc_loss"]
+__all__ = ["Settings", "Data", "Result", "init", "sample_batch", "objective", "distill", "layer_distance",
+           "match_distance"]
+
+
+class Settings(NamedTuple):
+    """DC / DSA settings (hashable: a static ``jit`` argument).
+
+    Attributes:
+      ipc: synthetic images per class (the benchmark's IPC 10).
+      steps: outer Adam updates of the synthetic images (the matching benchmark's 150).
+      lr: outer Adam learning rate (the benchmark's 0.01 on pixels; 0.05 for ``Latent``).
+      model: ``ModelFns`` classifier whose gradients are matched, built for C classes by
+        the caller; ``None`` is an MLP 128-128 with C logits (the benchmark's default
+        model: on CPU a ConvNet step costs 20-50× an MLP step; the papers use
+        ``models.convnet.convnet``).
+      images: ``"pixels"`` (initialised from random real images) or a
+        :class:`distill.matching.Latent` (Farzi's factorization, random init).
+      inner_steps: T, trajectory points per objective call (the benchmark's 10; DC's
+        inner loop length for IPC 10 is 50 on ConvNets).
+      inner_lr: η, the network's SGD learning rate on S (DC's 0.01).
+      dsa: a DSA strategy (e.g. ``augment.DIGITS_STRATEGY``) — DSA — or ``None`` — DC.
+      include_bias: compare 1-d parameters too (DC skips them).
+      real_batch: real images per class per step (the benchmark's 64; DC uses 256).
+      eval_every: updates between ``evaluate`` calls (``loop.run``'s 50).
+    """
+
+    ipc: int = 10
+    steps: int = 150
+    lr: float = 0.01
+    model: ModelFns | None = None
+    images: str | Latent = "pixels"
+    inner_steps: int = 10
+    inner_lr: float = 0.01
+    dsa: str | None = None
+    include_bias: bool = False
+    real_batch: int = 64
+    eval_every: int = 50
+
+
+class Result(NamedTuple):
+    """What :func:`distill` returns: the learned parameters (best by ``evaluate`` when
+    given), the synthetic set ``(x_syn (C·ipc, ...), y_syn (C·ipc,) int)``, the settings
+    and the :class:`distill.loop.History`."""
+
+    params: Any
+    data: tuple[np.ndarray, np.ndarray]
+    settings: Settings
+    history: loop.History
+
+
+def _check_settings(settings: Any) -> Settings:
+    common.check_base_settings(settings, Settings)
+    common.check_model(settings.model, "settings.model")
+    check_int(settings.inner_steps, "settings.inner_steps", min_value=1)
+    check_float(settings.inner_lr, "settings.inner_lr", min_value=0.0)
+    check_int(settings.real_batch, "settings.real_batch", min_value=1)
+    if settings.dsa is not None:
+        augment.parse_strategy(settings.dsa)
+    return settings
+
+
+def init(key: jax.Array, data: Data, settings: Settings = Settings(), *, start: Any = None) -> Any:
+    """Initial synthetic parameters: ``ipc`` random real images per class (or ``start``,
+    ``(C·ipc, ...)`` class-grouped images), or the latent factors for ``images=Latent``."""
+    settings = _check_settings(settings)
+    data = common.check_data(data, settings.ipc)
+    return common.init_images(key, data, settings.ipc, settings.images, start)
+
+
+def sample_batch(key: jax.Array, data: Data, settings: Settings = Settings()) -> jax.Array:
+    """``settings.real_batch`` random real images of every class, ``(C, B, ...)``."""
+    settings = _check_settings(settings)
+    return common.per_class_batch(key, common.check_data(data), settings.real_batch)
 
 
 def layer_distance(g_real: jax.Array, g_syn: jax.Array) -> jax.Array:
@@ -105,50 +175,31 @@ def match_distance(g_real: Any, g_syn: Any, *, include_bias: bool = False) -> ja
     return total
 
 
-def dc_loss(
-    syn_params: Any,
-    batch: jax.Array,
-    key: jax.Array,
-    *,
-    parametrization: Parametrization,
-    model: Any,
-    n_classes: int,
-    inner_steps: int = 10,
-    inner_lr: float = 0.01,
-    dsa: str | None = None,
-    include_bias: bool = False,
-    mesh: Mesh | None = None,
+def objective(
+    syn_params: Any, batch: jax.Array, key: jax.Array, settings: Settings = Settings(), *, mesh: Mesh | None = None
 ) -> jax.Array:
-    """The gradient-matching objective ``L_DC`` (module docstring) for ``loop.run``.
+    """The gradient-matching objective ``L_DC`` (module docstring), pure and jittable.
 
     Args:
-      syn_params: synthetic-data parameters; ``parametrization.materialize`` turns them into
-        class-grouped inputs ``(C·ipc, ...)`` (class 0's ``ipc`` rows first).
-      batch: real inputs per class, ``(C, B, ...)``.
+      syn_params: synthetic-image parameters (:func:`init`); they materialize to
+        class-grouped images ``(C·ipc, ...)``.
+      batch: real images per class, ``(C, B, ...)`` (:func:`sample_batch`).
       key: PRNG key (θ₀, augmentation, materialization).
-      parametrization: how ``syn_params`` become data (identity, latent factorization, …).
-      model: ``ModelFns`` classifier with ``C`` logits.
-      n_classes: C.
-      inner_steps: T, trajectory points per call (network SGD steps on S).
-      inner_lr: η, the network's SGD learning rate on S.
-      dsa: a DSA strategy (e.g. ``augment.DIGITS_STRATEGY``); ``None`` disables it. Each
-        trajectory point draws one ω, applied to the real and synthetic images of every class.
-      include_bias: compare 1-d parameters too.
+      settings: :class:`Settings` (``model``, ``inner_steps``, ``inner_lr``, ``dsa``, ...).
+        With ``dsa``, each trajectory point draws one ω, applied to the real and
+        synthetic images of every class.
       mesh: spread the classes over this mesh's devices.
 
     Returns:
       Scalar loss, differentiable in ``syn_params``.
     """
     check_key(key)
-    check_parametrization(parametrization)
-    check_model(model)
-    n_classes = check_int(n_classes, "n_classes", min_value=1)
-    inner_steps = check_int(inner_steps, "inner_steps", min_value=1)
-    inner_lr = check_float(inner_lr, "inner_lr", min_value=0.0)
-    if dsa is not None:
-        augment.parse_strategy(dsa)
-    x_syn, x_syn_c, x_real, theta0, k_aug = class_grouped_setup(parametrization, syn_params, batch, key, n_classes, model)
+    settings = _check_settings(settings)
+    x_syn, x_syn_c, x_real, model, theta0, k_aug = common.class_grouped_setup(
+        settings.images, settings.ipc, syn_params, batch, key, lambda c: common.classifier(settings.model, c))
+    n_classes = x_syn_c.shape[0]
     y_syn = jnp.repeat(jnp.arange(n_classes), x_syn_c.shape[1])
+    include_bias, dsa, inner_lr = settings.include_bias, settings.dsa, settings.inner_lr
 
     def class_terms(rows, w, theta, omega):
         xr, xs, c = rows
@@ -175,5 +226,51 @@ def dc_loss(
         theta = tree_map(lambda p, gg: p - inner_lr * gg, theta, g)
         return jax.lax.stop_gradient(theta), d
 
-    _, ds = jax.lax.scan(step, theta0, jnp.arange(inner_steps))
+    _, ds = jax.lax.scan(step, theta0, jnp.arange(settings.inner_steps))
     return jnp.mean(ds)
+
+
+def distill(
+    key: jax.Array,
+    data: Data,
+    settings: Settings = Settings(),
+    *,
+    mesh: Mesh | None = None,
+    checkpoint_dir: Any = None,
+    progress: bool = False,
+    evaluate: Any = None,
+    init_params: Any = None,
+    batches: Any = None,
+) -> Result:
+    """Distil ``data`` into ``settings.ipc`` images per class with DC (DSA with ``settings.dsa``).
+
+    Args:
+      key: PRNG key. Step ``t``'s objective key is ``fold_in(key, t)``; the initial images
+        and the real batches come from :func:`distill.matching.common.data_keys`.
+      data: :class:`Data` of standardised real images.
+      settings: :class:`Settings`.
+      mesh: spread the classes over this mesh's devices.
+      checkpoint_dir: orbax checkpoints; a killed run resumes (``distill.loop.run``).
+      progress: show progress on stderr.
+      evaluate: ``evaluate(params)`` or ``evaluate(params, step)`` → float, higher is
+        better (every ``settings.eval_every`` updates); the best parameters are returned.
+      init_params: start from these parameters instead of :func:`init`.
+      batches: ``batches(step) -> (C, B, ...)`` real batches instead of
+        ``sample_batch(fold_in(k_batch, step), ...)``.
+
+    Returns:
+      :class:`Result`.
+    """
+    settings = _check_settings(settings)
+    data = common.check_data(data, settings.ipc)
+    k_init, k_batch = common.data_keys(key)
+    params = init(k_init, data, settings) if init_params is None else init_params
+    if batches is None:
+        batches = lambda t: sample_batch(jax.random.fold_in(k_batch, t), data, settings)  # noqa: E731
+    obj = lambda p, b, k: objective(p, b, k, settings, mesh=mesh)  # noqa: E731
+    params, history = common.run(key, obj, params, batches, settings, common.fingerprint(settings, data),
+                                 checkpoint_dir=checkpoint_dir, progress=progress, evaluate=evaluate)
+    x_syn = common.parametrization(settings.images, data.n_classes * settings.ipc, data.x.shape[1:]).materialize(
+        params, key)
+    return Result(params, (np.asarray(x_syn), np.asarray(common.syn_labels(data.n_classes, settings.ipc))), settings,
+                  history)

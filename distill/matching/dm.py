@@ -12,23 +12,89 @@ networks ψ_ϑ (no training, no bilevel problem)::
 which equals the squared distance of the means. ``A_ω`` is the optional DSA
 augmentation shared by both sides. Classes are summed with
 :func:`distill.parallel.sum_rows` (spread over a mesh's devices when given).
+
+The method in the one shape: ``Settings`` / ``Data`` / ``Result`` / :func:`init` /
+:func:`sample_batch` / :func:`objective` / :func:`distill`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.sharding import Mesh
 
-from distill import parallel
+from distill import loop, parallel
 from distill.checks import check_array, check_int, check_key
-from distill.matching import augment
-from distill.matching._common import check_model, check_parametrization, class_grouped_setup
-from distill.parametrize import Parametrization
+from distill.matching import augment, common
+from distill.matching.common import Data, Latent
+from models.model_fns import ModelFns
 
-__all__ = ["mmd", "dm_loss"]
+__all__ = ["Settings", "Data", "Result", "init", "sample_batch", "objective", "distill", "mmd"]
+
+
+class Settings(NamedTuple):
+    """DM settings (hashable: a static ``jit`` argument).
+
+    Attributes:
+      ipc: synthetic images per class (the benchmark's IPC 10).
+      steps: outer Adam updates (the matching benchmark's 150).
+      lr: outer Adam learning rate (the benchmark's 0.01 on pixels; 0.05 for ``Latent``).
+      embed: ``ModelFns`` of the embedding network ψ, re-initialised from the key at
+        every call; ``None`` is the hidden features of an MLP 128-128 (the benchmark's
+        model; the paper uses the ConvNet without its head,
+        ``models.convnet.convnet(C, features_only=True)``).
+      images: ``"pixels"`` or a :class:`distill.matching.Latent`.
+      dsa: DSA strategy or ``None`` (the benchmark's); one ω per call, applied to real
+        and synthetic images alike.
+      real_batch: real images per class per step (the benchmark's 64; DM uses 256).
+      eval_every: updates between ``evaluate`` calls (``loop.run``'s 50).
+    """
+
+    ipc: int = 10
+    steps: int = 150
+    lr: float = 0.01
+    embed: ModelFns | None = None
+    images: str | Latent = "pixels"
+    dsa: str | None = None
+    real_batch: int = 64
+    eval_every: int = 50
+
+
+class Result(NamedTuple):
+    """What :func:`distill` returns: the learned parameters (best by ``evaluate`` when
+    given), the synthetic set ``(x_syn (C·ipc, ...), y_syn (C·ipc,) int)``, the settings
+    and the :class:`distill.loop.History`."""
+
+    params: Any
+    data: tuple[np.ndarray, np.ndarray]
+    settings: Settings
+    history: loop.History
+
+
+def _check_settings(settings: Any) -> Settings:
+    common.check_base_settings(settings, Settings)
+    common.check_model(settings.embed, "settings.embed")
+    check_int(settings.real_batch, "settings.real_batch", min_value=1)
+    if settings.dsa is not None:
+        augment.parse_strategy(settings.dsa)
+    return settings
+
+
+def init(key: jax.Array, data: Data, settings: Settings = Settings(), *, start: Any = None) -> Any:
+    """Initial synthetic parameters: ``ipc`` random real images per class (or ``start``,
+    ``(C·ipc, ...)`` class-grouped images), or the latent factors for ``images=Latent``."""
+    settings = _check_settings(settings)
+    data = common.check_data(data, settings.ipc)
+    return common.init_images(key, data, settings.ipc, settings.images, start)
+
+
+def sample_batch(key: jax.Array, data: Data, settings: Settings = Settings()) -> jax.Array:
+    """``settings.real_batch`` random real images of every class, ``(C, B, ...)``."""
+    settings = _check_settings(settings)
+    return common.per_class_batch(key, common.check_data(data), settings.real_batch)
 
 
 def mmd(f_real: jax.Array, f_syn: jax.Array) -> jax.Array:
@@ -46,28 +112,17 @@ def mmd(f_real: jax.Array, f_syn: jax.Array) -> jax.Array:
     return jnp.sum((jnp.mean(f_real, axis=0) - jnp.mean(f_syn, axis=0)) ** 2)
 
 
-def dm_loss(
-    syn_params: Any,
-    batch: jax.Array,
-    key: jax.Array,
-    *,
-    parametrization: Parametrization,
-    embed: Any,
-    n_classes: int,
-    dsa: str | None = None,
-    mesh: Mesh | None = None,
+def objective(
+    syn_params: Any, batch: jax.Array, key: jax.Array, settings: Settings = Settings(), *, mesh: Mesh | None = None
 ) -> jax.Array:
-    """The distribution-matching objective ``L_DM`` (module docstring) for ``loop.run``.
+    """The distribution-matching objective ``L_DM`` (module docstring), pure and jittable.
 
     Args:
-      syn_params: synthetic-data parameters; materialized to class-grouped ``(C·ipc, ...)``.
-      batch: real inputs per class ``(C, B, ...)``.
+      syn_params: synthetic-image parameters (:func:`init`); materialized to
+        class-grouped ``(C·ipc, ...)``.
+      batch: real images per class ``(C, B, ...)`` (:func:`sample_batch`).
       key: PRNG key (the random embedding ϑ, augmentations, materialization).
-      parametrization: how ``syn_params`` become data.
-      embed: ``ModelFns`` of the embedding network ψ (e.g. ``convnet(..., features_only=True)``);
-        re-initialised from ``key`` at every call.
-      n_classes: C.
-      dsa: DSA strategy or ``None``; one ω per call, applied to real and synthetic images alike.
+      settings: :class:`Settings`.
       mesh: spread the classes over this mesh's devices.
 
     Returns:
@@ -76,12 +131,10 @@ def dm_loss(
     Source: Zhao & Bilen (2023), Eq. 4 (DM).
     """
     check_key(key)
-    check_parametrization(parametrization)
-    check_model(embed, "embed")
-    n_classes = check_int(n_classes, "n_classes", min_value=1)
-    if dsa is not None:
-        augment.parse_strategy(dsa)
-    _, x_syn_c, x_real, theta, k_aug = class_grouped_setup(parametrization, syn_params, batch, key, n_classes, embed)
+    settings = _check_settings(settings)
+    _, x_syn_c, x_real, embed, theta, k_aug = common.class_grouped_setup(
+        settings.images, settings.ipc, syn_params, batch, key,
+        lambda c: common.classifier(settings.embed, c, features_only=True))
 
     def class_terms(rows, w, theta, omega):
         xr, xs, c = rows
@@ -95,7 +148,41 @@ def dm_loss(
 
         return jnp.sum(jax.vmap(one)(xr, xs, c, w))
 
-    classes = jnp.arange(n_classes, dtype=jnp.int32)
+    classes = jnp.arange(x_syn_c.shape[0], dtype=jnp.int32)
     # one ω for all classes (unbatched under the class vmap, see dc.py)
-    omega = None if dsa is None else augment.sample(k_aug, dsa)
+    omega = None if settings.dsa is None else augment.sample(k_aug, settings.dsa)
     return parallel.sum_rows(class_terms, (x_real, x_syn_c, classes), theta, omega, mesh=mesh)
+
+
+def distill(
+    key: jax.Array,
+    data: Data,
+    settings: Settings = Settings(),
+    *,
+    mesh: Mesh | None = None,
+    checkpoint_dir: Any = None,
+    progress: bool = False,
+    evaluate: Any = None,
+    init_params: Any = None,
+    batches: Any = None,
+) -> Result:
+    """Distil ``data`` into ``settings.ipc`` images per class with DM.
+
+    Args and keys as :func:`distill.matching.dc.distill` (``batches(step) -> (C, B, ...)``).
+
+    Returns:
+      :class:`Result`.
+    """
+    settings = _check_settings(settings)
+    data = common.check_data(data, settings.ipc)
+    k_init, k_batch = common.data_keys(key)
+    params = init(k_init, data, settings) if init_params is None else init_params
+    if batches is None:
+        batches = lambda t: sample_batch(jax.random.fold_in(k_batch, t), data, settings)  # noqa: E731
+    obj = lambda p, b, k: objective(p, b, k, settings, mesh=mesh)  # noqa: E731
+    params, history = common.run(key, obj, params, batches, settings, common.fingerprint(settings, data),
+                                 checkpoint_dir=checkpoint_dir, progress=progress, evaluate=evaluate)
+    x_syn = common.parametrization(settings.images, data.n_classes * settings.ipc, data.x.shape[1:]).materialize(
+        params, key)
+    return Result(params, (np.asarray(x_syn), np.asarray(common.syn_labels(data.n_classes, settings.ipc))), settings,
+                  history)

@@ -12,8 +12,12 @@ with the NTK (or NNGP) of a fully-connected ReLU network from
 :func:`models.kernels.fc_relu` on *flattened* images (the papers use conv kernels from
 neural-tangents; an FC kernel is what this library has) and targets ``one_hot − 1/C``
 (mean-zero, as in KIP). The labels ``Y_s`` are learnable (``learn_labels``) or fixed.
-The kernel rows of the real batch are spread over devices with
+The solve is :func:`models.krr.solve` (Cholesky, the relative ridge shared with ∞-AE);
+the kernel rows of the real batch are spread over devices with
 :func:`distill.parallel.sum_rows` when a ``mesh`` is given.
+
+The method in the one shape: ``Settings`` / ``Data`` / ``Result`` / :func:`init` /
+:func:`sample_batch` / :func:`objective` / :func:`distill`.
 """
 
 from __future__ import annotations
@@ -22,22 +26,77 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.sharding import Mesh
 
-from distill import parallel
-from distill.checks import check_array, check_choice, check_float, check_index_range, check_int, check_key, is_concrete
-from distill.matching._common import check_parametrization
-from distill.parametrize import Parametrization
-from models.kernels import fc_relu
+from distill import loop, parallel
+from distill.checks import check_array, check_choice, check_float, check_index_range, check_int, check_key
+from distill.matching import common
+from distill.matching.common import Data, Latent
+from models import krr
+from models.kernels import KernelSpec, check_spec, fc_relu
 
-__all__ = ["KIPParams", "kip_init", "kip_targets", "krr_predict", "kip_loss"]
+__all__ = ["Settings", "Data", "KIPParams", "Result", "init", "sample_batch", "objective", "distill", "kip_targets"]
+
+
+class Settings(NamedTuple):
+    """KIP settings (hashable: a static ``jit`` argument).
+
+    Attributes:
+      ipc: synthetic images per class (the benchmark's IPC 10).
+      steps: outer Adam updates (the matching benchmark's 150).
+      lr: outer Adam learning rate (the benchmark's 0.01 on pixels; 0.05 for ``Latent``).
+      images: ``"pixels"`` or a :class:`distill.matching.Latent`.
+      kernel: the FC ReLU kernel's architecture (:class:`models.kernels.KernelSpec`);
+        depth 3 as KIP's FC kernels (Nguyen et al. 2021 use 1-3 hidden layers), σ_w = √2,
+        σ_b = 0.1.
+      kind: ``'ntk'`` (KIP's default) or ``'nngp'``.
+      lam: λ, the relative ridge (1e-6: KIP's small regulariser; the benchmark's).
+      learn_labels: let the gradient reach the labels (KIP's label learning; the
+        benchmark keeps them fixed).
+      real_batch: real rows per step (the benchmark's 256).
+      eval_every: updates between ``evaluate`` calls (``loop.run``'s 50).
+    """
+
+    ipc: int = 10
+    steps: int = 150
+    lr: float = 0.01
+    images: str | Latent = "pixels"
+    kernel: KernelSpec = KernelSpec(depth=3)
+    kind: str = "ntk"
+    lam: float = 1e-6
+    learn_labels: bool = True
+    real_batch: int = 256
+    eval_every: int = 50
 
 
 class KIPParams(NamedTuple):
-    """KIP's learnables: synthetic-data parameters and labels ``(n, C)``."""
+    """KIP's learnables: synthetic-image parameters and labels ``(n, C)``."""
 
     data: Any
     labels: jax.Array
+
+
+class Result(NamedTuple):
+    """What :func:`distill` returns: the learned :class:`KIPParams` (best by ``evaluate``
+    when given), the synthetic set ``(x_syn (C·ipc, ...), y_syn (C·ipc, C) float)`` with
+    the learned (or fixed) regression labels, the settings and the History."""
+
+    params: KIPParams
+    data: tuple[np.ndarray, np.ndarray]
+    settings: Settings
+    history: loop.History
+
+
+def _check_settings(settings: Any) -> Settings:
+    common.check_base_settings(settings, Settings)
+    check_spec(settings.kernel, "settings.kernel")
+    check_choice(settings.kind, "settings.kind", ("ntk", "nngp"))
+    check_float(settings.lam, "settings.lam", min_value=0.0)
+    check_int(settings.real_batch, "settings.real_batch", min_value=1)
+    if not isinstance(settings.learn_labels, bool):
+        raise TypeError(f"settings.learn_labels: expected a bool, got {type(settings.learn_labels).__name__}")
+    return settings
 
 
 def kip_targets(y: jax.Array, n_classes: int) -> jax.Array:
@@ -53,90 +112,96 @@ def kip_targets(y: jax.Array, n_classes: int) -> jax.Array:
     return jnp.where(valid[:, None], jax.nn.one_hot(y, n_classes) - 1.0 / n_classes, jnp.nan)
 
 
-def kip_init(data_params: Any, y: jax.Array, n_classes: int) -> KIPParams:
-    """``KIPParams`` with the labels initialised to :func:`kip_targets` of the int labels ``y``."""
-    return KIPParams(data_params, kip_targets(y, n_classes))
+def init(key: jax.Array, data: Data, settings: Settings = Settings(), *, start: Any = None) -> KIPParams:
+    """``KIPParams``: the initial images (``ipc`` random real images per class, ``start``, or
+    the latent factors for ``images=Latent``) and labels :func:`kip_targets` of their classes."""
+    settings = _check_settings(settings)
+    data = common.check_data(data, settings.ipc)
+    images = common.init_images(key, data, settings.ipc, settings.images, start)
+    return KIPParams(images, kip_targets(common.syn_labels(data.n_classes, settings.ipc), data.n_classes))
 
 
-def krr_predict(k_ts: jax.Array, k_ss: jax.Array, y_s: jax.Array, reg: float) -> jax.Array:
-    """Kernel ridge regression ``K_ts (K_ss + λ tr(K_ss)/n I)⁻¹ Y_s``.
-
-    Args:
-      k_ts: ``(m, n)`` kernel between targets and support.
-      k_ss: ``(n, n)`` support Gram matrix (symmetric PSD).
-      y_s: ``(n, C)`` support labels.
-      reg: λ ≥ 0, relative to the mean diagonal ``tr(K_ss)/n``.
-
-    Returns:
-      ``(m, C)`` predictions.
-    """
-    n = k_ss.shape[0]
-    check_array(k_ss, "k_ss", ndim=2, kind="float", shape=(n, n), finite=True)
-    check_array(k_ts, "k_ts", ndim=2, kind="float", shape=(None, n), finite=True)
-    check_array(y_s, "y_s", ndim=2, kind="float", shape=(n, None), finite=True)
-    reg = check_float(reg, "reg", min_value=0.0)
-    a = k_ss + reg * jnp.trace(k_ss) / n * jnp.eye(n, dtype=k_ss.dtype)
-    out = k_ts @ jax.scipy.linalg.solve(a, y_s, assume_a="pos")
-    return out if is_concrete(reg) else jnp.where(reg >= 0, out, jnp.nan)  # traced reg < 0: NaN
+def sample_batch(key: jax.Array, data: Data, settings: Settings = Settings()) -> tuple[jax.Array, jax.Array]:
+    """``(x (m, ...), kip_targets(y) (m, C))`` of ``m = settings.real_batch`` distinct random real rows."""
+    settings = _check_settings(settings)
+    data = common.check_data(data)
+    idx = common.row_batch(key, data.x.shape[0], settings.real_batch)
+    return jnp.asarray(data.x[idx]), kip_targets(jnp.asarray(data.y[idx]), data.n_classes)
 
 
-def kip_loss(
-    syn_params: KIPParams,
-    batch: tuple[jax.Array, jax.Array],
-    key: jax.Array,
-    *,
-    parametrization: Parametrization,
-    kernel: str = "ntk",
-    depth: int = 3,
-    w_std: float = 2**0.5,
-    b_std: float = 0.1,
-    reg: float = 1e-6,
-    learn_labels: bool = True,
+def objective(
+    syn_params: KIPParams, batch: tuple[jax.Array, jax.Array], key: jax.Array, settings: Settings = Settings(), *,
     mesh: Mesh | None = None,
 ) -> jax.Array:
-    """The KIP objective ``L_KIP`` (module docstring) for ``loop.run``.
+    """The KIP objective ``L_KIP`` (module docstring), pure and jittable.
 
     Args:
-      syn_params: :class:`KIPParams` (data parameters, labels ``(n, C)``).
+      syn_params: :class:`KIPParams` (image parameters, labels ``(n, C)``).
       batch: ``(x_real (m, ...), y_real (m, C))`` — real inputs and their targets
-        (e.g. :func:`kip_targets`).
+        (:func:`sample_batch`).
       key: PRNG key (materialization only).
-      parametrization: how ``syn_params.data`` become inputs ``(n, ...)``.
-      kernel: ``'ntk'`` or ``'nngp'``.
-      depth, w_std, b_std: the FC ReLU kernel's architecture (:func:`models.kernels.fc_relu`).
-      reg: λ, relative ridge.
-      learn_labels: let the gradient reach ``syn_params.labels``.
+      settings: :class:`Settings`.
       mesh: spread the real rows over this mesh's devices.
 
     Returns:
       Scalar loss.
     """
     check_key(key)
+    settings = _check_settings(settings)
     if not isinstance(syn_params, KIPParams):
-        raise TypeError(f"syn_params: expected KIPParams (see kip_init), got {type(syn_params).__name__}")
-    check_parametrization(parametrization)
-    check_choice(kernel, "kernel", ("ntk", "nngp"))
-    depth = check_int(depth, "depth", min_value=0)
-    reg = check_float(reg, "reg", min_value=0.0)
+        raise TypeError(f"syn_params: expected KIPParams (see init), got {type(syn_params).__name__}")
     if not isinstance(batch, (tuple, list)) or len(batch) != 2:
         raise TypeError(f"batch: expected (x_real, y_real), got {type(batch).__name__}")
     x_real, y_real = batch
-    x_s = parametrization.materialize(syn_params.data, key)
-    n = x_s.shape[0]
-    y_s = syn_params.labels if learn_labels else jax.lax.stop_gradient(syn_params.labels)
-    check_array(y_s, "syn_params.labels", ndim=2, kind="float", shape=(n, None))
+    check_array(x_real, "batch", kind="float")
+    n = syn_params.labels.shape[0]
+    x_s = common.parametrization(settings.images, n, tuple(x_real.shape[1:])).materialize(syn_params.data, key)
+    y_s = syn_params.labels if settings.learn_labels else jax.lax.stop_gradient(syn_params.labels)
+    check_array(y_s, "syn_params.labels", ndim=2, kind="float", shape=(x_s.shape[0], None))
     check_array(x_real, "batch", kind="float", shape=(None,) + tuple(x_s.shape[1:]))
     check_array(y_real, "batch", ndim=2, kind="float", shape=(x_real.shape[0], y_s.shape[1]))
     x_s = x_s.reshape((n, -1))
-    kern = lambda a, b: getattr(fc_relu(a, b, depth=depth, w_std=w_std, b_std=b_std), kernel)
-    k_ss = kern(x_s, None)
-    a = k_ss + reg * jnp.trace(k_ss) / n * jnp.eye(n, dtype=k_ss.dtype)
-    alpha = jax.scipy.linalg.solve(a, y_s, assume_a="pos")
+    spec, kind = settings.kernel, settings.kind
+    kern = lambda a, b: getattr(fc_relu(a, b, depth=spec.depth, w_std=spec.w_std, b_std=spec.b_std), kind)  # noqa: E731
+    alpha = krr.solve(kern(x_s, None), y_s, settings.lam)
 
     def sq_err(rows, w, x_s, alpha):
         xt, yt = rows
-        pred = kern(xt.reshape((xt.shape[0], -1)), x_s) @ alpha
+        pred = kern(xt.reshape((xt.shape[0], -1)), x_s) @ alpha  # krr.predict, the solve shared by the rows
         return jnp.sum(w * jnp.sum((pred - yt) ** 2, axis=-1))
 
     total = parallel.sum_rows(sq_err, (x_real.astype(x_s.dtype), y_real.astype(x_s.dtype)), x_s, alpha, mesh=mesh)
     return 0.5 * total / x_real.shape[0]
+
+
+def distill(
+    key: jax.Array,
+    data: Data,
+    settings: Settings = Settings(),
+    *,
+    mesh: Mesh | None = None,
+    checkpoint_dir: Any = None,
+    progress: bool = False,
+    evaluate: Any = None,
+    init_params: Any = None,
+    batches: Any = None,
+) -> Result:
+    """Distil ``data`` into ``settings.ipc`` images per class (and their labels) with KIP.
+
+    Args and keys as :func:`distill.matching.dc.distill` (``batches(step) -> (x, targets)``).
+
+    Returns:
+      :class:`Result`.
+    """
+    settings = _check_settings(settings)
+    data = common.check_data(data, settings.ipc)
+    k_init, k_batch = common.data_keys(key)
+    params = init(k_init, data, settings) if init_params is None else init_params
+    if batches is None:
+        batches = lambda t: sample_batch(jax.random.fold_in(k_batch, t), data, settings)  # noqa: E731
+    obj = lambda p, b, k: objective(p, b, k, settings, mesh=mesh)  # noqa: E731
+    params, history = common.run(key, obj, params, batches, settings, common.fingerprint(settings, data),
+                                 checkpoint_dir=checkpoint_dir, progress=progress, evaluate=evaluate)
+    x_syn = common.parametrization(settings.images, data.n_classes * settings.ipc, data.x.shape[1:]).materialize(
+        params.data, key)
+    return Result(params, (np.asarray(x_syn), np.asarray(params.labels)), settings, history)

@@ -18,7 +18,8 @@ def test_flags_only_override_library_defaults():
                                  "--lam2", "0.01", "--eval-every", "10", "--steps", "7", "--patience", "2"])
     assert overrides == dict(tau=5.0, n_samples=100, learning_rate=0.2, init_scale=3.0, lam2=0.01,
                              eval_every=10, steps=7, patience=2)
-    assert set(overrides) <= set(dcf.DEFAULTS)  # every override names a documented default
+    assert set(overrides) <= set(dcf.Settings._fields)  # every override names a documented setting
+    assert bench.DEFAULTS == {f: getattr(dcf.Settings(), f) for f in bench.OVERRIDES.values()}
     assert bench._parse(["--patience", "0"])[1] == {"patience": None}  # 0: never stop early
     args, overrides = bench._parse(["--quick"])
     assert overrides == {"steps": 30} and args.seeds == 1 and args.budgets == [2.0, 10.0]
@@ -58,10 +59,11 @@ def test_tiny_run_writes_rows_settings_and_exports_under_out(tmp_path, monkeypat
     rows = {r["method"]: r for r in got["results"]["rows"]}
     assert set(rows) == {"full data", "user RNS", "head users", "interaction RNS", "Distill-CF"}
     assert got["config"]["overrides"] == {"steps": 2, "eval_every": 1}
-    assert got["config"]["distill_cf"]["tau"] == dcf.DEFAULTS["tau"]
+    assert got["config"]["distill_cf"]["tau"] == dcf.Settings().tau
     d = rows["Distill-CF"]
     assert d["n_support"] == 6 and d["n_seeds"] == 2 and len(d["per_seed"]) == 2
-    assert d["settings"]["steps"] == 2 and d["settings"]["n_samples"] == dcf.DEFAULTS["n_samples"]
+    assert d["settings"]["steps"] == 2 and d["settings"]["n_samples"] == dcf.Settings().n_samples
+    assert d["settings"]["n_syn_users"] == 6 and d["settings"]["key_data"] == [0, 0]
     vals = [p["nDCG@10"] for p in d["per_seed"]]
     assert d["nDCG@10"] == pytest.approx(np.mean(vals)) and d["nDCG@10_std"] == pytest.approx(np.std(vals))
     for seed in (0, 1):

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from distill import distill_cf as dcf
-from distill import parametrize as P
+from models import infinite_ae
+from models.kernels import KernelSpec
 
 
 def planted(n_users=96, n_clusters=6, per_cluster=8, p_in=0.6, p_out=0.02, seed=0):
@@ -31,12 +32,12 @@ def planted(n_users=96, n_clusters=6, per_cluster=8, p_in=0.6, p_out=0.02, seed=
 
 def test_objective_gradient_matches_finite_differences(x64):
     rng = np.random.default_rng(0)
-    par = P.gumbel_multisample(3, 7, n_samples=2, tau=0.7)
+    settings = dcf.Settings(n_syn_users=3, n_samples=2, tau=0.7, lam2=0.05)
     logits = jnp.asarray(rng.normal(size=(3, 7)))
     rows = jnp.asarray((rng.random((5, 7)) < 0.4).astype(np.float64))
     batch = dcf.Batch(rows, jnp.asarray(0.3))
     key = jax.random.key(1)
-    f = jax.jit(lambda g: dcf.objective(g, batch, key, parametrization=par, lam2=0.05))
+    f = jax.jit(lambda g: dcf.objective(g, batch, key, settings))
     grad = jax.grad(f)(logits)
     for _ in range(3):
         v = jnp.asarray(rng.normal(size=(3, 7)))
@@ -45,13 +46,18 @@ def test_objective_gradient_matches_finite_differences(x64):
         np.testing.assert_allclose(float(jnp.vdot(grad, v)), float(fd), rtol=1e-5, atol=1e-8)
 
 
-def _run(train, val, steps, ckpt=None, **kw):
+def _settings(steps, **kw):
     args = dict(
-        n_users=6, key=jax.random.key(0), n_samples=20, tau=0.5, init_scale=4.0,
-        learning_rate=0.1, eval_every=2, checkpoint_every=2, batch_size=48, lam2=1e-3,
+        n_syn_users=6, n_samples=20, tau=0.5, init_scale=4.0, learning_rate=0.1, eval_every=2,
+        checkpoint_every=2, batch_size=48, lam2=1e-3,
     )
     args.update(kw)
-    return dcf.distill(train, val, steps=steps, checkpoint_dir=ckpt, **args)
+    return dcf.Settings(steps=steps, **args)
+
+
+def _run(train, val, steps, ckpt=None, mesh=None, **kw):
+    return dcf.distill(jax.random.key(0), dcf.Data(train, val), _settings(steps, **kw), mesh=mesh,
+                       checkpoint_dir=ckpt)
 
 
 def test_exact_resume_after_kill(tmp_path):
@@ -60,8 +66,8 @@ def test_exact_resume_after_kill(tmp_path):
     ckpt = str(tmp_path / "ck")
     _run(train, val, 4, ckpt)  # "killed" after 4 of 6 steps
     resumed = _run(train, val, 6, ckpt)
-    np.testing.assert_array_equal(np.asarray(resumed.logits), np.asarray(full.logits))
-    np.testing.assert_array_equal(np.asarray(resumed.summary), np.asarray(full.summary))
+    np.testing.assert_array_equal(np.asarray(resumed.params), np.asarray(full.params))
+    np.testing.assert_array_equal(np.asarray(resumed.data), np.asarray(full.data))
     assert resumed.history.losses == full.history.losses
     assert resumed.history.eval_values == full.history.eval_values
     assert resumed.lams == full.lams and resumed.lam == full.lam
@@ -75,6 +81,8 @@ def test_resume_refuses_other_settings_or_data(tmp_path):
     _run(train, val, 2, ckpt, tau=0.5)
     with pytest.raises(ValueError, match=r"checkpoint_dir: .*run\.tau: checkpoint has 0\.5, this run has 2\.0"):
         _run(train, val, 4, ckpt, tau=2.0)
+    with pytest.raises(ValueError, match=r"run\.key_data"):
+        dcf.distill(jax.random.key(1), dcf.Data(train, val), _settings(4, tau=0.5), checkpoint_dir=ckpt)
     other = train.copy()
     other[0, :] = 1 - other[0, :]
     with pytest.raises(ValueError, match=r"run\.train\.sha256"):
@@ -93,7 +101,7 @@ def _sharded_resume():
     with tempfile.TemporaryDirectory() as d:
         _run(train, val, 2, d, mesh=mesh)
         resumed = _run(train, val, 4, d, mesh=mesh)
-    np.testing.assert_allclose(np.asarray(resumed.logits), np.asarray(full.logits), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(resumed.params), np.asarray(full.params), rtol=1e-6)
     assert resumed.lams == full.lams
 
 
@@ -109,13 +117,12 @@ def _eight_devices_equal_one():
     mesh = parallel.make_mesh()
     assert mesh.size == 8
     train, _ = planted(n_users=21)  # ragged: 21 rows over 8 devices
-    par = P.gumbel_multisample(5, train.shape[1], n_samples=6, tau=0.5)
-    logits = par.init(None, jnp.asarray(train[:5], jnp.float64) * 3.0)
+    settings = dcf.Settings(n_syn_users=5, n_samples=6, tau=0.5, lam2=0.01)
+    logits = jnp.asarray(train[:5], jnp.float64) * 3.0
     batch = dcf.Batch(jnp.asarray(train, jnp.float64), jnp.asarray(0.5))
     key = jax.random.key(2)
-    obj1 = functools.partial(dcf.objective, parametrization=par, lam2=0.01)
-    par8 = P.gumbel_multisample(5, train.shape[1], n_samples=6, tau=0.5, mesh=mesh)  # 5 rows, 8 devices
-    obj8 = functools.partial(dcf.objective, parametrization=par8, lam2=0.01, mesh=mesh)
+    obj1 = functools.partial(dcf.objective, settings=settings)
+    obj8 = functools.partial(dcf.objective, settings=settings, mesh=mesh)  # 5 synthetic rows, 8 devices
     v1, g1 = jax.jit(jax.value_and_grad(obj1))(logits, batch, key)
     v8, g8 = jax.jit(jax.value_and_grad(obj8))(logits, batch, key)
     # Sharded sampling reorders float sums (~1e-16); the ill-conditioned K's Cholesky
@@ -161,28 +168,42 @@ def small_result():
     return _run(train, val, 4, eval_every=2, patience=3), train, val
 
 
-def test_result_settings_are_complete_and_json(small_result):
+def test_result_settings_are_the_settings_and_json(small_result):
     res, train, val = small_result
-    st = res.settings
-    json.dumps(st)  # plain JSON
+    assert res.settings == _settings(4, eval_every=2, patience=3)
+    record = dcf.settings_json(res.settings)
+    json.dumps(record)  # plain JSON
     expected = dict(
-        n_users=6, n_samples=20, tau=0.5, lam2=1e-3, learning_rate=0.1, steps=4, batch_size=48,
-        init_scale=4.0, lams=list(dcf.DEFAULT_LAMS), metric="nDCG@10", eval_every=2, patience=3, depth=1,
-        w_std=2**0.5, b_std=0.1, noise="hash", custom_vjp=True, n_real_users=96, n_items=48, n_devices=1,
+        n_syn_users=6, n_samples=20, tau=0.5, lam2=1e-3, learning_rate=0.1, init_scale=4.0, steps=4,
+        batch_size=48, lams=list(infinite_ae.DEFAULT_LAMS), metric="nDCG@10", eval_every=2, patience=3,
+        checkpoint_every=2, kernel=dict(depth=1, w_std=2**0.5, b_std=0.1), custom_vjp=True, noise="hash",
     )
-    assert {k: st[k] for k in expected} == expected
-    assert st["key_data"] == np.asarray(jax.random.key_data(jax.random.key(0))).reshape(-1).tolist()
-    # every remaining keyword of distill that shapes the result is recorded
-    import inspect
+    assert record == expected
+    # defaults are the documented tuned values, every field documented
+    assert dcf.Settings() == dcf.Settings(
+        n_syn_users=34, n_samples=200, tau=10.0, lam2=0.0, learning_rate=0.1, init_scale=10.0, steps=200,
+        batch_size=None, lams=infinite_ae.DEFAULT_LAMS, metric="nDCG@10", eval_every=50, patience=4,
+        checkpoint_every=100, kernel=KernelSpec(), custom_vjp=True, noise="hash",
+    )
+    assert all(f"{name}:" in dcf.Settings.__doc__ for name in dcf.Settings._fields)
+    hash(dcf.Settings())  # a static jit argument
 
-    shaping = set(inspect.signature(dcf.distill).parameters) - {
-        "train", "val", "key", "checkpoint_dir", "checkpoint_every", "mesh", "progress"}
-    assert shaping <= set(st), shaping - set(st)
-    # defaults are the documented DEFAULTS
-    default = dcf.distill(train, val, n_users=2, key=jax.random.key(1), steps=0).settings
-    assert {k: default[k] for k in dcf.DEFAULTS} == {**dcf.DEFAULTS, "steps": 0}
-    assert dcf.DEFAULTS == dict(n_samples=200, tau=10.0, lam2=0.0, learning_rate=0.1, init_scale=10.0,
-                                steps=200, eval_every=50, patience=4)
+
+def test_init_and_sample_batch_are_the_first_step_of_distill():
+    train, val = planted()
+    data, key = dcf.Data(train, val), jax.random.key(3)
+    settings = dcf.Settings(n_syn_users=5, n_samples=10, tau=0.5, steps=0, batch_size=40)
+    res = dcf.distill(key, data, settings)
+    assert res.settings == settings and res.history.losses == [] and res.history.best_step == -1
+    g0 = dcf.init(key, data, settings)
+    np.testing.assert_array_equal(np.asarray(res.params), np.asarray(g0))  # no step: Γ₀ comes back
+    batch = dcf.sample_batch(key, data, settings)
+    assert batch.rows.shape == (40, train.shape[1]) and float(batch.lam) == res.lams[0] == res.lam
+    # step 0's users: drawn with fold_in(k_batch, 0), k_batch the second of split(key, 4)
+    idx = jax.random.choice(jax.random.fold_in(jax.random.split(key, 4)[1], 0), 96, (40,), replace=False)
+    np.testing.assert_array_equal(np.asarray(batch.rows), train[np.asarray(idx)])
+    full = dcf.sample_batch(key, data, settings._replace(batch_size=None))
+    np.testing.assert_array_equal(np.asarray(full.rows), train)
 
 
 def test_export_from_result_takes_everything_from_it(small_result, tmp_path):
@@ -194,31 +215,32 @@ def test_export_from_result_takes_everything_from_it(small_result, tmp_path):
     assert (st["n_samples"], st["tau"], st["noise"], st["lam2"]) == (20, 0.5, "hash", 1e-3)
     assert st["lam"] == res.lam and st["val_value"] == res.val_value and st["best_step"] == res.history.best_step
     assert st["dataset"] == "planted" and st["method"] == "distill_cf" and st["learning_rate"] == 0.1
+    assert {k: st[k] for k in dcf.Settings._fields} == dcf.settings_json(res.settings)  # every setting
     np.testing.assert_array_equal(loaded.item_ids, item_ids)
-    np.testing.assert_array_equal(loaded.logits, np.asarray(res.logits))
-    np.testing.assert_array_equal(loaded.summary, np.asarray(res.summary))  # the validated summary
+    np.testing.assert_array_equal(loaded.logits, np.asarray(res.params))
+    np.testing.assert_array_equal(loaded.summary, np.asarray(res.data))  # the validated summary
     # the sampled binary summary is reproducible: default key = key(EXPORT_KEY_SEED)
     again = dcf.export_summary(tmp_path / "t", res, key=jax.random.key(dcf.EXPORT_KEY_SEED))
     np.testing.assert_array_equal(dcf.load_summary(again).binary, loaded.binary)
     np.testing.assert_array_equal(dcf.load_summary(again).item_ids, np.arange(train.shape[1]))
-    # the same binary as the old form with the same γ and key
-    old = dcf.export_summary(tmp_path / "u", res.logits, key=jax.random.key(0), n_samples=20, tau=0.5)
+    # the same binary as the bare-Γ form with the same γ and key
+    old = dcf.export_summary(tmp_path / "u", res.params, key=jax.random.key(0), n_samples=20, tau=0.5)
     np.testing.assert_array_equal(dcf.load_summary(old).binary, loaded.binary)
     with pytest.raises(ValueError, match="tau"):
         dcf.export_summary(tmp_path / "v", res, tau=2.0)
     with pytest.raises(TypeError, match="n_samples"):
-        dcf.export_summary(tmp_path / "w", res.logits, tau=2.0)
+        dcf.export_summary(tmp_path / "w", res.params, tau=2.0)
 
 
 def test_end_to_end_beats_random_sample_on_planted_data():
     train, val = planted(seed=1)
-    res = _run(train, val, 40, n_users=4, eval_every=10, learning_rate=0.2, n_samples=30, batch_size=None)
+    res = _run(train, val, 40, n_syn_users=4, eval_every=10, learning_rate=0.2, n_samples=30, batch_size=None)
     losses = res.history.losses
     assert np.mean(losses[-5:]) < losses[0]
     random_vals = []
     for seed in range(10):
         idx = np.random.default_rng(seed).choice(train.shape[0], 4, replace=False)
-        random_vals.append(dcf.select_lambda(train[idx], train, val)[1])
+        random_vals.append(dcf.select_lambda(train[idx], train, val).best_value)
     assert res.val_value > np.mean(random_vals), (res.val_value, random_vals)
     assert res.val_value > np.percentile(random_vals, 80), (res.val_value, random_vals)
 
@@ -240,11 +262,11 @@ def test_defaults_beat_random_users_in_30_steps(ml_120):
     # validation nDCG@10 ≈ 1.3, far below random users (≈ 6.3).
     split = ml_120
     assert split.train.shape == (120, 4806)
-    res = dcf.distill(split.train, split.val, n_users=6, key=jax.random.key(0), steps=30)
+    res = dcf.distill(jax.random.key(0), dcf.Data(split.train, split.val), dcf.Settings(n_syn_users=6, steps=30))
     random_vals = []
     for seed in range(10):
         idx = np.random.default_rng(seed).choice(split.n_users, 6, replace=False)
-        random_vals.append(dcf.select_lambda(split.train[idx], split.train, split.val)[1])
+        random_vals.append(dcf.select_lambda(split.train[idx], split.train, split.val).best_value)
     assert res.val_value > 1.25 * np.mean(random_vals), (res.val_value, random_vals)
     assert res.val_value > np.max(random_vals), (res.val_value, random_vals)
     assert res.history.steps == list(range(30)) and res.history.eval_steps == [30]
@@ -252,34 +274,52 @@ def test_defaults_beat_random_users_in_30_steps(ml_120):
 
 def test_bad_inputs():
     train, val = planted(n_users=20)
-    with pytest.raises(ValueError, match="n_users"):
-        dcf.distill(train, val, n_users=21, key=jax.random.key(0))
-    with pytest.raises(ValueError, match="val"):
-        dcf.distill(train, val[:, :5], n_users=3, key=jax.random.key(0))
-    with pytest.raises(ValueError, match="train"):
-        dcf.distill(train * 2, val, n_users=3, key=jax.random.key(0))
-    with pytest.raises(ValueError, match="lam2"):
-        dcf.distill(train, val, n_users=3, key=jax.random.key(0), lam2=-1.0)
-    with pytest.raises(ValueError, match="lams"):
-        dcf.distill(train, val, n_users=3, key=jax.random.key(0), lams=())
-    par = P.gumbel_multisample(3, train.shape[1], n_samples=2, tau=1.0)
-    g = par.init(None, jnp.asarray(train[:3]))
+    key, data = jax.random.key(0), dcf.Data(train, val)
+    three = dcf.Settings(n_syn_users=3)
+    with pytest.raises(ValueError, match="^settings.n_syn_users"):
+        dcf.distill(key, data, dcf.Settings(n_syn_users=21))
+    with pytest.raises(ValueError, match="^settings.n_syn_users"):
+        dcf.init(key, data, dcf.Settings(n_syn_users=21))
+    with pytest.raises(ValueError, match="^settings.batch_size"):
+        dcf.sample_batch(key, data, dcf.Settings(n_syn_users=3, batch_size=21))
+    with pytest.raises(ValueError, match="^data.val"):
+        dcf.distill(key, dcf.Data(train, val[:, :5]), three)
+    with pytest.raises(ValueError, match="^data.train"):
+        dcf.distill(key, dcf.Data(train * 2, val), three)
+    with pytest.raises(TypeError, match="^data"):
+        dcf.distill(key, (train, val), three)
+    with pytest.raises(TypeError, match="^settings"):
+        dcf.distill(key, data, {"n_syn_users": 3})
+    with pytest.raises(ValueError, match="^settings.lam2"):
+        dcf.distill(key, data, three._replace(lam2=-1.0))
+    with pytest.raises(ValueError, match="^settings.lams"):
+        dcf.distill(key, data, three._replace(lams=()))
+    with pytest.raises(TypeError, match="^settings.lams"):
+        dcf.distill(key, data, three._replace(lams=[1.0]))
+    with pytest.raises(ValueError, match="^settings.metric"):
+        dcf.init(key, data, three._replace(metric="MAP@10"))
+    with pytest.raises(ValueError, match="^settings.noise"):
+        dcf.init(key, data, three._replace(noise="philox"))
+    with pytest.raises(TypeError, match="^settings.kernel"):
+        dcf.init(key, data, three._replace(kernel=(1, 2.0, 0.1)))
+    small = dcf.Settings(n_syn_users=3, n_samples=2, tau=1.0)
+    g = jnp.asarray(train[:3])
     with pytest.raises(TypeError, match="batch"):
-        dcf.objective(g, jnp.asarray(train), jax.random.key(0), parametrization=par, lam2=0.0)
+        dcf.objective(g, jnp.asarray(train), key, small)
     with pytest.raises(ValueError, match="batch.rows"):
-        dcf.objective(
-            g, dcf.Batch(jnp.asarray(train[:, :4]), jnp.asarray(1.0)), jax.random.key(0),
-            parametrization=par, lam2=0.0,
-        )
+        dcf.objective(g, dcf.Batch(jnp.asarray(train[:, :4]), jnp.asarray(1.0)), key, small)
+    with pytest.raises(ValueError, match="^syn_params"):
+        dcf.objective(g[:2], dcf.Batch(jnp.asarray(train), jnp.asarray(1.0)), key, small)
     with pytest.raises(ValueError, match="val"):
         dcf.select_lambda(train[:3], train, val[:4])
     with pytest.raises(ValueError, match="item_ids"):
-        dcf.export_summary("/tmp/x", g, key=jax.random.key(0), n_samples=2, tau=1.0, item_ids=np.arange(3))
+        dcf.export_summary("/tmp/x", g, key=key, n_samples=2, tau=1.0, item_ids=np.arange(3))
 
 
 def test_all_zero_validation_is_blamed_on_val():
     train, _ = planted(n_users=20)
-    with pytest.raises(ValueError, match="^val: expected at least one user with a validation item"):
-        dcf.distill(train, np.zeros_like(train), n_users=3, key=jax.random.key(0), steps=1)
+    settings = dcf.Settings(n_syn_users=3, steps=1)
+    with pytest.raises(ValueError, match="^data.val: expected at least one user with a validation item"):
+        dcf.distill(jax.random.key(0), dcf.Data(train, np.zeros_like(train)), settings)
     with pytest.raises(TypeError, match="key"):
-        dcf.distill(train, 1 - train, n_users=3, key=0, steps=1)
+        dcf.distill(0, dcf.Data(train, 1 - train), settings)

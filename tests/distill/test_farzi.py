@@ -1,5 +1,5 @@
-"""Farzi objective: finite meta-gradient that lowers the real loss, modes agree, 8-device
-equality, orbax Ω round trip, export, resume, input errors."""
+"""Farzi: finite meta-gradient that lowers the real loss, modes agree, 8-device equality,
+Ω pretraining (draws, store, resume), Result and export, resume, student training, input errors."""
 
 import jax
 import jax.numpy as jnp
@@ -9,13 +9,13 @@ import pytest
 
 jax.config.update("jax_enable_x64", True)
 
-from distill import export, farzi, inner, loop, parametrize  # noqa: E402
+from distill import export, farzi, inner, loop, parametrize, trajectories  # noqa: E402
 from models.transformer import transformer  # noqa: E402
 
 V, L = 8, 5
 
 
-def _setup():
+def _setup(**kw):
     model = transformer(V, max_len=L, d_model=8, n_heads=2, n_layers=1, dtype=jnp.float64)
     key = jax.random.key(0)
     # Real data with structure: token t+1 = (t + 1) mod V.
@@ -23,8 +23,9 @@ def _setup():
     tokens = (start + jnp.arange(L + 1)[None]) % V
     theta = model.init(key, tokens[:, :-1])
     omega = jax.tree_util.tree_map(lambda a: jnp.stack([a, 1.01 * a]), theta)
+    settings = farzi.Settings(model=model, n_seqs=3, seq_len=L + 1, latent_dim=4, random_init_prob=0.0, **kw)
     param = parametrize.latent_factorization(3, L + 1, 4, V)
-    return model, tokens, omega, param
+    return settings, tokens, omega, param
 
 
 def _check_grads(g):
@@ -34,30 +35,30 @@ def _check_grads(g):
 
 @pytest.mark.slow  # ~130 s: compiles a gradient through 5 inner Adam steps of a Transformer
 def test_objective_gradient_finite_and_outer_steps_lower_loss():
-    model, tokens, omega, param = _setup()
-    obj = farzi.objective(model, param, omega, inner_steps=5, inner_optimizer=inner.Adam(0.05))
+    settings, tokens, omega, param = _setup(inner_steps=5, inner_optimizer=inner.Adam(0.05))
+    batch = farzi.Batch(tokens, omega)
     syn0 = param.init(jax.random.key(1))
     key = jax.random.key(2)
-    v0, g = jax.jit(jax.value_and_grad(obj))(syn0, tokens, key)
+    v0, g = jax.jit(jax.value_and_grad(farzi.objective), static_argnums=3)(syn0, batch, key, settings)
     _check_grads(g)
     # Fixed Ω element and batch: the loop must lower the objective.
-    obj_fixed = jax.jit(lambda s, b, k: obj(s, b, key))
+    obj_fixed = jax.jit(lambda s, b, k: farzi.objective(s, b, key, settings))
     # evaluate = -objective: loop.run returns the best parameters it saw.
-    syn, hist = loop.run(obj_fixed, syn0, optax.adam(0.1), tokens, steps=12, key=key, progress=False,
-                         evaluate=lambda s: -float(obj_fixed(s, tokens, key)), eval_every=1)
-    v1 = obj_fixed(syn, tokens, key)
+    syn, hist = loop.run(obj_fixed, syn0, optax.adam(0.1), batch, steps=12, key=key, progress=False,
+                         evaluate=lambda s: -float(obj_fixed(s, batch, key)), eval_every=1)
+    v1 = obj_fixed(syn, batch, key)
     assert float(v1) < float(v0) - 0.05, (float(v0), float(v1))
 
 
 @pytest.mark.slow
 def test_reverse_adam_equals_unrolled_objective_gradient():
-    model, tokens, omega, param = _setup()
+    settings, tokens, omega, param = _setup(inner_steps=8)
     syn = param.init(jax.random.key(1))
     key = jax.random.key(5)
     out = {}
     for mode in ("unrolled", "reverse_adam"):
-        obj = farzi.objective(model, param, omega, inner_steps=8, mode=mode)
-        out[mode] = jax.jit(jax.value_and_grad(obj))(syn, tokens[:8], key)
+        obj = jax.jit(jax.value_and_grad(farzi.objective), static_argnums=3)
+        out[mode] = obj(syn, farzi.Batch(tokens[:8], omega), key, settings._replace(mode=mode))
     np.testing.assert_allclose(out["reverse_adam"][0], out["unrolled"][0], rtol=1e-12)
     for a, b in zip(jax.tree_util.tree_leaves(out["reverse_adam"][1]), jax.tree_util.tree_leaves(out["unrolled"][1]), strict=True):
         assert float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b)) < 1e-5
@@ -69,14 +70,14 @@ def _sharded_equals_single():
 
     mesh = parallel.make_mesh()
     assert mesh.size == 8
-    model, tokens, omega, param = _setup()
+    settings, tokens, omega, param = _setup(inner_steps=4)
     syn = param.init(jax.random.key(1))
     key = jax.random.key(3)
     for n in (13,):  # ragged: 3 padding rows (the divisible case is covered by tests/distill/test_parallel.py)
         vals = {}
         for name, m in (("single", None), ("sharded", mesh)):
-            obj = farzi.objective(model, param, omega, inner_steps=4, mesh=m)
-            vals[name] = jax.jit(jax.value_and_grad(obj))(syn, tokens[:n], key)
+            obj = jax.jit(jax.value_and_grad(lambda s, b, k, m=m: farzi.objective(s, b, k, settings, mesh=m)))
+            vals[name] = obj(syn, farzi.Batch(tokens[:n], omega), key)
         np.testing.assert_allclose(vals["sharded"][0], vals["single"][0], rtol=1e-12)
         for a, b in zip(jax.tree_util.tree_leaves(vals["sharded"][1]), jax.tree_util.tree_leaves(vals["single"][1]), strict=True):
             # Reduction order differs across devices (1e-16); reversed Adam amplifies it
@@ -91,58 +92,76 @@ def test_meta_gradient_on_8_devices(multidevice):
 
 
 @pytest.mark.slow
-def test_trajectories_resume_reads_finished_runs(tmp_path):
+def test_pretrain_resume_reads_finished_runs(tmp_path):
     model = transformer(V, max_len=L, d_model=8, n_heads=2, n_layers=1, dtype=jnp.float64)
     tok_a = jax.random.randint(jax.random.key(0), (16, L + 1), 0, V)
     tok_b = jax.random.randint(jax.random.key(5), (16, L + 1), 0, V)
-    kw = dict(key=jax.random.key(1), steps=10, save_every=5, batch_size=8)
-    one = farzi.pretrain_trajectories(model, tok_a, n_runs=1, checkpoint_dir=tmp_path / "om", **kw)
+    s1 = farzi.Settings(model=model, omega_runs=1, omega_steps=10, omega_every=5, omega_batch_size=8)
+    s2 = s1._replace(omega_runs=2)
+    key = jax.random.key(1)
+    one = farzi.pretrain(key, farzi.Data(tok_a), s1, checkpoint_dir=tmp_path / "om").omega
     # Run 0 is on disk: a 2-run call reads it back (trained on tok_a) and trains run 1 only (on tok_b).
-    two = farzi.pretrain_trajectories(model, tok_b, n_runs=2, checkpoint_dir=tmp_path / "om", **kw)
-    fresh_b = farzi.pretrain_trajectories(model, tok_b, n_runs=2, **kw)
+    two = farzi.pretrain(key, farzi.Data(tok_b), s2, checkpoint_dir=tmp_path / "om").omega
+    fresh_b = farzi.pretrain(key, farzi.Data(tok_b), s2).omega
     for o, t, f in zip(*map(jax.tree_util.tree_leaves, (one, two, fresh_b)), strict=True):
         np.testing.assert_array_equal(t[:3], o)
         np.testing.assert_array_equal(t[3:], f[3:])
         assert not np.array_equal(t[2], f[2])  # run 0 was really not retrained
-    # load_trajectories returns the same (run, step) order: step5 before step10 despite the string order.
-    back = farzi.load_trajectories(tmp_path / "om", jax.tree_util.tree_map(lambda a: a[0], two))
+    # The store holds (runs, checkpoints, ...) in Ω's run-major order.
+    back = trajectories.load(tmp_path / "om")
     for a, b in zip(jax.tree_util.tree_leaves(two), jax.tree_util.tree_leaves(back), strict=True):
-        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, b.reshape(a.shape))
 
 
 @pytest.mark.slow
-def test_trajectories_orbax_round_trip_and_export(tmp_path):
-    model = transformer(V, max_len=L, d_model=8, n_heads=2, n_layers=1, dtype=jnp.float64)
-    tokens = jax.random.randint(jax.random.key(0), (16, L + 1), 0, V)
-    omega = farzi.pretrain_trajectories(model, tokens, key=jax.random.key(1), n_runs=2, steps=4,
-                                        save_every=2, batch_size=8, checkpoint_dir=tmp_path / "omega")
-    assert jax.tree_util.tree_leaves(omega)[0].shape[0] == 6
-    like = jax.tree_util.tree_map(lambda a: a[0], omega)
-    back = farzi.load_trajectories(tmp_path / "omega", like)
-    for a, b in zip(jax.tree_util.tree_leaves(omega), jax.tree_util.tree_leaves(back), strict=True):
-        np.testing.assert_array_equal(a, b)
-    param = parametrize.latent_factorization(3, L + 1, 4, V, tau=0.5)
-    syn = param.init(jax.random.key(2))
-    farzi.export(tmp_path / "farzi_data", syn, param, {"tau": 0.5})
+def test_pretrain_keeps_the_original_draws():
+    """Ω as the hand-written loop computed it: run r from init(fold_in(key, r)), step s on
+    randint rows of fold_in(key_r, s + 1), Adam, a checkpoint every ``omega_every`` steps."""
+    settings, tokens, _, _ = _setup(omega_runs=2, omega_steps=4, omega_every=2, omega_batch_size=8)
+    model, key = settings.model, jax.random.key(1)
+    omega = farzi.pretrain(key, farzi.Data(tokens), settings).omega
+    tx = optax.adam(settings.omega_learning_rate)
+    for r in range(2):
+        kr = jax.random.fold_in(key, r)
+        params = model.init(kr, tokens[:1, :-1])
+        state = tx.init(params)
+        for s in range(5):
+            if s % 2 == 0:
+                for a, b in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(omega), strict=True):
+                    np.testing.assert_allclose(b[3 * r + s // 2], a, rtol=1e-12, atol=1e-14)
+            if s < 4:
+                idx = jax.random.randint(jax.random.fold_in(kr, s + 1), (8,), 0, tokens.shape[0])
+                g = jax.grad(lambda p, idx=idx: farzi.token_loss(model, p, tokens[idx]))(params)
+                upd, state = tx.update(g, state, params)
+                params = optax.apply_updates(params, upd)
+
+
+@pytest.mark.slow
+def test_distill_result_and_export(tmp_path):
+    settings, tokens, omega, _ = _setup(steps=2, batch_size=8, inner_steps=2, tau=0.5)
+    res = farzi.distill(jax.random.key(0), farzi.Data(tokens, omega), settings)
+    assert res.data.shape == (3, L + 1, V) and res.settings == settings and len(res.history.losses) == 2
+    np.testing.assert_allclose(res.data, res.parametrization.materialize(res.params, jax.random.key(0)))
+    export.save(tmp_path / "farzi_data", {"data": np.asarray(res.data), "z": np.asarray(res.params.z)},
+                {"method": "farzi", "tau": settings.tau})
     arrays, meta = export.load(tmp_path / "farzi_data")
-    assert arrays["data"].shape == (3, L + 1, V)
-    np.testing.assert_allclose(arrays["data"].sum(-1), 1.0, rtol=1e-12)
-    np.testing.assert_allclose(arrays["z"], syn.z)
+    np.testing.assert_allclose(arrays["data"].sum(-1), 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(arrays["data"], res.data)
     assert meta["method"] == "farzi" and meta["tau"] == 0.5
 
 
 @pytest.mark.slow
 def test_distill_resumes_exactly(tmp_path):
-    model, tokens, omega, _ = _setup()
-    kw = dict(key=jax.random.key(0), n_seqs=2, seq_len=L + 1, vocab_size=V, latent_dim=4, batch_size=8,
-              inner_steps=3, progress=False, checkpoint_every=2)
-    full, _, _ = farzi.distill(model, omega, tokens, steps=4, checkpoint_dir=str(tmp_path / "a"), **kw)
-    farzi.distill(model, omega, tokens, steps=2, checkpoint_dir=str(tmp_path / "b"), **kw)
-    resumed, hist, _ = farzi.distill(model, omega, tokens, steps=4, checkpoint_dir=str(tmp_path / "b"), **kw)
-    np.testing.assert_allclose(resumed.z, full.z, rtol=1e-12)
-    assert len(hist.losses) == 4
+    settings, tokens, omega, _ = _setup(batch_size=8, inner_steps=3, checkpoint_every=2)
+    settings = settings._replace(n_seqs=2, random_init_prob=0.25)
+    data, key = farzi.Data(tokens, omega), jax.random.key(0)
+    full = farzi.distill(key, data, settings._replace(steps=4), checkpoint_dir=str(tmp_path / "a")).params
+    farzi.distill(key, data, settings._replace(steps=2), checkpoint_dir=str(tmp_path / "b"))
+    res = farzi.distill(key, data, settings._replace(steps=4), checkpoint_dir=str(tmp_path / "b"))
+    np.testing.assert_allclose(res.params.z, full.z, rtol=1e-12)
+    assert len(res.history.losses) == 4
     with pytest.raises(ValueError, match=r"checkpoint_dir: .*run\.inner_steps: checkpoint has 3, this run has 5"):
-        farzi.distill(model, omega, tokens, steps=6, checkpoint_dir=str(tmp_path / "b"), **{**kw, "inner_steps": 5})
+        farzi.distill(key, data, settings._replace(steps=6, inner_steps=5), checkpoint_dir=str(tmp_path / "b"))
 
 
 def _tiny():
@@ -172,10 +191,13 @@ def test_inner_adam_settings_are_validated_where_used():
 
 @pytest.mark.parametrize("init", ["random", "real"])
 def test_initial_factors_are_where_distill_starts(init):
-    model, tokens, omega, _ = _setup()
+    settings, tokens, omega, _ = _setup(steps=0, init=init)
+    settings = settings._replace(n_seqs=2)
     kw = dict(n_seqs=2, seq_len=L + 1, vocab_size=V, latent_dim=4, init=init)
-    start, _, _ = farzi.distill(model, omega, tokens, key=jax.random.key(3), steps=0, progress=False, **kw)
+    data = farzi.Data(tokens, omega)
+    start = farzi.distill(jax.random.key(3), data, settings).params
     got = farzi.initial_factors(jax.random.key(3), tokens, **kw)
+    np.testing.assert_array_equal(farzi.init(jax.random.key(3), data, settings).z, start.z)
     np.testing.assert_array_equal(got.z, start.z)
     np.testing.assert_array_equal(got.m, start.m)
     other = farzi.initial_factors(jax.random.key(4), tokens, **kw)
@@ -185,21 +207,51 @@ def test_initial_factors_are_where_distill_starts(init):
 
 
 def test_bad_inputs():
-    model, tokens, omega, param = _setup()
-    with pytest.raises(TypeError, match="model"):
-        farzi.objective(None, param, omega, inner_steps=3)
-    with pytest.raises(TypeError, match="parametrization"):
-        farzi.objective(model, None, omega, inner_steps=3)
-    with pytest.raises(ValueError, match="inner_steps"):
-        farzi.objective(model, param, omega, inner_steps=0)
-    with pytest.raises(ValueError, match="mode"):
-        farzi.objective(model, param, omega, inner_steps=3, mode="exact")
-    with pytest.raises(ValueError, match="omega"):
-        farzi.objective(model, param, {"w": jnp.float64(1.0)}, inner_steps=3)
+    settings, tokens, omega, param = _setup()
+    syn, data = param.init(jax.random.key(0)), farzi.Data(tokens, omega)
+    key = jax.random.key(0)
+    with pytest.raises(TypeError, match="settings.model"):
+        farzi.init(key, data, farzi.Settings())
+    with pytest.raises(ValueError, match="settings.inner_steps"):
+        farzi.objective(syn, farzi.Batch(tokens, omega), key, settings._replace(inner_steps=0))
+    with pytest.raises(ValueError, match="settings.mode"):
+        farzi.sample_batch(key, data, settings._replace(mode="exact"))
+    with pytest.raises(TypeError, match="settings.omega_weights"):
+        farzi.distill(key, data, settings._replace(omega_weights=[0.5, 0.5]))
+    with pytest.raises(ValueError, match="batch.omega"):
+        farzi.objective(syn, farzi.Batch(tokens, {"w": jnp.float64(1.0)}), key, settings)
+    with pytest.raises(ValueError, match="data.omega"):
+        farzi.sample_batch(key, farzi.Data(tokens), settings)
+    with pytest.raises(ValueError, match="data.train"):
+        farzi.init(key, farzi.Data(tokens[0]), settings)
     with pytest.raises(ValueError, match="tokens"):
-        farzi.token_loss(model, omega, jnp.zeros((3,), jnp.int32))
-    with pytest.raises(TypeError, match="syn_params"):
-        farzi.export("/tmp/x", {"z": 1}, param)
+        farzi.token_loss(settings.model, omega, jnp.zeros((3,), jnp.int32))
+
+
+def test_sample_batch_is_distills_first_batch():
+    settings, tokens, omega, _ = _setup(batch_size=5)
+    batch = farzi.sample_batch(jax.random.key(2), farzi.Data(tokens, omega, pad_id=None), settings)
+    assert batch.tokens.shape == (5, L + 1) and batch.pad_id is None
+    assert len({tuple(r) for r in np.asarray(batch.tokens).tolist()}) <= 5
+    again = farzi.sample_batch(jax.random.key(2), farzi.Data(tokens, omega), settings)
+    np.testing.assert_array_equal(batch.tokens, again.tokens)
+
+
+@pytest.mark.slow
+def test_train_student_learns_from_tokens_and_soft_data():
+    model = transformer(V, max_len=L, d_model=8, n_heads=1, n_layers=1)
+    start = jax.random.randint(jax.random.key(0), (32, 1), 0, V)
+    tokens = (start + jnp.arange(L + 1)[None]) % V
+    for data in (tokens, jax.nn.one_hot(tokens, V)):
+        out = farzi.train_student(jax.random.key(1), model, data, steps=60, learning_rate=3e-2, batch_size=16,
+                                  dropout=False, evaluate=lambda p: -float(farzi.token_loss(model, p, tokens)),
+                                  eval_every=30)
+        assert len(out.history.losses) == 60 and out.history.eval_steps == [30, 60]
+        assert float(farzi.token_loss(model, out.params, tokens)) < 0.5 * out.history.losses[0]
+    chunked = farzi.train_student(jax.random.key(1), model, tokens, steps=5, batch_size=8, replace=True, chunk=2)
+    assert len(chunked.history.losses) == 5
+    with pytest.raises(TypeError, match="model"):
+        farzi.train_student(jax.random.key(1), None, tokens, steps=1)
 
 
 def test_padding_id_passes_the_vocabulary_check_and_is_masked():

@@ -78,6 +78,9 @@ def test_early_weights_and_bad_omega_weights():
     from models.model_fns import ModelFns
 
     model = ModelFns(lambda k, x: {"w": jnp.zeros(())}, lambda p, x: jnp.zeros(x.shape[:2] + (3,)) + p["w"])
-    omega = {"w": jnp.arange(3.0)}
-    with pytest.raises(ValueError, match="omega_weights"):
-        farzi.objective(model, parametrize.identity(), omega, inner_steps=1, omega_weights=[1.0, -1.0, 0.0])
+    batch = farzi.Batch(jnp.zeros((2, 3), jnp.int32), {"w": jnp.arange(3.0)})
+    syn = parametrize.LatentFactors(jnp.zeros((1, 2, 1)), jnp.zeros((1, 3)))
+    settings = farzi.Settings(model=model, n_seqs=1, seq_len=2, latent_dim=1, inner_steps=1,
+                              omega_weights=(1.0, -1.0, 0.0))
+    with pytest.raises(ValueError, match="settings.omega_weights"):
+        farzi.objective(syn, batch, jax.random.key(0), settings)

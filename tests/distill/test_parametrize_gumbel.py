@@ -121,7 +121,7 @@ def test_bad_inputs():
         P.gumbel_multisample(3, 4, n_samples=0, tau=1.0)
     with pytest.raises(ValueError, match="tau"):
         P.gumbel_multisample(3, 4, n_samples=2, tau=0.0)
-    with pytest.raises(TypeError, match="n_users"):
+    with pytest.raises(TypeError, match="n_syn_users"):
         P.gumbel_multisample(3.0, 4, n_samples=2, tau=1.0)
     with pytest.raises(ValueError, match="noise"):
         P.gumbel_multisample(3, 4, n_samples=2, tau=1.0, noise="philox")

@@ -47,7 +47,9 @@ def _split(seed=2, n=40, items=25):
 def test_infinite_ae_grid_search_equals_brute_force(metric):
     train, val = _split()
     lams = (1e-3, 0.5, 5.0, 50.0)
-    model, search = infinite_ae.select_lambda(train, val, lams=lams, metric=metric)
+    search = infinite_ae.select_lambda(train, val, lams=lams, metric=metric)
+    assert (search.metric, search.lams) == (metric, lams)
+    assert search.best_value == max(search.values)
     name, k = tuning.parse_metric(metric)
     brute = []
     for lam in lams:
@@ -56,13 +58,13 @@ def test_infinite_ae_grid_search_equals_brute_force(metric):
     np.testing.assert_allclose(search.values, brute, rtol=1e-9)
     assert search.best_lam == lams[int(np.argmax(brute))]
     ref = infinite_ae.fit(train, lam=search.best_lam)
-    np.testing.assert_allclose(model.alpha, ref.alpha, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(search.model.alpha, ref.alpha, rtol=1e-8, atol=1e-12)
 
 
 def test_ease_grid_search_equals_brute_force():
     train, val = _split(3)
     lams = (0.5, 5.0, 50.0)
-    model, search = ease.select_lambda(train, val, lams=lams, metric="HR@10")
+    search = ease.select_lambda(train, val, lams=lams, metric="HR@10")
     brute = [
         metrics.evaluate(ease.predict(ease.fit(train, lam=l), train), val, train, ks=(10,), metrics=("hr",))[
             "HR@10"
@@ -70,7 +72,8 @@ def test_ease_grid_search_equals_brute_force():
         for l in lams
     ]
     np.testing.assert_allclose(search.values, brute, rtol=1e-9)
-    np.testing.assert_allclose(model.weights, ease.fit(train, lam=search.best_lam).weights, atol=1e-12)
+    assert search.best_value == max(search.values)
+    np.testing.assert_allclose(search.model.weights, ease.fit(train, lam=search.best_lam).weights, atol=1e-12)
 
 
 def test_bad_input():

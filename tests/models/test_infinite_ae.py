@@ -21,8 +21,8 @@ GOLDEN = json.loads(
 
 @pytest.mark.parametrize("case", GOLDEN)
 def test_matches_golden(case):
-    kw = dict(depth=case["depth"], w_std=case["w_std"], b_std=case["b_std"])
-    params = infinite_ae.fit(np.array(case["x_train"]), lam=case["lam"], **kw)
+    spec = kernels.KernelSpec(depth=case["depth"], w_std=case["w_std"], b_std=case["b_std"])
+    params = infinite_ae.fit(np.array(case["x_train"]), lam=case["lam"], spec=spec)
     scores = infinite_ae.predict(params, np.array(case["x_query"]))
     np.testing.assert_allclose(scores, case["scores"], rtol=1e-6, atol=1e-12)
     for block_size in (None, 2, 5, 64):  # whole, ragged blocks, one block
@@ -93,7 +93,9 @@ def test_bad_input():
     with pytest.raises(ValueError, match="x_train"):
         infinite_ae.fit(np.full((2, 2), np.nan), lam=1.0)
     with pytest.raises(ValueError, match="depth"):
-        infinite_ae.fit(x, lam=1.0, depth=-2)
+        infinite_ae.fit(x, lam=1.0, spec=kernels.KernelSpec(depth=-2))
+    with pytest.raises(TypeError, match="spec"):
+        infinite_ae.fit(x, lam=1.0, spec=(1, 2.0, 0.1))
     p = infinite_ae.fit(x, lam=1.0)
     with pytest.raises(ValueError, match="x_query"):
         infinite_ae.predict(p, np.ones((2, 3)))
@@ -118,9 +120,9 @@ def test_sharded_fit_on_8_devices(multidevice):
 def test_spectral_path_equals_fit_predict():
     """The eigen-decomposed λ path gives the Cholesky fit's scores for every λ."""
     support, queries = _data(6, n=7, items=12), _data(7, n=5, items=12)
-    path = infinite_ae.spectral_path(support, queries, depth=2)
+    path = infinite_ae.spectral_path(support, queries, spec=kernels.KernelSpec(depth=2))
     for lam in (1e-3, 0.5, 20.0):
-        direct = infinite_ae.predict(infinite_ae.fit(support, lam=lam, depth=2), queries)
+        direct = infinite_ae.predict(infinite_ae.fit(support, lam=lam, spec=kernels.KernelSpec(depth=2)), queries)
         np.testing.assert_allclose(infinite_ae.spectral_scores(path, lam), direct, rtol=1e-7, atol=1e-10)
     with pytest.raises(ValueError, match="lam"):
         infinite_ae.spectral_scores(path, 0.0)

@@ -37,8 +37,8 @@ def test_one_epoch_equals_manual_adam_steps():
     # fit's scanned training == a python loop of optax Adam steps on the same batches.
     users, items, nu, ni = _data()
     key = jax.random.key(1)
-    params, hist = mf.fit(key, users, items, nu, ni, dim=4, epochs=1, lr=0.01, l2=1e-3,
-                          batch_size=len(users))
+    params, hist, inverse_auc = mf.fit(key, users, items, nu, ni, dim=4, epochs=1, lr=0.01, l2=1e-3,
+                                       batch_size=len(users))
     k_init, k_train = jax.random.split(key)
     p = mf.init(k_init, nu, ni, dim=4)
     (k_epoch,) = jax.random.split(k_train, 1)
@@ -59,23 +59,25 @@ def test_one_epoch_equals_manual_adam_steps():
     p = optax.apply_updates(p, upd)
     for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(p), strict=False):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
-    assert hist.inverse_auc.shape == (1, len(users))
+    assert inverse_auc.shape == (1, len(users))
+    assert hist.steps == [0] and len(hist.losses) == 1
 
 
 @pytest.mark.slow
 def test_mf_learns_groups_and_difficulty_drops():
     users, items, nu, ni = _data()
-    params, hist = mf.fit(jax.random.key(0), users, items, nu, ni, dim=8, epochs=60, lr=0.05,
-                          l2=1e-4, batch_size=64)
+    params, hist, inverse_auc = mf.fit(jax.random.key(0), users, items, nu, ni, dim=8, epochs=60, lr=0.05,
+                                       l2=1e-4, batch_size=64)
     s = np.asarray(mf.predict(params, jnp.arange(nu)))
     own = np.array([s[u, (u % 2) * 25:(u % 2) * 25 + 25].mean() for u in range(nu)])
     other = np.array([s[u, (1 - u % 2) * 25:(1 - u % 2) * 25 + 25].mean() for u in range(nu)])
     assert np.all(own > other)
-    inv = np.asarray(hist.inverse_auc).mean(axis=1)
+    inv = np.asarray(inverse_auc).mean(axis=1)
     assert inv[-1] < 0.5 * inv[0]
-    assert float(hist.loss[-1]) < float(hist.loss[0])
+    per_epoch = np.asarray(hist.losses).reshape(60, -1).mean(axis=1)
+    assert per_epoch[-1] < per_epoch[0]
     # bias-only cannot separate the groups: its difficulty stays near 1/2 of the other half.
-    _, hb = mf.fit(jax.random.key(0), users, items, nu, ni, dim=0, epochs=60, lr=0.05, batch_size=64)
+    hb = mf.fit(jax.random.key(0), users, items, nu, ni, dim=0, epochs=60, lr=0.05, batch_size=64)
     assert float(np.asarray(hb.inverse_auc)[-1].mean()) > 0.15 > inv[-1]
 
 
@@ -83,7 +85,7 @@ def test_inverse_auc_brute_force():
     p = mf.init(jax.random.key(0), 3, 6, dim=2, scale=1.0)
     u, i = np.array([0, 1, 2]), np.array([1, 2, 3])
     key = jax.random.key(4)
-    got = np.asarray(mf.inverse_auc(p, u, i, key, n_negatives=5))
+    got = np.asarray(mf.inverse_auc(key, p, u, i, n_negatives=5))
     neg = np.asarray(jax.random.randint(key, (3, 5), 0, 6))
     s = np.asarray(mf.predict(p, jnp.arange(3)))
     want = np.array([(s[uu, neg[r]] >= s[uu, ii]).mean() for r, (uu, ii) in enumerate(zip(u, i, strict=False))])
@@ -110,7 +112,7 @@ def test_validation():
     with pytest.raises(TypeError, match="params"):
         mf.predict({"a": 1}, np.arange(3))
     with pytest.raises(ValueError, match="n_negatives"):
-        mf.inverse_auc(mf.init(k, 3, 4), np.arange(3), np.arange(3), k, n_negatives=0)
+        mf.inverse_auc(k, mf.init(k, 3, 4), np.arange(3), np.arange(3), n_negatives=0)
 
 
 def _sharded_inverse_auc_equals_single():
@@ -122,8 +124,8 @@ def _sharded_inverse_auc_equals_single():
     u = np.arange(29) % 7
     i = (np.arange(29) * 3) % 11  # 29 rows: not a multiple of 8 (padding path)
     key = jax.random.key(2)
-    a = np.asarray(mf.inverse_auc(p, u, i, key, n_negatives=4))
-    b = np.asarray(mf.inverse_auc(p, u, i, key, n_negatives=4, mesh=mesh))
+    a = np.asarray(mf.inverse_auc(key, p, u, i, n_negatives=4))
+    b = np.asarray(mf.inverse_auc(key, p, u, i, n_negatives=4, mesh=mesh))
     np.testing.assert_array_equal(a, b)
 
 

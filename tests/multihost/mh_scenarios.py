@@ -110,8 +110,9 @@ def select_lambda(ctx: Context) -> dict:
 
     train, val = interactions()
     kw = dict(lams=(0.3, 3.0, 30.0), metric="HR@10", batch_size=8)
-    model, search = infinite_ae.select_lambda(train, val, mesh=ctx.mesh, **kw)
-    plain, plain_search = infinite_ae.select_lambda(train, val, **kw)
+    search = infinite_ae.select_lambda(train, val, mesh=ctx.mesh, **kw)
+    plain_search = infinite_ae.select_lambda(train, val, **kw)
+    model, plain = search.model, plain_search.model
     return {"alpha": model.alpha, "values": np.asarray(search.values), "best_lam": np.asarray(search.best_lam),
             "alpha_plain": plain.alpha, "values_plain": np.asarray(plain_search.values)}
 
@@ -121,9 +122,10 @@ def distill_cf(ctx: Context) -> dict:
     from distill import distill_cf as dcf
 
     train, val = interactions()
-    res = dcf.distill(train, val, n_users=5, key=jax.random.key(0), steps=3, n_samples=6, tau=1.0,
-                      eval_every=3, lams=(1.0, 10.0), metric="HR@10", mesh=ctx.mesh)
-    return {"logits": res.logits, "summary": res.summary, "losses": np.asarray(res.history.losses),
+    settings = dcf.Settings(n_syn_users=5, steps=3, n_samples=6, tau=1.0, eval_every=3, lams=(1.0, 10.0),
+                            metric="HR@10")
+    res = dcf.distill(jax.random.key(0), dcf.Data(train, val), settings, mesh=ctx.mesh)
+    return {"logits": res.params, "summary": res.data, "losses": np.asarray(res.history.losses),
             "eval_values": np.asarray(res.history.eval_values)}
 
 
@@ -136,19 +138,20 @@ def distill_cf_resume(ctx: Context) -> dict:
     from distill import distill_cf as dcf
 
     train, val = interactions()
-    kw = dict(n_users=5, key=jax.random.key(0), n_samples=6, tau=1.0, eval_every=2, checkpoint_every=2,
-              lams=(1.0, 10.0), metric="HR@10", mesh=ctx.mesh)
+    settings = dcf.Settings(n_syn_users=5, n_samples=6, tau=1.0, eval_every=2, checkpoint_every=2,
+                            lams=(1.0, 10.0), metric="HR@10")
+    key, data = jax.random.key(0), dcf.Data(train, val)
     ckpt = os.path.join(ctx.shared_dir, "dcf")
     try:
-        dcf.distill(train, val, steps=2, checkpoint_dir=ckpt, **kw)
-        res = dcf.distill(train, val, steps=4, checkpoint_dir=ckpt, **kw)
+        dcf.distill(key, data, settings._replace(steps=2), mesh=ctx.mesh, checkpoint_dir=ckpt)
+        res = dcf.distill(key, data, settings._replace(steps=4), mesh=ctx.mesh, checkpoint_dir=ckpt)
     except ValueError as e:  # raised alike on every process, inside orbax's save
         if "host local" not in str(e):
             raise
         return {"error": np.array(str(e)[:120])}
-    full = dcf.distill(train, val, steps=4, **kw)
-    return {"logits": res.logits, "losses": np.asarray(res.history.losses),
-            "full_logits": full.logits, "full_losses": np.asarray(full.history.losses)}
+    full = dcf.distill(key, data, settings._replace(steps=4), mesh=ctx.mesh)
+    return {"logits": res.params, "losses": np.asarray(res.history.losses),
+            "full_logits": full.params, "full_losses": np.asarray(full.history.losses)}
 
 
 def _tanh_embed(hidden: int = 6):
@@ -165,15 +168,13 @@ def _tanh_embed(hidden: int = 6):
 
 def dm(ctx: Context) -> dict:
     """The DM objective and its gradient, classes spread over the mesh (``sum_rows``)."""
-    from distill import parametrize
     from distill.matching import dm as dm_module
 
     rng = np.random.default_rng(4)
     n_classes, ipc, b = 5, 2, 6  # 5 classes over 8 devices: padding classes
     real = jnp.asarray(rng.normal(size=(n_classes, b, 4, 4, 1)))
     syn = jnp.asarray(rng.normal(size=(n_classes * ipc, 4, 4, 1)))
-    obj = functools.partial(dm_module.dm_loss, parametrization=parametrize.identity(), embed=_tanh_embed(),
-                            n_classes=n_classes)
+    obj = functools.partial(dm_module.objective, settings=dm_module.Settings(ipc=ipc, embed=_tanh_embed()))
     key = jax.random.key(5)
     value, grad = jax.jit(jax.value_and_grad(functools.partial(obj, mesh=ctx.mesh)))(syn, real, key)
     value_plain, grad_plain = jax.jit(jax.value_and_grad(obj))(syn, real, key)
@@ -201,8 +202,8 @@ def inverse_auc(ctx: Context) -> dict:
     u = np.arange(29) % 7
     i = (np.arange(29) * 3) % 11  # 29 rows over 8 devices: the padding path
     key = jax.random.key(2)
-    return {"iauc": mf.inverse_auc(p, u, i, key, n_negatives=4, mesh=ctx.mesh),
-            "iauc_plain": mf.inverse_auc(p, u, i, key, n_negatives=4)}
+    return {"iauc": mf.inverse_auc(key, p, u, i, n_negatives=4, mesh=ctx.mesh),
+            "iauc_plain": mf.inverse_auc(key, p, u, i, n_negatives=4)}
 
 
 def checkpoint_resume(ctx: Context) -> dict:

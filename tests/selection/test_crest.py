@@ -7,6 +7,7 @@ import numpy as np
 import optax
 import pytest
 
+from distill import loop, train
 from models.mlp import mlp
 from selection import crest
 
@@ -83,16 +84,32 @@ def test_crest_train_learns_and_reselects_by_tau():
     p0 = model.init(jax.random.PRNGKey(0), x[:1])
     acc = jax.jit(lambda p: jnp.mean(jnp.argmax(model.apply(p, xt), -1) == yt))
     sgd = optax.sgd(0.1)  # one optimizer object: the three runs share the compiled step
-    _, h = crest.crest_train(jax.random.PRNGKey(1), model.apply, p0, sgd, x, y, steps=40, batch_size=16, subset_size=64, n_subsets=4, tau=0.05, check_every=2, eval_fn=acc, eval_every=20)
-    assert h.eval_steps == [20, 40]
-    assert h.eval_values[-1] > 0.9
-    assert 1 < len(h.selection_steps) < 20  # re-selected, but not at every check
-    assert h.losses.shape == (40,) and np.all(np.isfinite(h.losses))
+    run = crest.crest_train(jax.random.PRNGKey(1), model.apply, p0, sgd, x, y, steps=40, batch_size=16, subset_size=64, n_subsets=4, tau=0.05, check_every=2, eval_fn=acc, eval_every=20)
+    h = run.history
+    assert isinstance(h, loop.History)
+    assert h.eval_steps == [20, 40] and len(run.eval_times) == 2 and run.eval_times[0] <= run.eval_times[1]
+    assert h.eval_values[-1] > 0.9 and h.best_value == max(h.eval_values)
+    assert 1 < len(run.selection_steps) < 20  # re-selected, but not at every check
+    assert len(h.losses) == 40 and np.all(np.isfinite(h.losses))
     # a tiny τ re-selects at (almost) every check; no rule selects once
-    _, h_tight = crest.crest_train(jax.random.PRNGKey(1), model.apply, p0, sgd, x, y, steps=10, batch_size=16, subset_size=64, n_subsets=4, tau=1e-9, check_every=2)
+    h_tight = crest.crest_train(jax.random.PRNGKey(1), model.apply, p0, sgd, x, y, steps=10, batch_size=16, subset_size=64, n_subsets=4, tau=1e-9, check_every=2)
     assert len(h_tight.selection_steps) == 5
-    _, h_once = crest.train_on_coresets(jax.random.PRNGKey(1), model.apply, p0, sgd, x, y, features_fn=crest.last_layer_features(model.apply, x, y), steps=4, batch_size=16, subset_size=64)
+    h_once = crest.train_on_coresets(jax.random.PRNGKey(1), model.apply, p0, sgd, x, y, features_fn=crest.last_layer_features(model.apply, x, y), steps=4, batch_size=16, subset_size=64)
     assert h_once.selection_steps == [0]
+
+
+def test_weighted_step_is_one_train_update():
+    """make_weighted_step is distill.train.update on Σ w_i ℓ_i: the same state and loss."""
+    x, y = _blobs(4, n=20)
+    model = mlp(3, hidden=(4,))
+    p0 = model.init(jax.random.PRNGKey(0), x[:1])
+    opt = optax.sgd(0.1)
+    w = jnp.full((20,), 1 / 20)
+    state, loss = crest.make_weighted_step(model.apply, opt)(train.init(p0, opt), (x, y, w), jax.random.PRNGKey(1))
+    ref_state, ref_loss = train.update(train.init(p0, opt), (x, y, w), jax.random.PRNGKey(1), loss=crest.WeightedCE(model.apply), optimizer=opt)
+    np.testing.assert_allclose(float(loss), float(ref_loss), rtol=1e-6)
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), state.params, ref_state.params)
+    assert crest.WeightedCE(model.apply) == crest.WeightedCE(model.apply)  # one compiled step per model
 
 
 def test_validation():

@@ -64,8 +64,9 @@ def _synthetic(seed=0, n_groups=100, n_samplers=6):
 @pytest.mark.parametrize("mode", ["regression", "ranking"])
 def test_phi_learns_and_beats_random(mode):
     x, tau, groups = _synthetic()
-    genie, losses = G.fit(jax.random.key(0), x, tau, groups, mode=mode, steps=400, hidden=32)
-    assert float(losses[-1]) < 0.2 * float(losses[0])
+    genie, hist = G.fit(jax.random.key(0), x, tau, groups, mode=mode, steps=400, hidden=32)
+    assert hist.steps == list(range(400)) and hist.best_step == -1
+    assert hist.losses[-1] < 0.2 * hist.losses[0]
     xt, tt, gt = _synthetic(seed=1)
     pred = G.predict(genie, xt)
     assert G.precision_at_1(pred, tt, gt) > G.random_p_at_1(tt, gt) + 0.3

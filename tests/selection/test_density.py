@@ -18,7 +18,7 @@ def _blobs(seed=0):
 
 def test_lsh_score_rank_correlates_with_exact_kde():
     x = _blobs()
-    w = density.default_width(jnp.asarray(x))
+    w = density.default_width(jax.random.PRNGKey(0), jnp.asarray(x))
     for k in (2,):
         s = density.density_scores(jax.random.PRNGKey(0), x, n_rows=256, n_concat=k, width=w)
         exact = density.exact_kernel_sum(x, w, k)

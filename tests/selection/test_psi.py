@@ -69,7 +69,7 @@ def test_panel_on_block_data_ranks_personalised_models_first():
         items = np.flatnonzero(x[u])
         val[u, items[0]], test[u, items[1]] = 1, 1
         train[u, items[:2]] = 0
-    res = psi.evaluate_panel(train, val, test, train + val, jax.random.key(0), mf_epochs=30)
+    res = psi.evaluate_panel(jax.random.key(0), train, val, test, train + val, mf_epochs=30)
     assert set(res) == set(psi.PANEL)
     worst_personal = min(res[m]["nDCG@10"] for m in ("MF", "EASE", "inf-AE"))
     best_global = max(res[m]["nDCG@10"] for m in ("PopRec", "bias-only"))
@@ -86,11 +86,11 @@ def test_validation():
     with pytest.raises(ValueError, match="sampled"):
         psi.taus({"a": {}, "b": {}}, {"a": {}})
     with pytest.raises(ValueError, match="models"):
-        psi.evaluate_panel(np.zeros((2, 3)), np.zeros((2, 3)), np.zeros((2, 3)), np.zeros((2, 3)),
-                           jax.random.key(0), models=("SASRec",))
+        psi.evaluate_panel(jax.random.key(0), np.zeros((2, 3)), np.zeros((2, 3)), np.zeros((2, 3)),
+                           np.zeros((2, 3)), models=("SASRec",))
     with pytest.raises(ValueError, match="val"):
-        psi.evaluate_panel(np.zeros((2, 3)), np.zeros((3, 3)), np.zeros((2, 3)), np.zeros((2, 3)),
-                           jax.random.key(0))
+        psi.evaluate_panel(jax.random.key(0), np.zeros((2, 3)), np.zeros((3, 3)), np.zeros((2, 3)),
+                           np.zeros((2, 3)))
     with pytest.raises(ValueError, match="test"):
         psi.mean_auc(np.zeros((2, 3)), np.zeros((2, 3), bool), np.ones((2, 3), bool))
 
@@ -104,8 +104,8 @@ def _sharded_panel_equals_single():
     test = ((rng.random((21, 25)) < 0.1) & (x == 0) & (val == 0)).astype(np.float32)
     test[:, 0] = 1 - x[:, 0] - val[:, 0] * (1 - x[:, 0])  # most users get a test item
     models = ("PopRec", "inf-AE")
-    a = psi.evaluate_panel(x, val, test, x + val, jax.random.key(0), models=models)
-    b = psi.evaluate_panel(x, val, test, x + val, jax.random.key(0), models=models, mesh=make_mesh())
+    a = psi.evaluate_panel(jax.random.key(0), x, val, test, x + val, models=models)
+    b = psi.evaluate_panel(jax.random.key(0), x, val, test, x + val, models=models, mesh=make_mesh())
     for m in models:
         for k in psi.METRICS:
             assert abs(a[m][k] - b[m][k]) < 1e-3, (m, k, a[m][k], b[m][k])

@@ -4,7 +4,8 @@ import jax
 import numpy as np
 import pytest
 
-from selection import s2l, semdedup
+from selection.s2l import s2l
+from selection.semdedup import semdedup
 from selection.semdedup import semdedup_fraction
 
 

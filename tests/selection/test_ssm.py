@@ -65,9 +65,9 @@ def test_ssm_train_learns_and_selects_every_step():
     model = mlp(3, hidden=(16,))
     p0 = model.init(jax.random.PRNGKey(0), x[:1])
     acc = jax.jit(lambda p: jnp.mean(jnp.argmax(model.apply(p, xt), -1) == yt))
-    _, h = ssm.ssm_train(jax.random.PRNGKey(1), model.apply, p0, optax.sgd(0.1), x, y, steps=40, batch_size=16, subset_size=48, n_directions=8, sparsity=16, eval_fn=acc, eval_every=40)
-    assert h.selection_steps == list(range(40))
-    assert h.eval_values[-1] > 0.9
+    run = ssm.ssm_train(jax.random.PRNGKey(1), model.apply, p0, optax.sgd(0.1), x, y, steps=40, batch_size=16, subset_size=48, n_directions=8, sparsity=16, eval_fn=acc, eval_every=40)
+    assert run.selection_steps == list(range(40))
+    assert run.history.eval_steps == [40] and run.history.eval_values[-1] > 0.9
 
 
 def test_validation():

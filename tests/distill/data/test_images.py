@@ -126,6 +126,8 @@ def test_class_balanced_subset(digits):
     np.testing.assert_array_equal(again.x, sub.x)
     other = IM.class_balanced_subset(train, 10, seed=1)
     assert not np.array_equal(other.x, sub.x)
+    # a generator draws exactly what its seed would
+    np.testing.assert_array_equal(IM.class_balanced_subset(train, 10, seed=np.random.default_rng(0)).x, sub.x)
     smallest = int(np.bincount(train.y).min())
     assert IM.class_balanced_subset(train, smallest).y.shape == (10 * smallest,)
     with pytest.raises(ValueError, match="per_class"):

@@ -1,5 +1,6 @@
-"""distill.matching: DC/DM/MTT/MM/KIP against hand computations, numpy, finite differences,
-mode equivalence, loss decrease with loop.run, validation and 8-device equality."""
+"""distill.matching: DC/DM/MTT/MM/KIP objectives against hand computations, numpy, finite
+differences, mode equivalence, loss decrease with loop.run, validation and 8-device equality;
+the experts against the hand-written training loop they replaced."""
 
 import functools
 
@@ -10,9 +11,11 @@ import numpy as np
 import optax
 import pytest
 
-from distill import inner, loop
+from distill import inner, loop, trajectories
 from distill import matching as M
-from distill.parametrize import identity
+from distill.matching import dc, dm, kip, meta, mtt
+from models import krr
+from models.kernels import KernelSpec
 from models.mlp import mlp
 from models.model_fns import ModelFns
 
@@ -103,14 +106,15 @@ def test_match_distance_validation():
         M.match_distance({"a": jnp.ones((2, 2))}, {"a": jnp.ones((2, 3))})
 
 
-def test_dc_loss_one_step_equals_manual(x64):
+def test_dc_objective_one_step_equals_manual(x64):
     x, y = tiny_data(jnp.float64)
     model = tanh_model()
     xs, xr = syn_init(x, y), per_class(x, y)
+    settings = dc.Settings(ipc=IPC, model=model, inner_steps=1)
 
     @jax.jit  # loss and hand-written reference in one compilation
     def loss_and_ref(xs, xr, key):
-        loss = M.dc_loss(xs, xr, key, parametrization=identity(), model=model, n_classes=C, inner_steps=1)
+        loss = dc.objective(xs, xr, key, settings)
         theta = model.init(jax.random.split(key, 3)[1], xs[:1])
         grad = lambda xx, c: jax.grad(lambda th: M.xent(model.apply(th, xx), jnp.full(xx.shape[0], c)))(theta)
         ref = sum(M.match_distance(grad(xr[c], c), grad(xs[c * IPC:(c + 1) * IPC], c)) for c in range(C))
@@ -123,17 +127,47 @@ def test_dc_loss_one_step_equals_manual(x64):
 
 def test_dc_validation():
     x, y = tiny_data()
-    kw = dict(parametrization=identity(), model=mlp(C, hidden=(4,)), n_classes=C)
+    settings = dc.Settings(ipc=IPC, model=mlp(C, hidden=(4,)))
     with pytest.raises(ValueError, match="batch"):
-        M.dc_loss(syn_init(x, y), x[:8], jax.random.key(0), **kw)
+        dc.objective(syn_init(x, y), x[:8], jax.random.key(0), settings)
     with pytest.raises(ValueError, match="syn_params"):
-        M.dc_loss(x[:5], per_class(x, y), jax.random.key(0), **kw)
-    with pytest.raises(ValueError, match="inner_steps"):
-        M.dc_loss(syn_init(x, y), per_class(x, y), jax.random.key(0), inner_steps=0, **kw)
-    with pytest.raises(TypeError, match="parametrization"):
-        M.dc_loss(syn_init(x, y), per_class(x, y), jax.random.key(0), **{**kw, "parametrization": None})
+        dc.objective(x[:5], per_class(x, y), jax.random.key(0), settings)
+    with pytest.raises(ValueError, match="settings.inner_steps"):
+        dc.objective(syn_init(x, y), per_class(x, y), jax.random.key(0), settings._replace(inner_steps=0))
+    with pytest.raises(ValueError, match="settings.images"):
+        dc.objective(syn_init(x, y), per_class(x, y), jax.random.key(0), settings._replace(images="latent"))
+    with pytest.raises(TypeError, match="settings.model"):
+        dc.objective(syn_init(x, y), per_class(x, y), jax.random.key(0), settings._replace(model=3))
     with pytest.raises(ValueError, match="strategy"):
-        M.dc_loss(syn_init(x, y), per_class(x, y), jax.random.key(0), dsa="blur", **kw)
+        dc.objective(syn_init(x, y), per_class(x, y), jax.random.key(0), settings._replace(dsa="blur"))
+    with pytest.raises(ValueError, match="settings.ipc"):
+        dc.init(jax.random.key(0), M.Data(x, y, C), settings._replace(ipc=13))
+    with pytest.raises(TypeError, match="data"):
+        dc.init(jax.random.key(0), (x, y), settings)
+    with pytest.raises(TypeError, match="settings"):
+        dc.init(jax.random.key(0), M.Data(x, y, C), dm.Settings())
+
+
+def test_init_and_sample_batch_draws():
+    x, y = tiny_data()
+    data, settings = M.Data(x, y, C), dc.Settings(ipc=IPC, real_batch=5)
+    s0 = np.asarray(dc.init(jax.random.key(0), data, settings))
+    # ipc real images of every class, class-grouped; a pure function of the key
+    for c in range(C):
+        for img in s0[c * IPC:(c + 1) * IPC]:
+            assert any(np.array_equal(img, r) for r in np.asarray(x)[np.asarray(y) == c])
+    np.testing.assert_array_equal(s0, dc.init(jax.random.key(0), data, settings))
+    assert not np.array_equal(s0, dc.init(jax.random.key(1), data, settings))
+    start = np.asarray(syn_init(x, y))
+    np.testing.assert_array_equal(dc.init(jax.random.key(0), data, settings, start=start), start)
+    b = np.asarray(dc.sample_batch(jax.random.key(2), data, settings))
+    chex.assert_shape(b, (C, 5, HW, HW, 1))
+    for c in range(C):
+        assert all(any(np.array_equal(img, r) for r in np.asarray(x)[np.asarray(y) == c]) for img in b[c])
+    xb, tb = kip.sample_batch(jax.random.key(2), data, kip.Settings(ipc=IPC, real_batch=7))
+    chex.assert_shape((xb, tb), ((7, HW, HW, 1), (7, C)))
+    xm, ym = meta.sample_batch(jax.random.key(2), data, meta.Settings(ipc=IPC, real_batch=100))
+    assert xm.shape[0] == x.shape[0] and len(set(np.asarray(ym).tolist())) == C  # capped at n, distinct rows
 
 
 # ----------------------------------------------------------------------------- DM
@@ -150,15 +184,16 @@ def test_mmd_matches_numpy_kernel_form(x64):
         M.mmd(jnp.ones(4), jnp.ones((3, 4)))
 
 
-def test_dm_loss_equals_manual(x64):
+def test_dm_objective_equals_manual(x64):
     x, y = tiny_data(jnp.float64)
     embed = tanh_model(n_classes=5)  # a random 5-d embedding
     xs, xr = syn_init(x, y), per_class(x, y)
     key = jax.random.key(4)
+    settings = dm.Settings(ipc=IPC, embed=embed)
 
     @jax.jit  # loss and the embeddings of the reference in one compilation
     def loss_and_features(xs, xr, key):
-        loss = M.dm_loss(xs, xr, key, parametrization=identity(), embed=embed, n_classes=C)
+        loss = dm.objective(xs, xr, key, settings)
         theta = embed.init(jax.random.split(key, 3)[1], xs[:1])
         return loss, embed.apply(theta, xr.reshape((-1,) + xr.shape[2:])), embed.apply(theta, xs)
 
@@ -167,8 +202,8 @@ def test_dm_loss_equals_manual(x64):
     ref = sum(np.sum((fr[c].mean(0) - fs[c * IPC:(c + 1) * IPC].mean(0)) ** 2) for c in range(C))
     assert ref > 1e-3
     np.testing.assert_allclose(loss, ref, rtol=1e-10)
-    with pytest.raises(TypeError, match="embed"):
-        M.dm_loss(xs, xr, key, parametrization=identity(), embed=None, n_classes=C)
+    with pytest.raises(TypeError, match="settings.embed"):
+        dm.objective(xs, xr, key, settings._replace(embed="mlp"))
 
 
 # ----------------------------------------------------------------------------- MTT
@@ -182,18 +217,23 @@ def _mtt_setup(dtype=jnp.float64):
     return model, xs, ys, start
 
 
-def test_mtt_loss_zero_when_student_reproduces_expert(x64):
+def _mtt_params(xs, lr):
+    return mtt.MTTParams(xs, jnp.log(jnp.asarray(lr, xs.dtype)))
+
+
+def test_mtt_objective_zero_when_student_reproduces_expert(x64):
     model, xs, ys, start = _mtt_setup()
     lr, n = 0.05, 4
     # the learnable-lr student is Adam(α, ε/α) on θ (module docstring): make that the expert
     target = jax.jit(lambda th: inner.train(model.apply, M.xent, th, (xs, ys), steps=n,
                                             optimizer=inner.Adam(lr, eps=1e-8 / lr), mode="unrolled"))(start)
     traj = jax.tree_util.tree_map(lambda a, b: jnp.stack([a, b])[None], start, target)  # (1, 2, ...)
-    loss = jax.jit(functools.partial(M.mtt_loss, parametrization=identity(), model=model, trajectories=traj, labels=ys,
-                                     syn_steps=n, expert_epochs=1, max_start_epoch=0, mode="reverse_adam"))
-    assert float(loss(M.mtt_init(xs, lr), None, jax.random.key(0))) < 1e-20
+    batch = mtt.Batch(traj, jnp.zeros((0,) + xs.shape[1:]))
+    settings = mtt.Settings(ipc=IPC, model=model, syn_steps=n, expert_epochs=1, max_start_epoch=0, mode="reverse_adam")
+    loss = jax.jit(mtt.objective, static_argnums=3)
+    assert float(loss(_mtt_params(xs, lr), batch, jax.random.key(0), settings)) < 1e-20
     # another learning rate does not reproduce it (same compiled function: α is traced)
-    assert float(loss(M.mtt_init(xs, 2 * lr), None, jax.random.key(0))) > 1e-3
+    assert float(loss(_mtt_params(xs, 2 * lr), batch, jax.random.key(0), settings)) > 1e-3
 
 
 # Each mode compiles a gradient through inner.train (~20 s on 2 busy cores): the default run
@@ -209,76 +249,116 @@ MODE_SETS = [FAST_MODES, pytest.param(inner.MODES, marks=pytest.mark.slow, id="a
 def test_mtt_gradient_same_in_every_mode(x64, modes):
     model, xs, ys, start = _mtt_setup()
     traj = jax.tree_util.tree_map(lambda a: jnp.asarray(np.stack([a, a + 0.1])[None]), start)
-    p = M.mtt_init(xs, 0.02)
+    batch = mtt.Batch(traj, jnp.zeros((0,) + xs.shape[1:]))
+    p = _mtt_params(xs, 0.02)
     grads = {}
     for mode in modes:
-        f = functools.partial(M.mtt_loss, parametrization=identity(), model=model, trajectories=traj, labels=ys,
-                              syn_steps=6, expert_epochs=1, max_start_epoch=0, mode=mode)
-        grads[mode] = jax.jit(jax.grad(f))(p, None, jax.random.key(0))
+        settings = mtt.Settings(ipc=IPC, model=model, syn_steps=6, expert_epochs=1, max_start_epoch=0, mode=mode)
+        grads[mode] = jax.jit(jax.grad(mtt.objective), static_argnums=3)(p, batch, jax.random.key(0), settings)
     for mode in modes[1:]:
         chex.assert_trees_all_close(grads[mode], grads["unrolled"], rtol=1e-7, atol=1e-12)
     assert abs(float(grads["unrolled"].log_lr)) > 0
 
 
-def test_expert_trajectories_and_orbax_roundtrip(tmp_path):
+def _reference_experts(key, model, x, y, *, n_experts, n_epochs, batch_size, lr):
+    """The hand-written expert loop that distill.train.scan replaced (same draws)."""
+    opt = optax.adam(lr)
+    n_batches = x.shape[0] // batch_size
+
+    def one_expert(k):
+        k_init, k_shuf = jax.random.split(k)
+        theta0 = model.init(k_init, x[:1])
+
+        def epoch(carry, ke):
+            theta, st = carry
+            perm = jax.random.permutation(ke, x.shape[0])[: n_batches * batch_size].reshape(n_batches, batch_size)
+
+            def step(c, idx):
+                th, s = c
+                g = jax.grad(lambda p: M.xent(model.apply(p, x[idx]), y[idx]))(th)
+                u, s = opt.update(g, s, th)
+                return (jax.tree_util.tree_map(lambda a, b: a + b, th, u), s), None
+
+            (theta, st), _ = jax.lax.scan(step, (theta, st), perm)
+            return (theta, st), theta
+
+        _, thetas = jax.lax.scan(epoch, (theta0, opt.init(theta0)), jax.random.split(k_shuf, n_epochs))
+        return jax.tree_util.tree_map(lambda a0, a: jnp.concatenate([a0[None], a]), theta0, thetas)
+
+    return jax.jit(jax.vmap(one_expert))(jax.random.split(key, n_experts))
+
+
+def test_expert_trajectories_identical_to_hand_loop_and_stored(tmp_path):
     x, y = tiny_data()
     model = mlp(C, hidden=(8,))
-    traj = M.expert_trajectories(jax.random.key(0), model, x, y, n_experts=2, n_epochs=3, batch_size=12, lr=1e-2)
+    settings = mtt.Settings(model=model, n_experts=2, expert_train_epochs=3, expert_batch_size=12, expert_lr=1e-2)
+    traj = mtt.expert_trajectories(jax.random.key(0), mtt.Data(x, y, C), settings)
     chex.assert_shape(traj["head"]["kernel"], (2, 4, 8, C))
+    ref = _reference_experts(jax.random.key(0), model, x, y, n_experts=2, n_epochs=3, batch_size=12, lr=1e-2)
+    chex.assert_trees_all_equal(traj, ref)  # same draws, same updates
     init = jax.jit(model.init)(jax.random.split(jax.random.split(jax.random.key(0), 2)[0])[0], x[:1])
     np.testing.assert_array_equal(traj["head"]["kernel"][0, 0], init["head"]["kernel"])
     # training moves the expert and lowers its training loss
     xent_on_x = jax.jit(lambda th: M.xent(model.apply(th, x), y))
     loss = lambda t: float(xent_on_x(leaf_at(traj, 0, t)))
     assert loss(3) < loss(0)
-    back = M.load_trajectories(M.save_trajectories(tmp_path / "experts", traj), like=traj)
+    trajectories.save(tmp_path / "experts", traj)
+    back = trajectories.load(tmp_path / "experts", like=jax.tree_util.tree_map(lambda a: a[0], traj))
     chex.assert_trees_all_equal(back, traj)
-    with pytest.raises(FileNotFoundError, match="path"):
-        M.load_trajectories(tmp_path / "missing")
-    with pytest.raises(ValueError, match="y"):
-        M.expert_trajectories(jax.random.key(0), model, x, y[:-1], n_experts=1, n_epochs=1)
-    with pytest.raises(ValueError, match="n_epochs"):
-        M.expert_trajectories(jax.random.key(0), model, x, y, n_experts=1, n_epochs=0)
+    with pytest.raises(ValueError, match="data.y"):
+        mtt.expert_trajectories(jax.random.key(0), mtt.Data(x, y[:-1], C), settings)
+    with pytest.raises(ValueError, match="settings.expert_train_epochs"):
+        mtt.expert_trajectories(jax.random.key(0), mtt.Data(x, y, C), settings._replace(expert_train_epochs=0))
 
 
 def test_mtt_validation():
     model, xs, ys, start = _mtt_setup(jnp.float32)
     traj = jax.tree_util.tree_map(lambda a: jnp.asarray(np.stack([a, a])[None]), start)
-    kw = dict(parametrization=identity(), model=model, trajectories=traj, labels=ys, syn_steps=2, expert_epochs=1)
+    batch = mtt.Batch(traj, jnp.zeros((0,) + xs.shape[1:]))
+    settings = mtt.Settings(ipc=IPC, model=model, syn_steps=2, expert_epochs=1)
+    p = _mtt_params(xs, 0.1)
     with pytest.raises(TypeError, match="MTTParams"):
-        M.mtt_loss(xs, None, jax.random.key(0), max_start_epoch=0, **kw)
+        mtt.objective(xs, batch, jax.random.key(0), settings)
+    with pytest.raises(TypeError, match="batch"):
+        mtt.objective(p, traj, jax.random.key(0), settings)
     with pytest.raises(ValueError, match="max_start_epoch"):
-        M.mtt_loss(M.mtt_init(xs, 0.1), None, jax.random.key(0), max_start_epoch=1, **kw)
-    with pytest.raises(ValueError, match="labels"):
-        M.mtt_loss(M.mtt_init(xs, 0.1), None, jax.random.key(0), max_start_epoch=0, **{**kw, "labels": ys[:-1]})
-    with pytest.raises(ValueError, match="lr"):
-        M.mtt_init(xs, -1.0)
-    with pytest.raises(ValueError, match="mode"):
-        M.mtt_loss(M.mtt_init(xs, 0.1), None, jax.random.key(0), max_start_epoch=0, mode="bptt", **kw)
+        mtt.objective(p, batch, jax.random.key(0), settings._replace(max_start_epoch=1))
+    with pytest.raises(ValueError, match="syn_params"):
+        mtt.objective(_mtt_params(xs[:-1], 0.1), batch, jax.random.key(0), settings)
+    with pytest.raises(ValueError, match="settings.student_lr"):
+        mtt.init(jax.random.key(0), mtt.Data(xs, ys, C), settings._replace(student_lr=-1.0))
+    with pytest.raises(ValueError, match="settings.mode"):
+        mtt.objective(p, batch, jax.random.key(0), settings._replace(mode="bptt"))
 
 
 # ----------------------------------------------------------------------------- KIP
 
 
-def test_krr_interpolates_support_without_ridge(x64):
+def test_krr_predict_cholesky_agrees_with_pos_solve(x64):
+    """KIP's solve is models.krr's Cholesky; it agrees with the symmetric-positive solve it replaced."""
     rng = np.random.default_rng(2)
+    x, y = tiny_data(jnp.float64)
+    xs = jnp.asarray(np.asarray(x)[::3].reshape(12, -1))
+    xt = jnp.asarray(np.asarray(x).reshape(36, -1))
+    from models.kernels import fc_relu
+    k_ss, k_ts = fc_relu(xs, None, depth=3).ntk, fc_relu(xt, xs, depth=3).ntk
+    ys = jnp.asarray(rng.normal(size=(12, C)))
+    for lam in (1e-6, 1e-3, 0.1):
+        a = k_ss + lam * jnp.trace(k_ss) / 12 * jnp.eye(12)
+        old = k_ts @ jax.scipy.linalg.solve(a, ys, assume_a="pos")
+        np.testing.assert_allclose(krr.predict(k_ts, k_ss, ys, lam), old, rtol=1e-8, atol=1e-8)
     a = rng.normal(size=(5, 5))
     k = jnp.asarray(a @ a.T + 0.1 * np.eye(5))
-    ys = jnp.asarray(rng.normal(size=(5, 2)))
-    np.testing.assert_allclose(M.krr_predict(k, k, ys, 0.0), ys, atol=1e-10)
-    with pytest.raises(ValueError, match="k_ts"):
-        M.krr_predict(k[:, :3], k, ys, 0.0)
-    with pytest.raises(ValueError, match="reg"):
-        M.krr_predict(k, k, ys, -1.0)
+    np.testing.assert_allclose(krr.predict(k, k, ys[:5], 0.0), ys[:5], atol=1e-10)  # interpolates without ridge
 
 
 def test_kip_gradient_matches_finite_differences(x64):
     x, y = tiny_data(jnp.float64)
-    p = M.kip_init(syn_init(x, y), M.syn_labels(C, IPC), C)
+    p = kip.KIPParams(syn_init(x, y), M.kip_targets(M.syn_labels(C, IPC), C))
     batch = (x, M.kip_targets(y, C))
+    settings = kip.Settings(ipc=IPC, kernel=KernelSpec(depth=2), lam=1e-3)
     # one compilation for the loss (finite differences) and its gradient
-    vg = jax.jit(jax.value_and_grad(lambda q: M.kip_loss(q, batch, jax.random.key(0), parametrization=identity(),
-                                                         depth=2, reg=1e-3)))
+    vg = jax.jit(jax.value_and_grad(lambda q: kip.objective(q, batch, jax.random.key(0), settings)))
     f = lambda q: vg(q)[0]
     g = vg(p)[1]
     rng = np.random.default_rng(3)
@@ -287,29 +367,33 @@ def test_kip_gradient_matches_finite_differences(x64):
     # diagonal, where models.kernels caps the arc-cosine derivative at c = 1 (a round-off
     # level cotangent): agreement to ~1e-5 relative.
     for which, rtol, atol in (("labels", 1e-8, 0.0), ("data", 1e-4, 1e-6), ("data", 1e-4, 1e-6)):
-        d = M.KIPParams(rng.normal(size=p.data.shape) * (which == "data"),
-                        rng.normal(size=p.labels.shape) * (which == "labels"))
+        d = kip.KIPParams(rng.normal(size=p.data.shape) * (which == "data"),
+                          rng.normal(size=p.labels.shape) * (which == "labels"))
         step = lambda s, d=d: jax.tree_util.tree_map(lambda u, v: jnp.asarray(np.asarray(u) + s * h * v), p, d)
         fd = (f(step(1)) - f(step(-1))) / (2 * h)
         an = sum(np.vdot(np.asarray(a), b) for a, b in zip(jax.tree_util.tree_leaves(g), jax.tree_util.tree_leaves(d), strict=False))
         np.testing.assert_allclose(an, fd, rtol=rtol, atol=atol)
     # fixed labels: no gradient reaches them
-    g_fixed = jax.jit(jax.grad(lambda q: M.kip_loss(q, batch, jax.random.key(0), parametrization=identity(),
-                                                    depth=2, reg=1e-3, learn_labels=False)))(p)
+    g_fixed = jax.jit(jax.grad(lambda q: kip.objective(q, batch, jax.random.key(0),
+                                                       settings._replace(learn_labels=False))))(p)
     assert float(jnp.abs(g_fixed.labels).max()) == 0.0
     np.testing.assert_allclose(g_fixed.data, g.data, rtol=1e-9, atol=1e-12)  # the data gradient is unchanged
 
 
 def test_kip_validation():
     x, y = tiny_data()
-    p = M.kip_init(syn_init(x, y), M.syn_labels(C, IPC), C)
+    settings = kip.Settings(ipc=IPC)
+    p = kip.init(jax.random.key(0), M.Data(x, y, C), settings)
+    chex.assert_trees_all_equal(p.labels, M.kip_targets(M.syn_labels(C, IPC), C))
     batch = (x, M.kip_targets(y, C))
     with pytest.raises(TypeError, match="KIPParams"):
-        M.kip_loss(p.data, batch, jax.random.key(0), parametrization=identity())
-    with pytest.raises(ValueError, match="kernel"):
-        M.kip_loss(p, batch, jax.random.key(0), parametrization=identity(), kernel="rbf")
+        kip.objective(p.data, batch, jax.random.key(0), settings)
+    with pytest.raises(ValueError, match="settings.kind"):
+        kip.objective(p, batch, jax.random.key(0), settings._replace(kind="rbf"))
+    with pytest.raises(TypeError, match="settings.kernel"):
+        kip.objective(p, batch, jax.random.key(0), settings._replace(kernel=3))
     with pytest.raises(ValueError, match="batch"):
-        M.kip_loss(p, (x, batch[1][:-1]), jax.random.key(0), parametrization=identity())
+        kip.objective(p, (x, batch[1][:-1]), jax.random.key(0), settings)
     with pytest.raises(ValueError, match="n_classes"):
         M.kip_targets(y, 1)
     with pytest.raises(ValueError, match="ipc"):
@@ -323,20 +407,18 @@ def test_kip_validation():
 @pytest.mark.parametrize("modes", MODE_SETS, ids=["fast", "all"])
 def test_meta_matching_gradient_same_in_every_mode(x64, modes):
     x, y = tiny_data(jnp.float64)
-    xs, ys = syn_init(x, y), M.syn_labels(C, IPC)
-    grads = [jax.jit(jax.grad(functools.partial(M.meta_matching_loss, parametrization=identity(), model=tanh_model(),
-                                                labels=ys, steps=5, optimizer=inner.Adam(0.05), mode=m)))(xs, (x, y), jax.random.key(0))
+    xs = syn_init(x, y)
+    base = meta.Settings(ipc=IPC, model=tanh_model(), inner_steps=5, inner_optimizer=inner.Adam(0.05))
+    grads = [jax.jit(jax.grad(meta.objective), static_argnums=3)(xs, (x, y), jax.random.key(0), base._replace(mode=m))
              for m in modes]
     assert modes[0] == "unrolled" and len(grads) >= 2
     for g in grads[1:]:
         np.testing.assert_allclose(g, grads[0], rtol=1e-7, atol=1e-12)
     assert float(jnp.abs(grads[0]).max()) > 0
     with pytest.raises(ValueError, match="batch"):
-        M.meta_matching_loss(xs, (x, y[:-1]), jax.random.key(0), parametrization=identity(), model=tanh_model(),
-                             labels=ys, steps=2)
-    with pytest.raises(ValueError, match="steps"):
-        M.meta_matching_loss(xs, (x, y), jax.random.key(0), parametrization=identity(), model=tanh_model(),
-                             labels=ys, steps=0)
+        meta.objective(xs, (x, y[:-1]), jax.random.key(0), base)
+    with pytest.raises(ValueError, match="settings.inner_steps"):
+        meta.objective(xs, (x, y), jax.random.key(0), base._replace(inner_steps=0))
 
 
 # ----------------------------------------------------------------------------- each objective lowers its loss
@@ -347,18 +429,20 @@ def _objectives(x, y):
     xr = per_class(x, y)
     ys = M.syn_labels(C, IPC)
     xs = syn_init(x, y) + 0.5  # start away from the real data
-    # lazily: only the objective under test is built (the MTT experts take a compilation)
-    traj = lambda: M.expert_trajectories(jax.random.key(9), model, x, y, n_experts=2, n_epochs=4, batch_size=12, lr=1e-2)
+
+    def experts():  # lazily: only the objective under test is built (the experts take a compilation)
+        s = mtt.Settings(model=model, n_experts=2, expert_train_epochs=4, expert_batch_size=12, expert_lr=1e-2)
+        return mtt.Batch(mtt.expert_trajectories(jax.random.key(9), mtt.Data(x, y, C), s), jnp.zeros((0,) + x.shape[1:]))
+
     return {
-        "dc": lambda: (functools.partial(M.dc_loss, parametrization=identity(), model=model, n_classes=C, inner_steps=2), xs, xr),
-        "dsa": lambda: (functools.partial(M.dc_loss, parametrization=identity(), model=model, n_classes=C, inner_steps=2,
-                                  dsa="color_crop"), xs, xr),
-        "dm": lambda: (functools.partial(M.dm_loss, parametrization=identity(), embed=embed, n_classes=C), xs, xr),
-        "kip": lambda: (functools.partial(M.kip_loss, parametrization=identity()), M.kip_init(xs, ys, C), (x, M.kip_targets(y, C))),
-        "mm": lambda: (functools.partial(M.meta_matching_loss, parametrization=identity(), model=model, labels=ys, steps=4,
-                                 optimizer=inner.Adam(0.05), reverse_every=1), xs, (x, y)),
-        "mtt": lambda: (functools.partial(M.mtt_loss, parametrization=identity(), model=model, trajectories=traj(), labels=ys,
-                                  syn_steps=4, expert_epochs=2, max_start_epoch=2, reverse_every=1), M.mtt_init(xs, 1e-2), None),
+        "dc": lambda: (dc, dc.Settings(ipc=IPC, model=model, inner_steps=2), xs, xr),
+        "dsa": lambda: (dc, dc.Settings(ipc=IPC, model=model, inner_steps=2, dsa="color_crop"), xs, xr),
+        "dm": lambda: (dm, dm.Settings(ipc=IPC, embed=embed), xs, xr),
+        "kip": lambda: (kip, kip.Settings(ipc=IPC), kip.KIPParams(xs, M.kip_targets(ys, C)), (x, M.kip_targets(y, C))),
+        "mm": lambda: (meta, meta.Settings(ipc=IPC, model=model, inner_steps=4, inner_optimizer=inner.Adam(0.05),
+                                           reverse_every=1), xs, (x, y)),
+        "mtt": lambda: (mtt, mtt.Settings(ipc=IPC, model=model, syn_steps=4, expert_epochs=2, max_start_epoch=2,
+                                          reverse_every=1), _mtt_params(xs, 1e-2), experts()),
     }
 
 
@@ -366,7 +450,8 @@ def _objectives(x, y):
 @pytest.mark.parametrize("name", ["dm", "kip"] + [pytest.param(n, marks=pytest.mark.slow) for n in ("dc", "dsa", "mm", "mtt")])
 def test_objective_lowers_its_loss(name):
     x, y = tiny_data()
-    obj, p0, batch = _objectives(x, y)[name]()
+    method, settings, p0, batch = _objectives(x, y)[name]()
+    obj = functools.partial(method.objective, settings=settings)
     keys = jax.random.split(jax.random.key(100), 3)
     # lax.map: the objective is compiled once for the three evaluation keys
     mean_loss = jax.jit(lambda p: jnp.mean(jax.lax.map(lambda k: obj(p, batch, k), keys)))
@@ -374,6 +459,26 @@ def test_objective_lowers_its_loss(name):
     before, after = float(mean_loss(p0)), float(mean_loss(p))
     assert np.isfinite(hist.losses).all()
     assert after < 0.9 * before, (before, after)
+
+
+def test_distill_resumes_and_keeps_the_best(tmp_path):
+    """dm.distill: a checkpointed run resumed from its directory equals one uninterrupted
+    run; with evaluate the best evaluated parameters come back; the set is materialized."""
+    x, y = tiny_data()
+    data = M.Data(x, y, C)
+    settings = dm.Settings(ipc=IPC, steps=4, embed=mlp(C, hidden=(8,), features_only=True), real_batch=4,
+                           eval_every=2)
+    full = dm.distill(jax.random.key(0), data, settings)
+    dm.distill(jax.random.key(0), data, settings._replace(steps=2), checkpoint_dir=tmp_path / "ck")
+    resumed = dm.distill(jax.random.key(0), data, settings, checkpoint_dir=tmp_path / "ck")
+    np.testing.assert_array_equal(resumed.params, full.params)
+    np.testing.assert_array_equal(resumed.history.losses, full.history.losses)
+    chex.assert_shape(full.data[0], (C * IPC, HW, HW, 1))
+    np.testing.assert_array_equal(full.data[1], M.syn_labels(C, IPC))
+    best = dm.distill(jax.random.key(0), data, settings, evaluate=lambda p, step: -abs(step - 2))
+    assert best.history.best_step == 2
+    with pytest.raises(ValueError, match="fingerprint|settings"):
+        dm.distill(jax.random.key(0), data, settings._replace(real_batch=5), checkpoint_dir=tmp_path / "ck")
 
 
 # ----------------------------------------------------------------------------- Farzi images, export
@@ -392,8 +497,11 @@ def test_latent_images_decode_and_gradients():
     sharp = p._replace(z=z, m=m)
     np.testing.assert_allclose(materialize(sharp, jax.random.key(1)), 1.0, atol=1e-5)
     x, y = tiny_data()
-    g = jax.jit(jax.grad(lambda q: M.dm_loss(q, per_class(x, y), jax.random.key(0), parametrization=par,
-                                             embed=mlp(C, hidden=(8,), features_only=True), n_classes=C)))(p)
+    latent = M.Latent(levels=5, latent_dim=3, mean=(0.5,), std=(0.25,))
+    settings = dm.Settings(ipc=IPC, images=latent, embed=mlp(C, hidden=(8,), features_only=True))
+    q0 = dm.init(jax.random.key(0), M.Data(x, y, C), settings)
+    chex.assert_trees_all_close(q0, p, rtol=1e-6)  # the setting builds the same parametrization (eager vs jit)
+    g = jax.jit(jax.grad(dm.objective), static_argnums=3)(p, per_class(x, y), jax.random.key(0), settings)
     assert float(jnp.abs(g.z).max()) > 0 and float(jnp.abs(g.m).max()) > 0
     with pytest.raises(ValueError, match="image_shape"):
         M.latent_images(2, (4, 4))
@@ -423,17 +531,16 @@ def _sharded_equals_single(names=("dc", "dm", "kip")):
     xs, xr, ys = syn_init(x, y), per_class(x, y), M.syn_labels(C, IPC)
     model = tanh_model()
     cases = {
-        "dc": (functools.partial(M.dc_loss, parametrization=identity(), model=model, n_classes=C, inner_steps=1), xs, xr),
-        "dm": (functools.partial(M.dm_loss, parametrization=identity(), embed=model, n_classes=C), xs, xr),
-        "kip": (functools.partial(M.kip_loss, parametrization=identity()), M.kip_init(xs, ys, C), (x, M.kip_targets(y, C))),
-        "mm": (functools.partial(M.meta_matching_loss, parametrization=identity(), model=model, labels=ys, steps=2),
-               xs, (x, y)),
+        "dc": (dc, dc.Settings(ipc=IPC, model=model, inner_steps=1), xs, xr),
+        "dm": (dm, dm.Settings(ipc=IPC, embed=model), xs, xr),
+        "kip": (kip, kip.Settings(ipc=IPC), kip.KIPParams(xs, M.kip_targets(ys, C)), (x, M.kip_targets(y, C))),
+        "mm": (meta, meta.Settings(ipc=IPC, model=model, inner_steps=2), xs, (x, y)),
     }
     cases = [cases[n] for n in names]
     # every case, single-device and sharded, in one compiled function (one XLA compilation)
-    both = jax.jit(lambda key: [(jax.value_and_grad(obj)(p, batch, key),
-                                 jax.value_and_grad(functools.partial(obj, mesh=mesh))(p, batch, key))
-                                for obj, p, batch in cases])
+    both = jax.jit(lambda key: [(jax.value_and_grad(m.objective)(p, batch, key, s),
+                                 jax.value_and_grad(functools.partial(m.objective, mesh=mesh))(p, batch, key, s))
+                                for m, s, p, batch in cases])
     for (v1, g1), (v8, g8) in both(jax.random.key(0)):
         # x64; only the order of the per-device partial sums differs
         np.testing.assert_allclose(v8, v1, rtol=1e-8)
