@@ -82,14 +82,24 @@ def test_every_block_declares_its_time_and_compiles(i):
 
 @pytest.mark.parametrize("src", _params())
 def test_python_block_runs(src, tmp_path):
+    _run_block(src, tmp_path)
+
+
+@pytest.mark.slow
+def test_design_doc_example_runs(tmp_path):
+    # docs/design.md's one-shape example: two methods through the same calls.
+    (src,) = blocks((ROOT / "docs" / "design.md").read_text(), "python")
+    _run_block(src, tmp_path)
+
+
+def _run_block(src, tmp_path):
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    env.pop("XLA_FLAGS", None)  # run as a user would: one host device
+    env.pop("XLA_FLAGS", None)
     script = tmp_path / "block.py"
     script.write_text(src)
-    proc = subprocess.run(
-        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
-    )
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=600)
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
     assert proc.stdout.strip(), "every block prints what it computed"
 

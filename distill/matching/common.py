@@ -29,6 +29,9 @@ from models.model_fns import ModelFns
 
 __all__ = [
     "Data",
+    "Result",
+    "distill_images",
+    "synthetic_images",
     "Latent",
     "syn_labels",
     "xent",
@@ -306,6 +309,64 @@ def run(
     return loop.run(objective, syn_params, optax.adam(settings.lr), batches, steps=settings.steps, key=key,
                     evaluate=evaluate, eval_every=settings.eval_every, checkpoint_dir=checkpoint_dir,
                     progress=progress, fingerprint=fingerprint_)
+
+
+class Result(NamedTuple):
+    """What an image method's ``distill`` returns (DC/DSA, DM, KIP, meta-matching; MTT adds
+    its learned student learning rate).
+
+    Attributes:
+      params: the learned synthetic parameters (best by ``evaluate`` when given).
+      data: the synthetic set ``(x_syn (C·ipc, ...), y_syn)``: int labels ``(C·ipc,)``, or
+        KIP's regression labels ``(C·ipc, C)``.
+      settings: the method's ``Settings``.
+      history: the :class:`distill.loop.History` of the run.
+    """
+
+    params: Any
+    data: tuple[np.ndarray, np.ndarray]
+    settings: Any
+    history: loop.History
+
+
+def distill_images(
+    method: tuple[Callable, Callable, Callable],
+    key: jax.Array,
+    data: Data,
+    settings: Any,
+    *,
+    mesh: Any,
+    checkpoint_dir: Any,
+    progress: bool,
+    evaluate: Any,
+    init_params: Any,
+    batches: Any,
+    fixed_batch: bool = False,
+    fingerprint_extra: dict | None = None,
+) -> tuple[Any, loop.History]:
+    """The run every image method's ``distill`` shares: initial parameters from
+    ``init(k_init, ...)`` (or ``init_params``), step ``t``'s real batch
+    ``sample_batch(fold_in(k_batch, t), ...)`` (or ``batches(t)``; with ``fixed_batch`` the
+    one batch ``sample_batch(k_batch, ...)`` at every step, as MTT's expert pool), the
+    objective with ``settings`` bound, and :func:`run`. ``method`` is the module's
+    ``(init, sample_batch, objective)``; ``k_init, k_batch = data_keys(key)``."""
+    init, sample_batch, objective = method
+    k_init, k_batch = data_keys(key)
+    params = init(k_init, data, settings) if init_params is None else init_params
+    if batches is None and fixed_batch:
+        batches = sample_batch(k_batch, data, settings)
+    elif batches is None:
+        batches = lambda t: sample_batch(jax.random.fold_in(k_batch, t), data, settings)  # noqa: E731
+    obj = lambda p, b, k: objective(p, b, k, settings, mesh=mesh)  # noqa: E731
+    fp = fingerprint(settings, Data(data.x, data.y, data.n_classes), **(fingerprint_extra or {}))
+    return run(key, obj, params, batches, settings, fp, checkpoint_dir=checkpoint_dir, progress=progress,
+               evaluate=evaluate)
+
+
+def synthetic_images(key: jax.Array, image_params: Any, data: Data, settings: Any) -> np.ndarray:
+    """The ``(C·ipc, ...)`` synthetic images of ``image_params`` (materialised with ``key``)."""
+    n = data.n_classes * settings.ipc
+    return np.asarray(parametrization(settings.images, n, data.x.shape[1:]).materialize(image_params, key))
 
 
 def data_keys(key: jax.Array) -> tuple[jax.Array, jax.Array]:

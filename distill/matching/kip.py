@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from distill import loop, parallel
+from distill import parallel
 from distill.checks import check_array, check_choice, check_float, check_index_range, check_int, check_key
 from distill.matching import common
 from distill.matching.common import Data, Latent
@@ -77,15 +77,8 @@ class KIPParams(NamedTuple):
     labels: jax.Array
 
 
-class Result(NamedTuple):
-    """What :func:`distill` returns: the learned :class:`KIPParams` (best by ``evaluate``
-    when given), the synthetic set ``(x_syn (C·ipc, ...), y_syn (C·ipc, C) float)`` with
-    the learned (or fixed) regression labels, the settings and the History."""
-
-    params: KIPParams
-    data: tuple[np.ndarray, np.ndarray]
-    settings: Settings
-    history: loop.History
+#: :class:`distill.matching.common.Result` — ``(params, data, settings, history)``.
+Result = common.Result
 
 
 def _check_settings(settings: Any) -> Settings:
@@ -195,13 +188,8 @@ def distill(
     """
     settings = _check_settings(settings)
     data = common.check_data(data, settings.ipc)
-    k_init, k_batch = common.data_keys(key)
-    params = init(k_init, data, settings) if init_params is None else init_params
-    if batches is None:
-        batches = lambda t: sample_batch(jax.random.fold_in(k_batch, t), data, settings)  # noqa: E731
-    obj = lambda p, b, k: objective(p, b, k, settings, mesh=mesh)  # noqa: E731
-    params, history = common.run(key, obj, params, batches, settings, common.fingerprint(settings, data),
-                                 checkpoint_dir=checkpoint_dir, progress=progress, evaluate=evaluate)
-    x_syn = common.parametrization(settings.images, data.n_classes * settings.ipc, data.x.shape[1:]).materialize(
-        params.data, key)
-    return Result(params, (np.asarray(x_syn), np.asarray(params.labels)), settings, history)
+    params, history = common.distill_images(
+        (init, sample_batch, objective), key, data, settings, mesh=mesh, checkpoint_dir=checkpoint_dir,
+        progress=progress, evaluate=evaluate, init_params=init_params, batches=batches)
+    x_syn = common.synthetic_images(key, params.data, data, settings)
+    return Result(params, (x_syn, np.asarray(params.labels)), settings, history)

@@ -258,10 +258,6 @@ def _sq_dist(a: Any, b: Any) -> jax.Array:
     return sum(jnp.sum((x - y) ** 2) for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=False))
 
 
-def _sq_dist(a: Any, b: Any) -> jax.Array:
-    return sum(jnp.sum((x - y) ** 2) for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=False))
-
-
 def _check_experts(experts: Any, settings: Settings) -> tuple[int, int]:
     """``(n_experts, max_start_epoch)`` of trajectories with leaves ``(n_experts, E + 1, ...)``."""
     leaves = jax.tree_util.tree_leaves(experts)
@@ -344,15 +340,13 @@ def distill(
     """
     settings = _check_settings(settings)
     data = _check_data(data, settings.ipc)
-    k_init, k_batch = common.data_keys(key)
-    params = init(k_init, data, settings) if init_params is None else init_params
-    batch = sample_batch(k_batch, data, settings)
-    obj = lambda p, b, k: objective(p, b, k, settings)  # noqa: E731
-    fp = common.fingerprint(settings, common.Data(data.x, data.y, data.n_classes),
-                            experts=[loop.array_signature(a) for a in jax.tree_util.tree_leaves(batch.experts)])
-    params, history = common.run(key, obj, params, batch, settings, fp, checkpoint_dir=checkpoint_dir,
-                                 progress=progress, evaluate=evaluate)
-    x_syn = common.parametrization(settings.images, data.n_classes * settings.ipc, data.x.shape[1:]).materialize(
-        params.data, key)
-    return Result(params, (np.asarray(x_syn), np.asarray(common.syn_labels(data.n_classes, settings.ipc))), settings,
-                  history, float(jnp.exp(params.log_lr)))
+    if data.experts is None:  # trained here, from the batch key (as sample_batch would)
+        data = data._replace(experts=expert_trajectories(common.data_keys(key)[1], data, settings))
+    experts = [loop.array_signature(a) for a in jax.tree_util.tree_leaves(data.experts)]
+    params, history = common.distill_images(
+        (init, sample_batch, objective), key, data, settings, mesh=mesh, checkpoint_dir=checkpoint_dir,
+        progress=progress, evaluate=evaluate, init_params=init_params, batches=None, fixed_batch=True,
+        fingerprint_extra={"experts": experts})
+    x_syn = common.synthetic_images(key, params.data, data, settings)
+    labels = np.asarray(common.syn_labels(data.n_classes, settings.ipc))
+    return Result(params, (x_syn, labels), settings, history, float(jnp.exp(params.log_lr)))
