@@ -54,110 +54,119 @@ def _temp_bytes(fn, *args) -> int:
     return int(jax.jit(fn).lower(*args).compile().memory_analysis().temp_size_in_bytes)
 
 
-def main(argv=None):
+def _arguments(argv):
     p = parser("infinite_ae_perf", __doc__)
     p.add_argument("--users", type=int, default=6040, help="users of the synthetic matrix (ML-1M: 6,040)")
     p.add_argument("--items", type=int, default=3706, help="items of the synthetic matrix (ML-1M: 3,706)")
     p.add_argument("--density", type=float, default=0.045, help="mean fraction of items per user")
     p.add_argument("--block-size", type=int, default=512, help="rows per block of the blocked NTK(X, X)·α")
     p.add_argument("--skip-naive", action="store_true", help="skip the naive sweep")
-    args = p.parse_args(argv)
-    t0 = time.perf_counter()
-    lams = infinite_ae.DEFAULT_LAMS
+    return p.parse_args(argv)
 
-    inter = synthetic_ml1m(args.users, args.items, args.density)
-    split = D.random_split(inter, seed=0)
-    train, val, test = (jnp.asarray(a) for a in (split.train, split.val, split.test))
+
+def _throughput(train, block_size):
+    """Plain matmul vs NTK kernel build vs NTK·α (naive and blocked): times and compiled memory."""
     n, i = train.shape
-    density = float(np.asarray(inter.users).size) / (n * i)
-    print(f"synthetic: {n} users x {i} items, density {100 * density:.2f} %")
-
-    # Throughput: plain matmul vs NTK kernel build (both compiled, warmed up).
     flops = 2.0 * n * n * i
     mm = jax.jit(lambda x: x @ x.T)
     dense = jax.jit(lambda x: kernels.fc_relu(x).ntk)
     jax.block_until_ready((mm(train), dense(train)))
     _, t_mm = timed(lambda: mm(train), repeats=3)
     _, t_kd = timed(lambda: dense(train), repeats=3)
-    mem_kernel = _temp_bytes(lambda x: kernels.fc_relu(x).ntk, train)
     alpha = jnp.zeros_like(train)
     naive_apply = jax.jit(lambda x, a: kernels.fc_relu(x).ntk @ a)
-    blocked_apply = lambda x, a: kernels.fc_relu_apply(x, x, a, block_size=args.block_size)
+    blocked_apply = lambda x, a: kernels.fc_relu_apply(x, x, a, block_size=block_size)  # noqa: E731
     jax.block_until_ready((naive_apply(train, alpha), blocked_apply(train, alpha)))
     _, t_an = timed(lambda: naive_apply(train, alpha), repeats=2)
     _, t_ab = timed(lambda: blocked_apply(train, alpha), repeats=2)
-    mem_apply_naive = _temp_bytes(lambda x, a: kernels.fc_relu(x).ntk @ a, train, alpha)
-    mem_apply_blocked = _temp_bytes(blocked_apply, train, alpha)
+    return {
+        "flops": flops, "matmul_s": t_mm, "kernel_s": t_kd, "apply_naive_s": t_an, "apply_blocked_s": t_ab,
+        "kernel_temp_bytes": _temp_bytes(lambda x: kernels.fc_relu(x).ntk, train),
+        "apply_temp_bytes_naive": _temp_bytes(lambda x, a: kernels.fc_relu(x).ntk @ a, train, alpha),
+        "apply_temp_bytes_blocked": _temp_bytes(blocked_apply, train, alpha),
+    }
 
-    # The job: λ sweep + final fit + test evaluation (warm-up pass compiles first).
+
+def _job(train, val, test, lams, block_size):
+    """The job (λ sweep + final fit + test evaluation), timed after a compiling pass."""
     def job():
         search = infinite_ae.select_lambda(train, val, lams=lams)
-        best = search.best_lam
         ctx = train + val
-        scores = infinite_ae.predict(search.model, ctx, block_size=args.block_size)
-        return best, metrics.evaluate(scores, test, ctx, ks=(10, 100))
+        scores = infinite_ae.predict(search.model, ctx, block_size=block_size)
+        return search.best_lam, metrics.evaluate(scores, test, ctx, ks=(10, 100))
 
     job()  # compile
-    (best, test_m), t_job = timed(job)
+    return timed(job)
 
-    # The naive sweep: rebuild K and compute K·α for every λ (what a direct port does).
-    t_naive = None
-    if not args.skip_naive:
-        def naive():
-            vals = []
-            for lam in lams:
-                m = infinite_ae.fit(train, lam=lam)
-                s = infinite_ae.predict(m, train)
-                vals.append(metrics.evaluate(s, val, train, ks=(100,), metrics=("hr",))["HR@100"])
-            best = lams[int(np.argmax(vals))]
-            m = infinite_ae.fit(train, lam=best)
-            ctx = train + val
-            return best, metrics.evaluate(infinite_ae.predict(m, ctx), test, ctx, ks=(10, 100))
 
-        naive()
-        (best_naive, _), t_naive = timed(naive)
-        assert best_naive == best, (best_naive, best)
+def _naive_job(train, val, test, lams):
+    """What a direct port does: rebuild K and compute K·α for every λ; timed after a compiling pass."""
+    def naive():
+        vals = []
+        for lam in lams:
+            s = infinite_ae.predict(infinite_ae.fit(train, lam=lam), train)
+            vals.append(metrics.evaluate(s, val, train, ks=(100,), metrics=("hr",))["HR@100"])
+        best = lams[int(np.argmax(vals))]
+        ctx = train + val
+        return best, metrics.evaluate(infinite_ae.predict(infinite_ae.fit(train, lam=best), ctx), test, ctx,
+                                      ks=(10, 100))
 
-    hw = jax.devices()[0].platform
+    naive()
+    return timed(naive)
+
+
+def _report(perf, t_job, t_naive, block_size, n_lams):
+    f, t_mm, t_kd, t_an, t_ab = (perf[k] for k in ("flops", "matmul_s", "kernel_s", "apply_naive_s",
+                                                   "apply_blocked_s"))
     rows = [
-        {"what": "x @ x.T", "seconds": t_mm, "GFLOP/s": flops / t_mm / 1e9},
-        {"what": "NTK kernel", "seconds": t_kd, "GFLOP/s": flops / t_kd / 1e9},
-        {"what": "NTK(X,X)@alpha naive", "seconds": t_an, "GFLOP/s": 2 * flops / t_an / 1e9},
-        {"what": f"NTK(X,X)@alpha blocks of {args.block_size}", "seconds": t_ab,
-         "GFLOP/s": 2 * flops / t_ab / 1e9},
-        {"what": f"sweep {len(lams)} lams + fit + test eval", "seconds": t_job, "GFLOP/s": "-"},
+        {"what": "x @ x.T", "seconds": t_mm, "GFLOP/s": f / t_mm / 1e9},
+        {"what": "NTK kernel", "seconds": t_kd, "GFLOP/s": f / t_kd / 1e9},
+        {"what": "NTK(X,X)@alpha naive", "seconds": t_an, "GFLOP/s": 2 * f / t_an / 1e9},
+        {"what": f"NTK(X,X)@alpha blocks of {block_size}", "seconds": t_ab, "GFLOP/s": 2 * f / t_ab / 1e9},
+        {"what": f"sweep {n_lams} lams + fit + test eval", "seconds": t_job, "GFLOP/s": "-"},
     ]
     if t_naive is not None:
         rows.append({"what": "naive sweep (K rebuilt, K@alpha)", "seconds": t_naive, "GFLOP/s": "-"})
     print(format_table(rows, ["what", "seconds", "GFLOP/s"]))
-    results = {
-        "shape": [n, i],
-        "density": density,
-        "matmul_s": t_mm,
-        "matmul_gflops": flops / t_mm / 1e9,
-        "kernel_s": t_kd,
-        "kernel_gflops": flops / t_kd / 1e9,
-        "kernel_over_matmul_throughput": t_mm / t_kd,
-        "kernel_temp_bytes": mem_kernel,
-        "apply_naive_s": t_an,
-        "apply_blocked_s": t_ab,
-        "apply_temp_bytes_naive": mem_apply_naive,
-        "apply_temp_bytes_blocked": mem_apply_blocked,
-        "job_s": t_job,
-        "naive_job_s": t_naive,
-        "speedup_vs_naive": (t_naive / t_job) if t_naive else None,
-        "best_lam": best,
-        "test": test_m,
-        "peak_rss_mb": peak_rss_mb(),
-    }
     print(
         f"kernel/matmul throughput {100 * t_mm / t_kd:.0f} %, kernel temp "
-        f"{mem_kernel / 2**20:.0f} MiB; NTK@alpha temp naive {mem_apply_naive / 2**20:.0f} MiB "
-        f"vs blocked {mem_apply_blocked / 2**20:.0f} MiB, "
-        f"job {t_job:.1f} s" + (f" vs naive {t_naive:.1f} s" if t_naive else "")
-        + f", peak RSS {results['peak_rss_mb']:.0f} MiB"
+        f"{perf['kernel_temp_bytes'] / 2**20:.0f} MiB; NTK@alpha temp naive "
+        f"{perf['apply_temp_bytes_naive'] / 2**20:.0f} MiB vs blocked {perf['apply_temp_bytes_blocked'] / 2**20:.0f} "
+        f"MiB, job {t_job:.1f} s" + (f" vs naive {t_naive:.1f} s" if t_naive else "")
     )
+
+
+def main(argv=None):
+    args = _arguments(argv)
+    t0 = time.perf_counter()
+    lams = infinite_ae.DEFAULT_LAMS
+    inter = synthetic_ml1m(args.users, args.items, args.density)
+    split = D.random_split(inter, seed=0)
+    train, val, test = (jnp.asarray(a) for a in (split.train, split.val, split.test))
+    n, i = train.shape
+    density = float(np.asarray(inter.users).size) / (n * i)
+    print(f"synthetic: {n} users x {i} items, density {100 * density:.2f} %")
+    perf = _throughput(train, args.block_size)
+    (best, test_m), t_job = _job(train, val, test, lams, args.block_size)
+    t_naive = None
+    if not args.skip_naive:
+        (best_naive, _), t_naive = _naive_job(train, val, test, lams)
+        assert best_naive == best, (best_naive, best)
+    _report(perf, t_job, t_naive, args.block_size, len(lams))
+    flops = perf.pop("flops")
+    results = {
+        "shape": [n, i], "density": density, "matmul_s": perf["matmul_s"],
+        "matmul_gflops": flops / perf["matmul_s"] / 1e9, "kernel_s": perf["kernel_s"],
+        "kernel_gflops": flops / perf["kernel_s"] / 1e9,
+        "kernel_over_matmul_throughput": perf["matmul_s"] / perf["kernel_s"],
+        **{k: perf[k] for k in ("kernel_temp_bytes", "apply_naive_s", "apply_blocked_s", "apply_temp_bytes_naive",
+                                "apply_temp_bytes_blocked")},
+        "job_s": t_job, "naive_job_s": t_naive, "speedup_vs_naive": (t_naive / t_job) if t_naive else None,
+        "best_lam": best, "test": test_m, "peak_rss_mb": peak_rss_mb(),
+    }
+    print(f"peak RSS {results['peak_rss_mb']:.0f} MiB")
     config = {k: v for k, v in vars(args).items() if k not in ("out", "record")} | {"lams": list(lams)}
+    hw = jax.devices()[0].platform
     path = write_result(f"infinite_ae_perf_{hw}", config, results, time.perf_counter() - t0, output_dir(args))
     print(f"wrote {path}")
 

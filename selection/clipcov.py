@@ -197,7 +197,7 @@ def clipcov(
         un = u / np.maximum(np.linalg.norm(u, axis=1, keepdims=True), 1e-12)
         vn = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
         emb = np.concatenate([un, vn], axis=1)
-    lab = latent_classes(latent, emb, n_classes, key, n)
+    lab = latent_classes(key, latent, emb, n_classes, n)
     classes, sizes = np.unique(lab, return_counts=True)
     budget = proportional_budget(sizes, k) if k is not None else [None] * len(classes)
     keys = jax.random.split(key, len(classes)) if key is not None else [None] * len(classes)

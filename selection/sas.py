@@ -131,7 +131,7 @@ def sas(
         raise ValueError(f"distances: expected a square (n, n) matrix, got shape {tuple(distances.shape)}")
     k = check_int(k, "k", min_value=1, max_value=n)
     check_choice(method, "method", ("naive", "lazy", "stochastic"))
-    lab = latent_classes(latent, embeddings, n_classes, key, n)
+    lab = latent_classes(key, latent, embeddings, n_classes, n)
     d = np.asarray(distances)
     classes, sizes = np.unique(lab, return_counts=True)
     budget = proportional_budget(sizes, k)
@@ -148,7 +148,7 @@ def sas(
 
 
 def latent_classes(
-    latent: Any, embeddings: Any, n_classes: int | None, key: jax.Array | None, n: int
+    key: jax.Array | None, latent: Any, embeddings: Any, n_classes: int | None, n: int
 ) -> np.ndarray:
     """Latent classes for per-class selection: given labels, or k-means on embeddings.
 
@@ -157,10 +157,10 @@ def latent_classes(
     Shared with :func:`selection.clipcov.clipcov`.
 
     Args:
+      key: PRNG key for k-means (unused, may be None, when ``latent`` is given).
       latent: int ``(n,)`` classes, or None to cluster ``embeddings``.
       embeddings: float ``(n, d)`` (used only when ``latent`` is None).
       n_classes: number of k-means clusters, ``1 <= n_classes <= n``.
-      key: PRNG key for k-means.
       n: number of examples.
 
     Returns:

@@ -241,7 +241,7 @@ def check_real_per_class(x_real: Any) -> jax.Array:
     return x_real
 
 
-def class_grouped_setup(images: Any, ipc: int, syn_params: Any, batch: Any, key: jax.Array, net: Any):
+def class_grouped_setup(key: jax.Array, images: Any, ipc: int, syn_params: Any, batch: Any, net: Any):
     """The prologue shared by the per-class objectives (DC, DM).
 
     Splits ``key`` into (materialization, network init, augmentation) keys, materializes

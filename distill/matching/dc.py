@@ -189,7 +189,7 @@ def objective(
     check_key(key)
     settings = _check_settings(settings)
     x_syn, x_syn_c, x_real, model, theta0, k_aug = common.class_grouped_setup(
-        settings.images, settings.ipc, syn_params, batch, key, lambda c: common.classifier(settings.model, c))
+        key, settings.images, settings.ipc, syn_params, batch, lambda c: common.classifier(settings.model, c))
     n_classes = x_syn_c.shape[0]
     y_syn = jnp.repeat(jnp.arange(n_classes), x_syn_c.shape[1])
     include_bias, dsa, inner_lr = settings.include_bias, settings.dsa, settings.inner_lr

@@ -126,7 +126,7 @@ def objective(
     check_key(key)
     settings = _check_settings(settings)
     _, x_syn_c, x_real, embed, theta, k_aug = common.class_grouped_setup(
-        settings.images, settings.ipc, syn_params, batch, key,
+        key, settings.images, settings.ipc, syn_params, batch,
         lambda c: common.classifier(settings.embed, c, features_only=True))
 
     def class_terms(rows, w, theta, omega):
