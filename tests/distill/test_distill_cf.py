@@ -60,6 +60,7 @@ def _run(train, val, steps, ckpt=None, mesh=None, **kw):
                        checkpoint_dir=ckpt)
 
 
+@pytest.mark.slow  # the user-state resume is also tested on a tiny objective in test_loop.py
 def test_exact_resume_after_kill(tmp_path):
     train, val = planted()
     full = _run(train, val, 6)
