@@ -23,7 +23,12 @@ matching_ipc50 --record`` wrote ``matching_ipc50.json``.
 
 The default model (distillation and evaluation) is an MLP 128-128: on the 2 shared CPU
 cores of the development machine a ConvNet step costs 20-50× an MLP step. ``--convnet``
-uses the papers' ConvNet (width 32, depth 2: depth 3 pools 8×8 digits to 1×1). KIP
+uses the papers' ConvNet (width 32, depth 2: depth 3 pools 8×8 digits to 1×1; ``--width
+128`` is the papers' width); it distils with the im2col convolution and its evaluation
+models train one after another with ``lax`` convolutions (:mod:`models.convnet`).
+``python -m benchmarks.matching --convnet --ipcs 1 --farzi-ipc 0 --steps 100 --skip-memory
+--name matching_convnet_digits_ipc1 --record`` (and ``--ipcs 10 ... _ipc10``) wrote
+``matching_convnet_digits_ipc{1,10}.json``. KIP
 uses the FC-ReLU NTK on flattened images and is evaluated by training the same MLP on
 its images (labels kept fixed). ``--dataset fashion_mnist`` reads the IDX files of Debian's
 ``dataset-fashion-mnist`` (offline); ``--dataset mnist|cifar10`` loads TFDS (not installed
@@ -62,18 +67,33 @@ ANCHORS = {
 
 
 def _models(args, n_classes):
+    """``(distillation model, feature embedding, evaluation model)``: the ConvNet distils with
+    the im2col convolution (vmapped, second-order) and is evaluated with ``lax`` convolutions
+    (one model at a time) — the same function."""
     if args.convnet:
         kw = dict(width=args.width, depth=args.depth)
-        return convnet(n_classes, **kw), convnet(n_classes, features_only=True, **kw)
-    return mlp(n_classes, hidden=(128, 128)), mlp(n_classes, hidden=(128, 128), features_only=True)
+        return (convnet(n_classes, **kw), convnet(n_classes, features_only=True, **kw),
+                convnet(n_classes, conv="lax", **kw))
+    model = mlp(n_classes, hidden=(128, 128))
+    return model, mlp(n_classes, hidden=(128, 128), features_only=True), model
 
 
-def evaluate(model, xs, ys, xt, yt, *, n_models, steps, lr, seed=1000):
-    """Test accuracy (%) of ``n_models`` fresh models trained on (xs, ys): (mean, std, all)."""
+def evaluate(model, xs, ys, xt, yt, *, n_models, steps, lr, seed=1000, sequential=False):
+    """Test accuracy (%) of ``n_models`` fresh models trained on (xs, ys): (mean, std, all).
+
+    ``sequential`` trains the models one after another instead of vmapped: a vmapped
+    convolution with per-model kernels becomes a grouped convolution, 2-3× slower on CPU
+    than the models in turn.
+    """
     keys = jnp.stack([jax.random.PRNGKey(seed + i) for i in range(n_models)])
     n = xs.shape[0]
-    w = np.ones((n_models, n), np.float32)
-    acc = 100 * train_many(model, keys, w, jnp.asarray(xs), jnp.asarray(ys), xt, yt, steps=steps, batch=min(n, 256), lr=lr)
+    kw = dict(steps=steps, batch=min(n, 256), lr=lr)
+    data = (jnp.asarray(xs), jnp.asarray(ys), xt, yt)
+    if sequential:
+        acc = 100 * np.concatenate([train_many(model, keys[i:i + 1], np.ones((1, n), np.float32), *data, **kw)
+                                    for i in range(n_models)])
+    else:
+        acc = 100 * train_many(model, keys, np.ones((n_models, n), np.float32), *data, **kw)
     return float(acc.mean()), float(acc.std()), acc.tolist()
 
 
@@ -100,7 +120,7 @@ def method_settings(method, ipc, args, models, images):
     """``(module, Settings, batches)`` of one method: the recorded settings, and the real
     batches of the recorded runs (numpy seeds 1-4 per method, step ``t``: seed ``(s, t)``)."""
     x, y, n_classes = args.data[:3]
-    model, embed = models
+    model, embed = models[:2]
     base = dict(ipc=ipc, steps=args.steps, lr=args.lr_farzi if images != "pixels" else args.lr, images=images)
     if method in ("DC", "DSA"):
         dsa = M.augment.DIGITS_STRATEGY if method == "DSA" else None
@@ -239,6 +259,7 @@ def parse_args(argv):
     ap.add_argument("--farzi-ipc", type=int, default=10, help="the IPC at which --farzi-methods run")
     ap.add_argument("--steps", type=int, default=None,
                     help="outer (distillation) steps per run (default 150, 60 with --quick)")
+    ap.add_argument("--skip-memory", action="store_true", help="skip the MTT memory-vs-N table")
     args = ap.parse_args(argv)
     args.ipcs = args.ipcs or [1, 10]
     args.steps = args.steps or (60 if args.quick else 150)
@@ -268,13 +289,14 @@ def train_experts(args, model):
 
 
 def _eval(args, model, xs, ys, test):
-    return evaluate(model, xs, ys, *test, n_models=args.n_eval, steps=args.eval_steps, lr=args.eval_lr)
+    return evaluate(model, xs, ys, *test, n_models=args.n_eval, steps=args.eval_steps, lr=args.eval_lr,
+                    sequential=args.convnet)
 
 
 def run_ipc(args, ipc, models, experts, test, out, results, grid):
     """One row of the table: random real images and every configured method at ``ipc``."""
     x, y, n_classes, mean, std = args.data
-    model = models[0]
+    model = models[2]
     init = class_balanced_subset(ImageData(x, y, n_classes), ipc, seed=0)
     rnd = _eval(args, model, init.x, init.y, test)
     row = {"ipc": ipc, "random real": f"{rnd[0]:.1f}±{rnd[1]:.1f}"}
@@ -318,7 +340,7 @@ def main(argv=None):
     models = _models(args, args.data[2])
     experts, expert_s = train_experts(args, models[0])
 
-    full = _eval(args, models[0], args.data[0], args.data[1], test)
+    full = _eval(args, models[2], args.data[0], args.data[1], test)
     rows, results, grid = [], {"full_data": full[:2]}, {}
     for ipc in args.ipcs:
         rows.append(run_ipc(args, ipc, models, experts, test, out, results, grid))
@@ -328,12 +350,14 @@ def main(argv=None):
     if args.dataset != "digits":
         print("published IPC 10 (ConvNet-3):", ANCHORS[args.dataset])
 
-    print("MTT memory vs N ...", flush=True)
-    mem_rows = mtt_memory([10, 50] if args.quick else [10, 50, 200])
-    print(format_table(mem_rows, ["mode", "N", "temp_MiB", "compile_s"]))
+    mem_rows = []
+    if not args.skip_memory:
+        print("MTT memory vs N ...", flush=True)
+        mem_rows = mtt_memory([10, 50] if args.quick else [10, 50, 200])
+        print(format_table(mem_rows, ["mode", "N", "temp_MiB", "compile_s"]))
+        plot_memory(out / f"{args.name}_memory.png", mem_rows)
     if grid:
         plot_grid(out / f"{args.name}_grid.png", grid, args.data[2], args.data[0].shape[1:])
-    plot_memory(out / f"{args.name}_memory.png", mem_rows)
     results["table"] = rows
     results["mtt_memory"] = mem_rows
     path = write_result(args.name, run_config(args, expert_s), results, time.perf_counter() - t_start, out_dir=out)

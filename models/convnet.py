@@ -6,6 +6,22 @@ Distribution Matching and MTT, built after Gidaris & Komodakis (2018). Instance 
 is the per-image, per-channel normalisation with a learned affine map (GroupNorm with
 one channel per group), so the model has no batch statistics and ``apply`` is pure.
 Inputs are NHWC images; on 8×8 digits three poolings bring the map to 1×1.
+
+``init`` is the flax module :class:`ConvNet` (its parameter names and initialisers);
+``apply`` is :func:`convnet_apply`, the same function written directly on JAX
+primitives, with the instance norm, affine map and ReLU fused into one elementwise
+pass and the pooling as a reshape-mean. It returns the module's logits for the
+module's parameters. Two convolutions (``conv=``):
+
+* ``'im2col'`` (default): the 9 shifted copies of the padded map concatenated on the
+  channel axis and one ``(n·H·W, 9·C_in) @ (9·C_in, width)`` matmul. Under ``vmap``
+  (per-class gradients in DC/DSA, per-model training) and in second-order gradients
+  (gradient matching, unrolled students) everything stays a batched matmul; there
+  ``lax.conv_general_dilated`` becomes a grouped convolution, ~10× slower on CPU (one DC
+  objective gradient, ConvNet width 32 on digits: 1.0 s vs 10.2 s).
+* ``'lax'``: ``lax.conv_general_dilated`` (NHWC/HWIO), the fastest for one model's plain
+  forward+backward on CPU (8×8 digits, width 128: ≈ 1.7× the flax module, ≈ 1.5× im2col;
+  ``python -m benchmarks.convnet_perf``).
 """
 
 from __future__ import annotations
@@ -15,15 +31,19 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from distill.checks import check_choice, check_int
-from models.model_fns import ModelFns, from_flax
+from models.model_fns import ModelFns
 
-__all__ = ["ConvNet", "convnet"]
+__all__ = ["ConvNet", "convnet", "convnet_apply", "conv3x3_im2col", "instance_norm_relu", "avg_pool2"]
+
+#: Instance-norm ε (flax ``InstanceNorm``'s default, and PyTorch's).
+EPS = 1e-5
 
 
 class ConvNet(nn.Module):
-    """See the module docstring; ``features_only`` returns the flattened last feature map."""
+    """The reference flax module (``init`` and the test reference); see the module docstring."""
 
     n_classes: int
     width: int = 128
@@ -39,7 +59,7 @@ class ConvNet(nn.Module):
         for i in range(self.depth):
             h = nn.Conv(self.width, (3, 3), padding="SAME", dtype=self.dtype, param_dtype=self.dtype, name=f"conv_{i}")(h)
             if self.norm == "instance":
-                h = nn.InstanceNorm(epsilon=1e-5, dtype=self.dtype, param_dtype=self.dtype, name=f"norm_{i}")(h)
+                h = nn.InstanceNorm(epsilon=EPS, dtype=self.dtype, param_dtype=self.dtype, name=f"norm_{i}")(h)
             h = nn.relu(h)
             if h.shape[1] >= 2 and h.shape[2] >= 2:
                 h = nn.avg_pool(h, (2, 2), strides=(2, 2))
@@ -47,6 +67,88 @@ class ConvNet(nn.Module):
         if self.features_only:
             return h
         return nn.Dense(self.n_classes, dtype=self.dtype, param_dtype=self.dtype, name="head")(h)
+
+
+def instance_norm_relu(h: jax.Array, scale: jax.Array, bias: jax.Array, eps: float = EPS) -> jax.Array:
+    """``relu(γ (h − μ) / √(σ² + ε) + β)`` per image and channel, as one ``h · a + c``.
+
+    Args:
+      h: ``(n, H, W, C)`` feature map.
+      scale, bias: ``(C,)`` affine map γ, β.
+      eps: ε.
+
+    Returns:
+      ``(n, H, W, C)``. μ, σ² are the mean and (biased) variance over H, W
+      (σ² = E[h²] − μ², clipped at 0, as flax's fast variance); ``a = γ/√(σ²+ε)``,
+      ``c = β − μ a`` are ``(n, 1, 1, C)``, so the map is normalised in one pass.
+    """
+    mean = jnp.mean(h, axis=(1, 2), keepdims=True)
+    var = jnp.maximum(jnp.mean(h * h, axis=(1, 2), keepdims=True) - mean * mean, 0.0)
+    a = scale * lax.rsqrt(var + eps)
+    return jax.nn.relu(h * a + (bias - mean * a))
+
+
+def avg_pool2(h: jax.Array) -> jax.Array:
+    """2×2 average pooling, stride 2, VALID (an odd last row/column is dropped): ``(n, ⌊H/2⌋, ⌊W/2⌋, C)``."""
+    n, hh, ww, c = h.shape
+    h = h[:, : hh // 2 * 2, : ww // 2 * 2]
+    return jnp.mean(h.reshape(n, hh // 2, 2, ww // 2, 2, c), axis=(2, 4))
+
+
+def conv3x3_im2col(h: jax.Array, kernel: jax.Array) -> jax.Array:
+    """3×3 SAME convolution as one matmul over the 9 shifted copies of the zero-padded map.
+
+    Args:
+      h: ``(n, H, W, C_in)``.
+      kernel: ``(3, 3, C_in, C_out)`` (HWIO).
+
+    Returns:
+      ``(n, H, W, C_out)``, ``y[p] = Σ_{a,b} h_pad[p + (a, b)] · K[a, b]`` (cross-correlation,
+      as ``lax.conv_general_dilated``).
+    """
+    n, hh, ww, c = h.shape
+    pad = jnp.pad(h, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    cols = jnp.concatenate([pad[:, a:a + hh, b:b + ww, :] for a in range(3) for b in range(3)], axis=-1)
+    return jnp.einsum("nhwk,ko->nhwo", cols, kernel.reshape(9 * c, kernel.shape[-1]))
+
+
+def _conv(h: jax.Array, kernel: jax.Array, conv: str) -> jax.Array:
+    if conv == "im2col":
+        return conv3x3_im2col(h, kernel)
+    return lax.conv_general_dilated(h, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def convnet_apply(params: Any, x: jax.Array, *, depth: int, norm: str = "instance", features_only: bool = False,
+                  dtype: Any = jnp.float32, conv: str = "im2col") -> jax.Array:
+    """The ConvNet forward pass on :class:`ConvNet`'s parameters.
+
+    Args:
+      params: ``{'conv_i': {kernel (3, 3, C_in, width), bias}, 'norm_i': {scale, bias}, 'head': {kernel, bias}}``.
+      x: ``(n, H, W, C_in)`` NHWC images.
+      depth: conv blocks.
+      norm: ``'instance'`` or ``'none'``. With instance norm the conv bias is skipped: the
+        per-channel mean subtraction cancels it exactly, so the logits are unchanged.
+      features_only: return the flattened last feature map ``(n, H'·W'·width)``.
+      dtype: computation dtype.
+      conv: ``'im2col'`` or ``'lax'`` (module docstring).
+
+    Returns:
+      ``(n, n_classes)`` logits, ``W_head · vec(h_depth) + b`` with
+      ``h_i = pool(relu(IN(conv(h_{i−1}))))`` (a pooling skipped once the map is 1 pixel wide).
+    """
+    h = x.astype(dtype)
+    for i in range(depth):
+        h = _conv(h, params[f"conv_{i}"]["kernel"].astype(dtype), conv)
+        if norm == "instance":
+            h = instance_norm_relu(h, params[f"norm_{i}"]["scale"], params[f"norm_{i}"]["bias"])
+        else:
+            h = jax.nn.relu(h + params[f"conv_{i}"]["bias"])
+        if h.shape[1] >= 2 and h.shape[2] >= 2:
+            h = avg_pool2(h)
+    h = h.reshape((h.shape[0], -1))
+    if features_only:
+        return h
+    return h @ params["head"]["kernel"] + params["head"]["bias"]
 
 
 def convnet(
@@ -57,6 +159,7 @@ def convnet(
     norm: str = "instance",
     features_only: bool = False,
     dtype: Any = jnp.float32,
+    conv: str = "im2col",
 ) -> ModelFns:
     """ConvNet-``depth`` with ``width`` channels as ``ModelFns``.
 
@@ -68,17 +171,31 @@ def convnet(
       norm: ``'instance'`` (the papers) or ``'none'``.
       features_only: return the flattened features before the linear head.
       dtype: parameter and computation dtype.
+      conv: ``'im2col'`` (under vmap / higher-order gradients: the distillation objectives)
+        or ``'lax'`` (one model's plain training); the same function either way.
 
     Returns:
-      ``ModelFns``: ``init(key, x)``, ``apply(params, x (n, H, W, C), *, train=False) -> (n, C)``.
+      ``ModelFns``: ``init(key, x)`` (the flax module's parameters), ``apply(params, x (n, H, W, C), *,
+      train=False) -> (n, C)`` (:func:`convnet_apply`).
     """
     n_classes = check_int(n_classes, "n_classes", min_value=1)
     width = check_int(width, "width", min_value=1)
     depth = check_int(depth, "depth", min_value=1)
     check_choice(norm, "norm", ("instance", "none"))
+    check_choice(conv, "conv", ("im2col", "lax"))
+    module = ConvNet(n_classes, width, depth, norm, features_only, dtype)
 
     def check(x):
         if not hasattr(x, "ndim") or x.ndim != 4:
             raise ValueError(f"x: expected NHWC images of shape (n, H, W, C), got {getattr(x, 'shape', type(x).__name__)}")
 
-    return from_flax(ConvNet(n_classes, width, depth, norm, features_only, dtype), check)
+    def init(key: jax.Array, x: jax.Array) -> Any:
+        check(x)
+        return module.init(key, x, False)["params"]
+
+    def apply(params: Any, x: jax.Array, *, train: bool = False) -> jax.Array:
+        del train  # no dropout / batch statistics
+        check(x)
+        return convnet_apply(params, x, depth=depth, norm=norm, features_only=features_only, dtype=dtype, conv=conv)
+
+    return ModelFns(init, apply)

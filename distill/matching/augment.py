@@ -147,7 +147,9 @@ def apply(omega: DSAParams, x: jax.Array) -> jax.Array:
     if not isinstance(omega, DSAParams):
         raise TypeError(f"omega: expected DSAParams from augment.sample, got {type(omega).__name__}")
     check_array(x, "x", ndim=4, kind="float")
-    return jax.lax.switch(omega.which, [lambda xx, f=f: f(omega, xx) for f in _FNS], x)
+    # ω's parameters are drawn in the default float dtype (float64 under jax_enable_x64); every
+    # branch returns x's dtype so lax.switch sees equal branch types.
+    return jax.lax.switch(omega.which, [lambda xx, f=f: f(omega, xx).astype(xx.dtype) for f in _FNS], x)
 
 
 def augment(key: jax.Array, x: jax.Array, strategy: str = DIGITS_STRATEGY) -> jax.Array:

@@ -45,7 +45,80 @@ def test_bad_inputs_name_the_argument():
         convnet(10, width=0)
     with pytest.raises(ValueError, match="norm"):
         convnet(10, norm="batch")
+    with pytest.raises(ValueError, match="conv"):
+        convnet(10, conv="fft")
     with pytest.raises(ValueError, match="x"):
         convnet(10).init(jax.random.PRNGKey(0), jnp.ones((2, 64)))
     with pytest.raises(ValueError, match="hidden"):
         mlp(3, hidden=(), features_only=True)
+
+
+def _numpy_convnet(params, x, depth):
+    """Hand-written NumPy reference: explicit 3×3 SAME convolution loops, instance norm, ReLU, 2×2 mean pool."""
+    h = np.asarray(x, np.float64)
+    for i in range(depth):
+        k = np.asarray(params[f"conv_{i}"]["kernel"], np.float64)
+        n, hh, ww, _ = h.shape
+        pad = np.pad(h, ((0, 0), (1, 1), (1, 1), (0, 0)))
+        out = np.zeros((n, hh, ww, k.shape[-1])) + np.asarray(params[f"conv_{i}"]["bias"])
+        for a in range(3):
+            for b in range(3):
+                out += pad[:, a:a + hh, b:b + ww, :] @ k[a, b]
+        mu = out.mean((1, 2), keepdims=True)
+        var = out.var((1, 2), keepdims=True)
+        out = (out - mu) / np.sqrt(var + 1e-5) * np.asarray(params[f"norm_{i}"]["scale"]) + np.asarray(
+            params[f"norm_{i}"]["bias"])
+        h = np.maximum(out, 0)
+        if h.shape[1] >= 2 and h.shape[2] >= 2:
+            n, hh, ww, c = h.shape
+            h = h[:, : hh // 2 * 2, : ww // 2 * 2].reshape(n, hh // 2, 2, ww // 2, 2, c).mean((2, 4))
+    h = h.reshape(h.shape[0], -1)
+    return h @ np.asarray(params["head"]["kernel"]) + np.asarray(params["head"]["bias"])
+
+
+def _perturbed(params, key):
+    """Random non-default values for every parameter (scale ≠ 1, biases ≠ 0)."""
+    leaves, tree = jax.tree_util.tree_flatten(params)
+    keys = jax.random.split(key, len(leaves))
+    return tree.unflatten([a + 0.3 * jax.random.normal(k, a.shape) for a, k in zip(leaves, keys, strict=True)])
+
+
+@pytest.mark.parametrize("side,channels,depth", [(7, 3, 2), pytest.param(12, 2, 3, marks=pytest.mark.slow)])
+def test_convnet_matches_flax_module_and_numpy_reference(side, channels, depth):
+    from models.convnet import ConvNet
+
+    x = jax.random.normal(jax.random.PRNGKey(1), (3, side, side, channels))
+    model = convnet(10, width=6, depth=depth)
+    params = _perturbed(model.init(jax.random.PRNGKey(0), x), jax.random.PRNGKey(2))
+    ref_apply = lambda p, xb: ConvNet(10, 6, depth).apply({"params": p}, xb)
+
+    @jax.jit
+    def both(p):  # logits and the gradient of Σ sin(logits) of the new apply and of the flax module
+        f = lambda apply: jax.value_and_grad(lambda q: jnp.sum(jnp.sin(apply(q, x))), has_aux=False)(p)
+        return (model.apply(p, x), ref_apply(p, x)), (f(model.apply)[1], f(ref_apply)[1])
+
+    (out, ref), (g_new, g_ref) = both(params)
+    # the flax module of the previous implementation, same parameters → same logits
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out, _numpy_convnet(params, x, depth), rtol=1e-4, atol=1e-4)
+    # the gradients agree as well (the skipped conv bias gets exactly 0: instance norm cancels it)
+    flat_new, flat_ref = jax.tree_util.tree_leaves_with_path(g_new), jax.tree_util.tree_leaves(g_ref)
+    for (path, a), b in zip(flat_new, flat_ref, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4, err_msg=jax.tree_util.keystr(path))
+    assert not np.any(np.asarray(g_new["conv_0"]["bias"]))
+    # the lax convolution gives the same logits as the im2col one (the default)
+    lax_out = jax.jit(convnet(10, width=6, depth=depth, conv="lax").apply)(params, x)
+    np.testing.assert_allclose(lax_out, out, rtol=1e-5, atol=1e-5)
+
+
+def test_convnet_without_norm_and_features():
+    from models.convnet import ConvNet
+
+    x = jax.random.normal(jax.random.PRNGKey(1), (2, 8, 8, 1))
+    params = _perturbed(convnet(4, width=5, depth=2, norm="none").init(jax.random.PRNGKey(0), x), jax.random.PRNGKey(3))
+    out, ref, feats = jax.jit(lambda p: (
+        convnet(4, width=5, depth=2, norm="none").apply(p, x), ConvNet(4, 5, 2, "none").apply({"params": p}, x),
+        convnet(4, width=5, depth=2, norm="none", features_only=True).apply(p, x)))(params)
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+    assert feats.shape == (2, 5 * 2 * 2)  # 8 → 4 → 2
+    np.testing.assert_allclose(feats @ params["head"]["kernel"] + params["head"]["bias"], out, rtol=1e-5, atol=1e-5)
