@@ -259,11 +259,12 @@ def parse_args(argv):
     ap.add_argument("--farzi-ipc", type=int, default=10, help="the IPC at which --farzi-methods run")
     ap.add_argument("--steps", type=int, default=None,
                     help="outer (distillation) steps per run (default 150, 60 with --quick)")
+    ap.add_argument("--outer-lr", type=float, default=0.01, help="Adam learning rate on the pixels")
     ap.add_argument("--skip-memory", action="store_true", help="skip the MTT memory-vs-N table")
     args = ap.parse_args(argv)
     args.ipcs = args.ipcs or [1, 10]
     args.steps = args.steps or (60 if args.quick else 150)
-    args.lr, args.lr_farzi = 0.01, 0.05
+    args.lr, args.lr_farzi = args.outer_lr, 0.05
     args.real_batch, args.dc_inner, args.mm_steps = 64, 10, 20
     args.syn_steps, args.expert_epochs, args.n_experts, args.levels = 20, 10, 5, 17
     args.eval_steps, args.eval_lr, args.n_eval = 300, 1e-3, 5

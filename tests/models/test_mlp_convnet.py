@@ -10,6 +10,12 @@ from models.mlp import mlp
 from models.model_fns import ModelFns
 
 
+@pytest.fixture(autouse=True)
+def _float32(x32):
+    # The flax reference module and the numpy reference are float32; pin it whatever other modules set.
+    yield
+
+
 def test_mlp_shapes_and_features():
     x = jnp.ones((5, 8, 8, 1))
     model = mlp(10, hidden=(32, 16))

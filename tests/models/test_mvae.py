@@ -8,6 +8,12 @@ import pytest
 from models import mvae
 
 
+@pytest.fixture(autouse=True)
+def _float32(x32):
+    # The hand computations draw ε in the default float dtype; pin it whatever other modules set.
+    yield
+
+
 def _rows(n_users=40, n_items=30, seed=0):
     """Two taste groups, each liking its own half of the items."""
     rng = np.random.default_rng(seed)
