@@ -76,6 +76,7 @@ def test_exact_resume_after_kill(tmp_path):
     assert sorted(p.name for p in (tmp_path / "ck").iterdir() if not p.name.isdigit()) == []
 
 
+@pytest.mark.slow  # checkpoint refusal is tested on a tiny objective in test_loop.py
 def test_resume_refuses_other_settings_or_data(tmp_path):
     train, val = planted()
     ckpt = str(tmp_path / "ck")

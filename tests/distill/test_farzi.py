@@ -189,7 +189,7 @@ def test_inner_adam_settings_are_validated_where_used():
                         optimizer=bad)
 
 
-@pytest.mark.parametrize("init", ["random", "real"])
+@pytest.mark.parametrize("init", [pytest.param("random", marks=pytest.mark.slow), "real"])
 def test_initial_factors_are_where_distill_starts(init):
     settings, tokens, omega, _ = _setup(steps=0, init=init)
     settings = settings._replace(n_seqs=2)

@@ -117,6 +117,7 @@ def test_convnet_matches_flax_module_and_numpy_reference(side, channels, depth):
     np.testing.assert_allclose(lax_out, out, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow  # the flax/numpy reference comparison stays in the default run
 def test_convnet_without_norm_and_features():
     from models.convnet import ConvNet
 

@@ -288,6 +288,7 @@ def _reference_experts(key, model, x, y, *, n_experts, n_epochs, batch_size, lr)
     return jax.jit(jax.vmap(one_expert))(jax.random.split(key, n_experts))
 
 
+@pytest.mark.slow  # the MTT shape case exercises the expert path by default
 def test_expert_trajectories_identical_to_hand_loop_and_stored(tmp_path):
     x, y = tiny_data()
     model = mlp(C, hidden=(8,))
