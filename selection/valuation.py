@@ -18,7 +18,7 @@ Three ways to get all ``n`` values for the price of about one fit:
 * :func:`loo_newton` — any twice-differentiable, strongly convex objective (e.g.
   L2-regularised logistic regression): a few Newton steps from the full-data optimum,
   ``vmap``-ped over the held-out point (quadratic convergence from a warm start, so the
-  a cheap refit that is exact to solver precision).
+  refit is cheap and exact to solver precision).
 
 All three shard the ``n`` held-out points over a device mesh with
 :func:`distill.parallel.map_rows` (``mesh=``); the result equals the single-device one.
