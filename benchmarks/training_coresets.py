@@ -70,7 +70,7 @@ def uniform_train(key, apply, params, optimizer, x, y, *, steps, batch_size, eva
         if (t + 1) % eval_every == 0 or t + 1 == steps:
             evals.append((t + 1, float(eval_fn(state.params))))
             eval_times.append(train_time)
-    return crest.CoresetTraining(state.params, crest.evaluated_history(losses, evals), eval_times, [], 0.0)
+    return crest.CoresetTraining(state.params, train.history_of(losses, evals), eval_times, [], 0.0)
 
 
 def coreset_experiment(x, y, xt, yt, seeds, *, steps, eval_every, target):

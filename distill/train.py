@@ -35,7 +35,8 @@ from distill import loop
 from distill.loop import History  # the one history type, shared with the outer loop
 from distill.checks import check_int, check_key
 
-__all__ = ["History", "TrainState", "Trained", "init", "update", "scan", "train_model", "epoch_batches"]
+__all__ = ["History", "TrainState", "Trained", "init", "update", "scan", "scan_epochs", "train_model", "epoch_batches",
+           "history_of"]
 
 tree_map = jax.tree_util.tree_map
 
@@ -97,6 +98,33 @@ def scan(
         return update(st, batch, jax.random.fold_in(key, s), loss=loss, optimizer=optimizer)
 
     return jax.lax.scan(body, state, (batches, start + jnp.arange(n)))
+
+
+def scan_epochs(
+    state: TrainState, key: jax.Array, batches_of: Callable[[jax.Array], Any], *, epochs: int, loss: Loss,
+    optimizer: optax.GradientTransformation,
+) -> tuple[TrainState, jax.Array]:
+    """``epochs`` passes, each :func:`scan` over the stacked batches ``batches_of(k_batches)``
+    of that epoch (a fresh shuffle / negative draw): epoch ``e`` splits ``split(key, epochs)[e]``
+    into ``(k_batches, k_steps)``. Returns the final state and the ``(epochs · S,)`` losses.
+    Pure: the whole run is one program under ``jit``."""
+
+    def epoch(st, k):
+        k_batches, k_steps = jax.random.split(k)
+        return scan(st, batches_of(k_batches), k_steps, loss=loss, optimizer=optimizer)
+
+    state, losses = jax.lax.scan(epoch, state, jax.random.split(key, epochs))
+    return state, losses.reshape(-1)
+
+
+def history_of(losses: Any, evals: Any = ()) -> History:
+    """:class:`History` of a run without early stopping: every step's loss and its
+    ``(step, value)`` evaluations, the best being the largest (``-1``/NaN without any)."""
+    values = [float(v) for v in np.asarray(losses)]
+    evals = list(evals)
+    best = max(evals, key=lambda e: e[1]) if evals else (-1, float("nan"))
+    return History(steps=list(range(len(values))), losses=values, eval_steps=[s for s, _ in evals],
+                   eval_values=[v for _, v in evals], best_step=best[0], best_value=best[1], stopped_early=False)
 
 
 def epoch_batches(key: jax.Array, n: int, batch_size: int, *, drop_last: bool = True) -> Callable[[int], jax.Array]:

@@ -157,14 +157,10 @@ def _epoch_batches(key, users, items, n_items, batch_size):
 def _train(params, key, g, lr, l2, *, epochs, batch_size, n_layers, n_items):
     opt = optax.adam(lr)
     obj = functools.partial(loss, g=g, n_layers=n_layers, l2=l2)
-
-    def epoch(state, k):
-        k_b, k_s = jax.random.split(k)
-        return train.scan(state, _epoch_batches(k_b, g.users, g.items, n_items, batch_size), k_s,
-                          loss=obj, optimizer=opt)
-
-    state, losses = jax.lax.scan(epoch, train.init(params, opt), jax.random.split(key, epochs))
-    return state.params, losses.reshape(-1)
+    state, losses = train.scan_epochs(
+        train.init(params, opt), key, lambda k: _epoch_batches(k, g.users, g.items, n_items, batch_size),
+        epochs=epochs, loss=obj, optimizer=opt)
+    return state.params, losses
 
 
 def fit(
@@ -211,7 +207,4 @@ def fit(
     params = init(k_init, n_users, n_items, dim=dim)
     params, losses = _train(params, k_train, g, jnp.float32(lr), jnp.float32(l2), epochs=epochs,
                             batch_size=batch_size, n_layers=n_layers, n_items=n_items)
-    values = [float(v) for v in np.asarray(losses)]
-    history = train.History(steps=list(range(len(values))), losses=values, eval_steps=[], eval_values=[],
-                            best_step=-1, best_value=float("nan"), stopped_early=False)
-    return Fit(params, history, g)
+    return Fit(params, train.history_of(losses), g)

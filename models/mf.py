@@ -330,9 +330,4 @@ def fit(
         params, k_train, u, i, w, jnp.float32(lr), jnp.float32(l2),
         epochs=epochs, batch_size=batch_size, n_negatives=n_negatives, n_items=n_items,
     )
-    losses = [float(v) for v in np.asarray(losses)]
-    history = train.History(
-        steps=list(range(len(losses))), losses=losses, eval_steps=[], eval_values=[],
-        best_step=-1, best_value=float("nan"), stopped_early=False,
-    )
-    return Fit(params, history, inv)
+    return Fit(params, train.history_of(losses), inv)

@@ -25,7 +25,6 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from distill import train
@@ -223,10 +222,4 @@ def fit(
         params, k_train, jnp.asarray(x, jnp.float32), jnp.float32(lr), jnp.float32(beta_cap),
         epochs=epochs, batch_size=batch_size, dropout=dropout, total_anneal_steps=total_anneal_steps,
     )
-    return Fit(params, _history(losses), betas)
-
-
-def _history(losses) -> train.History:
-    values = [float(v) for v in np.asarray(losses)]
-    return train.History(steps=list(range(len(values))), losses=values, eval_steps=[], eval_values=[],
-                         best_step=-1, best_value=float("nan"), stopped_early=False)
+    return Fit(params, train.history_of(losses), betas)

@@ -24,7 +24,6 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from distill import train
@@ -185,14 +184,10 @@ def _epoch_batches(key, users, items, n_items, n_negatives, batch_size):
 @functools.partial(jax.jit, static_argnames=("epochs", "batch_size", "n_negatives", "n_items"))
 def _train(params, key, users, items, lr, *, epochs, batch_size, n_negatives, n_items):
     opt = optax.adam(lr)
-
-    def epoch(state, k):
-        k_b, k_s = jax.random.split(k)
-        batches = _epoch_batches(k_b, users, items, n_items, n_negatives, batch_size)
-        return train.scan(state, batches, k_s, loss=loss, optimizer=opt)
-
-    state, losses = jax.lax.scan(epoch, train.init(params, opt), jax.random.split(key, epochs))
-    return state.params, losses.reshape(-1)
+    state, losses = train.scan_epochs(
+        train.init(params, opt), key, lambda k: _epoch_batches(k, users, items, n_items, n_negatives, batch_size),
+        epochs=epochs, loss=loss, optimizer=opt)
+    return state.params, losses
 
 
 def fit(
@@ -242,7 +237,4 @@ def fit(
         params, k_train, jnp.asarray(users, jnp.int32), jnp.asarray(items, jnp.int32), jnp.float32(lr),
         epochs=epochs, batch_size=batch_size, n_negatives=n_negatives, n_items=n_items,
     )
-    values = [float(v) for v in np.asarray(losses)]
-    history = train.History(steps=list(range(len(values))), losses=values, eval_steps=[], eval_values=[],
-                            best_step=-1, best_value=float("nan"), stopped_early=False)
-    return Fit(params, history)
+    return Fit(params, train.history_of(losses))

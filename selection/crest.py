@@ -50,7 +50,6 @@ __all__ = [
     "make_weighted_step",
     "quadratic_model_error",
     "CoresetTraining",
-    "evaluated_history",
     "train_on_coresets",
     "crest_train",
     "last_layer_features",
@@ -194,17 +193,6 @@ class CoresetTraining(NamedTuple):
     selection_time: float
 
 
-def evaluated_history(losses: list, evals: list[tuple[int, float]]) -> train.History:
-    """:class:`distill.train.History` of a run without early stopping: every step's loss
-    and the ``(step, value)`` evaluations, the best being the largest."""
-    best = max(evals, key=lambda e: e[1]) if evals else (-1, float("nan"))
-    return train.History(
-        steps=list(range(len(losses))), losses=[float(v) for v in losses],
-        eval_steps=[s for s, _ in evals], eval_values=[v for _, v in evals],
-        best_step=best[0], best_value=best[1], stopped_early=False,
-    )
-
-
 class _Schedule:
     """The coreset state of one :func:`train_on_coresets` run: when to re-select, and the
     weighted mini-batch of each step."""
@@ -297,7 +285,7 @@ def train_on_coresets(
         if eval_fn is not None and ((t + 1) % eval_every == 0 or t + 1 == steps):
             evals.append((t + 1, float(eval_fn(state.params))))
             eval_times.append(train_time)
-    history = evaluated_history(losses, evals)
+    history = train.history_of(losses, evals)
     return CoresetTraining(state.params, history, eval_times, sched.selection_steps, sched.selection_time)
 
 

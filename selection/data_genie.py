@@ -261,12 +261,7 @@ def fit(
         key, params, xs, jnp.asarray(t), jnp.asarray(pairs), jnp.float32(lr), jnp.float32(weight_decay),
         apply=model.apply, mode=mode, steps=steps,
     )
-    losses = [float(v) for v in np.asarray(losses)]
-    history = train.History(
-        steps=list(range(steps)), losses=losses, eval_steps=[], eval_values=[],
-        best_step=-1, best_value=float("nan"), stopped_early=False,
-    )
-    return Genie(params, jnp.asarray(mean), jnp.asarray(std), hidden, mode), history
+    return Genie(params, jnp.asarray(mean), jnp.asarray(std), hidden, mode), train.history_of(losses)
 
 
 def predict(genie: Genie, x: Any) -> np.ndarray:

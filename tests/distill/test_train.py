@@ -112,3 +112,26 @@ def test_krr_equals_explicit_inverse_and_nan_for_traced_negative_ridge():
     assert np.isnan(jax.jit(lambda l: krr.solve(k, y, l))(-1.0)).all()
     with pytest.raises(ValueError, match="lam"):
         krr.solve(k, y, -1.0)
+
+
+def test_scan_epochs_equals_one_scan_per_epoch_and_history_of():
+    x, y, params, loss = _problem()
+    opt, key = optax.adam(0.05), jax.random.key(5)
+
+    def batches_of(k):  # a fresh shuffle per epoch: 4 batches of 8 rows
+        idx = jax.random.permutation(k, 32).reshape(4, 8)
+        return x[idx], y[idx]
+
+    st, losses = jax.jit(lambda s, k: train.scan_epochs(s, k, batches_of, epochs=3, loss=loss, optimizer=opt))(
+        train.init(params, opt), key)
+    ref, ref_losses = train.init(params, opt), []
+    for k in jax.random.split(key, 3):
+        k_b, k_s = jax.random.split(k)
+        ref, l = train.scan(ref, batches_of(k_b), k_s, loss=loss, optimizer=opt)
+        ref_losses.extend(np.asarray(l))
+    np.testing.assert_allclose(losses, ref_losses, rtol=1e-12)
+    np.testing.assert_allclose(st.params["w"], ref.params["w"], rtol=1e-12)
+    h = train.history_of(losses, [(4, 0.5), (8, 0.9), (12, 0.7)])
+    assert h.steps == list(range(12)) and h.best_step == 8 and h.best_value == 0.9 and not h.stopped_early
+    empty = train.history_of(losses[:2])
+    assert empty.best_step == -1 and np.isnan(empty.best_value) and empty.eval_steps == []
