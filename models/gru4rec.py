@@ -34,7 +34,7 @@ import optax
 from distill import train
 from distill.checks import check_array, check_float, check_int, check_key
 from distill.data.sequences import next_token_pairs
-from models.model_fns import ModelFns, embed_tokens
+from models.model_fns import ModelFns, embed_tokens, item_inputs
 from models.transformer import from_flax_dropout
 
 __all__ = ["GRU4Rec", "gru4rec", "gru_step", "next_item_loss", "Fit", "fit"]
@@ -107,19 +107,7 @@ def gru4rec(n_items: int, *, hidden: int = 100, embed_dim: int | None = None, dr
         raise ValueError(f"dropout: expected a rate in [0, 1), got {dropout}")
 
     def check(x):
-        if not hasattr(x, "shape") or not hasattr(x, "dtype"):
-            raise TypeError(f"x: expected an array, got {type(x).__name__}")
-        if jnp.issubdtype(x.dtype, jnp.integer):
-            if x.ndim != 2:
-                raise ValueError(f"x: expected int tokens of shape (n, L), got {tuple(x.shape)}")
-        elif jnp.issubdtype(x.dtype, jnp.floating):
-            if x.ndim != 3 or x.shape[-1] not in (n_items, n_items + 1):
-                raise ValueError(f"x: expected soft tokens of shape (n, L, {n_items}) or (n, L, {n_items + 1}), "
-                                 f"got {tuple(x.shape)}")
-        else:
-            raise TypeError(f"x: expected an int or float dtype, got {x.dtype}")
-        if any(d == 0 for d in x.shape):
-            raise ValueError(f"x: expected a non-empty array, got shape {tuple(x.shape)}")
+        item_inputs(x, n_items)
 
     return from_flax_dropout(GRU4Rec(n_items, hidden, embed_dim, dropout), check)
 

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["ModelFns", "from_flax", "n_outputs", "token_inputs", "embed_tokens"]
+__all__ = ["ModelFns", "from_flax", "n_outputs", "token_inputs", "item_inputs", "embed_tokens"]
 
 
 class ModelFns(NamedTuple):
@@ -72,6 +72,25 @@ def token_inputs(x: Any, vocab_size: int, name: str = "x") -> None:
             raise ValueError(
                 f"{name}: expected soft tokens of shape (n, L, {vocab_size}), got {tuple(x.shape)}"
             )
+    else:
+        raise TypeError(f"{name}: expected an int or float dtype, got {x.dtype}")
+    if any(d == 0 for d in x.shape):
+        raise ValueError(f"{name}: expected a non-empty array, got shape {tuple(x.shape)}")
+
+
+def item_inputs(x: Any, n_items: int, name: str = "x") -> None:
+    """Check item-sequence inputs of a sequential recommender: int ids ``(n, L)`` (``n_items``
+    is the padding id) or soft items ``(n, L, n_items)`` / ``(n, L, n_items + 1)`` (with a
+    padding column), non-empty."""
+    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        raise TypeError(f"{name}: expected an array, got {type(x).__name__}")
+    if jnp.issubdtype(x.dtype, jnp.integer):
+        if x.ndim != 2:
+            raise ValueError(f"{name}: expected int tokens of shape (n, L), got {tuple(x.shape)}")
+    elif jnp.issubdtype(x.dtype, jnp.floating):
+        if x.ndim != 3 or x.shape[-1] not in (n_items, n_items + 1):
+            raise ValueError(f"{name}: expected soft tokens of shape (n, L, {n_items}) or (n, L, {n_items + 1}), "
+                             f"got {tuple(x.shape)}")
     else:
         raise TypeError(f"{name}: expected an int or float dtype, got {x.dtype}")
     if any(d == 0 for d in x.shape):

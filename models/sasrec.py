@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from distill.checks import check_float, check_int
-from models.model_fns import ModelFns, embed_tokens
+from models.model_fns import ModelFns, embed_tokens, item_inputs
 from models.transformer import CausalSelfAttention, from_flax_dropout
 
 __all__ = ["sasrec", "SASRec"]
@@ -117,21 +117,7 @@ def sasrec(
         raise ValueError(f"dropout: expected a rate in [0, 1), got {dropout}")
 
     def check(x):
-        if not hasattr(x, "shape") or not hasattr(x, "dtype"):
-            raise TypeError(f"x: expected an array, got {type(x).__name__}")
-        if jnp.issubdtype(x.dtype, jnp.integer):
-            if x.ndim != 2:
-                raise ValueError(f"x: expected int tokens of shape (n, L), got {tuple(x.shape)}")
-        elif jnp.issubdtype(x.dtype, jnp.floating):
-            if x.ndim != 3 or x.shape[-1] not in (n_items, n_items + 1):
-                raise ValueError(
-                    f"x: expected soft tokens of shape (n, L, {n_items}) or (n, L, {n_items + 1}), "
-                    f"got {tuple(x.shape)}"
-                )
-        else:
-            raise TypeError(f"x: expected an int or float dtype, got {x.dtype}")
-        if any(d == 0 for d in x.shape):
-            raise ValueError(f"x: expected a non-empty array, got shape {tuple(x.shape)}")
+        item_inputs(x, n_items)
         if x.shape[1] > max_len:
             raise ValueError(f"x: expected at most max_len={max_len} positions, got shape {tuple(x.shape)}")
 
