@@ -8,9 +8,10 @@ Measures, in one run:
   the elementwise arc-cosine recursion), as GFLOP/s and their ratio;
 * compiled temporary memory of the dense kernel build, and of scoring all users
   ``NTK(X, X) · α`` naively (kernel materialised) vs in row blocks (``fc_relu_apply``);
-* the whole job — λ sweep on validation (kernel once, one Cholesky per λ), final fit,
-  test scoring and metrics — against the naive sweep (kernel rebuilt and ``K·α``
-  computed per λ), with the speed ratio;
+* the whole job — λ sweep on validation (kernel once; ``select_lambda``'s ``auto``,
+  ``cholesky`` and ``spectral`` paths), final fit, test scoring and metrics — against the
+  reference recipe ported to the library's kernel (both kernels rebuilt, a solve and
+  ``K·α`` per λ), with the speed ratio; and the job's pieces timed one by one;
 * peak resident memory of the process.
 Writes ``infinite_ae_perf_<platform>.json`` to ``--out`` (default ``runs/``;
 ``--record``: ``benchmarks/results/``).
@@ -27,7 +28,13 @@ import numpy as np
 from benchmarks._common import format_table, output_dir, parser, peak_rss_mb, timed, write_result
 from distill import data as D
 from distill import metrics
-from models import infinite_ae, kernels
+from models import infinite_ae, kernels, krr
+
+
+# noveens/infinite_ae_cf (neural-tangents, jax 0.5.3) on this 2-core CPU, same matrix and
+# grid: the reference can no longer run next to the library (neural-tangents does not
+# import on current jax), so the same run measures the recipe ported to the library's kernel.
+RECORDED_REFERENCE_S = 136.8
 
 
 def synthetic_ml1m(n_users: int, n_items: int, density: float, seed: int = 0):
@@ -87,10 +94,10 @@ def _throughput(train, block_size):
     }
 
 
-def _job(train, val, test, lams, block_size):
+def _job(train, val, test, lams, block_size, path):
     """The job (λ sweep + final fit + test evaluation), timed after a compiling pass."""
     def job():
-        search = infinite_ae.select_lambda(train, val, lams=lams)
+        search = infinite_ae.select_lambda(train, val, lams=lams, path=path)
         ctx = train + val
         scores = infinite_ae.predict(search.model, ctx, block_size=block_size)
         return search.best_lam, metrics.evaluate(scores, test, ctx, ks=(10, 100))
@@ -100,7 +107,9 @@ def _job(train, val, test, lams, block_size):
 
 
 def _naive_job(train, val, test, lams):
-    """What a direct port does: rebuild K and compute K·α for every λ; timed after a compiling pass."""
+    """The reference recipe ported to the library's kernel: for every λ build K(X, X) and the
+    prediction kernel K(X_pred, X), solve (Cholesky) and multiply ``K_pred·α`` — as
+    noveens/infinite_ae_cf's ``kernelized_rr_forward``; timed after a compiling pass."""
     def naive():
         vals = []
         for lam in lams:
@@ -115,7 +124,35 @@ def _naive_job(train, val, test, lams):
     return timed(naive)
 
 
-def _report(perf, t_job, t_naive, block_size, n_lams):
+def _breakdown(train, val, test, block_size):
+    """Seconds of each piece of the job (each compiled first, best of 2): kernel, the two
+    factorisations, the per-λ products, a validation metric, prediction, test metrics."""
+    k = infinite_ae._gram(train, infinite_ae.KernelSpec(), None)
+    lam = jnp.asarray(1.0, train.dtype)
+    scores, alpha = infinite_ae._train_fit(k, train, lam)
+    eig = infinite_ae._eigen(k, train)
+    model = infinite_ae.InfiniteAE(train, alpha, infinite_ae.KernelSpec())
+    ctx = train + val
+    pred = infinite_ae.predict(model, ctx, block_size=block_size)
+    pieces = {
+        "kernel": lambda: infinite_ae._gram(train, infinite_ae.KernelSpec(), None),
+        "cholesky_factor": lambda: jax.scipy.linalg.cho_factor(krr.regularize(k, lam), lower=True)[0],
+        "cholesky_lambda": lambda: infinite_ae._train_fit(k, train, lam),
+        "eigh_and_QtX": lambda: infinite_ae._eigen(k, train),
+        "spectral_lambda": lambda: infinite_ae._train_scores_eig(eig, train, lam),
+        "K_times_X": lambda: k @ train,
+        "val_metric": lambda: metrics.evaluate(scores, val, train, ks=(100,), metrics=("hr",)),
+        "predict": lambda: infinite_ae.predict(model, ctx, block_size=block_size),
+        "test_metrics": lambda: metrics.evaluate(pred, test, ctx, ks=(10, 100)),
+    }
+    out = {}
+    for name, fn in pieces.items():
+        jax.block_until_ready(fn())
+        out[name] = timed(fn, repeats=2)[1]
+    return out
+
+
+def _report(perf, jobs, block_size, n_lams, parts):
     f, t_mm, t_kd, t_an, t_ab = (perf[k] for k in ("flops", "matmul_s", "kernel_s", "apply_naive_s",
                                                    "apply_blocked_s"))
     rows = [
@@ -123,16 +160,15 @@ def _report(perf, t_job, t_naive, block_size, n_lams):
         {"what": "NTK kernel", "seconds": t_kd, "GFLOP/s": f / t_kd / 1e9},
         {"what": "NTK(X,X)@alpha naive", "seconds": t_an, "GFLOP/s": 2 * f / t_an / 1e9},
         {"what": f"NTK(X,X)@alpha blocks of {block_size}", "seconds": t_ab, "GFLOP/s": 2 * f / t_ab / 1e9},
-        {"what": f"sweep {n_lams} lams + fit + test eval", "seconds": t_job, "GFLOP/s": "-"},
     ]
-    if t_naive is not None:
-        rows.append({"what": "naive sweep (K rebuilt, K@alpha)", "seconds": t_naive, "GFLOP/s": "-"})
+    rows += [{"what": f"job: {name} ({n_lams} lams + fit + test eval)", "seconds": t, "GFLOP/s": "-"}
+             for name, t in jobs.items() if t is not None]
+    rows += [{"what": f"piece: {name}", "seconds": t, "GFLOP/s": "-"} for name, t in parts.items()]
     print(format_table(rows, ["what", "seconds", "GFLOP/s"]))
     print(
         f"kernel/matmul throughput {100 * t_mm / t_kd:.0f} %, kernel temp "
         f"{perf['kernel_temp_bytes'] / 2**20:.0f} MiB; NTK@alpha temp naive "
-        f"{perf['apply_temp_bytes_naive'] / 2**20:.0f} MiB vs blocked {perf['apply_temp_bytes_blocked'] / 2**20:.0f} "
-        f"MiB, job {t_job:.1f} s" + (f" vs naive {t_naive:.1f} s" if t_naive else "")
+        f"{perf['apply_temp_bytes_naive'] / 2**20:.0f} MiB vs blocked {perf['apply_temp_bytes_blocked'] / 2**20:.0f} MiB"
     )
 
 
@@ -147,13 +183,17 @@ def main(argv=None):
     density = float(np.asarray(inter.users).size) / (n * i)
     print(f"synthetic: {n} users x {i} items, density {100 * density:.2f} %")
     perf = _throughput(train, args.block_size)
-    (best, test_m), t_job = _job(train, val, test, lams, args.block_size)
-    t_naive = None
+    jobs, best = {}, {}
+    for path in ("auto", "cholesky", "spectral"):
+        (best[path], test_m), jobs[path] = _job(train, val, test, lams, args.block_size, path)
+    jobs["reference recipe"] = None
     if not args.skip_naive:
-        (best_naive, _), t_naive = _naive_job(train, val, test, lams)
-        assert best_naive == best, (best_naive, best)
-    _report(perf, t_job, t_naive, args.block_size, len(lams))
+        (best["reference recipe"], _), jobs["reference recipe"] = _naive_job(train, val, test, lams)
+    assert len(set(best.values())) == 1, best
+    parts = _breakdown(train, val, test, args.block_size)
+    _report(perf, jobs, args.block_size, len(lams), parts)
     flops = perf.pop("flops")
+    t_naive = jobs["reference recipe"]
     results = {
         "shape": [n, i], "density": density, "matmul_s": perf["matmul_s"],
         "matmul_gflops": flops / perf["matmul_s"] / 1e9, "kernel_s": perf["kernel_s"],
@@ -161,11 +201,14 @@ def main(argv=None):
         "kernel_over_matmul_throughput": perf["matmul_s"] / perf["kernel_s"],
         **{k: perf[k] for k in ("kernel_temp_bytes", "apply_naive_s", "apply_blocked_s", "apply_temp_bytes_naive",
                                 "apply_temp_bytes_blocked")},
-        "job_s": t_job, "naive_job_s": t_naive, "speedup_vs_naive": (t_naive / t_job) if t_naive else None,
-        "best_lam": best, "test": test_m, "peak_rss_mb": peak_rss_mb(),
+        "job_s": jobs["auto"], "job_s_by_path": jobs, "naive_job_s": t_naive,
+        "speedup_vs_naive": (t_naive / jobs["auto"]) if t_naive else None,
+        "speedup_vs_recorded_reference": RECORDED_REFERENCE_S / jobs["auto"],
+        "breakdown_s": parts, "best_lam": best["auto"], "test": test_m, "peak_rss_mb": peak_rss_mb(),
     }
     print(f"peak RSS {results['peak_rss_mb']:.0f} MiB")
-    config = {k: v for k, v in vars(args).items() if k not in ("out", "record")} | {"lams": list(lams)}
+    config = {k: v for k, v in vars(args).items() if k not in ("out", "record")} | {
+        "lams": list(lams), "recorded_reference_s": RECORDED_REFERENCE_S}
     hw = jax.devices()[0].platform
     path = write_result(f"infinite_ae_perf_{hw}", config, results, time.perf_counter() - t0, output_dir(args))
     print(f"wrote {path}")

@@ -41,10 +41,18 @@ __all__ = [
     "spectral_path",
     "spectral_scores",
     "DEFAULT_LAMS",
+    "SPECTRAL_MIN_LAMS",
 ]
 
 # The grid of the reference implementation (noveens/infinite_ae_cf), chosen by HR@100.
 DEFAULT_LAMS = (1e-5, 1e-3, 0.1, 1.0, 5.0, 50.0)
+
+#: Grid size from which :func:`select_lambda`'s ``'auto'`` path eigen-decomposes K once
+#: instead of a Cholesky per λ. Measured on a 6,040-user kernel (2-core CPU,
+#: ``benchmarks/infinite_ae_perf``): ``eigh`` costs ≈ 6.3 ``K·X`` products, a Cholesky
+#: + two triangular solves ≈ 1.4, a spectral λ 1 — so the eigendecomposition (plus
+#: ``QᵀX`` and the final α) pays off only beyond ≈ 20 λ.
+SPECTRAL_MIN_LAMS = 20
 
 
 
@@ -63,8 +71,10 @@ class InfiniteAE(NamedTuple):
     spec: KernelSpec
 
 
+@functools.partial(jax.jit, static_argnums=(1, 2))
 def _gram(x, spec, mesh):
-    """``NTK(X, X)``, rows sharded over ``mesh`` when given."""
+    """``NTK(X, X)``, rows sharded over ``mesh`` when given (jitted: op by op, the
+    arc-cosine recursion would cost another pass over the ``(n, n)`` matrix per op)."""
     if mesh is None:
         return kernels.fc_relu(x, depth=spec.depth, w_std=spec.w_std, b_std=spec.b_std).ntk
     return kernels.fc_relu_blocked(
@@ -159,22 +169,37 @@ def predict(
 
 
 @jax.jit
-def _train_scores(k, x, lam):
-    """Scores of the training users for one λ via ``X − λ'α`` (no K·α product)."""
-    reg = lam * jnp.trace(k) / k.shape[0]
-    return x - reg * krr.solve(k, x, lam)
+def _train_fit(k, x, lam):
+    """Training users' scores and α for one λ by Cholesky: ``(X − λ'α, α)`` (no K·α product)."""
+    alpha = krr.solve(k, x, lam)
+    return x - lam * jnp.trace(k) / k.shape[0] * alpha, alpha
+
+
+class _Eigen(NamedTuple):
+    """``K = Q diag(e) Qᵀ`` with ``QᵀX``: every λ then costs one ``Q (·)`` product."""
+
+    evals: jax.Array  # (n,) clipped at 0
+    evecs: jax.Array  # (n, n) Q
+    qtx: jax.Array  # (n, I) QᵀX
+    mean_diag: jax.Array  # tr(K)/n
 
 
 @jax.jit
-def _eig(k):
-    return jnp.linalg.eigh(k)
+def _eigen(k, x):
+    evals, evecs = jnp.linalg.eigh(k)
+    return _Eigen(jnp.maximum(evals, 0.0), evecs, evecs.T @ x, jnp.trace(k) / k.shape[0])
 
 
 @jax.jit
-def _train_scores_eig(evals, evecs, qtx, x, reg):
-    # Fallback for λ too small for a float32 Cholesky: the spectral form of X − λ'α.
-    shrink = reg / (jnp.maximum(evals, 0.0) + reg)
-    return x - evecs @ (shrink[:, None] * qtx)
+def _train_scores_eig(eig, x, lam):
+    # X − λ'α = X − Q diag(λ'/(e + λ')) QᵀX: the spectral form of the training scores.
+    reg = lam * eig.mean_diag
+    return x - eig.evecs @ ((reg / (eig.evals + reg))[:, None] * eig.qtx)
+
+
+@jax.jit
+def _alpha_eig(eig, lam):
+    return eig.evecs @ (eig.qtx / (eig.evals + lam * eig.mean_diag)[:, None])
 
 
 class SpectralPath(NamedTuple):
@@ -247,12 +272,23 @@ def select_lambda(
     spec: KernelSpec = KernelSpec(),
     mesh: Mesh | None = None,
     batch_size: int = 4096,
+    path: str = "auto",
 ) -> tuning.GridSearch:
     """Choose λ by a validation metric and fit at the best λ, building the kernel once.
 
     For each λ the training users' own rows are the queries (as in the reference
-    recipe): scores ``K(K + λ'I)⁻¹X = X − λ'α`` with one Cholesky per λ; train items
-    are excluded from the ranking and ``val`` holds the held-out items.
+    recipe): their scores are ``K(K + λ'I)⁻¹X = X − λ'α``, so no ``K·α`` product is
+    needed. Two exact ways to get them for a grid of λ:
+
+    * ``'cholesky'``: one Cholesky of ``K + λ'I`` and two triangular solves per λ;
+      α of the best λ is kept from the sweep (no refit).
+    * ``'spectral'``: one ``K = Q diag(e) Qᵀ`` and ``QᵀX``, then one ``Q (·)`` product
+      per λ (and one more for α at the best λ).
+
+    ``'auto'`` takes the spectral path from :data:`SPECTRAL_MIN_LAMS` grid values on
+    (the measured break-even, see its note). Either path falls back to the spectral
+    form for a λ whose float32 Cholesky fails (tiny λ). Train items are excluded from
+    the ranking and ``val`` holds the held-out items.
 
     Args:
       x_train: ``(n, I)`` binary training matrix.
@@ -262,6 +298,8 @@ def select_lambda(
       metric: key of :func:`distill.metrics.evaluate` to maximise (e.g. ``'HR@100'``).
       spec, mesh: the kernel and its sharding, see :func:`fit`.
       batch_size: users per metric batch.
+      path: ``'auto'``, ``'cholesky'`` or ``'spectral'`` (same results to float
+        rounding).
 
     Returns:
       :class:`models.tuning.GridSearch` (metric per λ) with ``model`` = the
@@ -272,25 +310,29 @@ def select_lambda(
     # held-out item scores 0, so a validation ranking could only measure tie-breaking.
     lams = tuple(check_float(l, "lams", min_value=0.0, strict_min=True) for l in lams)
     spec = kernels.check_spec(spec)
+    if path not in ("auto", "cholesky", "spectral"):
+        raise ValueError(f"path: expected 'auto', 'cholesky' or 'spectral', got {path!r}")
+    spectral = path == "spectral" or (path == "auto" and len(lams) >= SPECTRAL_MIN_LAMS)
     k = _gram(x_train, spec, mesh)
-    eig_cache = []
+    eig = []  # computed at most once, on first need
+
+    def eigen():
+        if not eig:
+            eig.append(_eigen(k, x_train))
+        return eig[0]
 
     def scores_for(lam):
-        scores = _train_scores(k, x_train, jnp.asarray(lam, k.dtype))
-        if not bool(jnp.all(jnp.isfinite(scores))):
-            if not eig_cache:
-                evals, evecs = _eig(k)
-                eig_cache.append((evals, evecs, evecs.T @ x_train))
-            reg = lam * jnp.trace(k) / k.shape[0]
-            scores = _train_scores_eig(*eig_cache[0], x_train, reg)
-        return scores
+        lam = jnp.asarray(lam, k.dtype)
+        if not spectral:
+            scores, alpha = _train_fit(k, x_train, lam)
+            if bool(jnp.all(jnp.isfinite(alpha))):
+                return scores, alpha
+        return _train_scores_eig(eigen(), x_train, lam), None
 
     search = tuning.select_lambda(
         x_train, val, scores_for=scores_for, lams=lams, metric=metric, batch_size=batch_size
     )
-    alpha = krr.solve(k, x_train, jnp.asarray(search.best_lam, k.dtype))
-    if not bool(jnp.all(jnp.isfinite(alpha))):
-        evals, evecs, qtx = eig_cache[0]
-        reg = search.best_lam * jnp.trace(k) / k.shape[0]
-        alpha = evecs @ (qtx / (jnp.maximum(evals, 0.0) + reg)[:, None])
+    alpha = search.model  # the best λ's α from the Cholesky sweep, else None
+    if alpha is None:
+        alpha = _alpha_eig(eigen(), jnp.asarray(search.best_lam, k.dtype))
     return search._replace(model=InfiniteAE(x_train, alpha, spec))

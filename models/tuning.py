@@ -66,15 +66,19 @@ def select_lambda(
     Args:
       train: ``(n_users, n_items)`` binary training items (excluded from rankings).
       val: ``(n_users, n_items)`` binary held-out validation items.
-      scores_for: λ → ``(n_users, n_items)`` scores of the validation users (the model).
+      scores_for: λ → ``(n_users, n_items)`` scores of the validation users, or
+        ``(scores, model)`` when the scores come with the model fitted at λ as a
+        by-product (∞-AE's Cholesky sweep): the best λ's model is then kept and
+        returned, so the caller need not refit it. Only the best-so-far model is held,
+        so memory stays at two models whatever the grid size.
       lams: the grid (each ≥ 0, at least one).
       metric: which metric to maximise (``'HR@100'``, ``'nDCG@10'``, ``'AUC'``, ...).
       batch_size: users per metric batch.
       propensity: item propensities, required for ``PSP@k``.
 
     Returns:
-      :class:`GridSearch` with the metric per λ (``model=None``); ties go to the first λ
-      in the grid.
+      :class:`GridSearch` with the metric per λ and ``model`` = the best λ's model when
+      ``scores_for`` returns one (else ``None``); ties go to the first λ in the grid.
     """
     name, k = parse_metric(metric)
     lams = tuple(check_float(l, "lams", min_value=0.0) for l in lams)
@@ -82,10 +86,12 @@ def select_lambda(
         raise ValueError("lams: expected at least one value, got an empty grid")
     check_array(val, "val", ndim=2)
     check_array(train, "train", shape=val.shape)
-    values = []
+    values, best_model = [], None
     for lam in lams:
+        out = scores_for(lam)
+        scores, model = out if isinstance(out, tuple) else (out, None)
         res = cf_metrics.evaluate(
-            scores_for(lam),
+            scores,
             val,
             train,
             ks=(k,) if k is not None else (10,),
@@ -94,5 +100,8 @@ def select_lambda(
             batch_size=batch_size,
         )
         values.append(float(res[metric]))
+        if values[-1] > max(values[:-1], default=-np.inf):  # strictly better: ties keep the first
+            best_model = model
+        del scores, out, model  # free this λ's arrays before the next one is computed
     best = int(np.argmax(values))
-    return GridSearch(lams, tuple(values), lams[best], metric, values[best])
+    return GridSearch(lams, tuple(values), lams[best], metric, values[best], best_model)

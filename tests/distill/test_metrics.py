@@ -448,3 +448,23 @@ def test_nan_scores_give_nan_under_jit_and_raise_eagerly(fn):
     got = np.asarray(jax.jit(lambda s, t: fn(s, t, **kw))(scores, target))
     assert np.isnan(got[0]) and np.isfinite(got[1])
     np.testing.assert_allclose(got[1], np.asarray(fn(scores[1:], target[1:], **kw))[0])
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_evaluate_auc_without_sort_equals_brute_force(ties):
+    """Few test items per user take the sort-free AUC (top_k + binary searches); it must
+    equal the pairwise count, ties counted ½, whatever the batch's bound."""
+    rng = np.random.default_rng(11)
+    n, items = 37, 256
+    scores = rng.integers(0, 5, (n, items)).astype(float) if ties else rng.normal(size=(n, items))
+    train = rng.random((n, items)) < 0.3
+    test = (rng.random((n, items)) < 0.04) & ~train
+    test[1] = False  # a user without test items
+    test[2, :20] = ~train[2, :20]  # one heavier user sets the batch's bound
+    bound = M._auc_bound(jnp.asarray(test), jnp.asarray(train), items)
+    assert bound is not None and bound >= 16
+    r = _brute(scores, test, train, 1, np.ones(items))
+    got = M.evaluate(scores, test, train, metrics=("auc",), batch_size=16)["AUC"]
+    np.testing.assert_allclose(got, 100 * r["auc"][r["valid_auc"]].mean(), rtol=RTOL)
+    sort_path = M.auc(scores, test, train)  # the per-user function sorts
+    np.testing.assert_allclose(sort_path[r["valid_auc"]], r["auc"][r["valid_auc"]], rtol=RTOL)

@@ -43,11 +43,13 @@ def _split(seed=2, n=40, items=25):
     return full - val, val
 
 
+@pytest.mark.parametrize("path", ["cholesky", "spectral"])
 @pytest.mark.parametrize("metric", ["HR@10", "nDCG@5", "AUC"])
-def test_infinite_ae_grid_search_equals_brute_force(metric):
+def test_infinite_ae_grid_search_equals_brute_force(metric, path):
+    """Both exact sweeps (Cholesky per λ, one eigendecomposition) equal refitting per λ."""
     train, val = _split()
     lams = (1e-3, 0.5, 5.0, 50.0)
-    search = infinite_ae.select_lambda(train, val, lams=lams, metric=metric)
+    search = infinite_ae.select_lambda(train, val, lams=lams, metric=metric, path=path)
     assert (search.metric, search.lams) == (metric, lams)
     assert search.best_value == max(search.values)
     name, k = tuning.parse_metric(metric)
@@ -59,6 +61,26 @@ def test_infinite_ae_grid_search_equals_brute_force(metric):
     assert search.best_lam == lams[int(np.argmax(brute))]
     ref = infinite_ae.fit(train, lam=search.best_lam)
     np.testing.assert_allclose(search.model.alpha, ref.alpha, rtol=1e-8, atol=1e-12)
+
+
+def test_grid_search_keeps_the_first_best_model():
+    """A ``(scores, model)`` sweep returns the model of the best λ; ties go to the first."""
+    train, val = _split()
+    good = jnp.asarray(val + 0.0)  # ranks every validation item first: HR@10 = 100 %
+    bad = jnp.asarray(1.0 - val - train)
+    table = {1.0: (bad, "a"), 2.0: (good, "b"), 3.0: (good, "c"), 4.0: (bad, "d")}
+    search = tuning.select_lambda(train, val, scores_for=table.__getitem__, lams=(1.0, 2.0, 3.0, 4.0),
+                                  metric="HR@10")
+    assert (search.best_lam, search.model, search.best_value) == (2.0, "b", 100.0)
+    assert search.values[0] < 100.0 and search.values[3] < 100.0
+    plain = tuning.select_lambda(train, val, scores_for=lambda lam: table[lam][0], lams=(1.0, 2.0), metric="HR@10")
+    assert plain.model is None and plain.best_lam == 2.0
+
+
+def test_select_lambda_rejects_unknown_path():
+    train, val = _split()
+    with pytest.raises(ValueError, match="^path"):
+        infinite_ae.select_lambda(train, val, path="qr")
 
 
 def test_ease_grid_search_equals_brute_force():

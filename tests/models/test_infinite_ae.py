@@ -71,17 +71,18 @@ def test_gradient_finite_with_duplicate_binary_rows():
 
 
 def test_train_scores_identity_and_eig_fallback():
-    """K(K+λ'I)⁻¹X = X − λ'α, and the spectral fallback gives the same scores."""
+    """K(K+λ'I)⁻¹X = X − λ'α, and the spectral form gives the same scores and α."""
     x = jnp.asarray(_data(4))
     k = kernels.fc_relu(x).ntk
+    eig = infinite_ae._eigen(k, x)
     for lam in (1e-3, 1.0, 50.0):
         p = infinite_ae.fit(x, lam=lam)
         direct = infinite_ae.predict(p, x)
-        np.testing.assert_allclose(infinite_ae._train_scores(k, x, lam), direct, atol=1e-9)
-        evals, evecs = np.linalg.eigh(np.asarray(k))
-        reg = lam * np.trace(k) / k.shape[0]
-        fallback = infinite_ae._train_scores_eig(evals, evecs, evecs.T @ x, x, reg)
-        np.testing.assert_allclose(fallback, direct, atol=1e-9)
+        scores, alpha = infinite_ae._train_fit(k, x, lam)
+        np.testing.assert_allclose(scores, direct, atol=1e-9)
+        np.testing.assert_allclose(alpha, p.alpha, rtol=1e-12)
+        np.testing.assert_allclose(infinite_ae._train_scores_eig(eig, x, lam), direct, atol=1e-9)
+        np.testing.assert_allclose(infinite_ae._alpha_eig(eig, lam), p.alpha, rtol=1e-7, atol=1e-9)
 
 
 def test_bad_input():
