@@ -30,6 +30,7 @@ __all__ = [
     "latest_per_pair",
     "check_interactions",
     "select_rows",
+    "add_false_positives",
 ]
 
 
@@ -300,3 +301,60 @@ def to_dense(
     x = np.zeros((n_users, n_items), dt)
     x[inter.users, inter.items] = 1
     return x
+
+
+def add_false_positives(
+    x: np.ndarray,
+    fraction: float,
+    *,
+    seed: int = 0,
+    exclude: np.ndarray | None = None,
+) -> np.ndarray:
+    """Inject random false-positive interactions into a binary user × item matrix.
+
+    The noise model of the dissertation's robustness study (Ch. 3, §3.6.4: "we randomly
+    flip x % of the total number of items in the corpus for each user"), restricted to
+    false positives: every user ``u`` gets exactly
+
+        n_noise_u = min(round(fraction · I), #{i : X_ui = 0 and not exclude_ui})
+
+    new interactions, drawn uniformly without replacement among those items. Existing
+    interactions are never removed and excluded entries (e.g. a user's held-out
+    validation / test items, which are true positives) are never touched.
+
+    Args:
+      x: ``(n_users, I)`` binary matrix (numpy or jax array, any numeric dtype).
+      fraction: ``x`` in the equation above, in ``[0, 1]`` (0.01 = 1 % of the items).
+      seed: non-negative seed of ``np.random.default_rng``; the same seed gives the
+        same noise.
+      exclude: optional ``(n_users, I)`` binary mask of entries that must stay 0.
+
+    Returns:
+      ``(n_users, I)`` array of ``x``'s dtype: ``x`` plus the injected ones.
+
+    Raises:
+      ValueError: ``x`` or ``exclude`` not binary / 2-d / of matching shape, or
+        ``fraction`` outside ``[0, 1]``, or a negative ``seed``.
+    """
+    check_array(x, "x", ndim=2, kind="numeric")
+    a = np.asarray(x)
+    if not bool(np.all((a == 0) | (a == 1))):
+        raise ValueError("x: expected a binary 0/1 matrix, found another value")
+    fraction = check_float(fraction, "fraction", min_value=0.0, max_value=1.0)
+    seed = check_int(seed, "seed", min_value=0)
+    free = a == 0
+    if exclude is not None:
+        check_array(exclude, "exclude", shape=a.shape, kind="numeric")
+        e = np.asarray(exclude)
+        if not bool(np.all((e == 0) | (e == 1))):
+            raise ValueError("exclude: expected a binary 0/1 matrix, found another value")
+        free &= e == 0
+    n_noise = int(round(fraction * a.shape[1]))
+    rng = np.random.default_rng(seed)
+    out = a.copy()
+    for u in range(a.shape[0]):
+        candidates = np.flatnonzero(free[u])
+        take = min(n_noise, candidates.size)
+        if take:
+            out[u, rng.choice(candidates, take, replace=False)] = 1
+    return out
