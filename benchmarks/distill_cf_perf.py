@@ -15,6 +15,8 @@
    the benchmark restarts itself with the XLA flag that creates them).
 3. The γ-sample Gumbel loop alone, forward and custom-VJP backward, in cache-sized row
    blocks (default) vs over the whole matrix.
+4. The kernel / solve / loss part alone (value and gradient on a fixed summary) against
+   its floor of five matmuls of the same size, as a fraction of matmul throughput.
 Writes ``distill_cf_perf_<platform>[_quick].json`` to ``--out`` (default ``runs/``;
 ``--record``: ``benchmarks/results/``).
 """
@@ -35,6 +37,7 @@ from distill import data as D
 from distill import distill_cf as dcf
 from distill import parallel
 from distill import parametrize as P
+from models import infinite_ae
 
 
 def _step_fn(mu, gamma, tau, custom_vjp, noise, mesh=None):
@@ -140,6 +143,30 @@ def _gumbel_loop(args, mu, n_items, gamma):
     return gumbel_rows
 
 
+def _kernel_part(train, mu):
+    """4. The kernel / solve / loss part of a step alone — ∞-AE fitted on a fixed summary,
+    scored on every real user, value and gradient in the summary — against its matmul floor:
+    five ``(b × I) · (I × μ)``-sized products (``X Sᵀ`` and ``K·α`` forward; ``Kᵀ G``,
+    ``G αᵀ`` and ``(dK)ᵀ X`` backward), timed as one product × 5."""
+    summary = jax.nn.sigmoid(jax.random.normal(jax.random.key(3), (mu, train.shape[1])))
+    weights = jnp.ones((train.shape[0],), train.dtype)
+
+    def loss(s):
+        return dcf._nll_sum(train, weights, infinite_ae.fit(s, lam=jnp.asarray(1.0, s.dtype))) / train.shape[0]
+
+    vg = jax.jit(jax.value_and_grad(loss))
+    mm = jax.jit(lambda a, b: a @ b.T)
+    jax.block_until_ready((vg(summary), mm(train, summary)))
+    _, t_vg = timed(lambda: vg(summary), repeats=3)
+    _, t_mm = timed(lambda: mm(train, summary), repeats=3)
+    flops = 2.0 * train.shape[0] * train.shape[1] * mu
+    row = {"value_and_grad_s": t_vg, "matmul_s": t_mm, "matmul_gflops": flops / t_mm / 1e9,
+           "floor_s": 5 * t_mm, "fraction_of_matmul_throughput": 5 * t_mm / t_vg}
+    print(f"kernel/solve/loss part: {t_vg:.3f} s vs 5 matmuls {5 * t_mm:.3f} s "
+          f"({100 * row['fraction_of_matmul_throughput']:.0f} % of matmul throughput)")
+    return row
+
+
 def main(argv=None):
     args = _parse(argv)
     t0 = time.perf_counter()
@@ -149,6 +176,7 @@ def main(argv=None):
     train = jnp.asarray(D.random_split(synthetic_ml1m(n_users, n_items, 0.045), seed=0).train)
     speed_rows = _speed(args, train, mu, gamma)
     gumbel_rows = _gumbel_loop(args, mu, train.shape[1], gamma)
+    kernel_row = _kernel_part(train, mu)
     wall = time.perf_counter() - t0
     config = {
         "memory": {"mu": MEM_MU, "n_items": MEM_ITEMS, "batch": MEM_BATCH, "gammas": [50, 200, 800]},
@@ -159,7 +187,8 @@ def main(argv=None):
         },
         "reference_s_per_step_note": "noveens/distill_cf: ≈ 6 s/step on this 2-core machine",
     }
-    results = {"memory": mem_rows, "speed": speed_rows, "gumbel_loop": gumbel_rows, "peak_rss_mb": peak_rss_mb()}
+    results = {"memory": mem_rows, "speed": speed_rows, "gumbel_loop": gumbel_rows, "kernel_part": kernel_row,
+               "peak_rss_mb": peak_rss_mb()}
     name = f"distill_cf_perf_{jax.devices()[0].platform}" + ("_quick" if args.quick else "")
     path = write_result(name, config, results, wall, output_dir(args))
     print(f"wrote {path} ({wall:.1f} s)")
