@@ -1,0 +1,43 @@
+"""benchmarks.matching: the evaluation-architecture flags, the method × architecture table, a tiny run."""
+
+import json
+
+import numpy as np
+import pytest
+
+from benchmarks import matching as bench
+
+
+def test_flag_defaults_and_eval_archs():
+    args = bench.parse_args([])
+    assert (args.n_eval, args.n_experts, args.expert_epochs, args.expert_subsample, args.dc_inner) == (5, 5, 10, 0, 10)
+    assert list(bench.eval_models(args, 10)) == ["mlp"]
+    assert list(bench.eval_models(bench.parse_args(["--convnet"]), 10)) == ["convnet"]
+    args = bench.parse_args(["--eval-archs", "convnet", "mlp", "--n-eval", "3"])
+    assert list(bench.eval_models(args, 10)) == ["convnet", "mlp"] and args.n_eval == 3
+
+
+def test_arch_table_rows():
+    res = {"ipc1": {"random real": {"by_arch": {"convnet": {"mean": 50.04, "std": 1.26}, "mlp": {"mean": 40.0,
+                                                                                                  "std": 0.0}}},
+                    "DM": {"by_arch": {"convnet": {"mean": 60.0, "std": 2.0}, "mlp": {"mean": 55.55, "std": 0.45}}}}}
+    assert bench.arch_table(res, [1]) == [
+        {"ipc": 1, "method": "random real", "convnet": "50.0±1.3", "mlp": "40.0±0.0"},
+        {"ipc": 1, "method": "DM", "convnet": "60.0±2.0", "mlp": "55.5±0.5"}]
+
+
+def test_fashion_anchors():
+    a = bench.ANCHORS["fashion_mnist"]
+    assert (a["ipc1"]["DC"], a["DC"], a["DSA"], a["full"]) == (70.5, 82.3, 84.6, 93.5)
+
+
+@pytest.mark.slow
+def test_tiny_run_every_row_under_every_arch(tmp_path):
+    path = bench.main(["--methods", "DM", "--ipcs", "1", "--steps", "2", "--farzi-ipc", "0", "--skip-memory",
+                       "--skip-full", "--n-eval", "3", "--eval-archs", "mlp", "convnet", "--out", str(tmp_path)])
+    res = json.loads(path.read_text())
+    row = res["results"]["ipc1"]["DM"]
+    assert set(row["by_arch"]) == {"mlp", "convnet"} and len(row["by_arch"]["convnet"]["accs"]) == 3
+    assert row["mean"] == pytest.approx(np.mean(row["by_arch"]["mlp"]["accs"]))
+    assert "full_data" not in res["results"] and res["config"]["eval_archs"] == ["mlp", "convnet"]
+    assert (tmp_path / "matching_sets" / "DM_ipc1.npz").exists()
