@@ -143,7 +143,8 @@ def method_settings(method, ipc, args, models, images):
         targets = np.asarray(M.kip_targets(jnp.asarray(y), n_classes))
         return kip, kip.Settings(**base, learn_labels=False, lam=1e-6), row_batches(x, y, 256, 3, targets=targets)
     if method == "MM":
-        return meta, meta.Settings(**base, model=model, inner_steps=args.mm_steps, inner_optimizer=inner.Adam(1e-2),
+        return meta, meta.Settings(**base, model=model, inner_steps=args.mm_steps,
+                                   inner_optimizer=inner.Adam(args.mm_inner_lr, eps=args.mm_inner_eps),
                                    mode="reverse_adam", reverse_every=2), row_batches(x, y, 256, 4)
     if method == "MTT":
         return mtt, mtt.Settings(**base, model=model, student_lr=1e-3, syn_steps=args.syn_steps, expert_epochs=2,
@@ -285,6 +286,11 @@ def parse_args(argv):
     ap.add_argument("--method-steps", nargs="+", default=[], metavar="METHOD=STEPS",
                     help="outer steps of single methods, overriding --steps (e.g. DM=200 KIP=200)")
     ap.add_argument("--dc-inner", type=int, default=10, help="DC/DSA trajectory points per outer step")
+    ap.add_argument("--mm-inner-lr", type=float, default=1e-2,
+                    help="meta-matching's inner Adam learning rate (the recorded runs: 1e-2; library default 0.3)")
+    ap.add_argument("--mm-inner-eps", type=float, default=1e-8,
+                    help="meta-matching's inner Adam ε (the recorded runs: 1e-8; library default 1.0, which makes "
+                         "the inner Adam a smooth momentum SGD)")
     args = ap.parse_args(argv)
     args.ipcs = args.ipcs or [1, 10]
     args.steps = args.steps or (60 if args.quick else 150)
