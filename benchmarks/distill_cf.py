@@ -42,7 +42,8 @@ COLUMNS = ["budget_%", "method", "n_support", "lam", "HR@10", "nDCG@10", "nDCG@1
            "time_s"]
 #: flag name -> the ``distill_cf.Settings`` field it overrides.
 OVERRIDES = {"steps": "steps", "gamma": "n_samples", "tau": "tau", "lam2": "lam2", "lr": "learning_rate",
-             "init_scale": "init_scale", "eval_every": "eval_every", "patience": "patience"}
+             "init_scale": "init_scale", "eval_every": "eval_every", "patience": "patience",
+             "init_users": "init_users", "lr_schedule": "lr_schedule"}
 #: The library defaults of the overridable settings (recorded in the JSON's config).
 DEFAULTS = {f: v for f, v in dcf.Settings._field_defaults.items() if f in OVERRIDES.values()}
 
@@ -94,8 +95,12 @@ def _distill_rows(args, split, data, pct, mu, overrides, out):
         res = dcf.distill(key, dcf.Data(split.train, split.val), dcf.Settings(n_syn_users=mu, **overrides),
                           checkpoint_dir=ckpt, progress=True)
         lam, m = _test_metrics(res.data, *data, res.settings.lams)
+        # lam: re-selected on validation for the returned (best-validated) summary, as for every
+        # support; distill_lam: the λ distillation selected for it (the same grid and metric).
         per_seed.append({"lam": lam, **m, "val_nDCG@10": res.val_value, "best_step": res.history.best_step,
-                         "stopped_early": res.history.stopped_early})
+                         "stopped_early": res.history.stopped_early, "distill_lam": res.lam,
+                         "val_curve": dict(zip(map(str, res.history.eval_steps), res.history.eval_values,
+                                               strict=True))})
         results.append({**dcf.settings_json(res.settings), "key_data": loop.key_signature(key)})
         if args.export:
             dcf.export_summary(out / f"distill_cf_summary_{pct:g}pct_seed{args.seed + d}", res,
@@ -125,6 +130,10 @@ def _parse(argv):
     ):
         p.add_argument(f"--{flag.replace('_', '-')}", type=kind, default=argparse.SUPPRESS,
                        help=f"{what} (library default: {DEFAULTS[OVERRIDES[flag]]})")
+    for flag, choices, what in (("init_users", dcf.INIT_USERS, "real users Γ₀ is built from"),
+                                ("lr_schedule", dcf.LR_SCHEDULES, "Adam step-size schedule over the steps")):
+        p.add_argument(f"--{flag.replace('_', '-')}", choices=choices, default=argparse.SUPPRESS,
+                       help=f"{what} (library default: {DEFAULTS[flag]})")
     args = p.parse_args(argv)
     if args.quick and not hasattr(args, "steps"):
         args.steps = 30

@@ -21,6 +21,11 @@ def test_flags_only_override_library_defaults():
     assert set(overrides) <= set(dcf.Settings._fields)  # every override names a documented setting
     assert bench.DEFAULTS == {f: getattr(dcf.Settings(), f) for f in bench.OVERRIDES.values()}
     assert bench._parse(["--patience", "0"])[1] == {"patience": None}  # 0: never stop early
+    assert bench._parse(["--init-users", "active", "--lr-schedule", "cosine"])[1] == dict(
+        init_users="active", lr_schedule="cosine")
+    for bad in (["--init-users", "head"], ["--lr-schedule", "step"]):
+        with pytest.raises(SystemExit):
+            bench._parse(bad)
     args, overrides = bench._parse(["--quick"])
     assert overrides == {"steps": 30} and args.seeds == 1 and args.budgets == [2.0, 10.0]
     args, overrides = bench._parse(["--all-defaults"])
@@ -64,6 +69,10 @@ def test_tiny_run_writes_rows_settings_and_exports_under_out(tmp_path, monkeypat
     assert d["n_support"] == 6 and d["n_seeds"] == 2 and len(d["per_seed"]) == 2
     assert d["settings"]["steps"] == 2 and d["settings"]["n_samples"] == dcf.Settings().n_samples
     assert d["settings"]["n_syn_users"] == 6 and d["settings"]["key_data"] == [0, 0]
+    # the test λ is re-selected on validation for the returned summary: the λ distillation chose for it
+    assert all(p["lam"] == p["distill_lam"] for p in d["per_seed"])
+    assert all(p["val_curve"][str(p["best_step"])] == p["val_nDCG@10"] for p in d["per_seed"])
+    assert all(list(p["val_curve"]) == ["1", "2"] for p in d["per_seed"])  # every validation (eval_every 1)
     vals = [p["nDCG@10"] for p in d["per_seed"]]
     assert d["nDCG@10"] == pytest.approx(np.mean(vals)) and d["nDCG@10_std"] == pytest.approx(np.std(vals))
     for seed in (0, 1):

@@ -179,13 +179,15 @@ def test_result_settings_are_the_settings_and_json(small_result):
         n_syn_users=6, n_samples=20, tau=0.5, lam2=1e-3, learning_rate=0.1, init_scale=4.0, steps=4,
         batch_size=48, lams=list(infinite_ae.DEFAULT_LAMS), metric="nDCG@10", eval_every=2, patience=3,
         checkpoint_every=2, kernel=dict(depth=1, w_std=2**0.5, b_std=0.1), custom_vjp=True, noise="hash",
+        init_users="random", lr_schedule="constant",
     )
     assert record == expected
     # defaults are the documented tuned values, every field documented
     assert dcf.Settings() == dcf.Settings(
         n_syn_users=34, n_samples=200, tau=10.0, lam2=0.0, learning_rate=0.1, init_scale=10.0, steps=200,
         batch_size=None, lams=infinite_ae.DEFAULT_LAMS, metric="nDCG@10", eval_every=50, patience=4,
-        checkpoint_every=100, kernel=KernelSpec(), custom_vjp=True, noise="hash",
+        checkpoint_every=100, kernel=KernelSpec(), custom_vjp=True, noise="hash", init_users="random",
+        lr_schedule="constant",
     )
     assert all(f"{name}:" in dcf.Settings.__doc__ for name in dcf.Settings._fields)
     hash(dcf.Settings())  # a static jit argument
@@ -206,6 +208,43 @@ def test_init_and_sample_batch_are_the_first_step_of_distill():
     np.testing.assert_array_equal(np.asarray(batch.rows), train[np.asarray(idx)])
     full = dcf.sample_batch(key, data, settings._replace(batch_size=None))
     np.testing.assert_array_equal(np.asarray(full.rows), train)
+
+
+def test_active_init_takes_the_most_active_users():
+    train, val = planted()
+    settings = dcf.Settings(n_syn_users=5, init_scale=3.0, init_users="active")
+    counts = train.sum(1)
+    top = np.argsort(-counts, kind="stable")[:5]
+    assert counts[top].min() >= np.sort(counts)[-5]  # brute force: the 5 largest row sums
+    for seed in (0, 7):  # the key does not matter
+        g0 = dcf.init(jax.random.key(seed), dcf.Data(train, val), settings)
+        np.testing.assert_array_equal(np.asarray(g0), 3.0 * train[top])
+    rand = dcf.init(jax.random.key(0), dcf.Data(train, val), settings._replace(init_users="random"))
+    assert not np.array_equal(np.asarray(rand), np.asarray(g0))
+
+
+def test_cosine_schedule_steps_and_fingerprint():
+    # Adam's update for a constant gradient 1 is −η_t·1/(1+ε) ≈ −η_t at every step t.
+    s = dcf.Settings(learning_rate=0.1, steps=4, lr_schedule="cosine")
+    opt = dcf._optimizer(s)
+    p, state, got = jnp.zeros(()), opt.init(jnp.zeros(())), []
+    for _ in range(5):
+        u, state = opt.update(jnp.ones(()), state, p)
+        got.append(-float(u))
+    expected = [0.1 * 0.5 * (1 + np.cos(np.pi * min(t, 4) / 4)) for t in range(5)]  # 0.1, .0854, .05, .0146, 0
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-9)
+    const = dcf._optimizer(s._replace(lr_schedule="constant"))
+    u, _ = const.update(jnp.ones(()), const.init(jnp.zeros(())), jnp.zeros(()))
+    np.testing.assert_allclose(-float(u), 0.1, rtol=1e-5)
+    # steps is resumable under a constant η, part of the fingerprint under cosine; the new
+    # settings at their defaults leave the fingerprint as it was before they existed
+    train, val = planted(n_users=20)
+    key, data = jax.random.key(0), dcf.Data(train, val)
+    plain = dcf._fingerprint(key, data, dcf.Settings())
+    assert "steps" not in plain and "init_users" not in plain and "lr_schedule" not in plain
+    cos = dcf._fingerprint(key, data, s)
+    assert cos["steps"] == 4 and cos["lr_schedule"] == "cosine"
+    assert dcf._fingerprint(key, data, dcf.Settings(init_users="active"))["init_users"] == "active"
 
 
 def test_export_from_result_takes_everything_from_it(small_result, tmp_path):
@@ -302,6 +341,10 @@ def test_bad_inputs():
         dcf.init(key, data, three._replace(metric="MAP@10"))
     with pytest.raises(ValueError, match="^settings.noise"):
         dcf.init(key, data, three._replace(noise="philox"))
+    with pytest.raises(ValueError, match="^settings.init_users"):
+        dcf.init(key, data, three._replace(init_users="head"))
+    with pytest.raises(ValueError, match="^settings.lr_schedule"):
+        dcf.distill(key, data, three._replace(lr_schedule="step"))
     with pytest.raises(TypeError, match="^settings.kernel"):
         dcf.init(key, data, three._replace(kernel=(1, 2.0, 0.1)))
     small = dcf.Settings(n_syn_users=3, n_samples=2, tau=1.0)
