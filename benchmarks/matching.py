@@ -147,7 +147,7 @@ def method_settings(method, ipc, args, models, images):
                                    inner_optimizer=inner.Adam(args.mm_inner_lr, eps=args.mm_inner_eps),
                                    mode="reverse_adam", reverse_every=2), row_batches(x, y, 256, 4)
     if method == "MTT":
-        return mtt, mtt.Settings(**base, model=model, student_lr=1e-3, syn_steps=args.syn_steps, expert_epochs=2,
+        return mtt, mtt.Settings(**base, model=model, student_lr=args.mtt_student_lr, syn_steps=args.syn_steps, expert_epochs=2,
                                  max_start_epoch=args.expert_epochs - 2, n_experts=args.n_experts,
                                  expert_train_epochs=args.expert_epochs, mode="reverse_adam", reverse_every=2), None
     raise ValueError(method)
@@ -286,6 +286,8 @@ def parse_args(argv):
     ap.add_argument("--method-steps", nargs="+", default=[], metavar="METHOD=STEPS",
                     help="outer steps of single methods, overriding --steps (e.g. DM=200 KIP=200)")
     ap.add_argument("--dc-inner", type=int, default=10, help="DC/DSA trajectory points per outer step")
+    ap.add_argument("--mtt-student-lr", type=float, default=1e-3, help="MTT's initial (learned) student learning rate")
+    ap.add_argument("--mtt-syn-steps", type=int, default=20, help="MTT's student steps N on the synthetic set")
     ap.add_argument("--mm-inner-lr", type=float, default=1e-2,
                     help="meta-matching's inner Adam learning rate (the recorded runs: 1e-2; library default 0.3)")
     ap.add_argument("--mm-inner-eps", type=float, default=1e-8,
@@ -297,7 +299,7 @@ def parse_args(argv):
     args.lr, args.lr_farzi = args.outer_lr, 0.05
     args.method_steps = {m: int(n) for m, n in (kv.split("=") for kv in args.method_steps)}
     args.real_batch, args.mm_steps = 64, 20
-    args.syn_steps, args.levels = 20, 17
+    args.syn_steps, args.levels = args.mtt_syn_steps, 17
     args.eval_steps, args.eval_lr = 300, 1e-3
     args.name = args.name or ("matching_quick" if args.quick else "matching") + ("_convnet" if args.convnet else "") + (
         "" if args.dataset == "digits" else f"_{args.dataset}")
