@@ -147,7 +147,7 @@ def method_settings(method, ipc, args, models, images):
                                    inner_optimizer=inner.Adam(args.mm_inner_lr, eps=args.mm_inner_eps),
                                    mode="reverse_adam", reverse_every=2), row_batches(x, y, 256, 4)
     if method == "MTT":
-        return mtt, mtt.Settings(**base, model=model, student_lr=args.mtt_student_lr, syn_steps=args.syn_steps, expert_epochs=2,
+        return mtt, mtt.Settings(**base, model=model, student_lr=args.mtt_student_lr, syn_steps=args.mtt_syn_steps, expert_epochs=2,
                                  max_start_epoch=args.expert_epochs - 2, n_experts=args.n_experts,
                                  expert_train_epochs=args.expert_epochs, mode="reverse_adam", reverse_every=2), None
     raise ValueError(method)
@@ -299,7 +299,7 @@ def parse_args(argv):
     args.lr, args.lr_farzi = args.outer_lr, 0.05
     args.method_steps = {m: int(n) for m, n in (kv.split("=") for kv in args.method_steps)}
     args.real_batch, args.mm_steps = 64, 20
-    args.syn_steps, args.levels = args.mtt_syn_steps, 17
+    args.levels = 17
     args.eval_steps, args.eval_lr = 300, 1e-3
     args.name = args.name or ("matching_quick" if args.quick else "matching") + ("_convnet" if args.convnet else "") + (
         "" if args.dataset == "digits" else f"_{args.dataset}")
@@ -393,7 +393,7 @@ def run_config(args, expert_s):
             "farzi_ipc": args.farzi_ipc, "outer_steps": args.steps, "outer_lr": args.lr,
             "outer_lr_farzi": args.lr_farzi, "real_batch": args.real_batch, "dc_inner_steps": args.dc_inner,
             "mm_inner_steps": args.mm_steps,
-            "mtt": {"syn_steps": args.syn_steps, "expert_epochs_M": 2, "expert_total_epochs": args.expert_epochs,
+            "mtt": {"syn_steps": args.mtt_syn_steps, "expert_epochs_M": 2, "expert_total_epochs": args.expert_epochs,
                     "n_experts": args.n_experts, "expert_s": expert_s,
                     "expert_subsample": args.expert_subsample or "all"},
             "eval_archs": list(args.eval_models),

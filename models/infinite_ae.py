@@ -243,8 +243,8 @@ def spectral_path(
 def _spectral_path(support, queries, spec):
     k_ss = kernels.fc_relu(support, depth=spec.depth, w_std=spec.w_std, b_std=spec.b_std).ntk
     k_qs = kernels.fc_relu(queries, support, depth=spec.depth, w_std=spec.w_std, b_std=spec.b_std).ntk
-    evals, evecs = jnp.linalg.eigh(k_ss)
-    return SpectralPath(jnp.maximum(evals, 0.0), k_qs @ evecs, evecs.T @ support, jnp.trace(k_ss) / k_ss.shape[0])
+    eig = _eigen(k_ss, support)
+    return SpectralPath(eig.evals, k_qs @ eig.evecs, eig.qtx, eig.mean_diag)
 
 
 def spectral_scores(path: SpectralPath, lam: float) -> jax.Array:
