@@ -24,11 +24,12 @@ ranking; HR@10 / nDCG@10 (×100) of the test item.
   meta-learned through T inner Adam steps (reverse-mode Adam, Algorithm 6) from
   checkpoints Ω of SASRec pretrained on the real data (weighted towards early checkpoints,
   plus fresh random inits); the outer loop keeps the D_syn with the best validation HR@10
-  of a SASRec trained on it. D_syn starts from ``--init`` (default ``popularity``: every
-  token = the item popularity, which already trains a SASRec to the popularity baseline;
-  measured at [10×150], d = 8, 1 seed: popularity start 4.92 HR@10, ``mix`` α = 0.5 (the
-  rank-8 least-squares fit of α·one-hot real windows + (1 − α)·popularity) 3.87, ``real``
-  1.49; :func:`distill.farzi.initial_factors`).
+  of a SASRec trained on it (the start included). D_syn starts from ``--init`` (default
+  distill's ``markov``: the real data's first-order Markov chain as soft tokens along a
+  walk over the items, KL-fitted at rank d = 32; :func:`distill.farzi.initial_factors`).
+  The other starts are control rows: ``popularity`` (every token = the item popularity),
+  ``mix`` (the rank-d fit of α·one-hot real windows + (1 − α)·popularity), ``real``.
+  ``--init popularity --latent-dim 8 --outer-lr 1e-2`` reproduces the earlier recorded runs.
 
 Every SASRec (all methods) is trained with Adam by :func:`distill.farzi.train_student` and early
 stopping on validation HR@10; test metrics of the best validated parameters, mean ± std
@@ -195,7 +196,8 @@ def load_or_pretrain_omega(model, d, cache, min_item, max_len, n_runs=2):
 
 
 def run_farzi(model, d, omega, mu, xi, *, seeds, syn_kw, outer_steps, latent_dim, tau, real_batch,
-              inner_steps, inner_lr, outer_lr, init, init_logit, eval_fit_steps=300, init_mix=0.5,
+              inner_steps, inner_lr, outer_lr, init, init_logit, eval_fit_steps=300, init_mix=0.5, teacher_mix=0.2,
+              theta0_draws=1,
               omega_weights=None, random_init_prob=0.0, inner_model=None, n_evals=5):
     """Distil [μ×ξ] Farzi data and test SASRecs trained on it.
 
@@ -217,7 +219,7 @@ def run_farzi(model, d, omega, mu, xi, *, seeds, syn_kw, outer_steps, latent_dim
     settings = farzi.Settings(
         model=inner_model, n_seqs=mu, seq_len=xi, latent_dim=latent_dim, tau=tau, steps=outer_steps,
         batch_size=real_batch, inner_steps=inner_steps, inner_optimizer=inner.Adam(inner_lr), learning_rate=outer_lr,
-        init=init, init_logit=init_logit, init_mix=init_mix,
+        init=init, init_logit=init_logit, init_mix=init_mix, teacher_mix=teacher_mix, theta0_draws=theta0_draws,
         omega_weights=None if omega_weights is None else tuple(float(w) for w in omega_weights),
         random_init_prob=random_init_prob, inner_dropout=inner_model is not model,
         eval_every=max(1, outer_steps // n_evals))
@@ -233,13 +235,15 @@ def run_farzi(model, d, omega, mu, xi, *, seeds, syn_kw, outer_steps, latent_dim
     return row, history, res
 
 
-def init_row(model, d, mu, xi, *, seeds, syn_kw, latent_dim, tau, init_logit, init="real", init_mix=0.5):
+def init_row(model, d, mu, xi, *, seeds, syn_kw, latent_dim, tau, init_logit, init="real", init_mix=0.5,
+             teacher_mix=0.2):
     """Control: SASRecs trained on the initial D_syn of ``init``, no outer step."""
     t = time.perf_counter()
     param = latent_factorization(mu, xi, latent_dim, d["n_items"], tau=tau)
     syn0 = farzi.initial_factors(jax.random.key(0), np.asarray(d["train"]), n_seqs=mu, seq_len=xi,
                                  latent_dim=latent_dim, vocab_size=d["n_items"], tau=tau, init=init,
-                                 init_logit=init_logit, pad_id=d["pad"], init_mix=init_mix)  # as run_farzi starts
+                                 init_logit=init_logit, pad_id=d["pad"], init_mix=init_mix,
+                                 teacher_mix=teacher_mix)  # as run_farzi starts
     r, st = trials(model, param.materialize(syn0, jax.random.key(0)), d, seeds, **syn_kw)
     return seed_row(f"Farzi init {init} (0 outer steps)", f"[{mu}×{xi}]", r, st, time.perf_counter() - t)
 
@@ -285,16 +289,23 @@ def _args(argv):
     ap.add_argument("--inner-steps", type=int, default=30, help="T, inner Adam steps (dissertation: 100-300)")
     ap.add_argument("--inner-lr", type=float, default=1e-2, help="inner Adam learning rate")
     ap.add_argument("--inner-dropout", type=float, default=0.0, help="dropout of the inner-loop SASRec")
-    ap.add_argument("--outer-lr", type=float, default=1e-2, help="outer Adam learning rate on (Z, M)")
-    ap.add_argument("--latent-dim", type=int, default=8, help="d of D_syn = softmax(Z·M/τ)")
-    ap.add_argument("--init", choices=farzi.INITS, default="popularity", help="D_syn start of Farzi")
+    ap.add_argument("--outer-lr", type=float, default=farzi.Settings().learning_rate,
+                    help="outer Adam learning rate on (Z, M) (default: distill's)")
+    ap.add_argument("--latent-dim", type=int, default=farzi.Settings().latent_dim,
+                    help="d of D_syn = softmax(Z·M/τ) (default: distill's)")
+    ap.add_argument("--init", choices=farzi.INITS, default=farzi.Settings().init,
+                    help="D_syn start of Farzi (default: distill's)")
+    ap.add_argument("--teacher-mix", type=float, default=farzi.Settings().teacher_mix,
+                    help="α of init 'markov': α·onehot(walk item) + (1-α)·P(·|previous item)")
     ap.add_argument("--init-mix", type=float, default=0.5, help="α of init 'mix': α·onehot(real) + (1-α)·pop")
-    ap.add_argument("--init-rows", nargs="*", default=["real", "popularity", "mix"], choices=farzi.INITS,
+    ap.add_argument("--init-rows", nargs="*", default=["popularity", "markov"], choices=farzi.INITS,
                     help="starts evaluated with 0 outer steps")
     ap.add_argument("--init-logit", type=float, default=8.0, help="real-item logit of init 'real'")
     ap.add_argument("--omega-half-life", type=float, default=100.0,
                     help="Ω checkpoint weights halve every this many pretraining steps (0: uniform)")
     ap.add_argument("--random-init-prob", type=float, default=0.25, help="share of inner loops from a fresh init")
+    ap.add_argument("--theta0-draws", type=int, default=farzi.Settings().theta0_draws,
+                    help="θ_0 draws averaged per outer step (default: distill's)")
     ap.add_argument("--omega-steps", type=int, nargs="+", default=None,
                     help="use only the Ω checkpoints of these pretraining steps (default: all of 0..400)")
     ap.add_argument("--eval-fit-steps", type=int, default=300, help="SASRec steps of each outer-loop validation")
@@ -358,13 +369,15 @@ def main(argv=None):
         rows.append(popularity_row(model, d, mu, xi, seeds=seeds, syn_kw=syn_kw))
         for init in args.init_rows:
             rows.append(init_row(model, d, mu, xi, seeds=seeds, syn_kw=syn_kw, latent_dim=args.latent_dim,
-                                 tau=args.tau, init_logit=args.init_logit, init=init, init_mix=args.init_mix))
+                                 tau=args.tau, init_logit=args.init_logit, init=init, init_mix=args.init_mix,
+                                 teacher_mix=args.teacher_mix))
         print(format_table(rows, COLUMNS[:4] + ["steps"]), flush=True)
         row, histories[label], res = run_farzi(
             model, d, omega, mu, xi, seeds=seeds, syn_kw=syn_kw, outer_steps=outer_steps,
             latent_dim=args.latent_dim, tau=args.tau, real_batch=args.real_batch, inner_steps=args.inner_steps,
             inner_lr=args.inner_lr, outer_lr=args.outer_lr, init=args.init, init_logit=args.init_logit,
-            init_mix=args.init_mix, omega_weights=weights, random_init_prob=args.random_init_prob,
+            init_mix=args.init_mix, teacher_mix=args.teacher_mix, theta0_draws=args.theta0_draws,
+            omega_weights=weights, random_init_prob=args.random_init_prob,
             inner_model=make(args.inner_dropout) if args.inner_dropout > 0 else None,
             eval_fit_steps=args.eval_fit_steps, n_evals=args.n_evals)
         rows.append(row)
@@ -404,7 +417,8 @@ def _finish(args, rows, histories, timing, d, shapes, seeds, syn_kw, outer_steps
                   "inner_dropout": args.inner_dropout, "outer_lr": args.outer_lr, "latent_dim": args.latent_dim,
                   "tau": args.tau, "real_batch": args.real_batch, "mode": "reverse_adam",
                   "reverse_every": inner.default_reverse_every(jnp.float32), "init": args.init,
-                  "init_mix": args.init_mix, "init_logit": args.init_logit, "eval_fit_steps": args.eval_fit_steps},
+                  "init_mix": args.init_mix, "teacher_mix": args.teacher_mix, "theta0_draws": args.theta0_draws,
+                  "init_logit": args.init_logit, "eval_fit_steps": args.eval_fit_steps},
     }
     path = write_result(name, config, {"rows": rows, "histories": histories, "timing": timing}, wall, out_dir=out)
     _plot(rows, histories, path.with_suffix(".png"))

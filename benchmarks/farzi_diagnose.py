@@ -2,6 +2,7 @@
 
     python -m benchmarks.farzi_diagnose --cache /work/tmp/farzi_cache       # both parts
     python -m benchmarks.farzi_diagnose --part grad                         # part 1 only
+    python -m benchmarks.farzi_diagnose --part theta0 --cache DIR            # part 3
 
 Setting of :mod:`benchmarks.farzi` (MovieLens latest-small, 1,303 items, SASRec d64 ×2
 blocks, D_syn [10×150], Ω = SASRec checkpoints at steps 0..400 of two runs), float32.
@@ -15,8 +16,14 @@ blocks, D_syn [10×150], Ω = SASRec checkpoints at steps 0..400 of two runs), f
    the outer loss is measured on a *fixed* evaluation (every Ω checkpoint, one held 128-row
    real batch, forward only), so the curve is not the noise of the sampled θ₀ and batch.
    The loss of θ₀ itself (no inner training) is printed for reference.
+3. **How much a meta-gradient is about its θ₀** (``theta0``, written to
+   ``farzi_diagnose_theta0.json``): from :func:`distill.farzi.distill`'s default start
+   and settings, the meta-gradients of ``--n-keys`` draws of θ₀ on one real batch; their
+   pairwise cosines, and the change of the objective after one Adam-like step
+   ``−η·sign(g)`` along one draw's gradient (on that draw and on held-out draws and
+   batches) and along the mean of all draws' gradients (on held-out draws and batches).
 
-Writes ``benchmarks/results/farzi_diagnose.json``.
+Writes ``benchmarks/results/farzi_diagnose.json`` (parts 1–2).
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from __future__ import annotations
 import time
 
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -123,10 +131,43 @@ def outer_part(model, d, omega, *, mu, xi, configs, steps, chunks=3):
     return out
 
 
+def theta0_part(model, d, omega, *, mu, xi, n_keys, etas=(1e-3, 3e-3)):
+    """Pairwise cosines of per-θ₀ meta-gradients and the held-out effect of a step along them."""
+    s = farzi.Settings(model=model, n_seqs=mu, seq_len=xi)
+    syn = farzi.init(jax.random.key(0), farzi.Data(d["train"], omega, d["pad"]), s)
+    perm = np.random.default_rng(0).permutation(d["n_users"])
+    batch = farzi.Batch(d["train"][perm[:64]], omega, d["pad"])
+    other = farzi.Batch(d["train"][perm[-150:]], omega, d["pad"])
+    vg = jax.jit(jax.value_and_grad(lambda f, b, k: farzi.objective(f, b, k, s)))
+    obj = jax.jit(lambda f, b, k: farzi.objective(f, b, k, s))
+    keys = [jax.random.key(100 + i) for i in range(n_keys)]
+    held = [jax.random.key(900 + i) for i in range(3)]
+    grads = [_flat(vg(syn, batch, k)[1]) for k in keys]
+    cos = [float(grads[i] @ grads[j] / (jnp.linalg.norm(grads[i]) * jnp.linalg.norm(grads[j])))
+           for i in range(n_keys) for j in range(i + 1, n_keys)]
+    unflat = jax.flatten_util.ravel_pytree(syn)[1]
+
+    def change(g, eta, b, ks):
+        moved = unflat(_flat(syn) - eta * jnp.sign(g))
+        return float(np.mean([float(obj(moved, b, k)) - float(obj(syn, b, k)) for k in ks]))
+
+    mean_g = sum(grads) / n_keys
+    steps = [{"eta": eta, "one_draw_same": change(grads[0], eta, batch, keys[:1]),
+              "one_draw_heldout_draws": change(grads[0], eta, batch, held),
+              "one_draw_heldout_batch": change(grads[0], eta, other, keys[:1]),
+              "mean_heldout_draws_and_batch": change(mean_g, eta, other, held)} for eta in etas]
+    print(f"cosine between θ₀ draws: mean {np.mean(cos):.3f}, max {np.max(cos):.3f}", flush=True)
+    print(format_table(steps, list(steps[0])), flush=True)
+    return {"n_keys": n_keys, "cosine_mean": float(np.mean(cos)), "cosine_max": float(np.max(cos)),
+            "cosines": cos, "steps": steps}
+
+
 def main(argv=None):
     ap = parser("farzi_diagnose", __doc__)
-    ap.add_argument("--part", choices=("grad", "outer", "both"), default="both",
-                    help="meta-gradient accuracy of reverse-mode Adam, outer-loop behaviour, or both")
+    ap.add_argument("--part", choices=("grad", "outer", "both", "theta0"), default="both",
+                    help="meta-gradient accuracy of reverse-mode Adam, outer-loop behaviour, both, or the "
+                         "per-θ₀ meta-gradients at distill's defaults")
+    ap.add_argument("--n-keys", type=int, default=8, help="θ₀ draws of the 'theta0' part")
     ap.add_argument("--cache", default=None, help="Ω directory root of benchmarks.farzi (reused when present)")
     ap.add_argument("--outer-steps", type=int, default=24, help="outer steps of the 'outer' part")
     args = ap.parse_args(argv)
@@ -138,6 +179,11 @@ def main(argv=None):
     results, config = {}, {"dataset": "ml-latest-small", "min_item": min_item, "n_items": d["n_items"],
                            "model": "SASRec d64, 2 blocks, 1 head", "shape": [mu, xi], "dtype": "float32",
                            "omega": "steps 0,100,..,400 of 2 runs"}
+    if args.part == "theta0":
+        config["theta0"] = {**{k: v for k, v in farzi.Settings()._asdict().items() if k != "model"},
+                            "inner_optimizer": list(farzi.Settings().inner_optimizer), "real_batch": 64,
+                            "heldout_batch": 150, "omega_weights": "uniform (distill's default)"}
+        results["theta0"] = theta0_part(model, d, omega, mu=mu, xi=xi, n_keys=args.n_keys)
     if args.part in ("grad", "both"):
         config["grad"] = {"latent_dim": 8, "init": "random", "real_batch": 64}
         results["grad"] = grad_part(model, d, omega, mu=mu, xi=xi, latent_dim=8, lr=3e-3,
@@ -148,7 +194,8 @@ def main(argv=None):
         config["outer"] = {"outer_steps": args.outer_steps, "real_batch": 64, "eval_batch": 128}
         results["outer"] = outer_part(model, d, omega, mu=mu, xi=xi, configs=configs, steps=args.outer_steps)
     wall = time.perf_counter() - t0
-    path = write_result("farzi_diagnose", config, results, wall, out_dir=output_dir(args))
+    name = "farzi_diagnose_theta0" if args.part == "theta0" else "farzi_diagnose"
+    path = write_result(name, config, results, wall, out_dir=output_dir(args))
     print(f"wrote {path} ({wall:.0f} s)")
 
 

@@ -206,7 +206,8 @@ def _json_roundtrip(x: Any) -> Any:
         raise TypeError(f"fingerprint/state: expected JSON-serialisable values ({e})") from None
 
 
-def _fingerprint(user: Mapping | None, params: Any, eval_every: int, maximize: bool) -> dict:
+def _fingerprint(user: Mapping | None, params: Any, eval_every: int, maximize: bool,
+                 evaluate_start: bool = False) -> dict:
     """What must agree for a checkpoint to be resumed: the caller's settings and data, the
     parameters' structure, and the loop settings that decide which steps are evaluated."""
     leaves, treedef = jax.tree_util.tree_flatten(params)
@@ -215,6 +216,8 @@ def _fingerprint(user: Mapping | None, params: Any, eval_every: int, maximize: b
         "eval_every": eval_every,
         "maximize": maximize,
     }
+    if evaluate_start:  # only when set: checkpoints written before the option still resume
+        auto["evaluate_start"] = True
     return _json_roundtrip({"run": dict(user or {}), "loop": auto})
 
 
@@ -426,6 +429,7 @@ def run(
     key: jax.Array,
     evaluate: Callable[..., float] | None = None,
     eval_every: int = 50,
+    evaluate_start: bool = False,
     patience: int | None = None,
     maximize: bool = True,
     checkpoint_dir: str | None = None,
@@ -452,6 +456,7 @@ def run(
         the best). The final off-grid evaluation is not checkpointed, so extending a
         finished run to more steps reproduces the longer uninterrupted run exactly.
       eval_every: updates between evaluations.
+      evaluate_start: also evaluate the start (step 0): the result never validates worse.
       patience: stop after this many evaluations without improvement (``None``: never).
       maximize: whether larger evaluation values are better.
       checkpoint_dir: where orbax checkpoints go; a run whose directory already holds a
@@ -481,15 +486,15 @@ def run(
     """
     steps, eval_every, checkpoint_every, patience = _check_run_args(
         objective, syn_params, optimizer, steps, eval_every, checkpoint_every, patience, evaluate, state)
-    fp = _fingerprint(fingerprint, syn_params, eval_every, maximize)
+    fp = _fingerprint(fingerprint, syn_params, eval_every, maximize, bool(evaluate_start))
     syn_params = _global_params(syn_params)
     ckpt = {"params": syn_params, "opt_state": optimizer.init(syn_params), "best_params": syn_params}
     mngr = _manager(checkpoint_dir) if checkpoint_dir is not None else None
     ckpt, meta = _resume(mngr, ckpt, fp, state)
     try:
         _drive(ckpt, meta, mngr, _make_step(objective, optimizer, project), batches, key, steps=steps,
-               evaluate=evaluate, eval_every=eval_every, patience=patience, maximize=maximize,
-               checkpoint_every=checkpoint_every, progress=progress, state=state)
+               evaluate=evaluate, eval_every=eval_every, patience=patience, maximize=maximize, progress=progress,
+               checkpoint_every=checkpoint_every, state=state, evaluate_start=bool(evaluate_start))
     finally:
         _close(mngr)
     best = evaluate is not None and meta["best_step"] >= 0
@@ -515,7 +520,7 @@ def _resume(mngr, ckpt: dict, fp: dict, state: dict | None) -> tuple[dict, dict]
 
 
 def _drive(ckpt, meta, mngr, step_fn, batches, key, *, steps, evaluate, eval_every, patience, maximize,
-           checkpoint_every, progress, state) -> None:
+           checkpoint_every, progress, state, evaluate_start=False) -> None:
     """:func:`run`'s loop: updates, evaluations and checkpoints from ``meta['step']`` on."""
     pass_step = evaluate is not None and _wants_step(evaluate)
     bar = progress_bar(total=steps, initial=min(meta["step"], steps), disable=not progress, desc="distill")
@@ -531,6 +536,8 @@ def _drive(ckpt, meta, mngr, step_fn, batches, key, *, steps, evaluate, eval_eve
             _save(mngr, ckpt, meta)
 
     try:
+        if evaluate is not None and evaluate_start and meta["step"] == 0 and not meta["eval_steps"]:
+            evaluation()
         while meta["step"] < steps and not meta["stopped_early"]:
             t = meta["step"]
             batch = batches(t) if callable(batches) else batches

@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.farzi import _args, classical_rows
+from distill import farzi
 
 N_ITEMS, PAD = 20, 20
 
@@ -36,9 +37,11 @@ def test_markov_finds_the_deterministic_successor_and_popularity_does_not():
     assert pop["HR@10"] < 100.0
 
 
-def test_defaults_follow_the_dissertation():
+def test_defaults_are_distills():
     a = _args([])
-    assert (a.inner_steps, a.inner_lr, a.latent_dim, a.outer_lr) == (30, 1e-2, 8, 1e-2)
+    s = farzi.Settings()
+    assert (a.inner_steps, a.inner_lr, a.latent_dim, a.outer_lr) == (30, 1e-2, 32, 1e-3)
+    assert (a.latent_dim, a.outer_lr, a.init, a.teacher_mix) == (s.latent_dim, s.learning_rate, s.init, s.teacher_mix)
     assert a.inner_steps * a.inner_lr >= 0.3
-    assert a.init == "popularity" and set(a.init_rows) == {"real", "popularity", "mix"}
+    assert a.init == "markov" and set(a.init_rows) == {"popularity", "markov"}
     assert a.full_dropouts == [0.0, 0.2] and a.full_lrs == [1e-3, 2e-3] and not a.record

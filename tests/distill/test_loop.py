@@ -274,3 +274,24 @@ def _sharded_resume():
 
 def test_sharded_run_resumes_on_8_devices(multidevice):
     multidevice(_sharded_resume)
+
+
+def test_evaluate_start_keeps_a_start_that_nothing_beats(tmp_path):
+    values = iter([9.0, 3.0, 4.0, 5.0])  # the start scores best
+    seen = []
+
+    def evaluate(p):
+        seen.append(p["w"])
+        return next(values)
+
+    kw = dict(key=jax.random.PRNGKey(0), evaluate=evaluate, eval_every=5, progress=False)
+    params, hist = loop.run(_objective, _init(), optax.adam(0.05), _batches, steps=15, evaluate_start=True, **kw)
+    assert hist.eval_steps == [0, 5, 10, 15] and hist.best_step == 0 and hist.best_value == 9.0
+    np.testing.assert_array_equal(params["w"], _init()["w"])
+    np.testing.assert_array_equal(seen[0], _init()["w"])
+    # A checkpoint written with the start evaluated is not resumed by a run without it.
+    loop.run(_objective, _init(), optax.adam(0.05), _batches, steps=5, checkpoint_dir=tmp_path, evaluate_start=True,
+             **{**kw, "evaluate": lambda p: 1.0})
+    with pytest.raises(ValueError, match="evaluate_start"):
+        loop.run(_objective, _init(), optax.adam(0.05), _batches, steps=10, checkpoint_dir=tmp_path,
+                 **{**kw, "evaluate": lambda p: 1.0})
