@@ -197,8 +197,7 @@ def load_or_pretrain_omega(model, d, cache, min_item, max_len, n_runs=2):
 
 def run_farzi(model, d, omega, mu, xi, *, seeds, syn_kw, outer_steps, latent_dim, tau, real_batch,
               inner_steps, inner_lr, outer_lr, init, init_logit, eval_fit_steps=300, init_mix=0.5, teacher_mix=0.2,
-              theta0_draws=1,
-              omega_weights=None, random_init_prob=0.0, inner_model=None, n_evals=5):
+              theta0_draws=1, omega_weights=None, random_init_prob=0.0, inner_model=None, n_evals=5):
     """Distil [μ×ξ] Farzi data and test SASRecs trained on it.
 
     The outer loop keeps the D_syn with the best validation HR@10 of a SASRec trained on

@@ -146,10 +146,16 @@ def theta0_part(model, d, omega, *, mu, xi, n_keys, etas=(1e-3, 3e-3)):
     cos = [float(grads[i] @ grads[j] / (jnp.linalg.norm(grads[i]) * jnp.linalg.norm(grads[j])))
            for i in range(n_keys) for j in range(i + 1, n_keys)]
     unflat = jax.flatten_util.ravel_pytree(syn)[1]
+    start = {}  # the objective at syn, once per (batch, draw)
 
     def change(g, eta, b, ks):
         moved = unflat(_flat(syn) - eta * jnp.sign(g))
-        return float(np.mean([float(obj(moved, b, k)) - float(obj(syn, b, k)) for k in ks]))
+        diffs = []
+        for k in ks:
+            if (id(b), id(k)) not in start:
+                start[id(b), id(k)] = float(obj(syn, b, k))
+            diffs.append(float(obj(moved, b, k)) - start[id(b), id(k)])
+        return float(np.mean(diffs))
 
     mean_g = sum(grads) / n_keys
     steps = [{"eta": eta, "one_draw_same": change(grads[0], eta, batch, keys[:1]),

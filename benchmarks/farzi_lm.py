@@ -478,8 +478,7 @@ def _farzi_kwargs(args) -> dict:
 _RENAMED = {"outer_learning_rate": "learning_rate"}
 _RECORDED = ("latent_dim", "tau", "steps", "batch_size", "inner_steps", "inner_optimizer", "learning_rate", "mode",
              "reverse_every", "init", "init_logit", "init_mix", "teacher_mix", "omega_weights", "random_init_prob",
-             "inner_dropout",
-             "patience", "checkpoint_every")
+             "inner_dropout", "patience", "checkpoint_every")
 
 
 def _effective(kw: dict) -> dict:

@@ -147,8 +147,8 @@ def method_settings(method, ipc, args, models, images):
                                    inner_optimizer=inner.Adam(args.mm_inner_lr, eps=args.mm_inner_eps),
                                    mode="reverse_adam", reverse_every=2), row_batches(x, y, 256, 4)
     if method == "MTT":
-        return mtt, mtt.Settings(**base, model=model, student_lr=args.mtt_student_lr, syn_steps=args.mtt_syn_steps, expert_epochs=2,
-                                 max_start_epoch=args.expert_epochs - 2, n_experts=args.n_experts,
+        return mtt, mtt.Settings(**base, model=model, student_lr=args.mtt_student_lr, syn_steps=args.mtt_syn_steps,
+                                 expert_epochs=2, max_start_epoch=args.expert_epochs - 2, n_experts=args.n_experts,
                                  expert_train_epochs=args.expert_epochs, mode="reverse_adam", reverse_every=2), None
     raise ValueError(method)
 

@@ -47,7 +47,7 @@ import optax
 
 from distill import inner, loop, parallel, trajectories, train
 from distill.checks import check_array, check_choice, check_float, check_index_range, check_int, is_concrete
-from distill.parametrize import LatentFactors, Parametrization, latent_factorization
+from distill.parametrize import LatentFactors, Parametrization, latent_factorization, latent_logits
 from models.model_fns import ModelFns, n_outputs
 
 __all__ = [
@@ -545,7 +545,8 @@ def markov_teacher(tokens: Any, vocab_size: int, *, n_seqs: int, seq_len: int, a
         q[t] = (1.0 - alpha) * prev_p
         q[t, cur] += alpha
         c = row(cur)
-        prev_p = (c + backoff * pop) / (c.sum() + backoff) if c.sum() + backoff > 0 else pop
+        total = c.sum() + backoff
+        prev_p = (c + backoff * pop) / total if total > 0 else pop
         cur = int(np.argmax(prev_p / (1.0 + revisit_penalty * visits)))
     return walk.reshape(n_seqs, seq_len), q.reshape(n_seqs, seq_len, vocab_size)
 
@@ -573,18 +574,20 @@ def fit_factors_kl(key: jax.Array, probs: Any, *, latent_dim: int, tau: float = 
       :class:`LatentFactors` ``(z (μ, ξ, d), m (d, V))``.
     """
     check_array(probs, "probs", ndim=3)
+    p64 = np.asarray(probs, np.float64)
+    if not np.all(np.isfinite(p64)) or (p64 < 0).any():
+        raise ValueError("probs: expected finite, non-negative probabilities")
     steps = check_int(steps, "steps", min_value=0)
     learning_rate = check_float(learning_rate, "learning_rate", min_value=0.0, strict_min=True)
     q = jnp.asarray(probs, jnp.float32)
-    factors = fit_factors(key, np.log(np.maximum(np.asarray(probs, np.float64), 1e-30)), latent_dim=latent_dim,
-                          tau=tau)
+    factors = fit_factors(key, np.log(np.maximum(p64, 1e-30)), latent_dim=latent_dim, tau=tau)
     if steps == 0:
         return factors
     opt = optax.adam(learning_rate)
 
     def loss(f, batch, k):
         del batch, k
-        return soft_cross_entropy(jnp.einsum("sld,dv->slv", f.z, f.m) / tau, q)
+        return soft_cross_entropy(latent_logits(f, tau), q)
 
     run = jax.jit(lambda st: train.scan(st, jnp.arange(steps), key, loss=loss, optimizer=opt)[0].params)
     return run(train.init(factors, opt))

@@ -35,6 +35,7 @@ __all__ = [
     "identity",
     "LatentFactors",
     "latent_factorization",
+    "latent_logits",
     "gumbel_multisample",
     "multisample_gumbel_sum",
     "GUMBEL_NOISE",
@@ -126,9 +127,14 @@ def latent_factorization(
 
     def materialize(params: LatentFactors, key: jax.Array) -> jax.Array:
         del key
-        return jax.nn.softmax(jnp.einsum("sld,dv->slv", params.z, params.m) / tau, axis=-1)
+        return jax.nn.softmax(latent_logits(params, tau), axis=-1)
 
     return Parametrization(init, materialize)
+
+
+def latent_logits(params: LatentFactors, tau: float = 1.0) -> jax.Array:
+    """The logits ``Z · M / τ`` ``(μ, ξ, V)`` whose softmax is :func:`latent_factorization`'s data."""
+    return jnp.einsum("sld,dv->slv", params.z, params.m) / tau
 
 
 # --------------------------------------------------------------------------------------

@@ -85,6 +85,8 @@ def test_kl_fit_beats_least_squares_and_is_exact_at_full_rank():
     kl = farzi.fit_factors_kl(jax.random.key(0), q, latent_dim=4, tau=0.5, steps=300)
     kl_ls, kl_fit = _kl(q, param.materialize(ls, None)), _kl(q, param.materialize(kl, None))
     assert kl_fit < 0.5 * kl_ls
+    with pytest.raises(ValueError, match="probs"):
+        farzi.fit_factors_kl(jax.random.key(0), q - 0.5, latent_dim=4)
     full = farzi.fit_factors_kl(jax.random.key(0), q, latent_dim=V, steps=300)
     data = parametrize.latent_factorization(3, 10, V, V).materialize(full, None)
     assert _kl(q, data) < 2e-3
