@@ -107,16 +107,18 @@ def make_eval(model, d, split, batch=256):
     return evaluate
 
 
-def fit(model, data, d, key, *, lr, batch, max_steps, eval_every, patience):
+def fit(model, data, d, key, *, lr, batch, max_steps, eval_every, patience, hard_inputs=False):
     """SASRec on int ``(n, L+1)`` sequences or soft ``(μ, ξ, V)`` Farzi data, early-stopped on val HR@10.
 
     :func:`distill.farzi.train_student`: training mode (dropout, when the model has it) with
-    a fresh dropout key every step, ``batch`` distinct rows per step.
+    a fresh dropout key every step, ``batch`` distinct rows per step; soft data read by
+    :func:`distill.farzi.student_pairs` (``hard_inputs``: argmax inputs).
     """
     val = make_eval(model, d, "val")
     out = farzi.train_student(key, model, data, steps=max_steps, learning_rate=lr, batch_size=batch,
                               pad_id=d["pad"], init_inputs=d["train"][:1, :-1],
-                              evaluate=lambda p: val(p)["HR@10"], eval_every=eval_every, patience=patience)
+                              evaluate=lambda p: val(p)["HR@10"], eval_every=eval_every, patience=patience,
+                              hard_inputs=hard_inputs)
     hist = out.history
     return out.params, hist.best_step, max(hist.eval_values) if hist.eval_values else float("nan")
 
@@ -196,18 +198,21 @@ def load_or_pretrain_omega(model, d, cache, min_item, max_len, n_runs=2):
 
 
 def run_farzi(model, d, omega, mu, xi, *, seeds, syn_kw, outer_steps, latent_dim, tau, real_batch,
-              inner_steps, inner_lr, outer_lr, init, init_logit, eval_fit_steps=300, init_mix=0.5, teacher_mix=0.2,
-              theta0_draws=1, omega_weights=None, random_init_prob=0.0, inner_model=None, n_evals=5):
+              inner_steps, inner_lr, outer_lr, init, init_logit, eval_fit_steps=300, init_mix=0.5, teacher_mix=0.1,
+              theta0_draws=1, omega_weights=None, random_init_prob=0.0, inner_model=None, n_evals=5,
+              hard_inputs=True, teacher_walk="greedy"):
     """Distil [μ×ξ] Farzi data and test SASRecs trained on it.
 
     The outer loop keeps the D_syn with the best validation HR@10 of a SASRec trained on
     it for ``eval_fit_steps`` steps (``n_evals`` validations). ``inner_model`` (default
     ``model``) is the SASRec of the inner loop; one with dropout > 0 trains with replayable
-    dropout masks (``inner_dropout``). Returns ``(row, history, result)``.
+    dropout masks (``inner_dropout``). D_syn is read with ``hard_inputs`` everywhere (inner
+    loop, validation, test). Returns ``(row, history, result)``.
     """
     t = time.perf_counter()
     val = make_eval(model, d, "val")
     param = latent_factorization(mu, xi, latent_dim, d["n_items"], tau=tau)  # as farzi.distill builds it
+    syn_kw = {**syn_kw, "hard_inputs": hard_inputs}
 
     def evaluate(syn):
         p, _, _ = fit(model, param.materialize(syn, jax.random.key(0)), d, jax.random.key(99),
@@ -220,7 +225,8 @@ def run_farzi(model, d, omega, mu, xi, *, seeds, syn_kw, outer_steps, latent_dim
         batch_size=real_batch, inner_steps=inner_steps, inner_optimizer=inner.Adam(inner_lr), learning_rate=outer_lr,
         init=init, init_logit=init_logit, init_mix=init_mix, teacher_mix=teacher_mix, theta0_draws=theta0_draws,
         omega_weights=None if omega_weights is None else tuple(float(w) for w in omega_weights),
-        random_init_prob=random_init_prob, inner_dropout=inner_model is not model,
+        random_init_prob=random_init_prob, inner_dropout=inner_model is not model, hard_inputs=hard_inputs,
+        teacher_walk=teacher_walk,
         eval_every=max(1, outer_steps // n_evals))
     res = farzi.distill(jax.random.key(0), farzi.Data(d["train"], omega, d["pad"]), settings, evaluate=evaluate,
                         progress=True)
@@ -235,15 +241,15 @@ def run_farzi(model, d, omega, mu, xi, *, seeds, syn_kw, outer_steps, latent_dim
 
 
 def init_row(model, d, mu, xi, *, seeds, syn_kw, latent_dim, tau, init_logit, init="real", init_mix=0.5,
-             teacher_mix=0.2):
-    """Control: SASRecs trained on the initial D_syn of ``init``, no outer step."""
+             teacher_mix=0.1, hard_inputs=True, teacher_walk="greedy"):
+    """Control: SASRecs trained on the initial D_syn of ``init`` (read with ``hard_inputs``), no outer step."""
     t = time.perf_counter()
     param = latent_factorization(mu, xi, latent_dim, d["n_items"], tau=tau)
     syn0 = farzi.initial_factors(jax.random.key(0), np.asarray(d["train"]), n_seqs=mu, seq_len=xi,
                                  latent_dim=latent_dim, vocab_size=d["n_items"], tau=tau, init=init,
                                  init_logit=init_logit, pad_id=d["pad"], init_mix=init_mix,
-                                 teacher_mix=teacher_mix)  # as run_farzi starts
-    r, st = trials(model, param.materialize(syn0, jax.random.key(0)), d, seeds, **syn_kw)
+                                 teacher_mix=teacher_mix, teacher_walk=teacher_walk)  # as run_farzi starts
+    r, st = trials(model, param.materialize(syn0, jax.random.key(0)), d, seeds, **syn_kw, hard_inputs=hard_inputs)
     return seed_row(f"Farzi init {init} (0 outer steps)", f"[{mu}×{xi}]", r, st, time.perf_counter() - t)
 
 
@@ -296,6 +302,10 @@ def _args(argv):
                     help="D_syn start of Farzi (default: distill's)")
     ap.add_argument("--teacher-mix", type=float, default=farzi.Settings().teacher_mix,
                     help="α of init 'markov': α·onehot(walk item) + (1-α)·P(·|previous item)")
+    ap.add_argument("--teacher-walk", choices=farzi.WALKS, default=farzi.Settings().teacher_walk,
+                    help="walk of init 'markov': greedy over the items or sampled from the chain (default: distill's)")
+    ap.add_argument("--inputs", choices=["argmax", "soft"], default="argmax" if farzi.Settings().hard_inputs else "soft",
+                    help="how students read Farzi data's inputs (farzi.student_pairs; default: distill's)")
     ap.add_argument("--init-mix", type=float, default=0.5, help="α of init 'mix': α·onehot(real) + (1-α)·pop")
     ap.add_argument("--init-rows", nargs="*", default=["popularity", "markov"], choices=farzi.INITS,
                     help="starts evaluated with 0 outer steps")
@@ -369,7 +379,8 @@ def main(argv=None):
         for init in args.init_rows:
             rows.append(init_row(model, d, mu, xi, seeds=seeds, syn_kw=syn_kw, latent_dim=args.latent_dim,
                                  tau=args.tau, init_logit=args.init_logit, init=init, init_mix=args.init_mix,
-                                 teacher_mix=args.teacher_mix))
+                                 teacher_mix=args.teacher_mix, hard_inputs=args.inputs == "argmax",
+                                 teacher_walk=args.teacher_walk))
         print(format_table(rows, COLUMNS[:4] + ["steps"]), flush=True)
         row, histories[label], res = run_farzi(
             model, d, omega, mu, xi, seeds=seeds, syn_kw=syn_kw, outer_steps=outer_steps,
@@ -378,14 +389,16 @@ def main(argv=None):
             init_mix=args.init_mix, teacher_mix=args.teacher_mix, theta0_draws=args.theta0_draws,
             omega_weights=weights, random_init_prob=args.random_init_prob,
             inner_model=make(args.inner_dropout) if args.inner_dropout > 0 else None,
-            eval_fit_steps=args.eval_fit_steps, n_evals=args.n_evals)
+            eval_fit_steps=args.eval_fit_steps, n_evals=args.n_evals, hard_inputs=args.inputs == "argmax",
+            teacher_walk=args.teacher_walk)
         rows.append(row)
         # D_syn is μ·ξ·V floats (7.8 MB for [10×150]): written next to the result JSON
         export.save(out / f"{name}_D_syn_{mu}x{xi}",
                     {"data": np.asarray(res.data), "z": np.asarray(res.params.z), "m": np.asarray(res.params.m)},
                     {"method": "farzi", "equation": "D_syn = softmax(Z @ M / tau) (dissertation Eq. 4.1/4.2)",
                      "n_seqs": mu, "seq_len": xi, "vocab_size": d["n_items"], "latent_dim": args.latent_dim,
-                     "dataset": "ml-latest-small", "min_item": args.min_item, "model": "sasrec d64 L2 H1"})
+                     "dataset": "ml-latest-small", "min_item": args.min_item, "model": "sasrec d64 L2 H1",
+                     "inputs": "argmax tokens of data[:, :-1]" if args.inputs == "argmax" else "soft tokens"})
         print(format_table(rows, COLUMNS[:4] + ["steps"]), flush=True)
     _finish(args, rows, histories, timing, d, shapes, seeds, syn_kw, outer_steps, omega_time, steps_of, name, out,
             t_start)
@@ -417,7 +430,7 @@ def _finish(args, rows, histories, timing, d, shapes, seeds, syn_kw, outer_steps
                   "tau": args.tau, "real_batch": args.real_batch, "mode": "reverse_adam",
                   "reverse_every": inner.default_reverse_every(jnp.float32), "init": args.init,
                   "init_mix": args.init_mix, "teacher_mix": args.teacher_mix, "theta0_draws": args.theta0_draws,
-                  "init_logit": args.init_logit, "eval_fit_steps": args.eval_fit_steps},
+                  "inputs": args.inputs, "teacher_walk": args.teacher_walk, "init_logit": args.init_logit, "eval_fit_steps": args.eval_fit_steps},
     }
     path = write_result(name, config, {"rows": rows, "histories": histories, "timing": timing}, wall, out_dir=out)
     _plot(rows, histories, path.with_suffix(".png"))

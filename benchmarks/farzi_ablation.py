@@ -156,10 +156,10 @@ def main(argv=None):
     seeds = args.seeds
     common = dict(seeds=seeds, syn_kw=TRAIN_SYN, outer_steps=args.outer_steps, latent_dim=args.latent_dim,
                   real_batch=args.real_batch, inner_lr=args.inner_lr, outer_lr=args.outer_lr, init="real",
-                  init_logit=args.init_logit)
+                  init_logit=args.init_logit, hard_inputs=False)  # the recorded (soft) reading
     references = [random_row(model, d, mu, xi, np.random.default_rng(0), seeds=seeds, syn_kw=TRAIN_SYN),
                   init_row(model, d, mu, xi, seeds=seeds, syn_kw=TRAIN_SYN, latent_dim=args.latent_dim,
-                           tau=BASE["tau"], init_logit=args.init_logit)]
+                           tau=BASE["tau"], init_logit=args.init_logit, hard_inputs=False)]
     print(format_table(references, ["method", "data", "HR@10", "nDCG@10", "steps", "time_s"]), flush=True)
     runs = []
     for cfg in _configs(args, ablations):

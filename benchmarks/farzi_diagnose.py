@@ -61,7 +61,8 @@ def grad_part(model, d, omega, *, mu, xi, latent_dim, lr, settings):
         ref = None
         for mode, k in [("checkpointed", None)] + [("reverse_adam", k) for k in ks]:
             fs = farzi.Settings(model=model, n_seqs=mu, seq_len=xi, latent_dim=latent_dim, inner_steps=T,
-                                inner_optimizer=inner.Adam(lr), mode=mode, reverse_every=k, random_init_prob=0.0)
+                                inner_optimizer=inner.Adam(lr), mode=mode, reverse_every=k, random_init_prob=0.0,
+                                hard_inputs=False)  # as recorded
             f = jax.jit(jax.value_and_grad(farzi.objective), static_argnums=3)
             b = farzi.Batch(batch, omega, d["pad"])
             jax.block_until_ready(f(syn, b, jax.random.key(3), fs))
@@ -95,7 +96,7 @@ def outer_part(model, d, omega, *, mu, xi, configs, steps, chunks=3):
             syn = param.init(jax.random.key(1))
         opt = inner.Adam(cfg["inner_lr"])
         fs = farzi.Settings(model=model, n_seqs=mu, seq_len=xi, latent_dim=cfg["latent_dim"], inner_steps=cfg["T"],
-                            inner_optimizer=opt, random_init_prob=0.0)
+                            inner_optimizer=opt, random_init_prob=0.0, hard_inputs=False)  # as recorded
 
         def obj(syn, tokens, key, fs=fs):
             return farzi.objective(syn, farzi.Batch(tokens, omega, d["pad"]), key, fs)
@@ -131,9 +132,13 @@ def outer_part(model, d, omega, *, mu, xi, configs, steps, chunks=3):
     return out
 
 
+# The Markov start and reading the θ₀ diagnosis was recorded with (distill's defaults then).
+THETA0_SETTINGS = {"teacher_mix": 0.2, "hard_inputs": False}
+
+
 def theta0_part(model, d, omega, *, mu, xi, n_keys, etas=(1e-3, 3e-3)):
     """Pairwise cosines of per-θ₀ meta-gradients and the held-out effect of a step along them."""
-    s = farzi.Settings(model=model, n_seqs=mu, seq_len=xi)
+    s = farzi.Settings(model=model, n_seqs=mu, seq_len=xi, **THETA0_SETTINGS)
     syn = farzi.init(jax.random.key(0), farzi.Data(d["train"], omega, d["pad"]), s)
     perm = np.random.default_rng(0).permutation(d["n_users"])
     batch = farzi.Batch(d["train"][perm[:64]], omega, d["pad"])
@@ -186,7 +191,7 @@ def main(argv=None):
                            "model": "SASRec d64, 2 blocks, 1 head", "shape": [mu, xi], "dtype": "float32",
                            "omega": "steps 0,100,..,400 of 2 runs"}
     if args.part == "theta0":
-        config["theta0"] = {**{k: v for k, v in farzi.Settings()._asdict().items() if k != "model"},
+        config["theta0"] = {**{k: v for k, v in farzi.Settings(**THETA0_SETTINGS)._asdict().items() if k != "model"},
                             "inner_optimizer": list(farzi.Settings().inner_optimizer), "real_batch": 64,
                             "heldout_batch": 150, "omega_weights": "uniform (distill's default)"}
         results["theta0"] = theta0_part(model, d, omega, mu=mu, xi=xi, n_keys=args.n_keys)

@@ -366,14 +366,15 @@ def random_windows(train_stream: Any, mu: int, xi: int, *, seed: int = 0) -> jax
 
 
 def fit(model: ModelFns, data: jax.Array, d: dict, key: jax.Array, *, lr: float, batch: int, max_steps: int,
-        eval_every: int, patience: int) -> tuple[Any, int, float]:
+        eval_every: int, patience: int, hard_inputs: bool = False) -> tuple[Any, int, float]:
     """Train a fresh model on int ``(n, L+1)`` windows or soft ``(μ, ξ, V)`` data.
 
     :func:`distill.farzi.train_student`: Adam at ``lr`` on ``batch`` rows drawn with
     replacement per step (all rows when ``batch >= n``; dropout when the model has it), the
     step keys split per ``eval_every``-step chunk, then the validation NLL on
     ``d["val_es"]``; stops after ``patience`` evaluations without improvement. The initial
-    parameters count as evaluated at step 0.
+    parameters count as evaluated at step 0. Soft data are read by
+    :func:`distill.farzi.student_pairs` (``hard_inputs``: argmax inputs).
 
     Returns:
       ``(params, best_step, best_val_nll)`` of the best validated parameters.
@@ -383,7 +384,7 @@ def fit(model: ModelFns, data: jax.Array, d: dict, key: jax.Array, *, lr: float,
     start = nll(params)
     out = farzi.train_student(key, model, data, steps=max_steps, learning_rate=lr, batch_size=batch, replace=True,
                               params=params, chunk=eval_every, evaluate=nll, eval_every=eval_every,
-                              patience=patience, maximize=False)
+                              patience=patience, maximize=False, hard_inputs=hard_inputs)
     hist = out.history
     if not hist.eval_values or not hist.best_value < start:
         return params, 0, start
@@ -477,8 +478,8 @@ def _farzi_kwargs(args) -> dict:
 # Settings fields recorded under their earlier keyword names (the keys of the recorded results).
 _RENAMED = {"outer_learning_rate": "learning_rate"}
 _RECORDED = ("latent_dim", "tau", "steps", "batch_size", "inner_steps", "inner_optimizer", "learning_rate", "mode",
-             "reverse_every", "init", "init_logit", "init_mix", "teacher_mix", "omega_weights", "random_init_prob",
-             "inner_dropout", "patience", "checkpoint_every")
+             "reverse_every", "init", "init_logit", "init_mix", "teacher_mix", "teacher_walk", "omega_weights",
+             "random_init_prob", "inner_dropout", "hard_inputs", "patience", "checkpoint_every")
 
 
 def _effective(kw: dict) -> dict:
@@ -509,18 +510,19 @@ def _shape_rows(model: ModelFns, omega: Any, d: dict, mu: int, xi: int, args, sy
     """The rows of one [μ×ξ] budget: random, unigram D_syn, Farzi inits, Farzi."""
     label, rows, seeds = f"[{mu}×{xi}]", [], args.seeds
 
-    def add(method, data, **extra):
+    def add(method, data, hard=False, **extra):
         t = time.perf_counter()
-        res, steps, per_seed = trials(model, data, d, seeds, **syn_kw)
+        res, steps, per_seed = trials(model, data, d, seeds, **syn_kw, hard_inputs=hard)
         rows.append(seed_row(method, label, res, steps, time.perf_counter() - t, per_seed=per_seed, **extra))
         print(format_table(rows[-1:], COLUMNS[:5]), flush=True)
 
     add("random", lambda s: random_windows(d["train_stream"], mu, xi, seed=s))
     add("unigram D_syn", unigram_dsyn(d["train_stream"], mu, xi, d["vocab_size"]))
     kw = _farzi_kwargs(args)
+    hard = _effective(kw)["hard_inputs"]  # Farzi data are read as distill reads them
     for init in dict.fromkeys([*args.init_rows, _effective(kw)["init"]]):
         data0 = _init_data(d, mu, xi, init, kw)
-        add(f"Farzi init {init}", data0, mean_max_prob=float(jnp.mean(jnp.max(data0, axis=-1))))
+        add(f"Farzi init {init}", data0, hard, mean_max_prob=float(jnp.mean(jnp.max(data0, axis=-1))))
     if args.skip_farzi:
         return rows, {}
 
@@ -530,7 +532,7 @@ def _shape_rows(model: ModelFns, omega: Any, d: dict, mu: int, xi: int, args, sy
 
     def evaluate(syn):
         _, _, val = fit(model, param.materialize(syn, jax.random.key(0)), d, jax.random.key(99),
-                        **{**syn_kw, "max_steps": args.eval_fit_steps})
+                        **{**syn_kw, "max_steps": args.eval_fit_steps}, hard_inputs=hard)
         return -val
 
     t = time.perf_counter()
@@ -545,14 +547,15 @@ def _shape_rows(model: ModelFns, omega: Any, d: dict, mu: int, xi: int, args, sy
     history = {"losses": hist.losses, "eval_steps": hist.eval_steps, "best_step": hist.best_step,
                "val_ppl": [float(np.exp(-v)) for v in hist.eval_values], "distill_time_s": distill_time}
     data = res.data
-    add(f"Farzi {eff['init']}", data, distill_time_s=distill_time, best_outer_step=hist.best_step,
+    add(f"Farzi {eff['init']}", data, hard, distill_time_s=distill_time, best_outer_step=hist.best_step,
         mean_max_prob=float(jnp.mean(jnp.max(data, axis=-1))))
     # D_syn is μ·ξ·V floats: written next to the result JSON, never into the tracked results
     export.save(output_dir(args) / f"farzi_ptb_{mu}x{xi}",
                 {"data": np.asarray(data), "z": np.asarray(res.params.z), "m": np.asarray(res.params.m)},
                 {"method": "farzi", "equation": "D_syn = softmax(Z @ M / tau) (dissertation Eq. 4.1/4.2)",
                  "n_seqs": mu, "seq_len": xi, "vocab_size": d["vocab_size"], "latent_dim": eff["latent_dim"],
-                 "dataset": "ptb", "model": f"transformer d{args.d_model} L1 H1"})
+                 "dataset": "ptb", "model": f"transformer d{args.d_model} L1 H1",
+                 "inputs": "argmax tokens of data[:, :-1]" if hard else "soft tokens"})
     return rows, history
 
 
@@ -606,6 +609,8 @@ def _arguments(argv):
     ap.add_argument("--full-lrs", type=float, nargs="+", default=[1e-2, 2e-2, 5e-2], help="full-data lr grid")
     ap.add_argument("--full-dropouts", type=float, nargs="+", default=[0.0, 0.2], help="full-data dropout grid")
     ap.add_argument("--syn-steps", type=int, default=TRAIN_SYN["max_steps"], help="max Adam steps on a D_syn")
+    ap.add_argument("--syn-patience", type=int, default=TRAIN_SYN["patience"],
+                    help="validations (every 5 steps) without improvement before a D_syn student stops")
     ap.add_argument("--omega-runs", type=int, default=None, help="pretraining runs in Ω (default 2; --full 40)")
     ap.add_argument("--omega-steps", type=int, default=None, help="steps per Ω run (default 400; --full 450)")
     ap.add_argument("--omega-every", type=int, default=50, help="steps between Ω checkpoints")
@@ -641,7 +646,7 @@ def main(argv=None):
     print(f"PTB V={d['vocab_size']}: {d['tokens']} tokens; windows of {max_len} inputs: "
           f"train {d['train'].shape[0]}, valid {d['valid'].shape[0]}, test {d['test'].shape[0]}", flush=True)
     full_kw = {**TRAIN_FULL, "max_steps": args.full_steps}
-    syn_kw = {**TRAIN_SYN, "max_steps": args.syn_steps}
+    syn_kw = {**TRAIN_SYN, "max_steps": args.syn_steps, "patience": args.syn_patience}
     for kw in (full_kw, syn_kw):
         kw["eval_every"] = max(1, min(kw["eval_every"], kw["max_steps"] // 4))
 

@@ -46,7 +46,8 @@ import numpy as np
 import optax
 
 from distill import inner, loop, parallel, trajectories, train
-from distill.checks import check_array, check_choice, check_float, check_index_range, check_int, is_concrete
+from distill.checks import (check_array, check_choice, check_float, check_index_range, check_int, check_key,
+                            is_concrete)
 from distill.parametrize import LatentFactors, Parametrization, latent_factorization, latent_logits
 from models.model_fns import ModelFns, n_outputs
 
@@ -63,6 +64,7 @@ __all__ = [
     "train_student",
     "popularity_data",
     "soft_cross_entropy",
+    "student_pairs",
     "token_loss",
     "init_from_tokens",
     "fit_factors",
@@ -95,7 +97,11 @@ class Settings(NamedTuple):
       tau: the factorisation's temperature τ = 1 (Eq. 4.1).
       steps: outer updates (200).
       batch_size: real rows per outer step (64).
-      learning_rate: outer Adam learning rate 1e-3. The dissertation's 1e-2 (Table 4.2)
+      learning_rate: outer Adam learning rate 1e-3. With argmax inputs (the default) the
+        outer loop improves the Markov start a little: MovieLens [10×150] test HR@10 10.93 ±
+        0.98 → 11.72 ± 1.10 (best validation at step 10 of 40); 3e-4 raises validation
+        steadily over 120 steps but tests at 11.42 ± 0.68 against 11.03 ± 0.77 (5 seeds).
+        With soft inputs the dissertation's 1e-2 (Table 4.2)
         destroys a good start: from the Markov-teacher start (test HR@10 9.64) 40 outer
         steps at 1e-2 give 7.00 ± 0.61 and the outer loss rises (6.71 → 7.47); at 1e-3
         validation HR@10 drifts 7.45 → 6.86 over 40 steps and ``distill`` returns the
@@ -112,17 +118,31 @@ class Settings(NamedTuple):
         (``tests/distill/test_farzi_objective.py``).
       mode, reverse_every: inner differentiation (``'reverse_adam'``, ``'unrolled'``,
         ``'checkpointed'``) and segment length, see :func:`distill.inner.train`.
-      init, init_logit, init_mix, teacher_mix: the start of (Z, M), see
+      init, init_logit, init_mix, teacher_mix, teacher_walk: the start of (Z, M), see
         :func:`initial_factors`. ``'markov'`` (the real data's first-order Markov chain
-        distilled into soft tokens along a walk, α = ``teacher_mix`` = 0.2): measured on
-        SASRec / MovieLens [10×150] (3 seeds, d = 32) it trains a SASRec to test HR@10
-        9.64 ± 0.31 — 60 % of the tuned full-data SASRec — where popularity-only data gives
-        5.17, ``'popularity'`` 5.27, ``'real'`` (d = 8) 1.14 and random real windows 1.19;
-        α = 0.1 / 0.2 / 0.3 give validation HR@10 7.70 / 8.89 / 7.30. The outer loop
-        starts from data that already beats the trivial and random baselines, and
-        :func:`distill` evaluates that start too, so it never returns worse data by
-        validation. Not for language models: on PTB [200×15] (V = 2,000, a d = 16
-        Transformer) it gives PPL 209.0 against 199.3 for ``'popularity'`` — use that there.
+        distilled into soft tokens along a walk, α = ``teacher_mix`` = 0.1): measured on
+        SASRec / MovieLens [10×150] (3 seeds, d = 32, argmax inputs) it trains a SASRec to
+        test HR@10 10.93 ± 0.98 — 68 % of the tuned full-data SASRec — where popularity-only
+        data gives 5.17, ``'popularity'`` 5.71 and random real windows 1.19; α = 0.05 / 0.1
+        / 0.2 / 0.35 give validation HR@10 10.23 / 10.43 / 9.69 / 7.80 (soft inputs: α 0.1
+        / 0.2 / 0.3 give 7.70 / 8.89 / 7.30). The outer loop starts from data that already
+        beats the trivial and random baselines, and :func:`distill` evaluates that start
+        too, so it never returns worse data by validation. ``teacher_walk``: ``'greedy'``
+        (visits nearly every item; MovieLens validation HR@10 10.43 vs 8.59 for
+        ``'sampled'``) or ``'sampled'`` from the chain, which visits words as often as they
+        occur — use it for language models: on PTB [200×15] (V = 2,000, a d = 16
+        Transformer, α = 0.2) it trains to perplexity 164.4, below the unigram model's
+        196.5, where the greedy walk gives 207.0 and ``'popularity'`` 199.3 (soft inputs).
+      hard_inputs: ``True``: models read D_syn's inputs as their argmax tokens and learn its
+        soft targets (:func:`student_pairs`) — in the inner loop here, in
+        :func:`train_student`, and in the benchmarks' students. One tensor holds both
+        inputs and targets, so read softly a teacher's next-item distributions blur the
+        item a model is given. Measured from the Markov start: MovieLens [10×150] test
+        HR@10 10.93 ± 0.98 (argmax, α = 0.1) vs 9.64 ± 0.31 (soft, α = 0.2); PTB 164.4 vs
+        ≈ 206 (sampled walk). With it, no gradient reaches the inputs, so the outer loop
+        learns the soft targets of a fixed item skeleton. Starts whose argmax covers few
+        items (``'popularity'``: one item) train badly this way (PTB 263.4): keep
+        ``False`` for them, which is the dissertation's reading (§4.3).
       omega_weights: ``(|Ω|,)`` tuple of non-negative sampling weights of the Ω
         checkpoints (e.g. ``tuple(early_weights(...))``), or ``None`` for uniform (§4.3.2).
       random_init_prob: 0.25, probability of starting the inner loop from a fresh
@@ -165,10 +185,12 @@ class Settings(NamedTuple):
     init: str = "markov"
     init_logit: float = 8.0
     init_mix: float = 0.5
-    teacher_mix: float = 0.2
+    teacher_mix: float = 0.1
+    teacher_walk: str = "greedy"
     omega_weights: tuple[float, ...] | None = None
     random_init_prob: float = 0.25
     theta0_draws: int = 1
+    hard_inputs: bool = True
     inner_dropout: bool = False
     eval_every: int = 50
     patience: int | None = None
@@ -227,6 +249,22 @@ class Result(NamedTuple):
 def soft_cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
     """Mean over positions of ``-Σ_v targets[..., v] · log_softmax(logits)[..., v]``."""
     return -jnp.mean(jnp.sum(targets * jax.nn.log_softmax(logits, axis=-1), axis=-1))
+
+
+def student_pairs(data: jax.Array, hard_inputs: bool = False) -> tuple[jax.Array, jax.Array]:
+    """How a model reads soft D_syn ``(μ, ξ, V)``: ``(inputs, targets)`` of next-token training.
+
+    Targets are always the soft tokens ``D[:, 1:]``. Inputs are ``D[:, :-1]`` read as soft
+    tokens (embedding ``Σ_v D_tv E_v``, the dissertation's Farzi, §4.3) or, with
+    ``hard_inputs``, as their argmax tokens (int ``(μ, ξ-1)``; no gradient flows through
+    them, so the data is learned through its targets). Why the option: one tensor is both
+    the inputs and the targets, so soft targets blur the inputs the model reads. Measured on
+    PTB (Transformer d 16, [200×15] Markov-teacher tokens of :func:`markov_teacher` along a
+    walk sampled from the chain): read as soft tokens they train to perplexity ≈ 199 (the
+    unigram model's 196.5); the same targets with one-hot inputs give 128, and with the
+    argmax inputs of the same tensor 141.
+    """
+    return (jnp.argmax(data[:, :-1], axis=-1) if hard_inputs else data[:, :-1]), data[:, 1:]
 
 
 def _token_sums(logits, targets, mask):
@@ -494,9 +532,9 @@ def _successors(tokens: np.ndarray, vocab_size: int, pad_id: int | None):
     return lambda i: np.bincount(nxt[indptr[i]:indptr[i + 1]], minlength=vocab_size).astype(np.float64)
 
 
-def markov_teacher(tokens: Any, vocab_size: int, *, n_seqs: int, seq_len: int, alpha: float = 0.2,
-                   pad_id: int | None = None, backoff: float = 1.0,
-                   revisit_penalty: float = 5.0) -> tuple[np.ndarray, np.ndarray]:
+def markov_teacher(tokens: Any, vocab_size: int, *, n_seqs: int, seq_len: int, alpha: float = 0.1,
+                   pad_id: int | None = None, backoff: float = 1.0, revisit_penalty: float = 5.0,
+                   key: jax.Array | None = None) -> tuple[np.ndarray, np.ndarray]:
     """A walk over the vocabulary and the first-order Markov teacher's soft tokens along it.
 
     The teacher is the real data's transition matrix with a popularity back-off,
@@ -507,14 +545,18 @@ def markov_teacher(tokens: Any, vocab_size: int, *, n_seqs: int, seq_len: int, a
     x_0 … x_{μξ−1} (row-major over the μ rows) starts at the most popular item and greedily
     steps to ``argmax_j P(j | x_t) / (1 + ρ·visits_j)`` (ρ = ``revisit_penalty``), so it
     follows frequent transitions and still visits most of the vocabulary (1,273 of 1,303
-    items at [10×150] on MovieLens). Its soft tokens are
+    items at [10×150] on MovieLens). With a ``key`` the walk is *sampled* from the chain
+    instead (x_0 ~ pop, x_{t+1} ~ P(· | x_t), by inverse CDF at ``uniform(key, (μξ,))``; ρ is
+    not used), so items are visited about as often as they occur (the chain's stationary
+    distribution) — what a perplexity weighs. Its soft tokens are
 
         q_t = α·onehot(x_t) + (1 − α)·P(· | x_{t−1}),   q_0 = α·onehot(x_0) + (1 − α)·pop,
 
     so a model trained on ``q[:, :-1] → q[:, 1:]`` reads item x_t (mostly) and learns the
     teacher's whole next-item distribution P(· | x_t) at each visited item — the data
-    knowledge-distils the Markov chain. α = 0.2 was chosen on validation
-    (:mod:`benchmarks.farzi`, see :class:`Settings`).
+    knowledge-distils the Markov chain; read with argmax inputs (:func:`student_pairs`) the
+    model sees item x_t itself. α = 0.1 was chosen on validation (:mod:`benchmarks.farzi`,
+    see :class:`Settings`).
 
     Args:
       tokens: int ``(n, L)`` real sequences (``pad_id`` positions ignored).
@@ -523,7 +565,8 @@ def markov_teacher(tokens: Any, vocab_size: int, *, n_seqs: int, seq_len: int, a
       alpha: weight of the walk's own item, in [0, 1].
       pad_id: padding token of ``tokens`` or ``None``.
       backoff: β ≥ 0 of the popularity back-off (items never followed by anything get pop).
-      revisit_penalty: ρ ≥ 0.
+      revisit_penalty: ρ ≥ 0 (greedy walk).
+      key: PRNG key of a sampled walk, or ``None`` for the greedy one.
 
     Returns:
       ``(walk, q)``: int ``(μ, ξ)`` items and float32 ``(μ, ξ, V)`` tokens summing to 1.
@@ -539,7 +582,15 @@ def markov_teacher(tokens: Any, vocab_size: int, *, n_seqs: int, seq_len: int, a
     row = _successors(tok, vocab_size, pad_id)
     walk, visits = np.zeros(n_seqs * seq_len, np.int64), np.zeros(vocab_size)
     q = np.zeros((n_seqs * seq_len, vocab_size), np.float32)
-    cur, prev_p = int(np.argmax(pop)), pop
+    if key is None:
+        def step(p, t):
+            return int(np.argmax(p / (1.0 + revisit_penalty * visits)))
+    else:
+        u = np.asarray(jax.random.uniform(check_key(key), (walk.size + 1,)), np.float64)
+
+        def step(p, t):  # inverse CDF; the clip guards against u·Σp rounding past the last bin
+            return min(int(np.searchsorted(np.cumsum(p), u[t] * p.sum(), side="right")), vocab_size - 1)
+    cur, prev_p = (int(np.argmax(pop)) if key is None else step(pop, 0)), pop
     for t in range(walk.size):
         walk[t], visits[cur] = cur, visits[cur] + 1
         q[t] = (1.0 - alpha) * prev_p
@@ -547,7 +598,7 @@ def markov_teacher(tokens: Any, vocab_size: int, *, n_seqs: int, seq_len: int, a
         c = row(cur)
         total = c.sum() + backoff
         prev_p = (c + backoff * pop) / total if total > 0 else pop
-        cur = int(np.argmax(prev_p / (1.0 + revisit_penalty * visits)))
+        cur = step(prev_p, t + 1)
     return walk.reshape(n_seqs, seq_len), q.reshape(n_seqs, seq_len, vocab_size)
 
 
@@ -594,6 +645,7 @@ def fit_factors_kl(key: jax.Array, probs: Any, *, latent_dim: int, tau: float = 
 
 
 INITS = ("random", "real", "popularity", "mix", "markov")
+WALKS = ("greedy", "sampled")
 
 
 def initial_factors(
@@ -609,7 +661,8 @@ def initial_factors(
     init_logit: float = 8.0,
     pad_id: int | None = None,
     init_mix: float = 0.5,
-    teacher_mix: float = 0.2,
+    teacher_mix: float = 0.1,
+    teacher_walk: str = "greedy",
 ) -> LatentFactors:
     """The (Z, M) that :func:`distill` called with the same ``key`` and settings starts from.
 
@@ -622,7 +675,8 @@ def initial_factors(
       ``log(α·onehot(real window) + (1 − α)·pop)``, α = ``init_mix``;
     * ``'markov'``: the KL fit (:func:`fit_factors_kl`) of the first-order Markov
       teacher's tokens along a walk over the vocabulary (:func:`markov_teacher`),
-      α = ``teacher_mix``.
+      α = ``teacher_mix``; ``teacher_walk`` ``'greedy'`` or ``'sampled'`` (with the key
+      ``fold_in(fold_in(key, 1), 1)``).
 
     Why the popularity-based starts: measured on SASRec / MovieLens [10×150], near-one-hot
     real windows train a SASRec to test HR@10 1.5 while popularity-only data reaches 5.1,
@@ -643,7 +697,9 @@ def initial_factors(
                            pad_id=pad_id)
         return fit_factors(k_fit, lg, latent_dim=latent_dim, tau=tau)
     if init == "markov":
-        _, q = markov_teacher(tokens, vocab_size, n_seqs=n_seqs, seq_len=seq_len, alpha=teacher_mix, pad_id=pad_id)
+        check_choice(teacher_walk, "teacher_walk", WALKS)
+        _, q = markov_teacher(tokens, vocab_size, n_seqs=n_seqs, seq_len=seq_len, alpha=teacher_mix, pad_id=pad_id,
+                              key=jax.random.fold_in(k, 1) if teacher_walk == "sampled" else None)
         return fit_factors_kl(k, q, latent_dim=latent_dim, tau=tau)
     return latent_factorization(n_seqs, seq_len, latent_dim, vocab_size, tau=tau).init(k)
 
@@ -676,8 +732,10 @@ def _check_settings(settings: Settings) -> Settings:
         raise TypeError(f"settings.inner_optimizer: expected inner.Adam, got {type(s.inner_optimizer).__name__}")
     check_choice(s.mode, "settings.mode", inner.MODES)
     check_choice(s.init, "settings.init", INITS)
-    if not isinstance(s.inner_dropout, bool):
-        raise TypeError(f"settings.inner_dropout: expected a bool, got {type(s.inner_dropout).__name__}")
+    check_choice(s.teacher_walk, "settings.teacher_walk", WALKS)
+    for name in ("inner_dropout", "hard_inputs"):
+        if not isinstance(getattr(s, name), bool):
+            raise TypeError(f"settings.{name}: expected a bool, got {type(getattr(s, name)).__name__}")
     if s.omega_weights is not None and not isinstance(s.omega_weights, tuple):
         raise TypeError(f"settings.omega_weights: expected a tuple of floats or None, "
                         f"got {type(s.omega_weights).__name__}")
@@ -779,7 +837,7 @@ def init(key: jax.Array, data: Data, settings: Settings = _DEFAULTS) -> LatentFa
     return initial_factors(key, np.asarray(data.train), n_seqs=s.n_seqs, seq_len=s.seq_len,
                            latent_dim=s.latent_dim, vocab_size=_vocab_size(s.model, data.train), tau=s.tau,
                            init=s.init, init_logit=s.init_logit, pad_id=data.pad_id, init_mix=s.init_mix,
-                           teacher_mix=s.teacher_mix)
+                           teacher_mix=s.teacher_mix, teacher_walk=s.teacher_walk)
 
 
 def _batch_seed(key: jax.Array) -> int:
@@ -831,8 +889,9 @@ def objective(syn_params: LatentFactors, batch: Batch, key: jax.Array, settings:
     ``key`` picks θ_0 — a fresh ``model.init`` with probability ``random_init_prob``, else
     θ_i ~ Ω with probabilities ``omega_weights`` (uniform when ``None``) — and is passed to
     ``materialize`` (with ``theta0_draws`` = n > 1 the value is the mean over n draws of θ_0
-    with the keys ``split(fold_in(key, 6), n)``); the model is trained for ``inner_steps`` Adam steps on D_syn with
-    :func:`distill.inner.train` (with replayable dropout masks when ``inner_dropout``); the
+    with the keys ``split(fold_in(key, 6), n)``); the model is trained for ``inner_steps`` Adam steps on D_syn read by
+    :func:`student_pairs` (``hard_inputs``) with :func:`distill.inner.train` (with
+    replayable dropout masks when ``inner_dropout``); the
     value is the trained model's mean next-token loss on the real ``batch.tokens``
     (int ``(b, L+1)``, ``batch.pad_id`` masked), summed over ``mesh`` rows by
     :func:`distill.parallel.sum_rows`.
@@ -851,7 +910,7 @@ def objective(syn_params: LatentFactors, batch: Batch, key: jax.Array, settings:
 
     def loss_from(k):
         theta_t = inner.train(
-            apply, soft_cross_entropy, _theta0(s, batch, k), (data[:, :-1], data[:, 1:]),
+            apply, soft_cross_entropy, _theta0(s, batch, k), student_pairs(data, s.hard_inputs),
             steps=s.inner_steps, optimizer=s.inner_optimizer, mode=s.mode, reverse_every=s.reverse_every,
             key=jax.random.fold_in(k, 4) if s.inner_dropout else None,
         )
@@ -930,7 +989,7 @@ def _step_keys(key: jax.Array, steps: int, chunk: int | None) -> Callable[[int],
     return lambda t: keys[t]
 
 
-def _student_loss(apply, n, b, *, soft, replace, dropout, pad_id):
+def _student_loss(apply, n, b, *, soft, replace, dropout, pad_id, hard_inputs=False):
     def loss(params, batch, key):
         del key  # the batch carries the step's key
         tokens, k = batch
@@ -939,13 +998,13 @@ def _student_loss(apply, n, b, *, soft, replace, dropout, pad_id):
             rows = tokens[jax.random.choice(k_rows, n, (b,), replace=False)]
         else:
             rows = tokens if b >= n else tokens[jax.random.randint(k_rows, (b,), 0, n)]
-        logits = apply(params, rows[:, :-1], train=True, key=k_drop) if dropout else apply(params, rows[:, :-1])
+        inputs, targets = student_pairs(rows, hard_inputs) if soft else (rows[:, :-1], rows[:, 1:])
+        logits = apply(params, inputs, train=True, key=k_drop) if dropout else apply(params, inputs)
         if soft:
-            return soft_cross_entropy(logits, rows[:, 1:])
+            return soft_cross_entropy(logits, targets)
         logp = jax.nn.log_softmax(logits, axis=-1)
         if pad_id is None:
             return -jnp.mean(jnp.take_along_axis(logp, rows[:, 1:, None], axis=-1))
-        inputs, targets = rows[:, :-1], rows[:, 1:]
         mask = ((inputs != pad_id) & (targets != pad_id)).astype(logits.dtype)
         nll = -jnp.take_along_axis(logp, jnp.clip(targets, 0, logits.shape[-1] - 1)[..., None], -1)[..., 0]
         return jnp.sum(nll * mask) / jnp.maximum(jnp.sum(mask), 1.0)
@@ -957,7 +1016,7 @@ def train_student(key: jax.Array, model: ModelFns, tokens: Any, *, steps: int, l
                   batch_size: int | None = None, replace: bool = False, pad_id: int | None = None,
                   dropout: bool = True, params: Any = None, init_inputs: Any = None, chunk: int | None = None,
                   evaluate: Callable[[Any], float] | None = None, eval_every: int | None = None,
-                  patience: int | None = None, maximize: bool = True) -> train.Trained:
+                  patience: int | None = None, maximize: bool = True, hard_inputs: bool = True) -> train.Trained:
     """Train ``model`` on soft D_syn ``(μ, ξ, V)`` or int tokens ``(n, L+1)`` — how Farzi data is used.
 
     Soft rows: soft cross-entropy on ``D[:, 1:]``; int rows: next-token loss, positions
@@ -970,7 +1029,9 @@ def train_student(key: jax.Array, model: ModelFns, tokens: Any, *, steps: int, l
     step's ``batch_size`` rows (all rows when ``None``; distinct rows unless ``replace``,
     which takes every row when ``batch_size >= n``) and the dropout masks (``dropout``:
     ``model.apply(θ, x, train=True, key=k_drop)``). ``evaluate``, ``eval_every``,
-    ``patience``, ``maximize``: :func:`distill.train.train_model`'s.
+    ``patience``, ``maximize``: :func:`distill.train.train_model`'s. ``hard_inputs``: soft
+    rows are read by :func:`student_pairs` — argmax inputs and soft targets by default, as
+    :func:`distill` (``Settings.hard_inputs``) reads them; ``False`` reads soft inputs.
 
     Returns:
       :class:`distill.train.Trained` (``params`` = the best evaluated ones).
@@ -989,7 +1050,8 @@ def train_student(key: jax.Array, model: ModelFns, tokens: Any, *, steps: int, l
         if init_inputs is None:
             init_inputs = jnp.argmax(tokens[:1, :-1], -1) if soft else tokens[:1, :-1]
         params = model.init(k_init, init_inputs)
-    loss = _student_loss(model.apply, n, b, soft=soft, replace=replace, dropout=dropout, pad_id=pad_id)
+    loss = _student_loss(model.apply, n, b, soft=soft, replace=replace, dropout=dropout, pad_id=pad_id,
+                         hard_inputs=hard_inputs)
     keys = _step_keys(k_run, steps, chunk)
     return train.train_model(k_run, params, loss, lambda t: (tokens, keys(t)), optimizer=optax.adam(learning_rate),
                              steps=steps, evaluate=evaluate, eval_every=eval_every, patience=patience,

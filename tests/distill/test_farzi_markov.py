@@ -18,15 +18,20 @@ def _tokens():
     return tok
 
 
-def _brute_force(tok, mu, xi, alpha, backoff, rho):
-    """The walk and tokens of ``markov_teacher`` from a dense count matrix, one step at a time."""
+def _chain(tok, backoff=1.0):
+    """Popularity and the back-off transition matrix from a dense count matrix."""
     pop = farzi.popularity(tok, V, pad_id=PAD)
     counts = np.zeros((V, V))
     for row in tok:
         for a, b in zip(row[:-1], row[1:], strict=True):
             if a != PAD and b != PAD:
                 counts[a, b] += 1
-    trans = (counts + backoff * pop) / (counts.sum(1, keepdims=True) + backoff)
+    return pop, (counts + backoff * pop) / (counts.sum(1, keepdims=True) + backoff)
+
+
+def _brute_force(tok, mu, xi, alpha, backoff, rho):
+    """The walk and tokens of ``markov_teacher`` from a dense count matrix, one step at a time."""
+    pop, trans = _chain(tok, backoff)
     visits, walk, q = np.zeros(V), [], []
     cur, prev_p = int(np.argmax(pop)), pop
     for _ in range(mu * xi):
@@ -59,6 +64,47 @@ def test_markov_teacher_follows_a_deterministic_chain():
     want = np.eye(4)[np.arange(12) % 4]
     want[0] = 0.3 * np.eye(4)[0] + 0.7 * farzi.popularity(tok, 4)
     np.testing.assert_allclose(q.reshape(12, 4), want, atol=1e-7)
+
+
+def test_sampled_walk_is_the_inverse_cdf_walk_and_visits_the_stationary_distribution():
+    tok = _tokens()
+    pop, trans = _chain(tok)
+    key = jax.random.key(3)
+    walk, q = farzi.markov_teacher(tok, V, n_seqs=40, seq_len=50, alpha=0.2, pad_id=PAD, key=key)
+    u = np.asarray(jax.random.uniform(key, (2001,)), np.float64)
+    want, p = [], pop
+    for t in range(2000):  # x_t = the first item whose cumulative probability exceeds u_t
+        want.append(int(np.searchsorted(np.cumsum(p), u[t] * p.sum(), side="right")))
+        p = trans[want[-1]]
+    np.testing.assert_array_equal(walk.ravel(), want)
+    flat = q.reshape(2000, V)
+    np.testing.assert_allclose(flat[1:], 0.2 * np.eye(V)[want[1:]] + 0.8 * trans[want[:-1]], atol=1e-6)
+    # 2,000 steps visit items about as often as the chain's stationary distribution π = π·P
+    w, vecs = np.linalg.eig(trans.T)
+    pi = np.real(vecs[:, np.argmax(np.real(w))])
+    pi /= pi.sum()
+    freq = np.bincount(want, minlength=V) / len(want)
+    assert 0.5 * np.abs(freq - pi).sum() < 0.1  # total variation; measured 0.035-0.064 over keys 0-4
+    greedy, _ = farzi.markov_teacher(tok, V, n_seqs=40, seq_len=50, alpha=0.2, pad_id=PAD)
+    assert 0.5 * np.abs(np.bincount(greedy.ravel(), minlength=V) / 2000 - pi).sum() > 0.15  # measured 0.23
+    other, _ = farzi.markov_teacher(tok, V, n_seqs=40, seq_len=50, pad_id=PAD, key=jax.random.key(4))
+    assert (other != walk).any()
+    with pytest.raises(TypeError, match="key"):
+        farzi.markov_teacher(tok, V, n_seqs=2, seq_len=3, pad_id=PAD, key=3)
+
+
+def test_sampled_walk_through_initial_factors_and_settings():
+    tok = _tokens()
+    kw = dict(n_seqs=3, seq_len=10, latent_dim=6, vocab_size=V, pad_id=PAD)
+    got = farzi.initial_factors(jax.random.key(0), tok, init="markov", teacher_walk="sampled", **kw)
+    k = jax.random.fold_in(jax.random.key(0), 1)
+    _, q = farzi.markov_teacher(tok, V, n_seqs=3, seq_len=10, pad_id=PAD, key=jax.random.fold_in(k, 1))
+    want = farzi.fit_factors_kl(k, q, latent_dim=6)
+    np.testing.assert_array_equal(got.z, want.z)
+    with pytest.raises(ValueError, match="teacher_walk"):
+        farzi.initial_factors(jax.random.key(0), tok, init="markov", teacher_walk="random", **kw)
+    with pytest.raises(ValueError, match="settings.teacher_walk"):
+        farzi._check_settings(farzi.Settings(model=ModelFns(lambda k, x: {}, lambda p, x: x), teacher_walk="x"))
 
 
 def test_markov_teacher_bad_inputs():

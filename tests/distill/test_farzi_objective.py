@@ -30,8 +30,8 @@ def _problem():
     tokens = jnp.asarray(tokens)
     model = transformer(V, max_len=L + 1, d_model=16, n_heads=1, n_layers=1)
     settings = farzi.Settings(model=model, n_seqs=MU, seq_len=L + 1, latent_dim=V, mode="unrolled",
-                              random_init_prob=0.0, omega_runs=1, omega_steps=600, omega_every=200,
-                              omega_batch_size=128, omega_learning_rate=1e-2)
+                              random_init_prob=0.0, hard_inputs=False, omega_runs=1, omega_steps=600,
+                              omega_every=200, omega_batch_size=128, omega_learning_rate=1e-2)
     omega = farzi.pretrain(jax.random.key(1), farzi.Data(tokens), settings).omega
     # D_syn = softmax(Z·M): M = 50·I reproduces one-hot tokens to e^-50; popularity is rank 1 (exact).
     pop = np.log(farzi.popularity(np.asarray(tokens), V))
@@ -47,7 +47,8 @@ def test_objective_ranks_popularity_above_one_hot_windows_like_training_from_scr
     scratch = {}
     for k, syn in sets.items():
         d = param.materialize(syn, jax.random.key(0))
-        out = farzi.train_student(jax.random.key(0), model, d, steps=200, learning_rate=1e-2, dropout=False)
+        out = farzi.train_student(jax.random.key(0), model, d, steps=200, learning_rate=1e-2, dropout=False,
+                                    hard_inputs=False)
         scratch[k] = float(farzi.token_loss(model, out.params, real))
     # measured: popularity 4.63, one-hot windows 8.47 (memorised)
     assert scratch["popularity"] < scratch["one-hot windows"] - 2.0, scratch
