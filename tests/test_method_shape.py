@@ -33,8 +33,7 @@ def run_method(method, key, data, settings):
     """The script a researcher writes, identical for every method."""
     syn = method.init(key, data, settings)
     batch = method.sample_batch(key, data, settings)
-    value = method.objective(syn, batch, key, settings)
-    grads = jax.jit(jax.grad(method.objective), static_argnums=3)(syn, batch, key, settings)
+    value, grads = jax.jit(jax.value_and_grad(method.objective), static_argnums=3)(syn, batch, key, settings)
     result = method.distill(key, data, settings)
     return syn, value, grads, result
 

@@ -21,7 +21,7 @@ def _setup(**kw):
     # Real data with structure: token t+1 = (t + 1) mod V.
     start = jax.random.randint(key, (24, 1), 0, V)
     tokens = (start + jnp.arange(L + 1)[None]) % V
-    theta = model.init(key, tokens[:, :-1])
+    theta = jax.jit(model.init)(key, tokens[:, :-1])  # jit: compiles faster than eager
     omega = jax.tree_util.tree_map(lambda a: jnp.stack([a, 1.01 * a]), theta)
     settings = farzi.Settings(model=model, n_seqs=3, seq_len=L + 1, latent_dim=4, random_init_prob=0.0, **kw)
     param = parametrize.latent_factorization(3, L + 1, 4, V)

@@ -16,7 +16,7 @@ V, L = 13, 7
 def lm():
     m = transformer(V, max_len=L, d_model=16, n_heads=2, n_layers=2, dtype=jnp.float64)
     x = jax.random.randint(jax.random.key(0), (3, L), 0, V)
-    return m, m.init(jax.random.key(1), x), x
+    return m, jax.jit(m.init)(jax.random.key(1), x), x  # jit: compiles faster than eager
 
 
 def test_shapes_and_soft_equals_int(lm):

@@ -47,7 +47,7 @@ def test_causal_lm_adapter_reads_the_last_real_position():
     from models.transformer import transformer
 
     model = transformer(len(VOCAB), max_len=16, d_model=16, n_heads=2, n_layers=1)
-    params = model.init(jax.random.PRNGKey(0), jnp.zeros((2, 4), jnp.int32))
+    params = jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((2, 4), jnp.int32))  # compiles faster than eager
     lm = ask_llm.causal_lm(model.apply, params)
     seqs = [np.array([5, 3, 6, 1]), np.array([5, 4])]
     tokens, lengths = ask_llm.pad_prompts(seqs)
