@@ -372,6 +372,7 @@ def main(argv=None):
         print(f"outer step [10×150]: {timing}", flush=True)
     rng = np.random.default_rng(0)
     histories = {}
+    hard = args.inputs == "argmax"
     for mu, xi in shapes:
         label = f"[{mu}×{xi}]"
         rows.append(random_row(model, d, mu, xi, rng, seeds=seeds, syn_kw=syn_kw))
@@ -379,8 +380,7 @@ def main(argv=None):
         for init in args.init_rows:
             rows.append(init_row(model, d, mu, xi, seeds=seeds, syn_kw=syn_kw, latent_dim=args.latent_dim,
                                  tau=args.tau, init_logit=args.init_logit, init=init, init_mix=args.init_mix,
-                                 teacher_mix=args.teacher_mix, hard_inputs=args.inputs == "argmax",
-                                 teacher_walk=args.teacher_walk))
+                                 teacher_mix=args.teacher_mix, hard_inputs=hard, teacher_walk=args.teacher_walk))
         print(format_table(rows, COLUMNS[:4] + ["steps"]), flush=True)
         row, histories[label], res = run_farzi(
             model, d, omega, mu, xi, seeds=seeds, syn_kw=syn_kw, outer_steps=outer_steps,
@@ -389,7 +389,7 @@ def main(argv=None):
             init_mix=args.init_mix, teacher_mix=args.teacher_mix, theta0_draws=args.theta0_draws,
             omega_weights=weights, random_init_prob=args.random_init_prob,
             inner_model=make(args.inner_dropout) if args.inner_dropout > 0 else None,
-            eval_fit_steps=args.eval_fit_steps, n_evals=args.n_evals, hard_inputs=args.inputs == "argmax",
+            eval_fit_steps=args.eval_fit_steps, n_evals=args.n_evals, hard_inputs=hard,
             teacher_walk=args.teacher_walk)
         rows.append(row)
         # D_syn is μ·ξ·V floats (7.8 MB for [10×150]): written next to the result JSON
@@ -398,7 +398,7 @@ def main(argv=None):
                     {"method": "farzi", "equation": "D_syn = softmax(Z @ M / tau) (dissertation Eq. 4.1/4.2)",
                      "n_seqs": mu, "seq_len": xi, "vocab_size": d["n_items"], "latent_dim": args.latent_dim,
                      "dataset": "ml-latest-small", "min_item": args.min_item, "model": "sasrec d64 L2 H1",
-                     "inputs": "argmax tokens of data[:, :-1]" if args.inputs == "argmax" else "soft tokens"})
+                     "inputs": "argmax tokens of data[:, :-1]" if hard else "soft tokens"})
         print(format_table(rows, COLUMNS[:4] + ["steps"]), flush=True)
     _finish(args, rows, histories, timing, d, shapes, seeds, syn_kw, outer_steps, omega_time, steps_of, name, out,
             t_start)
@@ -430,7 +430,8 @@ def _finish(args, rows, histories, timing, d, shapes, seeds, syn_kw, outer_steps
                   "tau": args.tau, "real_batch": args.real_batch, "mode": "reverse_adam",
                   "reverse_every": inner.default_reverse_every(jnp.float32), "init": args.init,
                   "init_mix": args.init_mix, "teacher_mix": args.teacher_mix, "theta0_draws": args.theta0_draws,
-                  "inputs": args.inputs, "teacher_walk": args.teacher_walk, "init_logit": args.init_logit, "eval_fit_steps": args.eval_fit_steps},
+                  "inputs": args.inputs, "teacher_walk": args.teacher_walk, "init_logit": args.init_logit,
+                  "eval_fit_steps": args.eval_fit_steps},
     }
     path = write_result(name, config, {"rows": rows, "histories": histories, "timing": timing}, wall, out_dir=out)
     _plot(rows, histories, path.with_suffix(".png"))

@@ -519,14 +519,14 @@ def _shape_rows(model: ModelFns, omega: Any, d: dict, mu: int, xi: int, args, sy
     add("random", lambda s: random_windows(d["train_stream"], mu, xi, seed=s))
     add("unigram D_syn", unigram_dsyn(d["train_stream"], mu, xi, d["vocab_size"]))
     kw = _farzi_kwargs(args)
-    hard = _effective(kw)["hard_inputs"]  # Farzi data are read as distill reads them
-    for init in dict.fromkeys([*args.init_rows, _effective(kw)["init"]]):
+    eff = _effective(kw)
+    hard = eff["hard_inputs"]  # Farzi data are read as distill reads them
+    for init in dict.fromkeys([*args.init_rows, eff["init"]]):
         data0 = _init_data(d, mu, xi, init, kw)
         add(f"Farzi init {init}", data0, hard, mean_max_prob=float(jnp.mean(jnp.max(data0, axis=-1))))
     if args.skip_farzi:
         return rows, {}
 
-    eff = _effective(kw)
     # the parametrisation distill builds (and returns): needed by evaluate before distill returns
     param = latent_factorization(mu, xi, eff["latent_dim"], d["vocab_size"], tau=eff["tau"])
 

@@ -592,7 +592,7 @@ def markov_teacher(tokens: Any, vocab_size: int, *, n_seqs: int, seq_len: int, a
 
         def step(p, t):  # inverse CDF; the clip guards against u·Σp rounding past the last bin
             return min(int(np.searchsorted(np.cumsum(p), u[t] * p.sum(), side="right")), vocab_size - 1)
-    cur, prev_p = (int(np.argmax(pop)) if key is None else step(pop, 0)), pop
+    cur, prev_p = step(pop, 0), pop  # greedy: argmax(pop), nothing visited yet
     for t in range(walk.size):
         walk[t], visits[cur] = cur, visits[cur] + 1
         q[t] = (1.0 - alpha) * prev_p
