@@ -266,6 +266,7 @@ def student_pairs(data: jax.Array, hard_inputs: bool = False) -> tuple[jax.Array
     unigram model's 196.5); the same targets with one-hot inputs give 128, and with the
     argmax inputs of the same tensor 141.
     """
+    check_array(data, "data", ndim=3, kind="float")
     return (jnp.argmax(data[:, :-1], axis=-1) if hard_inputs else data[:, :-1]), data[:, 1:]
 
 

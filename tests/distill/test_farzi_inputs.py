@@ -33,6 +33,10 @@ def test_student_pairs_soft_and_argmax():
     assert jnp.issubdtype(x.dtype, jnp.integer) and x.shape == (4, 6)
     np.testing.assert_array_equal(x, np.argmax(np.asarray(d)[:, :-1], -1))
     np.testing.assert_array_equal(y, d[:, 1:])
+    with pytest.raises(ValueError, match="data"):
+        farzi.student_pairs(d[0], hard_inputs=True)  # (ξ, V): not a batch of sequences
+    with pytest.raises(TypeError, match="data"):
+        farzi.student_pairs(jnp.argmax(d, -1)[..., None])  # int tokens are not soft data
 
 
 def test_hard_inputs_student_learns_the_mean_target_of_each_input():
