@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks._common import format_table, output_dir, parser, write_result
-from benchmarks.farzi import (CHECKPOINTS_PER_RUN, TRAIN_SYN, init_row, load_or_pretrain_omega, prepare,
+from benchmarks.farzi import (CHECKPOINTS_PER_RUN, TRAIN_SYN_COARSE, init_row, load_or_pretrain_omega, prepare,
                               random_row, run_farzi)
 from distill import inner
 from models.sasrec import sasrec
@@ -133,7 +133,7 @@ def _config(args, d, mu, xi, ablations, omega_time):
         "dataset": "ml-latest-small", "min_item": args.min_item, "n_users": d["n_users"], "n_items": d["n_items"],
         "protocol": "as benchmarks.farzi: temporal leave-last-out; all items ranked, history excluded",
         "model": "SASRec d64, 2 blocks, 1 head, no dropout", "shape": [mu, xi], "seeds": args.seeds,
-        "train_synthetic": TRAIN_SYN, "base": BASE, "ablations": {a: ablations[a] for a in args.ablations},
+        "train_synthetic": TRAIN_SYN_COARSE, "base": BASE, "ablations": {a: ablations[a] for a in args.ablations},
         "omega": {"runs_pretrained": 5, "checkpoints": "steps 0,100,200,300,400 per run",
                   "trajectories_0": "step-0 checkpoints of the 5 runs (random inits)", "time_s": omega_time},
         "farzi": {"outer_steps": args.outer_steps, "inner_lr": args.inner_lr, "outer_lr": args.outer_lr,
@@ -154,11 +154,11 @@ def main(argv=None):
     omega5 = load_or_pretrain_omega(model, d, args.cache, args.min_item, xi, n_runs=5)
     omega_time = time.perf_counter() - t
     seeds = args.seeds
-    common = dict(seeds=seeds, syn_kw=TRAIN_SYN, outer_steps=args.outer_steps, latent_dim=args.latent_dim,
+    common = dict(seeds=seeds, syn_kw=TRAIN_SYN_COARSE, outer_steps=args.outer_steps, latent_dim=args.latent_dim,
                   real_batch=args.real_batch, inner_lr=args.inner_lr, outer_lr=args.outer_lr, init="real",
                   init_logit=args.init_logit, hard_inputs=False)  # the recorded (soft) reading
-    references = [random_row(model, d, mu, xi, np.random.default_rng(0), seeds=seeds, syn_kw=TRAIN_SYN),
-                  init_row(model, d, mu, xi, seeds=seeds, syn_kw=TRAIN_SYN, latent_dim=args.latent_dim,
+    references = [random_row(model, d, mu, xi, np.random.default_rng(0), seeds=seeds, syn_kw=TRAIN_SYN_COARSE),
+                  init_row(model, d, mu, xi, seeds=seeds, syn_kw=TRAIN_SYN_COARSE, latent_dim=args.latent_dim,
                            tau=BASE["tau"], init_logit=args.init_logit, hard_inputs=False)]
     print(format_table(references, ["method", "data", "HR@10", "nDCG@10", "steps", "time_s"]), flush=True)
     runs = []

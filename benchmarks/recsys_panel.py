@@ -244,7 +244,7 @@ def run_sequential(args) -> dict:
     for name, model in (("SASRec d64 L2", sasrec(d["n_items"], max_len=args.max_len, d_model=64)),
                         ("GRU4Rec h100", gru4rec(d["n_items"], hidden=100))):
         t = time.perf_counter()
-        res, steps = fz.trials(model, d["train"], d, args.seeds, **kw)
+        res, steps, _ = fz.trials(model, d["train"], d, args.seeds, **kw)
         rows.append(seed_row(name, "train seqs", res, steps, time.perf_counter() - t))
         print(f"{name}: HR@10 {res['HR@10'][0]:.2f} ± {res['HR@10'][1]:.2f}", flush=True)
     print(format_table(rows, ["method", "HR@10", "nDCG@10", "steps", "time_s"]))

@@ -3,7 +3,7 @@
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.farzi import _args, classical_rows
+from benchmarks.farzi import _args, classical_rows, paired_gains
 from distill import farzi
 
 N_ITEMS, PAD = 20, 20
@@ -45,3 +45,20 @@ def test_defaults_are_distills():
     assert a.inner_steps * a.inner_lr >= 0.3
     assert a.init == "markov" and set(a.init_rows) == {"popularity", "markov"}
     assert a.full_dropouts == [0.0, 0.2] and a.full_lrs == [1e-3, 2e-3] and not a.record
+    assert (a.syn_eval_every, a.syn_patience) == (10, 20)  # students peak after 30-110 steps
+
+
+def test_paired_gains_subtract_the_start_seed_by_seed():
+    row = lambda method, hr, **kw: {"method": method, "data": "[10×150]", "per_seed": [
+        {"HR@10": h, "nDCG@10": h / 2} for h in hr], **kw}
+    rows = [row("Farzi init markov (0 outer steps)", [9.0, 10.0, 11.0]),
+            row("Farzi init popularity (0 outer steps)", [5.0, 5.0, 5.0]),
+            row("Farzi", [10.0, 12.0, 11.0], init="markov"),
+            row("random", [1.0, 2.0, 3.0])]
+    paired_gains(rows)
+    g = rows[2]["gain_over_init"]
+    # differences 1, 2, 0: mean 1, population std sqrt(2/3), higher on 2 of 3 seeds
+    np.testing.assert_allclose([g["HR@10"]["mean"], g["HR@10"]["std"]], [1.0, np.sqrt(2 / 3)])
+    np.testing.assert_allclose(g["nDCG@10"]["per_seed"], [0.5, 1.0, 0.0])
+    assert g["HR@10"]["seeds_higher"] == 2
+    assert all("gain_over_init" not in r for i, r in enumerate(rows) if i != 2)
