@@ -66,7 +66,7 @@ TRAIN_FULL = dict(lr=1e-3, batch=32, max_steps=3000, eval_every=50, patience=8)
 # 12.20 ± 1.18 (6 seeds), and Farzi data that peak later gained +0.75 HR@10 that the finer grid
 # reduces to +0.10 (docs/results.md).
 TRAIN_SYN = dict(lr=1e-3, batch=64, max_steps=1000, eval_every=10, patience=20)
-TRAIN_SYN_COARSE = dict(lr=1e-3, batch=64, max_steps=1000, eval_every=50, patience=4)
+TRAIN_SYN_COARSE = {**TRAIN_SYN, "eval_every": 50, "patience": 4}
 
 
 def prepare(max_len: int, min_item: int):
@@ -251,6 +251,11 @@ def run_farzi(model, d, omega, mu, xi, *, seeds, syn_kw, outer_steps, latent_dim
     return row, history, res
 
 
+def init_method(init: str) -> str:
+    """The ``method`` of the control row of Farzi's start ``init`` (:func:`init_row`)."""
+    return f"Farzi init {init} (0 outer steps)"
+
+
 def init_row(model, d, mu, xi, *, seeds, syn_kw, latent_dim, tau, init_logit, init="real", init_mix=0.5,
              teacher_mix=0.1, hard_inputs=True, teacher_walk="greedy"):
     """Control: SASRecs trained on the initial D_syn of ``init`` (read with ``hard_inputs``), no outer step."""
@@ -262,7 +267,7 @@ def init_row(model, d, mu, xi, *, seeds, syn_kw, latent_dim, tau, init_logit, in
                                  teacher_mix=teacher_mix, teacher_walk=teacher_walk)  # as run_farzi starts
     r, st, per_seed = trials(model, param.materialize(syn0, jax.random.key(0)), d, seeds, **syn_kw,
                              hard_inputs=hard_inputs)
-    return seed_row(f"Farzi init {init} (0 outer steps)", f"[{mu}×{xi}]", r, st, time.perf_counter() - t,
+    return seed_row(init_method(init), f"[{mu}×{xi}]", r, st, time.perf_counter() - t,
                     per_seed=per_seed)
 
 
@@ -430,9 +435,10 @@ def paired_gains(rows: list[dict]) -> None:
     and the number of seeds where Farzi is higher are recorded.
     """
     for r in rows:
-        base = next((b for b in rows if b["method"] == f"Farzi init {r.get('init')} (0 outer steps)"
-                     and b["data"] == r["data"]), None)
-        if r["method"] != "Farzi" or base is None:
+        if r["method"] != "Farzi":
+            continue
+        base = next((b for b in rows if b["method"] == init_method(r["init"]) and b["data"] == r["data"]), None)
+        if base is None:
             continue
         gain = {}
         for m in ("HR@10", "nDCG@10"):
