@@ -11,11 +11,40 @@ from __future__ import annotations
 
 import inspect
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 import pytest
+
+# One persistent compilation cache per test session, shared by the xdist workers and the
+# multi-device child processes: many tests compile the same computations (the same
+# objective at the same shapes), and a cache hit loads the executable XLA built the
+# first time, so results are those of a fresh compilation. The folder is removed at the
+# end of the session; a user's own JAX_COMPILATION_CACHE_DIR is left alone.
+_CACHE_ENV = "JAX_COMPILATION_CACHE_DIR"
+_OWN_CACHE = "DISTILL_TESTS_OWN_COMPILATION_CACHE"
+
+
+def pytest_configure(config):
+    if _CACHE_ENV not in os.environ:  # the controller (or a run without xdist) creates it
+        os.environ[_CACHE_ENV] = tempfile.mkdtemp(prefix="distill-tests-jax-cache-")
+        os.environ[_OWN_CACHE] = os.environ[_CACHE_ENV]
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", os.environ[_CACHE_ENV])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def pytest_unconfigure(config):
+    own = os.environ.get(_OWN_CACHE)
+    if own and not hasattr(config, "workerinput"):  # the controller removes what it created
+        shutil.rmtree(own, ignore_errors=True)
 
 _CHILD = textwrap.dedent(
     """

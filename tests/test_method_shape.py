@@ -38,9 +38,9 @@ def run_method(method, key, data, settings):
     return syn, value, grads, result
 
 
-# MTT and Distill-CF are the two slowest cases (their own tests cover init/objective/distill);
-# the default run keeps the other four.
-@pytest.mark.parametrize("name", [pytest.param(m, marks=pytest.mark.slow) if m in ("mtt", "distill_cf") else m
+# MTT, Distill-CF and Farzi are the slowest cases (their own tests cover init/objective/distill);
+# the default run keeps the other three.
+@pytest.mark.parametrize("name", [pytest.param(m, marks=pytest.mark.slow) if m in ("mtt", "distill_cf", "farzi") else m
                                   for m in METHODS])
 def test_one_shape_for_every_method(name):
     method, data, settings = _case(name)

@@ -83,7 +83,8 @@ def test_meta_gradient_finite_with_a_dead_unit():
         assert _rel(g, ref) < 1e-8, (mode, _rel(g, ref))
 
 
-@pytest.mark.parametrize("steps", [1, 13, pytest.param(50, marks=pytest.mark.slow)])
+# Several steps in every mode are also checked, with dropout, in test_three_modes_same_meta_gradient_with_dropout.
+@pytest.mark.parametrize("steps", [1, pytest.param(13, marks=pytest.mark.slow), pytest.param(50, marks=pytest.mark.slow)])
 def test_three_modes_same_value_and_meta_gradient(steps):
     v_ref, g_ref = _meta_grad("unrolled", steps)
     for mode in ("checkpointed", "reverse_adam"):
