@@ -4,12 +4,13 @@
     python -m benchmarks.psi --quick         # 4 samplers × {60, 20} %
     python -m benchmarks.psi --seeds 0 1 2   # one split per seed
     python -m benchmarks.psi --record        # what wrote benchmarks/results/psi.json
+    python -m benchmarks.psi --panel 7       # Table 1.3's panel: + NeuMF and Mult-VAE
 
 Protocol: implicit feedback, users with < 3 interactions dropped, per-user random
 80/10/10 split (as :mod:`benchmarks.infinite_ae`). Only the *training* interactions
 are sampled (validation and test are never touched, as in the dissertation). For each
-(sampler, rate) the panel {PopRec, bias-only, MF, EASE, ∞-AE}
-(:func:`selection.psi.evaluate_panel`) is trained on the sample and evaluated on the
+(sampler, rate) the panel {PopRec, bias-only, MF, EASE, ∞-AE} (``--panel 7``: with NeuMF and
+Mult-VAE, Table 1.3's implicit-feedback panel; :func:`selection.psi.evaluate_panel`) is trained on the sample and evaluated on the
 full-data test set (ranking excludes the full train + validation items); Kendall's τ
 between its model ranking and the full-data ranking per metric (AUC, HR@100, nDCG@10),
 Ψ = mean τ over metrics and rates. SASRec is not in the panel (sequential feedback
@@ -22,8 +23,9 @@ samples. Every (dataset, seed, sampler, rate) result is cached as JSON, so a rer
 only trains what is missing: entries are looked up in ``<out>/psi_cache/`` and then
 in the recorded ``benchmarks/results/psi_cache/`` (read only), and new ones are
 written to ``<out>/psi_cache/`` (with ``--record``: the recorded cache itself; with
-``--cache DIR``: ``DIR`` alone is read and written). Writes ``psi[_quick].json`` and
-``psi[_quick]_heatmap.png`` to ``--out`` (default ``runs/``; ``--record``:
+``--cache DIR``: ``DIR`` alone is read and written). A cached entry holding only some of
+the panel's models gets the missing ones trained and added, so ``--panel 7`` reuses the
+five-model entries. Writes ``psi[_quick][_panel7].json`` and its heatmap to ``--out`` (default ``runs/``; ``--record``:
 ``benchmarks/results/``).
 """
 
@@ -161,6 +163,44 @@ def make_sampler(train: Interactions, key: jax.Array) -> Callable[[str, float], 
     return sample
 
 
+def _sub(panel: dict, models) -> dict:
+    return {m: panel[m] for m in models}
+
+
+def _add_missing(entry: dict, models, fit_panel: Callable[[tuple[str, ...]], dict]) -> bool:
+    """Train the ``models`` that ``entry["panel"]`` lacks (``fit_panel(missing)``) and add them."""
+    missing = tuple(m for m in models if m not in entry["panel"])
+    if missing:
+        t0 = time.perf_counter()
+        entry["panel"].update(fit_panel(missing))
+        entry.setdefault("time_s_added", {})[",".join(missing)] = time.perf_counter() - t0
+    return bool(missing)
+
+
+def _panel_fn(key, x, prep: dict, n_pad: int, full: dict) -> Callable[[tuple[str, ...]], dict]:
+    """``models -> panel``: those models trained on ``x`` with the full data's λs, tested on the fixed split."""
+    split = prep["split"]
+    return lambda ms: psi.evaluate_panel(
+        key, x, split.val, split.test, prep["exclude"], models=ms, n_pad=n_pad, mf_epochs=MF_EPOCHS,
+        ease_lams=(full["lam_ease"],), inf_ae_lams=(full["lam_inf_ae"],))
+
+
+def _full_entry(cache: Cache, path: pathlib.Path, prep: dict, key, n_pad: int, models) -> dict:
+    """The full-data panel (λs chosen on validation once, kept for every sample), cached."""
+    split = prep["split"]
+    full = cache.load(path)
+    if full is None:
+        from models import ease, infinite_ae  # λ search on the full data only
+
+        full = {"panel": {},
+                "lam_ease": ease.select_lambda(split.train, split.val, lams=(10.0, 100.0, 500.0)).best_lam,
+                "lam_inf_ae": infinite_ae.select_lambda(split.train, split.val, lams=(1.0, 5.0, 50.0)).best_lam,
+                "n_users": split.n_users, "n_items": split.n_items, "n_train": n_pad}
+    if _add_missing(full, models, _panel_fn(key, split.train, prep, n_pad, full)):
+        cache.save(path, full)
+    return full
+
+
 def run_dataset(
     inter: Interactions,
     dataset: str,
@@ -171,12 +211,14 @@ def run_dataset(
     *,
     progress: bool = True,
     embed: bool = False,
+    models: tuple[str, ...] = psi.PANEL,
 ) -> dict[str, Any]:
     """Ψ-harness for one dataset and split: full panel, samples, τ per (sampler, rate, metric).
 
     Returns ``{"full": panel, "lams": ..., "samples": {sampler: {rate%: {"panel", "tau",
-    "n_kept"}}}}``. Cached per (sampler, rate) under ``cache/dataset/seed`` (a
-    :class:`Cache`, or a folder read and written alone). With
+    "n_kept"}}}}`` with ``"tau"`` over ``models`` (the cached ``"tau"`` stays that of
+    :data:`selection.psi.PANEL`, which DATA-GENIE reads). Cached per (sampler, rate) under
+    ``cache/dataset/seed`` (a :class:`Cache`, or a folder read and written alone). With
     ``embed`` the DATA-GENIE embeddings of the training data and of every sample are
     added (``"embedding"``; samples are regenerated from their keys when cached without).
     """
@@ -187,59 +229,38 @@ def run_dataset(
     shape = (split.n_users, split.n_items)
     n_pad = int(train.users.shape[0])
     key = jax.random.key(seed)
-    full_path = pathlib.Path(dataset) / f"seed{seed}" / "full.json"
-    full = cache.load(full_path)
-    if full is None:
-        from models import ease, infinite_ae  # λ search on the full data only
-
-        x = split.train
-        lam_ease = ease.select_lambda(x, split.val, lams=(10.0, 100.0, 500.0)).best_lam
-        lam_ae = infinite_ae.select_lambda(x, split.val, lams=(1.0, 5.0, 50.0)).best_lam
-        panel = psi.evaluate_panel(
-            key, x, split.val, split.test, prep["exclude"], n_pad=n_pad, mf_epochs=MF_EPOCHS,
-            ease_lams=(lam_ease,), inf_ae_lams=(lam_ae,),
-        )
-        full = {"panel": panel, "lam_ease": lam_ease, "lam_inf_ae": lam_ae,
-                "n_users": shape[0], "n_items": shape[1], "n_train": n_pad}
-        cache.save(full_path, full)
+    full = _full_entry(cache, pathlib.Path(dataset) / f"seed{seed}" / "full.json", prep, key, n_pad, models)
     if embed and "embedding" not in full:
         full["embedding"] = data_genie.embed(train).tolist()
-        cache.save(full_path, full)
+        cache.save(pathlib.Path(dataset) / f"seed{seed}" / "full.json", full)
     sample_mask = make_sampler(train, key)
 
-    out: dict[str, Any] = {"full": full, "samples": {}}
+    out: dict[str, Any] = {"full": {**full, "panel": _sub(full["panel"], models)}, "samples": {}}
     jobs = [(s, r) for s in samplers for r in rates]
     bar = progress_bar(jobs, desc=f"psi {dataset} seed {seed}", disable=not progress, leave=True)
     for name, rate in bar:
         path = _cache_path(dataset, seed, name, rate)
         res = cache.load(path)
         need_emb = embed and (res is None or "embedding" not in res)
-        changed = res is None or need_emb
-        if changed:
+        if res is None or need_emb or any(m not in res["panel"] for m in models):
             t0 = time.perf_counter()
             mask = sample_mask(name, rate)
-        if res is None:
-            xs = _matrix(train, mask, shape)
-            panel = psi.evaluate_panel(
-                key, xs, split.val, split.test, prep["exclude"], n_pad=n_pad,
-                mf_epochs=MF_EPOCHS, ease_lams=(full["lam_ease"],),
-                inf_ae_lams=(full["lam_inf_ae"],),
-            )
-            res = {
-                "panel": panel,
-                "tau": psi.taus(full["panel"], panel),
-                "n_kept": int(mask.sum()),
-                "users_kept": int(np.unique(train.users[mask]).size),
-                "items_kept": int(np.unique(train.items[mask]).size),
-                "time_s": time.perf_counter() - t0,
-            }
-        if need_emb:
-            if int(mask.sum()) != res["n_kept"]:
+            if res is None:
+                res = {"panel": {}, "n_kept": int(mask.sum()), "users_kept": int(np.unique(train.users[mask]).size),
+                       "items_kept": int(np.unique(train.items[mask]).size)}
+            elif int(mask.sum()) != res["n_kept"]:
                 raise RuntimeError(f"{path}: regenerated sample differs from the cached one")
-            res["embedding"] = data_genie.embed(train, mask).tolist()
-        if changed:
+            xs = _matrix(train, mask, shape)
+            _add_missing(res, models, _panel_fn(key, xs, prep, n_pad, full))
+            if "tau" not in res and all(m in res["panel"] for m in psi.PANEL):
+                res["tau"] = psi.taus(_sub(full["panel"], psi.PANEL), _sub(res["panel"], psi.PANEL))
+                res["time_s"] = time.perf_counter() - t0
+            if need_emb:
+                res["embedding"] = data_genie.embed(train, mask).tolist()
             cache.save(path, res)
-        out["samples"].setdefault(name, {})[str(int(round(rate * 100)))] = res
+        view = {**res, "panel": _sub(res["panel"], models),
+                "tau": psi.taus(_sub(full["panel"], models), _sub(res["panel"], models))}
+        out["samples"].setdefault(name, {})[str(int(round(rate * 100)))] = view
     return out
 
 
@@ -289,7 +310,8 @@ def run(args) -> dict:
     out = output_dir(args)
     cache = cache_from_args(args, out)
     inter = D.load_movielens_small()
-    per_seed = [run_dataset(inter, "ml-latest-small", s, samplers, rates, cache) for s in args.seeds]
+    models = psi.PANEL_7 if args.panel == 7 else psi.PANEL
+    per_seed = [run_dataset(inter, "ml-latest-small", s, samplers, rates, cache, models=models) for s in args.seeds]
     rows = summarize(per_seed, samplers, rates)
     rows.sort(key=lambda r: -r["psi"])
     cols = ["sampler"] + [f"tau@{int(round(r * 100))}" for r in rates] + [f"psi_{m}" for m in psi.METRICS] + ["psi"]
@@ -300,14 +322,19 @@ def run(args) -> dict:
     name = "psi_quick" if args.quick else "psi"
     if len(args.seeds) > 1:
         name += f"_{len(args.seeds)}seeds"
+    if args.panel == 7:
+        name += "_panel7"
     heatmap(rows, rates, out / f"{name}_heatmap.png",
-            "Ψ of CF samplers, MovieLens latest-small (cf. Table 1.3 / Fig. 1.3)")
+            f"Ψ of CF samplers, {len(models)}-model panel, MovieLens latest-small (cf. Table 1.3 / Fig. 1.3)")
     wall = time.perf_counter() - t_start
     config = {
         "dataset": "ml-latest-small", "seeds": list(args.seeds), "samplers": list(samplers),
-        "rates": list(rates), "panel": list(psi.PANEL), "metrics": list(psi.METRICS),
+        "rates": list(rates), "panel": list(models), "metrics": list(psi.METRICS),
         "mf_epochs": MF_EPOCHS, "mf_dim": 32, "ease_lams_full": [10.0, 100.0, 500.0],
         "inf_ae_lams_full": [1.0, 5.0, 50.0], "sasrec": "skipped",
+        **({"neumf": {"epochs": 10, "lr": 3e-3, "batch": 2048, "negatives": 4},
+            "mvae": {"epochs": 100, "lr": 1e-3, "batch": 500, "beta_cap": 0.2, "anneal": "0.8 x updates"}}
+           if args.panel == 7 else {}),
         "split": "per-user random 80/10/10 (train sampled only)",
         "cache": {"write": str(cache.write), "read": [str(c) for c in cache.read]},
     }
@@ -326,6 +353,9 @@ def main(argv=None):
     p.add_argument("--samplers", nargs="+", choices=sorted(SAMPLERS), default=None, metavar="NAME",
                    help="only these samplers (default: all 16, or 4 with --quick); one of "
                         + ", ".join(sorted(SAMPLERS)))
+    p.add_argument("--panel", type=int, choices=(5, 7), default=5,
+                   help="5: PopRec, bias-only, MF, EASE, ∞-AE (the recorded runs); 7: with NeuMF and Mult-VAE "
+                        "(Table 1.3's panel; Mult-VAE's 100 epochs make a sample ~1–2 min on 2 CPU cores)")
     add_cache_flag(p)
     run(p.parse_args(argv))
 

@@ -7,8 +7,8 @@ full-data test set, ``R^{s,p}_{f,m}`` the same panel trained on the p-sample of 
 sampler s, τ is Kendall's τ (τ-b, as ``scipy.stats.kendalltau``) and λ makes Ψ the
 mean (NaN τ — a panel that ties everywhere — are skipped). This module has the
 measure (:func:`kendall_tau`, :func:`taus`, :func:`psi`) and the panel
-(:func:`evaluate_panel`: popularity, bias-only, MF, EASE, ∞-AE on one training matrix,
-evaluated on fixed validation/test items); :mod:`benchmarks.psi` runs the grid of
+(:func:`evaluate_panel`: popularity, bias-only, MF, NeuMF, Mult-VAE, EASE, ∞-AE on one
+training matrix, evaluated on fixed validation/test items); :mod:`benchmarks.psi` runs the grid of
 samplers × rates with caching.
 
 The dissertation uses the implicit-feedback metrics AUC, Recall@100 and nDCG@10
@@ -26,13 +26,14 @@ import numpy as np
 from jax.sharding import Mesh
 
 from distill import metrics as cf_metrics
-from distill.checks import check_array, check_binary, check_choice, check_key, check_same_leading
-from models import ease, infinite_ae, mf, popularity
+from distill.checks import check_array, check_binary, check_choice, check_int, check_key, check_same_leading
+from models import ease, infinite_ae, mf, mvae, neumf, popularity
 
 __all__ = [
     "METRICS",
     "mean_auc",
     "PANEL",
+    "PANEL_7",
     "kendall_tau",
     "taus",
     "psi",
@@ -43,7 +44,11 @@ METRICS = ("AUC", "HR@100", "nDCG@10")
 """Implicit-feedback metrics of Table 1.1 (HR@100 stands for Recall@100)."""
 
 PANEL = ("PopRec", "bias-only", "MF", "EASE", "inf-AE")
-"""The algorithms ranked by Ψ (SASRec is not in the panel, see :mod:`benchmarks.psi`)."""
+"""The default panel ranked by Ψ: five models whose fits take seconds on a CPU."""
+
+PANEL_7 = ("PopRec", "bias-only", "MF", "NeuMF", "MVAE", "EASE", "inf-AE")
+"""Table 1.3's implicit-feedback panel: :data:`PANEL` with NeuMF and Mult-VAE (SASRec, the
+sequential member, needs a sequential split; see :mod:`benchmarks.psi`)."""
 
 
 @jax.jit
@@ -177,12 +182,38 @@ def _mf_scores(key, train, name, n_pad, mf_epochs, mf_dim):
     return mf.predict(fitted.params, jnp.arange(shape[0]))
 
 
-def _panel_scores(key, name, x, val, context, *, n_pad, mf_epochs, mf_dim, ease_lams, inf_ae_lams, mesh):
+def _neumf_scores(key, train, epochs):
+    """NeuMF with the recommender panel's validated settings (lr 3e-3, batch 2,048)."""
+    u, i = np.nonzero(np.asarray(train))
+    fitted = neumf.fit(key, u.astype(np.int32), i.astype(np.int32), train.shape[0], train.shape[1],
+                       epochs=epochs, lr=3e-3, batch_size=2048)
+    return neumf.scores(fitted.params, jnp.arange(train.shape[0]))
+
+
+def _mvae_scores(key, train, context, epochs):
+    """Mult-VAE fitted on the sample's non-empty rows, scoring every user's ``context`` row.
+
+    β reaches its cap 0.2 at 16 % of the updates (annealing over 0.8·T for T updates), the
+    recommender panel's setting; users absent from a sample are folded in through their rows.
+    """
+    rows = np.asarray(train).sum(axis=1) > 0
+    x = train[np.flatnonzero(rows)]
+    updates = epochs * -(-x.shape[0] // min(500, x.shape[0]))
+    fitted = mvae.fit(key, x, epochs=epochs, total_anneal_steps=max(int(0.8 * updates), 1))
+    return mvae.scores(fitted.params, context)
+
+
+def _panel_scores(key, name, x, val, context, *, n_pad, mf_epochs, mf_dim, ease_lams, inf_ae_lams, mesh,
+                  neumf_epochs, mvae_epochs):
     """``(U, I)`` test scores of one panel model trained on ``x`` (λ chosen on ``val``)."""
     if name == "PopRec":
         return popularity.predict(popularity.fit(x), context)
     if name in ("bias-only", "MF"):
         return _mf_scores(key, x, name, n_pad, mf_epochs, mf_dim)
+    if name == "NeuMF":
+        return _neumf_scores(key, x, neumf_epochs)
+    if name == "MVAE":
+        return _mvae_scores(key, x, context, mvae_epochs)
     if name == "EASE":
         search = ease.select_lambda(x, val, lams=ease_lams)
         return ease.fit_predict(x, context, lam=float(search.best_lam))
@@ -197,7 +228,7 @@ def _check_panel_args(key, train, val, test, exclude, models):
     for name, a in (("val", val), ("test", test), ("exclude", exclude)):
         check_array(a, name, shape=shape)
     for m in models:
-        check_choice(m, "models", PANEL)
+        check_choice(m, "models", PANEL_7)
 
 
 def evaluate_panel(
@@ -214,6 +245,8 @@ def evaluate_panel(
     ease_lams: Sequence[float] = (10.0, 100.0, 500.0),
     inf_ae_lams: Sequence[float] = (1.0, 5.0, 50.0),
     mesh: Mesh | None = None,
+    neumf_epochs: int = 10,
+    mvae_epochs: int = 100,
 ) -> dict[str, dict[str, float]]:
     """Train the panel on ``train`` and return its test metrics (×100) per model.
 
@@ -221,6 +254,10 @@ def evaluate_panel(
     * bias-only / MF: :func:`models.mf.fit` (BPR, ``mf_epochs``, d = ``mf_dim``); the
       interactions are padded to ``n_pad`` with weight 0 so every sample size reuses
       one compilation.
+    * NeuMF: BCE with 4 sampled negatives, ``neumf_epochs`` of Adam (lr 3e-3, batch
+      2,048); Mult-VAE: ``mvae_epochs`` on the non-empty rows (batch 500, lr 1e-3). Both
+      are the settings :mod:`benchmarks.recsys_panel` chose on validation HR@100 on
+      MovieLens latest-small (NeuMF 10 epochs, Mult-VAE 100).
     * EASE / ∞-AE: λ chosen on ``val`` by HR@100 (EASE solves in user space when
       users < items; ∞-AE builds its kernel once per grid).
 
@@ -233,12 +270,13 @@ def evaluate_panel(
       train: ``(U, I)`` binary training matrix (full data or a sample).
       val, test: ``(U, I)`` binary validation / test items (never sampled).
       exclude: ``(U, I)`` binary items removed from every test ranking.
-      models: subset of :data:`PANEL`.
+      models: subset of :data:`PANEL_7` (default :data:`PANEL`).
       n_pad: pad bias-only/MF interactions to this length (default: no padding).
       mf_epochs, mf_dim: MF / bias-only settings.
       ease_lams, inf_ae_lams: λ grids.
       mesh: optional device mesh: the ∞-AE kernel and the test metrics shard their
         user rows over it (:mod:`distill.parallel`).
+      neumf_epochs, mvae_epochs: NeuMF / Mult-VAE epochs (>= 1).
 
     Returns:
       ``{model: {"AUC", "HR@100", "nDCG@10": float}}``.
@@ -250,7 +288,9 @@ def evaluate_panel(
     exclude = jnp.asarray(exclude, jnp.float32)
     test_np, exclude_np = np.asarray(test, bool), np.asarray(exclude, bool)
     settings = dict(n_pad=n_pad, mf_epochs=mf_epochs, mf_dim=mf_dim, ease_lams=ease_lams,
-                    inf_ae_lams=inf_ae_lams, mesh=mesh)
+                    inf_ae_lams=inf_ae_lams, mesh=mesh,
+                    neumf_epochs=check_int(neumf_epochs, "neumf_epochs", min_value=1),
+                    mvae_epochs=check_int(mvae_epochs, "mvae_epochs", min_value=1))
     out = {}
     for name in models:
         scores = _panel_scores(key, name, x, val, context, **settings)

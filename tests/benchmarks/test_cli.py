@@ -17,6 +17,7 @@ import pytest
 
 from benchmarks import _common
 from benchmarks import psi as psi_bench
+from selection import psi
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 BENCH = ROOT / "benchmarks"
@@ -119,6 +120,33 @@ def test_psi_reads_the_recorded_cache_and_writes_nothing(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "\r" not in err
     assert re.findall(r"psi ml-latest-small seed 0: (\d+)/4 ", err) == ["1", "2", "3", "4"]
+
+
+def test_psi_trains_only_the_models_an_entry_lacks(tmp_path):
+    """A cached entry missing a model (as five-model entries are for ``--panel 7``) gets just that one added."""
+    from distill import data as D
+
+    recorded = psi_bench.RECORDED_CACHE / "ml-latest-small" / "seed0"
+    folder = tmp_path / "c" / "ml-latest-small" / "seed0"
+    folder.mkdir(parents=True)
+    want = {}
+    for name in ("full", "head_user_60"):
+        entry = json.loads((recorded / f"{name}.json").read_text())
+        want[name] = json.loads(json.dumps(entry))
+        del entry["panel"]["PopRec"]
+        entry.pop("tau", None)
+        entry["panel"]["EASE"]["AUC"] = -1.0  # present models are never retrained
+        (folder / f"{name}.json").write_text(json.dumps(entry))
+    res = psi_bench.run_dataset(D.load_movielens_small(), "ml-latest-small", 0, ("head_user",), (0.6,),
+                                psi_bench.Cache(tmp_path / "c", ()), progress=False)
+    for name, got in (("full", res["full"]), ("head_user_60", res["samples"]["head_user"]["60"])):
+        assert got["panel"]["PopRec"] == pytest.approx(want[name]["panel"]["PopRec"], rel=1e-6)
+        assert got["panel"]["EASE"]["AUC"] == -1.0
+        saved = json.loads((folder / f"{name}.json").read_text())
+        assert set(saved["panel"]) == set(psi.PANEL) and "PopRec" in saved.get("time_s_added", {})
+    sample = res["samples"]["head_user"]["60"]
+    assert sample["tau"] == psi.taus(res["full"]["panel"], sample["panel"])
+    assert json.loads((folder / "head_user_60.json").read_text())["tau"] == sample["tau"]
 
 
 @pytest.mark.slow
