@@ -19,11 +19,11 @@ import textwrap
 
 import pytest
 
-# One persistent compilation cache per test session, shared by the xdist workers and the
+# One persistent compilation cache per test run, shared by the xdist workers and the
 # multi-device child processes: many tests compile the same computations (the same
 # objective at the same shapes), and a cache hit loads the executable XLA built the
 # first time, so results are those of a fresh compilation. The folder is removed at the
-# end of the session; a user's own JAX_COMPILATION_CACHE_DIR is left alone.
+# end of the run; a user's own JAX_COMPILATION_CACHE_DIR is left alone.
 _CACHE_ENV = "JAX_COMPILATION_CACHE_DIR"
 _OWN_CACHE = "DISTILL_TESTS_OWN_COMPILATION_CACHE"
 
