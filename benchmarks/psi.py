@@ -258,8 +258,10 @@ def run_dataset(
             if need_emb:
                 res["embedding"] = data_genie.embed(train, mask).tolist()
             cache.save(path, res)
-        view = {**res, "panel": _sub(res["panel"], models),
-                "tau": psi.taus(_sub(full["panel"], models), _sub(res["panel"], models))}
+        # The default panel's τ is the cached one, so recorded tables reproduce to the bit.
+        tau = res["tau"] if tuple(models) == psi.PANEL else psi.taus(_sub(full["panel"], models),
+                                                                      _sub(res["panel"], models))
+        view = {**res, "panel": _sub(res["panel"], models), "tau": tau}
         out["samples"].setdefault(name, {})[str(int(round(rate * 100)))] = view
     return out
 
