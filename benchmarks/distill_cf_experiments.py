@@ -162,10 +162,9 @@ def fit_mvae(key, support, p: Problem, quick=False):
     batch = min(MVAE["batch"], n)
     updates = 20 if quick else MVAE["updates"]
     epochs = max(1, -(-updates // -(-n // batch)))
-    per_epoch = -(-n // batch)
     f = mvae.fit(key, jnp.asarray(support, jnp.float32), hidden=MVAE["hidden"], latent=MVAE["latent"],
                  dropout=MVAE["dropout"], beta_cap=MVAE["beta_cap"], lr=MVAE["lr"], batch_size=batch,
-                 epochs=epochs, total_anneal_steps=max(1, int(0.8 * epochs * per_epoch)))
+                 epochs=epochs, total_anneal_steps=mvae.anneal_steps(n, epochs, batch_size=batch))
     return f"epochs={epochs}", mvae.scores(f.params, p.context)
 
 

@@ -229,10 +229,11 @@ def run_dataset(
     shape = (split.n_users, split.n_items)
     n_pad = int(train.users.shape[0])
     key = jax.random.key(seed)
-    full = _full_entry(cache, pathlib.Path(dataset) / f"seed{seed}" / "full.json", prep, key, n_pad, models)
+    full_path = pathlib.Path(dataset) / f"seed{seed}" / "full.json"
+    full = _full_entry(cache, full_path, prep, key, n_pad, models)
     if embed and "embedding" not in full:
         full["embedding"] = data_genie.embed(train).tolist()
-        cache.save(pathlib.Path(dataset) / f"seed{seed}" / "full.json", full)
+        cache.save(full_path, full)
     sample_mask = make_sampler(train, key)
 
     out: dict[str, Any] = {"full": {**full, "panel": _sub(full["panel"], models)}, "samples": {}}

@@ -111,11 +111,8 @@ def _closed_form_rows(train, val, context, test_metrics, args):
 def _mvae_row(key, train, context, val_metric, test_metrics, args):
     """Mult-VAE fitted on the training rows; epochs chosen on validation when the grid has several values."""
     t = time.perf_counter()
-    steps_per_epoch = -(-train.shape[0] // min(500, train.shape[0]))
-
-    def fit(ep):
-        # total_anneal_steps = 0.8·T for T updates: β_t = min(0.2, t / 0.8T) reaches its cap at 16 % of T.
-        return mvae.fit(key, train, epochs=ep, total_anneal_steps=max(int(0.8 * ep * steps_per_epoch), 1))
+    def fit(ep):  # β reaches its cap 0.2 at 16 % of the updates (mvae.anneal_steps)
+        return mvae.fit(key, train, epochs=ep, total_anneal_steps=mvae.anneal_steps(train.shape[0], ep))
 
     fits = {ep: fit(ep) for ep in args.mvae_epochs}
     sweep = {str(ep): val_metric(mvae.scores(f.params, train)) for ep, f in fits.items()} if len(fits) > 1 else {}

@@ -30,7 +30,7 @@ import optax
 from distill import train
 from distill.checks import check_array, check_float, check_int, check_key
 
-__all__ = ["MVAE", "Fit", "init", "encode", "kl_divergence", "loss", "scores", "fit", "anneal"]
+__all__ = ["MVAE", "Fit", "init", "encode", "kl_divergence", "loss", "scores", "fit", "anneal", "anneal_steps"]
 
 
 class MVAE(NamedTuple):
@@ -152,6 +152,28 @@ def scores(params: MVAE, x: jax.Array) -> jax.Array:
 def anneal(step: jax.Array, *, beta_cap: float, total_anneal_steps: int) -> jax.Array:
     """``β_t = min(beta_cap, t / total_anneal_steps)`` (§2.2.2)."""
     return jnp.minimum(beta_cap, step / total_anneal_steps)
+
+
+def anneal_steps(n_users: int, epochs: int, *, batch_size: int = 500, fraction: float = 0.8) -> int:
+    """``total_anneal_steps`` that spreads β's ramp over ``fraction`` of the run's updates.
+
+    With T = ``epochs`` · ⌈n_users / min(batch_size, n_users)⌉ updates (what :func:`fit` runs)
+    this is ``max(1, ⌊fraction · T⌋)``, so β_t = min(β_cap, t / (fraction·T)) reaches a cap of
+    0.2 at 16 % of the run for the default fraction 0.8 — the schedule the benchmarks use on
+    MovieLens, where the paper's 200,000 annealing steps would leave β near 0 throughout.
+
+    Args:
+      n_users: rows trained on (>= 1).
+      epochs: passes (>= 1).
+      batch_size: users per update (capped at ``n_users``, as :func:`fit` does).
+      fraction: the share of the updates over which β ramps up (> 0).
+    """
+    n_users = check_int(n_users, "n_users", min_value=1)
+    epochs = check_int(epochs, "epochs", min_value=1)
+    batch_size = check_int(batch_size, "batch_size", min_value=1)
+    fraction = check_float(fraction, "fraction", min_value=0.0, strict_min=True)
+    per_epoch = -(-n_users // min(batch_size, n_users))
+    return max(int(fraction * epochs * per_epoch), 1)
 
 
 @functools.partial(jax.jit, static_argnames=("epochs", "batch_size", "dropout", "total_anneal_steps"))

@@ -198,8 +198,7 @@ def _mvae_scores(key, train, context, epochs):
     """
     rows = np.asarray(train).sum(axis=1) > 0
     x = train[np.flatnonzero(rows)]
-    updates = epochs * -(-x.shape[0] // min(500, x.shape[0]))
-    fitted = mvae.fit(key, x, epochs=epochs, total_anneal_steps=max(int(0.8 * updates), 1))
+    fitted = mvae.fit(key, x, epochs=epochs, total_anneal_steps=mvae.anneal_steps(x.shape[0], epochs))
     return mvae.scores(fitted.params, context)
 
 

@@ -83,3 +83,16 @@ def test_bad_inputs_name_the_argument():
         mvae.scores(mvae.init(jax.random.key(0), 30, hidden=(4,), latent=2), x[:, :10])
     with pytest.raises(TypeError, match="params"):
         mvae.scores({"w": 1}, x)
+
+
+def test_anneal_steps_is_fraction_of_the_updates_fit_runs():
+    # 671 users, batch 500 → 2 updates per epoch; 100 epochs → T = 200, 0.8·T = 160 (the
+    # recommender panel's and Ψ's Mult-VAE schedule); a batch above n_users is capped as fit caps it.
+    assert mvae.anneal_steps(671, 100) == 160
+    assert mvae.anneal_steps(300, 100) == 80  # one update per epoch
+    assert mvae.anneal_steps(1000, 3, batch_size=100, fraction=0.5) == 15
+    assert mvae.anneal_steps(10, 1, fraction=0.01) == 1  # never 0: β would divide by it
+    for kwargs, name in (({"n_users": 0, "epochs": 1}, "n_users"), ({"n_users": 5, "epochs": 0}, "epochs"),
+                         ({"n_users": 5, "epochs": 1, "fraction": 0.0}, "fraction")):
+        with pytest.raises(ValueError, match=name):
+            mvae.anneal_steps(**kwargs)
