@@ -19,6 +19,7 @@ import numpy as np
 import optax
 
 from distill import train
+from distill.matching import augment as dsa
 
 #: Recorded results (tracked by git): written only with ``--record``.
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
@@ -38,6 +39,8 @@ __all__ = [
     "timed",
     "peak_rss_mb",
     "draw_weighted",
+    "EVAL_OPTIMIZERS",
+    "eval_optimizer",
     "train_eval",
     "train_many",
 ]
@@ -176,37 +179,56 @@ def draw_weighted(key: jax.Array, cdf: jax.Array, batch: int) -> jax.Array:
     return jnp.minimum(jnp.searchsorted(cdf, u, side="right"), cdf.shape[0] - 1)
 
 
-@functools.partial(jax.jit, static_argnames=("apply", "steps", "batch"))
-def train_eval(key, params0, w, x, y, xt, yt, apply, steps, batch, lr):
-    """Test accuracy after ``steps`` Adam steps on minibatches drawn ∝ ``w``.
+#: ``train_eval``'s optimisers: Adam at ``lr``; or the DC/DSA/DM papers' evaluation training,
+#: SGD with momentum 0.9 and weight decay 5e-4 whose learning rate drops 10× at half the steps.
+EVAL_OPTIMIZERS = ("adam", "sgd")
+
+
+def eval_optimizer(name: str, lr: float, steps: int) -> optax.GradientTransformation:
+    """The optimiser of :func:`train_eval` called ``name`` (one of :data:`EVAL_OPTIMIZERS`)."""
+    if name == "adam":
+        return optax.adam(lr)
+    if name == "sgd":  # Zhao et al. (2021) and Zhao & Bilen (2021, 2023): the evaluation of the synthetic sets
+        sched = optax.piecewise_constant_schedule(lr, {steps // 2: 0.1})
+        return optax.chain(optax.add_decayed_weights(5e-4), optax.sgd(sched, momentum=0.9))
+    raise ValueError(f"optimizer: expected one of {EVAL_OPTIMIZERS}, got {name!r}")
+
+
+@functools.partial(jax.jit, static_argnames=("apply", "steps", "batch", "optimizer", "augment"))
+def train_eval(key, params0, w, x, y, xt, yt, apply, steps, batch, lr, optimizer="adam", augment=None):
+    """Test accuracy after ``steps`` optimiser steps on minibatches drawn ∝ ``w``.
 
     Args:
-      key: PRNG key (minibatch draws).
+      key: PRNG key (minibatch draws, augmentations).
       params0: initial model parameters.
       w: ``(n,)`` example weights (0 outside the subset).
       x, y: ``(n, ...)`` training inputs, ``(n,)`` int labels.
       xt, yt: test inputs and int labels.
       apply: ``apply(params, x) -> logits`` (static).
-      steps, batch: Adam steps and minibatch size (static).
-      lr: Adam learning rate.
+      steps, batch: optimiser steps and minibatch size (static).
+      lr: learning rate.
+      optimizer: ``"adam"`` or ``"sgd"`` (:func:`eval_optimizer`; static).
+      augment: ``None``, or a DSA strategy with which every training image of a batch is
+        augmented by its own draw (:func:`distill.matching.augment.augment_each`; static).
 
     Returns:
       Scalar test accuracy in ``[0, 1]``.
     """
-    opt = optax.adam(lr)
+    opt = eval_optimizer(optimizer, lr, steps)
     cdf = jnp.cumsum(w)
 
-    def loss_fn(p, k_batch, _key):
+    def loss_fn(p, k_batch, key):
         # The step's batch *is* its key: indices are drawn ∝ w inside the compiled step.
         idx = draw_weighted(k_batch, cdf, batch)
-        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(apply(p, x[idx])), y[idx][:, None], 1))
+        xb = x[idx] if augment is None else dsa.augment_each(key, x[idx], augment)
+        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(apply(p, xb)), y[idx][:, None], 1))
 
     state, _ = train.scan(train.init(params0, opt), jax.random.split(key, steps), key, loss=loss_fn, optimizer=opt)
     p = state.params
     return jnp.mean(jnp.argmax(apply(p, xt), -1) == yt)
 
 
-def train_many(model, keys, weights, x, y, xt, yt, *, steps, batch, lr) -> np.ndarray:
+def train_many(model, keys, weights, x, y, xt, yt, *, steps, batch, lr, optimizer="adam", augment=None) -> np.ndarray:
     """Test accuracy of ``len(keys)`` runs of :func:`train_eval`, vmapped over seed and weights.
 
     Args:
@@ -214,11 +236,11 @@ def train_many(model, keys, weights, x, y, xt, yt, *, steps, batch, lr) -> np.nd
       keys: ``(R,)`` PRNG keys.
       weights: ``(R, n)`` example weights of each run.
       x, y, xt, yt: training and test data.
-      steps, batch, lr: :func:`train_eval` settings.
+      steps, batch, lr, optimizer, augment: :func:`train_eval` settings.
 
     Returns:
       ``(R,)`` numpy test accuracies in ``[0, 1]``.
     """
     params0 = jax.vmap(lambda k: model.init(k, x[:1]))(keys)
-    fn = jax.vmap(lambda k, p, w: train_eval(k, p, w, x, y, xt, yt, model.apply, steps, batch, lr))
+    fn = jax.vmap(lambda k, p, w: train_eval(k, p, w, x, y, xt, yt, model.apply, steps, batch, lr, optimizer, augment))
     return np.asarray(fn(keys, params0, jnp.asarray(weights, jnp.float32)))

@@ -42,6 +42,13 @@ at 28×28 on CPU; 3 evaluation models): ``python -m benchmarks.matching --datase
 architectures (``by_arch`` in the JSON, and a method × architecture table); ``--method-steps DM=150`` overrides
 ``--steps`` per method; ``--expert-subsample`` trains MTT's experts on a class-balanced subset.
 
+``--eval-protocol papers`` trains the evaluation models as the DC/DSA/DM papers do (SGD with momentum 0.9, lr
+0.01 dropped 10× at half of 1,000 steps, weight decay 5e-4, every training image augmented with its own DSA draw,
+:func:`distill.matching.augment.augment_each`); the default ``adam`` protocol (Adam, lr 1e-3, 300 steps, no
+augmentation) is that of every recorded run without ``_papers_eval`` in its name. ``--random-draws N`` adds the
+random-real baseline over N draws of real images (mean ± std over draws; ``--methods`` with no names runs the
+baselines alone), and ``--init-draw K`` starts every method from draw K instead of draw 0.
+
 Writes ``NAME.json``, ``NAME_grid.png``, ``NAME_memory.png`` and ``NAME_sets/*.npz``
 (``NAME`` = ``--name``, default ``matching[_quick][_convnet][_<dataset>]``) to ``--out``
 (default ``runs/``; ``--record``: ``benchmarks/results/``).
@@ -88,8 +95,11 @@ def _models(args, n_classes):
     return model, mlp(n_classes, hidden=(128, 128), features_only=True), model
 
 
-def evaluate(model, xs, ys, xt, yt, *, n_models, steps, lr, seed=1000, sequential=False):
+def evaluate(model, xs, ys, xt, yt, *, n_models, steps, lr, seed=1000, sequential=False, optimizer="adam",
+             augment=None):
     """Test accuracy (%) of ``n_models`` fresh models trained on (xs, ys): (mean, std, all).
+
+    ``optimizer`` and ``augment`` are those of :func:`benchmarks._common.train_eval`.
 
     ``sequential`` trains the models one after another instead of vmapped: a vmapped
     convolution with per-model kernels becomes a grouped convolution, 2-3× slower on CPU
@@ -97,7 +107,7 @@ def evaluate(model, xs, ys, xt, yt, *, n_models, steps, lr, seed=1000, sequentia
     """
     keys = jnp.stack([jax.random.PRNGKey(seed + i) for i in range(n_models)])
     n = xs.shape[0]
-    kw = dict(steps=steps, batch=min(n, 256), lr=lr)
+    kw = dict(steps=steps, batch=min(n, 256), lr=lr, optimizer=optimizer, augment=augment)
     data = (jnp.asarray(xs), jnp.asarray(ys), xt, yt)
     if sequential:
         acc = 100 * np.concatenate([train_many(model, keys[i:i + 1], np.ones((1, n), np.float32), *data, **kw)
@@ -165,9 +175,9 @@ def distill_one(method, ipc, args, models, experts, *, farzi=False):
         data = M.Data(x, y, n_classes)
     if farzi:  # random latent factors
         params = module.init(jax.random.PRNGKey(7), data, settings)
-    else:  # random real images (the recorded runs' numpy seed 0)
+    else:  # random real images (draw --init-draw; the recorded runs': 0)
         params = module.init(jax.random.PRNGKey(0), data, settings,
-                             start=class_balanced_subset(ImageData(x, y, n_classes), ipc, seed=0).x)
+                             start=class_balanced_subset(ImageData(x, y, n_classes), ipc, seed=args.init_draw).x)
     kw = {} if batches is None else {"batches": batches}
     t0 = time.perf_counter()
     res = module.distill(jax.random.PRNGKey(11), data, settings, init_params=params, **kw)
@@ -263,8 +273,8 @@ def parse_args(argv):
                     help="sklearn digits or Fashion-MNIST (offline: apt-get install dataset-fashion-mnist), "
                          "or MNIST / CIFAR-10 through TFDS")
     ap.add_argument("--ipcs", type=int, nargs="+", default=None, help="images per class (default 1 10)")
-    ap.add_argument("--methods", nargs="+", default=["DC", "DSA", "DM", "MTT", "MM", "KIP"],
-                    help="distillation objectives, on pixels")
+    ap.add_argument("--methods", nargs="*", default=["DC", "DSA", "DM", "MTT", "MM", "KIP"],
+                    help="distillation objectives, on pixels (none: only the baselines)")
     ap.add_argument("--farzi-methods", nargs="+", default=["DC", "DM", "KIP"],
                     help="objectives also run with Farzi's latent parametrization (at --farzi-ipc)")
     ap.add_argument("--farzi-ipc", type=int, default=10, help="the IPC at which --farzi-methods run")
@@ -294,6 +304,17 @@ def parse_args(argv):
     ap.add_argument("--mm-inner-eps", type=float, default=1e-8,
                     help="meta-matching's inner Adam ε (the recorded runs: 1e-8; library default 1.0, which makes "
                          "the inner Adam a smooth momentum SGD)")
+    ap.add_argument("--eval-protocol", choices=["adam", "papers"], default="adam",
+                    help="how evaluation models train: adam = Adam lr 1e-3, no augmentation (the recorded runs); "
+                         "papers = the DC/DSA/DM papers' SGD (momentum 0.9, lr 0.01, ×0.1 at half, weight decay "
+                         "5e-4) with every image DSA-augmented")
+    ap.add_argument("--init-draw", type=int, default=0,
+                    help="which draw of random real images the methods start from (the 'random real' row)")
+    ap.add_argument("--random-draws", type=int, default=1,
+                    help="also evaluate this many draws of random real images (seeds 0, 1, ...; mean ± std over "
+                         "draws); 1: only draw 0, every method's start")
+    ap.add_argument("--eval-steps", type=int, default=None,
+                    help="training steps of every evaluation model (default 300 with adam, 1000 with papers)")
     args = ap.parse_args(argv)
     args.ipcs = args.ipcs or [1, 10]
     args.steps = args.steps or (60 if args.quick else 150)
@@ -301,7 +322,12 @@ def parse_args(argv):
     args.method_steps = {m: int(n) for m, n in (kv.split("=") for kv in args.method_steps)}
     args.real_batch, args.mm_steps = 64, 20
     args.levels = 17
-    args.eval_steps, args.eval_lr = 300, 1e-3
+    if args.eval_protocol == "papers":  # Zhao et al. 2021 / Zhao & Bilen 2021, 2023: 1,000 epochs, SGD, DSA
+        args.eval_optimizer, args.eval_lr, args.eval_steps = "sgd", 0.01, args.eval_steps or 1000
+        grayscale = args.dataset in ("digits", "fashion_mnist", "mnist")
+        args.eval_augment = M.augment.DIGITS_STRATEGY if grayscale else M.augment.CIFAR_STRATEGY
+    else:  # the recorded runs
+        args.eval_optimizer, args.eval_lr, args.eval_steps, args.eval_augment = "adam", 1e-3, args.eval_steps or 300, None
     args.name = args.name or ("matching_quick" if args.quick else "matching") + ("_convnet" if args.convnet else "") + (
         "" if args.dataset == "digits" else f"_{args.dataset}")
     return args
@@ -340,16 +366,37 @@ def _eval(args, xs, ys, test):
     by_arch = {}
     for arch, model in args.eval_models.items():
         m, s, a = evaluate(model, xs, ys, *test, n_models=args.n_eval, steps=args.eval_steps, lr=args.eval_lr,
-                           sequential=arch == "convnet")
+                           sequential=arch == "convnet", optimizer=args.eval_optimizer, augment=args.eval_augment)
         by_arch[arch] = {"mean": m, "std": s, "accs": a}
     first = by_arch[next(iter(by_arch))]
     return (first["mean"], first["std"], first["accs"]), by_arch
 
 
+def _draws_label(args):
+    return f"random real ({args.random_draws} draws)"
+
+
+def random_draws(args, ipc, test, results):
+    """The random-real baseline over draws ``0 … random_draws − 1`` of ``ipc`` real images per class (draw 0 is
+    every method's start): per draw the mean over the evaluation models, then mean ± std over draws.
+    Adds the row to ``results`` and returns its table cell."""
+    x, y, n_classes = args.data[:3]
+    per_draw = [_eval(args, *class_balanced_subset(ImageData(x, y, n_classes), ipc, seed=d)[:2], test)[1]
+                for d in range(args.random_draws)]
+    by_arch = {a: {"mean": float(np.mean([p[a]["mean"] for p in per_draw])),
+                   "std": float(np.std([p[a]["mean"] for p in per_draw])),
+                   "draw_means": [p[a]["mean"] for p in per_draw]} for a in per_draw[0]}
+    first = by_arch[next(iter(by_arch))]
+    results[_draws_label(args)] = {**first, "by_arch": by_arch}
+    print(f"  ipc {ipc} {_draws_label(args)}: " + "  ".join(
+        f"{a} {r['mean']:.1f}±{r['std']:.1f}" for a, r in by_arch.items()), flush=True)
+    return f"{first['mean']:.1f}±{first['std']:.1f}"
+
+
 def run_ipc(args, ipc, models, experts, test, out, results, grid):
     """One row of the table: random real images and every configured method at ``ipc``."""
     x, y, n_classes, mean, std = args.data
-    init = class_balanced_subset(ImageData(x, y, n_classes), ipc, seed=0)
+    init = class_balanced_subset(ImageData(x, y, n_classes), ipc, seed=args.init_draw)
     rnd, rnd_arch = _eval(args, init.x, init.y, test)
     row = {"ipc": ipc, "random real": f"{rnd[0]:.1f}±{rnd[1]:.1f}"}
     results[f"ipc{ipc}"] = {"random real": {"mean": rnd[0], "std": rnd[1], "accs": rnd[2], "by_arch": rnd_arch}}
@@ -357,6 +404,8 @@ def run_ipc(args, ipc, models, experts, test, out, results, grid):
           flush=True)
     if ipc == 10:
         grid["random real"] = (init.x, ipc)
+    if args.random_draws > 1:
+        row[_draws_label(args)] = random_draws(args, ipc, test, results[f"ipc{ipc}"])
     farzi = [(m, True) for m in args.farzi_methods] if ipc == args.farzi_ipc else []
     for method, is_farzi in [(m, False) for m in args.methods] + farzi:
         label = method + (" (Farzi)" if is_farzi else "")
@@ -398,7 +447,10 @@ def run_config(args, expert_s):
                     "n_experts": args.n_experts, "expert_s": expert_s,
                     "expert_subsample": args.expert_subsample or "all"},
             "eval_archs": list(args.eval_models),
-            "eval": {"n_models": args.n_eval, "steps": args.eval_steps, "lr": args.eval_lr}, "anchors": ANCHORS}
+            "init_draw": args.init_draw, "random_draws": args.random_draws,
+            "eval": {"n_models": args.n_eval, "steps": args.eval_steps, "lr": args.eval_lr,
+                     "protocol": args.eval_protocol, "optimizer": args.eval_optimizer, "augment": args.eval_augment},
+            "anchors": ANCHORS}
 
 
 def main(argv=None):
@@ -420,7 +472,8 @@ def main(argv=None):
         if not args.skip_full:
             rows[-1]["full data"] = f"{full[0]:.1f}±{full[1]:.1f}"
     farzi = [m + " (Farzi)" for m in args.farzi_methods] if args.farzi_ipc in args.ipcs else []
-    columns = ["ipc", "random real"] + args.methods + farzi + ([] if args.skip_full else ["full data"])
+    draws = [_draws_label(args)] if args.random_draws > 1 else []
+    columns = ["ipc", "random real"] + draws + args.methods + farzi + ([] if args.skip_full else ["full data"])
     print(format_table(rows, columns))
     if len(args.eval_models) > 1:
         results["by_arch_table"] = arch_table(results, args.ipcs)

@@ -11,6 +11,7 @@ from benchmarks import matching as bench
 def test_flag_defaults_and_eval_archs():
     args = bench.parse_args([])
     assert (args.n_eval, args.n_experts, args.expert_epochs, args.expert_subsample, args.dc_inner) == (5, 5, 10, 0, 10)
+    assert (args.init_draw, args.random_draws) == (0, 1)  # the recorded runs: draw 0, no extra draws
     assert list(bench.eval_models(args, 10)) == ["mlp"]
     assert list(bench.eval_models(bench.parse_args(["--convnet"]), 10)) == ["convnet"]
     args = bench.parse_args(["--eval-archs", "convnet", "mlp", "--n-eval", "3"])
@@ -41,3 +42,24 @@ def test_tiny_run_every_row_under_every_arch(tmp_path):
     assert row["mean"] == pytest.approx(np.mean(row["by_arch"]["mlp"]["accs"]))
     assert "full_data" not in res["results"] and res["config"]["eval_archs"] == ["mlp", "convnet"]
     assert (tmp_path / "matching_sets" / "DM_ipc1.npz").exists()
+
+
+def test_random_draws_row_is_mean_and_std_over_draws(monkeypatch):
+    from distill.data import class_balanced_subset
+    from distill.data.images import ImageData
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(40, 2, 2, 1)).astype(np.float32), np.arange(40) % 4
+    args = bench.parse_args(["--random-draws", "3", "--methods"])
+    assert args.methods == []
+    args.data = (x, y, 4, 0.0, 1.0)
+    # a stand-in evaluation whose "accuracy" identifies the images it was given
+    fake = lambda args, xs, ys, test: (None, {"mlp": {"mean": float(np.sum(xs)), "std": 0.0, "accs": []}})
+    monkeypatch.setattr(bench, "_eval", fake)
+    res = {}
+    cell = bench.random_draws(args, 2, None, res)
+    sums = [float(np.sum(class_balanced_subset(ImageData(x, y, 4), 2, seed=d).x)) for d in range(3)]
+    row = res["random real (3 draws)"]
+    assert row["draw_means"] == sums and len(set(sums)) == 3
+    assert row["mean"] == pytest.approx(np.mean(sums)) and row["std"] == pytest.approx(np.std(sums))
+    assert cell == f"{np.mean(sums):.1f}±{np.std(sums):.1f}"

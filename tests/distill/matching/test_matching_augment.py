@@ -82,6 +82,23 @@ def test_siamese_same_omega_on_real_and_synthetic():
         assert np.all(np.isfinite(np.asarray(g))) and float(jnp.abs(g).max()) > 0, which
 
 
+def test_augment_each_draws_one_omega_per_image():
+    x = _images()
+    key = jax.random.key(3)
+    y = np.asarray(jax.jit(A.augment_each, static_argnums=2)(key, x, A.CIFAR_STRATEGY))
+    keys = jax.random.split(key, N)
+    for i in range(N):  # image i is augmented exactly as augment() with the i-th split key would
+        om = A.sample(keys[i], A.CIFAR_STRATEGY)
+        np.testing.assert_allclose(y[i:i + 1], apply(om, x[i:i + 1]), atol=1e-6)
+    # the draws differ between images: the same image repeated N times comes out in more than one way
+    same = np.asarray(A.augment_each(key, jnp.repeat(x[:1], N, axis=0), A.CIFAR_STRATEGY))
+    assert np.abs(same - same[:1]).max() > 1e-3
+    with pytest.raises(ValueError, match="^x:"):
+        A.augment_each(key, x[0])
+    with pytest.raises(ValueError, match="strategy"):
+        A.augment_each(key, x, "color_blur")
+
+
 def test_sample_respects_strategy():
     picks = {int(A.sample(jax.random.key(i), "flip_rotate").which) for i in range(40)}
     assert picks == {A.TRANSFORMS.index("flip"), A.TRANSFORMS.index("rotate")}
