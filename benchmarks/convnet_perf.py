@@ -14,7 +14,12 @@
    head (forward, input gradient, weight gradient); the fraction is that over the
    matmul GFLOP/s of the same run.
 
-Writes ``convnet_perf_<platform>[_quick].json`` to ``--out`` (default ``runs/``;
+3. ``--contexts``: both convolutions' gradients called plain, ``vmap``-ped over one model and inside a
+   ``lax.scan`` loop body, the time per gradient over the plain one. On CPU a ``lax`` convolution inside a loop
+   body is many times slower than the same convolution outside (XLA CPU; jax-ml/jax#12868); the im2col one is not.
+   ``python -m benchmarks.convnet_perf --contexts --record`` wrote ``convnet_perf_cpu_contexts.json``.
+
+Writes ``convnet_perf_<platform>[_quick][_contexts].json`` to ``--out`` (default ``runs/``;
 ``--record``: ``benchmarks/results/``).
 """
 
@@ -58,8 +63,9 @@ def matmul_gflops(n: int, repeats: int) -> dict:
     return {"n": n, "seconds": secs, "gflops": 2 * n**3 / secs / 1e9}
 
 
-def _grad_fns(side, channels, width, depth, batch):
-    """The jitted parameter gradients of the new and the flax ConvNet, parameters and batch."""
+def _grads(side, channels, width, depth, batch):
+    """The parameter gradients (not jitted) of :func:`models.convnet.convnet` with each convolution and of the
+    flax module, on the same parameters; the parameters and a random batch."""
     x = jax.random.normal(jax.random.PRNGKey(1), (batch, side, side, channels))
     y = jnp.arange(batch) % 10
     params = convnet(10, width=width, depth=depth).init(jax.random.PRNGKey(0), x[:1])
@@ -71,34 +77,77 @@ def _grad_fns(side, channels, width, depth, batch):
         def loss(p, xb, yb):
             return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(apply(p, xb)), yb[:, None], 1))
 
-        return jax.jit(jax.grad(loss))
+        return jax.grad(loss)
 
     return {k: make(a) for k, a in applies.items()}, params, x, y
+
+
+def _best_seconds(fns: dict, operands: tuple, repeats: int) -> dict:
+    """Best wall time of every jitted ``fn(*operands)`` after a warm-up, the repeats of all interleaved so a busy
+    machine slows every variant alike."""
+    for fn in fns.values():
+        jax.block_until_ready(fn(*operands))
+    best = dict.fromkeys(fns, float("inf"))
+    for _ in range(repeats):
+        for impl, fn in fns.items():
+            t = time.perf_counter()
+            jax.block_until_ready(fn(*operands))
+            best[impl] = min(best[impl], time.perf_counter() - t)
+    return best
+
+
+def _row(args, name, side, channels, depth, impl, secs, images, mm_gflops, **extra):
+    flops = 3 * conv_flops(side, channels, args.width, depth)
+    gf = flops * images / secs / 1e9
+    return {"problem": name, "impl": impl, "batch": args.batch, "width": args.width, "depth": depth, **extra,
+            "seconds": secs, "images_per_s": images / secs, "gflops": gf, "fraction_of_matmul": gf / mm_gflops,
+            "mflop_per_image_fwd_bwd": flops / 1e6}
 
 
 def convnet_rows(args, mm_gflops: float) -> list[dict]:
     """Images/s, GFLOP/s and fraction of matmul of every problem and implementation."""
     rows = []
     for name, side, channels, depth in PROBLEMS:
-        fns, params, x, y = _grad_fns(side, channels, args.width, depth, args.batch)
-        for fn in fns.values():
-            jax.block_until_ready(fn(params, x, y))
-        best = dict.fromkeys(fns, float("inf"))
-        for _ in range(args.repeats):  # interleaved: a busy machine slows every variant alike
-            for impl, fn in fns.items():
-                t = time.perf_counter()
-                jax.block_until_ready(fn(params, x, y))
-                best[impl] = min(best[impl], time.perf_counter() - t)
-        flops = 3 * conv_flops(side, channels, args.width, depth)
-        for impl, secs in best.items():
-            gf = flops * args.batch / secs / 1e9
-            rows.append({"problem": name, "impl": impl, "batch": args.batch, "width": args.width, "depth": depth,
-                         "seconds": secs, "images_per_s": args.batch / secs, "gflops": gf,
-                         "fraction_of_matmul": gf / mm_gflops, "mflop_per_image_fwd_bwd": flops / 1e6})
-        for r in rows[-len(fns):]:
-            r["speedup_vs_flax"] = best["flax module"] / r["seconds"]
-        print(format_table(rows[-len(fns):], ["problem", "impl", "images_per_s", "gflops", "fraction_of_matmul",
-                                              "speedup_vs_flax"]), flush=True)
+        grads, params, x, y = _grads(side, channels, args.width, depth, args.batch)
+        best = _best_seconds({k: jax.jit(g) for k, g in grads.items()}, (params, x, y), args.repeats)
+        rows += [_row(args, name, side, channels, depth, impl, secs, args.batch, mm_gflops,
+                      speedup_vs_flax=best["flax module"] / secs) for impl, secs in best.items()]
+        print(format_table(rows[-len(best):], ["problem", "impl", "images_per_s", "gflops", "fraction_of_matmul",
+                                               "speedup_vs_flax"]), flush=True)
+    return rows
+
+
+def _in_loop(grad, steps: int):
+    """``steps`` gradient steps (SGD, lr 1e-3, so the carry changes) inside one ``lax.scan``, as training loops and
+    DC/MTT/meta-matching inner loops run them."""
+    def run(params, x, y):
+        def body(p, _):
+            return jax.tree_util.tree_map(lambda a, g: a - 1e-3 * g, p, grad(p, x, y)), None
+
+        return jax.lax.scan(body, params, None, length=steps)[0]
+
+    return jax.jit(run)
+
+
+def context_rows(args, mm_gflops: float) -> list[dict]:
+    """Both convolutions' gradients called plain, ``vmap``-ped over one model (how per-model evaluation training
+    calls them) and inside a ``lax.scan`` loop body (``--loop-steps`` steps, time per step):
+    ``slowdown_per_image`` is the time per gradient over the plain one."""
+    rows = []
+    repeats = min(args.repeats, 3)
+    for name, side, channels, depth in PROBLEMS:
+        grads, params, x, y = _grads(side, channels, args.width, depth, args.batch)
+        stacked = jax.tree_util.tree_map(lambda a: a[None], params)
+        for impl in IMPLS:
+            g = grads[f"convnet ({impl})"]
+            plain = _best_seconds({"": jax.jit(g)}, (params, x, y), args.repeats)[""]
+            vm = _best_seconds({"": jax.jit(jax.vmap(g, in_axes=(0, None, None)))}, (stacked, x, y), repeats)[""]
+            loop = _best_seconds({"": _in_loop(g, args.loop_steps)}, (params, x, y), repeats)[""] / args.loop_steps
+            for context, secs in (("plain", plain), ("vmap", vm), ("scan body", loop)):
+                rows.append(_row(args, name, side, channels, depth, impl, secs, args.batch, mm_gflops,
+                                 context=context, slowdown_per_image=secs / plain))
+        print(format_table(rows[-3 * len(IMPLS):], ["problem", "impl", "context", "images_per_s",
+                                                    "fraction_of_matmul", "slowdown_per_image"]), flush=True)
     return rows
 
 
@@ -109,6 +158,10 @@ def parse_args(argv):
     p.add_argument("--width", type=int, default=128, help="ConvNet channels")
     p.add_argument("--repeats", type=int, default=10, help="timed repeats (the best is reported)")
     p.add_argument("--matmul-n", type=int, default=2048, help="side of the square matmul")
+    p.add_argument("--contexts", action="store_true",
+                   help="instead of the table above, time both convolutions' gradients plain, vmapped and inside a "
+                        "lax.scan loop (writes convnet_perf_<platform>_contexts.json)")
+    p.add_argument("--loop-steps", type=int, default=2, help="gradient steps inside the lax.scan of --contexts")
     args = p.parse_args(argv)
     if args.quick:
         args.batch, args.width, args.repeats, args.matmul_n = 32, 32, 3, 1024
@@ -121,11 +174,12 @@ def main(argv=None):
     t0 = time.perf_counter()
     mm = matmul_gflops(args.matmul_n, args.repeats)
     print(f"matmul {args.matmul_n}²: {mm['gflops']:.1f} GFLOP/s", flush=True)
-    rows = convnet_rows(args, mm["gflops"])
+    rows = (context_rows if args.contexts else convnet_rows)(args, mm["gflops"])
     mm_after = matmul_gflops(args.matmul_n, args.repeats)  # the machine's load may change during the run
     print(f"matmul again: {mm_after['gflops']:.1f} GFLOP/s", flush=True)
-    name = f"convnet_perf_{jax.devices()[0].platform}" + ("_quick" if args.quick else "")
-    config = {"batch": args.batch, "width": args.width, "repeats": args.repeats, "matmul_n": args.matmul_n,
+    name = f"convnet_perf_{jax.devices()[0].platform}" + ("_quick" if args.quick else "") + (
+        "_contexts" if args.contexts else "")
+    config = {"contexts": args.contexts, "loop_steps": args.loop_steps, "batch": args.batch, "width": args.width, "repeats": args.repeats, "matmul_n": args.matmul_n,
               "problems": [dict(zip(("name", "side", "channels", "depth"), p, strict=True)) for p in PROBLEMS],
               "flops": "3 × forward conv + head FLOPs per image"}
     path = write_result(name, config, {"matmul": mm, "matmul_after": mm_after, "convnet": rows},

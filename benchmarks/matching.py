@@ -101,9 +101,9 @@ def evaluate(model, xs, ys, xt, yt, *, n_models, steps, lr, seed=1000, sequentia
 
     ``optimizer`` and ``augment`` are those of :func:`benchmarks._common.train_eval`.
 
-    ``sequential`` trains the models one after another instead of vmapped: a vmapped
-    convolution with per-model kernels becomes a grouped convolution, 2-3× slower on CPU
-    than the models in turn.
+    ``sequential`` trains the models one after another instead of vmapped over all of them
+    (the recorded ConvNet runs; a vmapped ``lax`` convolution with several models' kernels
+    becomes a grouped convolution).
     """
     keys = jnp.stack([jax.random.PRNGKey(seed + i) for i in range(n_models)])
     n = xs.shape[0]

@@ -14,10 +14,10 @@ pass and the pooling as a reshape-mean. It returns the module's logits for the
 module's parameters. Two convolutions (``conv=``):
 
 * ``'im2col'`` (default): the 9 shifted copies of the padded map concatenated on the
-  channel axis and one ``(n·H·W, 9·C_in) @ (9·C_in, width)`` matmul. Under ``vmap``
-  (per-class gradients in DC/DSA, per-model training) and in second-order gradients
-  (gradient matching, unrolled students) everything stays a batched matmul; there
-  ``lax.conv_general_dilated`` becomes a grouped convolution, ~10× slower on CPU (one DC
+  channel axis and one ``(n·H·W, 9·C_in) @ (9·C_in, width)`` matmul. Inside a loop body
+  (``lax.scan``: training loops, DC's inner trajectory, unrolled students) XLA's CPU
+  ``lax.conv_general_dilated`` runs 35–40× slower than outside one (jax-ml/jax#12868;
+  ``python -m benchmarks.convnet_perf --contexts``), while the matmul does not (one DC
   objective gradient, ConvNet width 32 on digits: 1.0 s vs 10.2 s).
 * ``'lax'``: ``lax.conv_general_dilated`` (NHWC/HWIO), the fastest for one model's plain
   forward+backward on CPU (8×8 digits, width 128: ≈ 1.7× the flax module, ≈ 1.5× im2col;
@@ -171,8 +171,8 @@ def convnet(
       norm: ``'instance'`` (the papers) or ``'none'``.
       features_only: return the flattened features before the linear head.
       dtype: parameter and computation dtype.
-      conv: ``'im2col'`` (under vmap / higher-order gradients: the distillation objectives)
-        or ``'lax'`` (one model's plain training); the same function either way.
+      conv: ``'im2col'`` (inside loops on CPU: training, the distillation objectives) or
+        ``'lax'`` (one plain gradient outside a loop); the same function either way.
 
     Returns:
       ``ModelFns``: ``init(key, x)`` (the flax module's parameters), ``apply(params, x (n, H, W, C), *,

@@ -34,3 +34,37 @@ def test_tiny_run_writes_json(tmp_path):
         assert r["images_per_s"] == pytest.approx(4 / r["seconds"])
         assert r["fraction_of_matmul"] == pytest.approx(r["gflops"] / res["results"]["matmul"]["gflops"])
     assert {"config", "hardware", "versions", "wall_time_s"} <= set(res)
+
+
+@pytest.mark.slow
+def test_contexts_time_the_same_gradients(tmp_path):
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    grads, params, x, y = bench._grads(8, 1, 4, 2, 4)
+    stacked = jax.tree_util.tree_map(lambda a: jnp.stack([a, 2 * a]), params)
+    leaves = jax.tree_util.tree_leaves
+    for impl in bench.IMPLS:
+        g = grads[f"convnet ({impl})"]
+        # model i of the vmapped gradient is the plain gradient at parameters i
+        vm = jax.vmap(g, in_axes=(0, None, None))(stacked, x, y)
+        for i, p in enumerate((params, jax.tree_util.tree_map(lambda a: 2 * a, params))):
+            for a, b in zip(leaves(jax.tree_util.tree_map(lambda a, i=i: a[i], vm)), leaves(g(p, x, y)), strict=True):
+                np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+        # the loop runs the same SGD steps as a python loop
+        p = params
+        for _ in range(2):
+            p = jax.tree_util.tree_map(lambda a, d: a - 1e-3 * d, p, g(p, x, y))
+        for a, b in zip(leaves(bench._in_loop(g, 2)(params, x, y)), leaves(p), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    path = bench.main(["--batch", "4", "--width", "4", "--repeats", "1", "--matmul-n", "64", "--contexts",
+                       "--out", str(tmp_path)])
+    assert path.name == "convnet_perf_cpu_contexts.json"
+    rows = json.loads(path.read_text())["results"]["convnet"]
+    assert [(r["problem"], r["impl"], r["context"]) for r in rows] == [
+        (p[0], impl, c) for p in bench.PROBLEMS for impl in bench.IMPLS for c in ("plain", "vmap", "scan body")]
+    for plain, *others in zip(rows[::3], rows[1::3], rows[2::3], strict=True):
+        assert plain["slowdown_per_image"] == 1.0
+        for r in others:
+            assert r["slowdown_per_image"] == pytest.approx(r["seconds"] / plain["seconds"])

@@ -48,7 +48,7 @@ def test_augmentation_reaches_the_training_images():
     model = mlp(2, hidden=(16,))
     keys = jnp.stack([jax.random.PRNGKey(i) for i in range(4)])
     w = np.ones((4, n), np.float32)
-    kw = dict(steps=100, batch=32, lr=1e-2)
+    kw = dict(steps=60, batch=32, lr=1e-2)
     plain = C.train_many(model, keys, w, x, y, x, y, **kw)
     flipped = C.train_many(model, keys, w, x, y, x, y, augment="flip", **kw)
     assert plain.min() == 1.0
