@@ -35,6 +35,7 @@ def test_adam_path_is_plain_adam():
     np.testing.assert_array_equal(u, ref.update(g, ref.init(p), p)[0])
 
 
+@pytest.mark.slow  # ~10 s, mostly compiling the six DSA branches under vmap inside the training scan
 def test_augmentation_reaches_the_training_images():
     # Class 0 is bright on the left, class 1 bright along the top. The test images are mirrored: class 0 is then
     # bright on the right, a pattern only flip-augmented training shows the model; the top stays the top.
