@@ -179,7 +179,8 @@ def main(argv=None):
     print(f"matmul again: {mm_after['gflops']:.1f} GFLOP/s", flush=True)
     name = f"convnet_perf_{jax.devices()[0].platform}" + ("_quick" if args.quick else "") + (
         "_contexts" if args.contexts else "")
-    config = {"contexts": args.contexts, "loop_steps": args.loop_steps, "batch": args.batch, "width": args.width, "repeats": args.repeats, "matmul_n": args.matmul_n,
+    config = {"contexts": args.contexts, "loop_steps": args.loop_steps, "batch": args.batch, "width": args.width,
+              "repeats": args.repeats, "matmul_n": args.matmul_n,
               "problems": [dict(zip(("name", "side", "channels", "depth"), p, strict=True)) for p in PROBLEMS],
               "flops": "3 × forward conv + head FLOPs per image"}
     path = write_result(name, config, {"matmul": mm, "matmul_after": mm_after, "convnet": rows},

@@ -312,7 +312,7 @@ def parse_args(argv):
                     help="which draw of random real images the methods start from (the 'random real' row)")
     ap.add_argument("--random-draws", type=int, default=1,
                     help="also evaluate this many draws of random real images (seeds 0, 1, ...; mean ± std over "
-                         "draws); 1: only draw 0, every method's start")
+                         "draws); 1: only the methods' start, --init-draw")
     ap.add_argument("--eval-steps", type=int, default=None,
                     help="training steps of every evaluation model (default 300 with adam, 1000 with papers)")
     args = ap.parse_args(argv)
@@ -376,12 +376,15 @@ def _draws_label(args):
     return f"random real ({args.random_draws} draws)"
 
 
-def random_draws(args, ipc, test, results):
-    """The random-real baseline over draws ``0 … random_draws − 1`` of ``ipc`` real images per class (draw 0 is
-    every method's start): per draw the mean over the evaluation models, then mean ± std over draws.
+def random_draws(args, ipc, test, results, known=None):
+    """The random-real baseline over draws ``0 … random_draws − 1`` of ``ipc`` real images per class: per draw
+    the mean over the evaluation models, then mean ± std over draws. ``known`` maps draws already evaluated (the
+    methods' start, ``--init-draw``) to their ``by_arch`` result, which is reused rather than trained again.
     Adds the row to ``results`` and returns its table cell."""
     x, y, n_classes = args.data[:3]
-    per_draw = [_eval(args, *class_balanced_subset(ImageData(x, y, n_classes), ipc, seed=d)[:2], test)[1]
+    known = known or {}
+    per_draw = [known[d] if d in known else
+                _eval(args, *class_balanced_subset(ImageData(x, y, n_classes), ipc, seed=d)[:2], test)[1]
                 for d in range(args.random_draws)]
     by_arch = {a: {"mean": float(np.mean([p[a]["mean"] for p in per_draw])),
                    "std": float(np.std([p[a]["mean"] for p in per_draw])),
@@ -405,7 +408,7 @@ def run_ipc(args, ipc, models, experts, test, out, results, grid):
     if ipc == 10:
         grid["random real"] = (init.x, ipc)
     if args.random_draws > 1:
-        row[_draws_label(args)] = random_draws(args, ipc, test, results[f"ipc{ipc}"])
+        row[_draws_label(args)] = random_draws(args, ipc, test, results[f"ipc{ipc}"], {args.init_draw: rnd_arch})
     farzi = [(m, True) for m in args.farzi_methods] if ipc == args.farzi_ipc else []
     for method, is_farzi in [(m, False) for m in args.methods] + farzi:
         label = method + (" (Farzi)" if is_farzi else "")

@@ -63,3 +63,9 @@ def test_random_draws_row_is_mean_and_std_over_draws(monkeypatch):
     assert row["draw_means"] == sums and len(set(sums)) == 3
     assert row["mean"] == pytest.approx(np.mean(sums)) and row["std"] == pytest.approx(np.std(sums))
     assert cell == f"{np.mean(sums):.1f}±{np.std(sums):.1f}"
+    # a draw already evaluated (the methods' start) is taken as given, not trained again
+    calls = []
+    monkeypatch.setattr(bench, "_eval", lambda args, xs, ys, test: calls.append(1) or fake(args, xs, ys, test))
+    res = {}
+    bench.random_draws(args, 2, None, res, {1: {"mlp": {"mean": 7.0}}})
+    assert len(calls) == 2 and res["random real (3 draws)"]["draw_means"] == [sums[0], 7.0, sums[2]]
