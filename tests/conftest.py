@@ -103,7 +103,29 @@ def _precision_fixture(enabled: bool):
     return fixture
 
 
-# Some test modules switch float64 on at import; these fixtures set the precision for
-# one test and restore whatever was there before, so tests never leak it to others.
+# Precision is set per test, before any of its fixtures are built: float64 for tests
+# marked ``x64`` (modules comparing to 1e-6 and tighter carry ``pytestmark =
+# pytest.mark.x64``), float32 (what users run) for all others. Setting it at module
+# import instead would switch float64 on for the whole run, because pytest imports
+# every module before running the first test.
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    import jax
+
+    jax.config.update("jax_enable_x64", item.get_closest_marker("x64") is not None)
+
+
+# A test that asks for the ``multidevice`` fixture starts its own interpreter on 8 fake
+# devices (a few seconds each for the start and the 8-device compilations). It is marked
+# ``multidevice`` and, like ``slow``, left out of the default run: ``-m multidevice`` runs
+# these tests (the CI script does, after the default run).
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "multidevice" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.multidevice)
+
+
+# These fixtures switch the precision for one test of a module marked otherwise.
 x64 = pytest.fixture(_precision_fixture(True))
 x32 = pytest.fixture(_precision_fixture(False))

@@ -7,10 +7,10 @@ import numpy as np
 import optax
 import pytest
 
-jax.config.update("jax_enable_x64", True)
+from distill import export, farzi, inner, loop, parametrize, trajectories
+from models.transformer import transformer
 
-from distill import export, farzi, inner, loop, parametrize, trajectories  # noqa: E402
-from models.transformer import transformer  # noqa: E402
+pytestmark = pytest.mark.x64  # compares to 1e-6 and tighter
 
 V, L = 8, 5
 
@@ -167,7 +167,7 @@ def test_distill_resumes_exactly(tmp_path):
 def _tiny():
     model = transformer(V, max_len=L, d_model=8, n_heads=1, n_layers=1)
     tokens = jnp.asarray(np.random.default_rng(0).integers(0, V, (3, L + 1)), jnp.int32)
-    return model, model.init(jax.random.key(0), tokens[:1, :-1]), tokens
+    return model, jax.jit(model.init)(jax.random.key(0), tokens[:1, :-1]), tokens  # jit: compiles faster than eager
 
 
 def test_out_of_vocabulary_tokens_are_refused_or_nan():
@@ -257,9 +257,9 @@ def test_train_student_learns_from_tokens_and_soft_data():
 def test_padding_id_passes_the_vocabulary_check_and_is_masked():
     model, params, tok = _tiny()
     padded = tok.at[0, 3:].set(V)  # pad_id = V sits just past the vocabulary, as SASRec's does
-    loss = float(farzi.token_loss(model, params, padded, pad_id=V))
+    loss = float(jax.jit(lambda t: farzi.token_loss(model, params, t, pad_id=V))(padded))
     # Masked positions drop out: the loss equals the mean over the unpadded targets, by hand.
-    logp = jax.nn.log_softmax(model.apply(params, padded[:, :-1]), axis=-1)
+    logp = jax.nn.log_softmax(jax.jit(model.apply)(params, padded[:, :-1]), axis=-1)
     nll = -np.take_along_axis(np.asarray(logp), np.asarray(jnp.minimum(padded[:, 1:], V - 1))[..., None], -1)[..., 0]
     keep = np.asarray((padded[:, 1:] != V) & (padded[:, :-1] != V))
     np.testing.assert_allclose(loss, nll[keep].mean(), rtol=1e-5)

@@ -59,7 +59,7 @@ def test_objective_reads_argmax_inputs_and_differentiates_targets_only():
     mu, xi, dim, t_steps = 3, 6, 4, 3
     model = _bigram()
     tokens = jnp.asarray(np.random.default_rng(0).integers(0, V, (5, xi)), jnp.int32)
-    theta = model.init(jax.random.key(0), tokens[:1, :-1])
+    theta = jax.jit(model.init)(jax.random.key(0), tokens[:1, :-1])
     omega = jax.tree_util.tree_map(lambda a: a[None], theta)  # one checkpoint: θ_0 is known
     param = parametrize.latent_factorization(mu, xi, dim, V)
     syn = param.init(jax.random.key(1))

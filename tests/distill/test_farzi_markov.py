@@ -159,7 +159,7 @@ def test_theta0_draws_average_single_draw_objectives():
 
     model = ModelFns(lambda k, x: {"w": 0.3 * jax.random.normal(k, (v, v)), "b": jnp.zeros(v)}, apply)
     tokens = jnp.asarray(np.random.default_rng(0).integers(0, v, (6, length + 1)), jnp.int32)
-    theta = model.init(jax.random.key(0), tokens[:1, :-1])
+    theta = jax.jit(model.init)(jax.random.key(0), tokens[:1, :-1])
     omega = jax.tree_util.tree_map(lambda a: jnp.stack([a, 0.5 * a, 2.0 * a]), theta)
     kw = dict(model=model, n_seqs=2, seq_len=length + 1, latent_dim=3, inner_steps=2, random_init_prob=0.5)
     syn = parametrize.latent_factorization(2, length + 1, 3, v).init(jax.random.key(1))

@@ -6,10 +6,10 @@ import numpy as np
 import optax
 import pytest
 
-jax.config.update("jax_enable_x64", True)
+from distill import inner
+from models.transformer import transformer
 
-from distill import inner  # noqa: E402
-from models.transformer import transformer  # noqa: E402
+pytestmark = pytest.mark.x64  # compares to 1e-6 and tighter
 
 
 def mlp_apply(p, x):
@@ -54,11 +54,15 @@ def _meta_grad(mode, steps, reverse_every="auto", opt=inner.Adam(0.01)):
 def test_unrolled_adam_equals_optax():
     theta, x, y, _, _ = _problem()
     tx = optax.adam(0.01)
+
+    @jax.jit  # one compiled optax step (eagerly, every op of it compiles on its own)
+    def optax_step(p, st):
+        u, st = tx.update(jax.grad(lambda q: mse(mlp_apply(q, x), y))(p), st)
+        return optax.apply_updates(p, u), st
+
     st, p = tx.init(theta), theta
     for _ in range(7):
-        g = jax.grad(lambda q: mse(mlp_apply(q, x), y))(p)
-        u, st = tx.update(g, st)
-        p = optax.apply_updates(p, u)
+        p, st = optax_step(p, st)
     for mode in inner.MODES:
         out = inner.train(mlp_apply, mse, theta, (x, y), steps=7, optimizer=inner.Adam(0.01), mode=mode)
         np.testing.assert_allclose(_flat(out), _flat(p), rtol=1e-12, atol=1e-14)
@@ -244,11 +248,16 @@ def test_dropout_trajectory_is_fold_in_key_t():
     theta, x, y, _, _ = _problem()
     key = jax.random.key(9)
     tx = optax.adam(0.02)
+
+    @jax.jit  # one compiled optax step (eagerly, every op of it compiles on its own)
+    def optax_step(p, st, t):
+        g = jax.grad(lambda q: mse(mlp_dropout_apply(q, x, jax.random.fold_in(key, t)), y))(p)
+        u, st = tx.update(g, st)
+        return optax.apply_updates(p, u), st
+
     p, st = theta, tx.init(theta)
     for t in range(1, 6):
-        g = jax.grad(lambda q, t=t: mse(mlp_dropout_apply(q, x, jax.random.fold_in(key, t)), y))(p)
-        u, st = tx.update(g, st)
-        p = optax.apply_updates(p, u)
+        p, st = optax_step(p, st, t)
     for mode in inner.MODES:
         out = inner.train(mlp_dropout_apply, mse, theta, (x, y), steps=5, optimizer=inner.Adam(0.02),
                           mode=mode, key=key)

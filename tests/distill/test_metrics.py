@@ -4,14 +4,14 @@ import math
 
 import jax
 
-jax.config.update("jax_enable_x64", True)
+import jax.numpy as jnp
+import numpy as np
+import pytest
 
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+from distill import metrics as M
+from distill import parallel
 
-from distill import metrics as M  # noqa: E402
-from distill import parallel  # noqa: E402
+pytestmark = pytest.mark.x64  # compares to 1e-6 and tighter
 
 RTOL = 1e-12
 

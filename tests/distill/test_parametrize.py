@@ -7,7 +7,7 @@ import pytest
 
 from distill import parametrize
 
-jax.config.update("jax_enable_x64", True)
+pytestmark = pytest.mark.x64  # compares to 1e-6 and tighter
 
 
 def test_identity_round_trip():

@@ -8,7 +8,7 @@ import pytest
 from distill import metrics
 from models import ease, infinite_ae, popularity, tuning
 
-jax.config.update("jax_enable_x64", True)
+pytestmark = pytest.mark.x64  # compares to 1e-6 and tighter
 
 
 def _data(seed=0, n=30, items=12, density=0.3):

@@ -18,7 +18,7 @@ def _sequences(n=40, n_items=12, length=8, seed=0):
 def test_shapes_and_gru_equations():
     model = gru4rec.gru4rec(12, hidden=6, embed_dim=5)
     x = jnp.asarray(_sequences()[:3])
-    params = model.init(jax.random.key(0), x)
+    params = jax.jit(model.init)(jax.random.key(0), x)
     out = model.apply(params, x)
     assert out.shape == (3, 8, 12)
     # Reference: the textbook GRU loop in numpy.
@@ -39,7 +39,7 @@ def test_shapes_and_gru_equations():
 def test_left_padding_and_soft_tokens():
     model = gru4rec.gru4rec(12, hidden=6)
     x = jnp.asarray(_sequences()[:4, :5])
-    params = model.init(jax.random.key(1), x)
+    params = jax.jit(model.init)(jax.random.key(1), x)
     padded = jnp.concatenate([jnp.full((4, 3), 12, jnp.int32), x], axis=1)
     np.testing.assert_allclose(np.asarray(model.apply(params, padded)[:, -1]),
                                np.asarray(model.apply(params, x)[:, -1]), rtol=1e-5, atol=1e-6)

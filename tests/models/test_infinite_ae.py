@@ -12,7 +12,7 @@ import pytest
 from distill import parallel
 from models import infinite_ae, kernels
 
-jax.config.update("jax_enable_x64", True)
+pytestmark = pytest.mark.x64  # compares to 1e-6 and tighter
 
 GOLDEN = json.loads(
     (pathlib.Path(__file__).resolve().parents[1] / "data" / "ntk_golden.json").read_text()

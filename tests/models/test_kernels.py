@@ -13,7 +13,7 @@ import pytest
 from distill import parallel
 from models import kernels
 
-jax.config.update("jax_enable_x64", True)
+pytestmark = pytest.mark.x64  # compares to 1e-6 and tighter
 
 GOLDEN = json.loads(
     (pathlib.Path(__file__).resolve().parents[1] / "data" / "ntk_golden.json").read_text()
@@ -67,13 +67,9 @@ def test_matches_finite_wide_network(depth):
     x1 = rng.normal(size=(4, 6))
     x2 = rng.normal(size=(3, 6))
     w_std, b_std = 2**0.5, 0.1
-    emp = np.mean(
-        [
-            _empirical_ntk(_mlp_init(jax.random.PRNGKey(s), 6, 2048, depth), x1, x2, w_std, b_std)
-            for s in range(8)
-        ],
-        axis=0,
-    )
+    # One compiled program for the 8 draws (eagerly, every op of every Jacobian compiles on its own).
+    ntk_of_seed = jax.jit(lambda key: _empirical_ntk(_mlp_init(key, 6, 2048, depth), x1, x2, w_std, b_std))
+    emp = np.mean([ntk_of_seed(jax.random.PRNGKey(s)) for s in range(8)], axis=0)
     exact = kernels.fc_relu(x1, x2, depth=depth, w_std=w_std, b_std=b_std).ntk
     rel = np.abs(emp - exact) / np.abs(exact).max()
     assert rel.max() < 0.05, rel
@@ -89,9 +85,9 @@ def test_gradients_finite_at_coincident_and_zero_rows(b_std):
             k = kernels.fc_relu(x, depth=depth, w_std=1.4, b_std=b_std)
             return jnp.sum(k.ntk**2) + jnp.sum(k.nngp)
 
-        k = kernels.fc_relu(x, depth=depth, b_std=b_std)
+        k = jax.jit(lambda x, depth=depth: kernels.fc_relu(x, depth=depth, b_std=b_std))(x)
         assert np.all(np.isfinite(k.ntk)) and np.all(np.isfinite(k.nngp))
-        g = jax.grad(loss)(x)
+        g = jax.jit(jax.grad(loss))(x)
         assert np.all(np.isfinite(g)), g
 
 
@@ -101,11 +97,12 @@ def test_gradient_matches_finite_differences():
     x2 = jnp.asarray(rng.normal(size=(4, 5)))
     w = jnp.asarray(rng.normal(size=(3, 4)))
 
+    @jax.jit  # compiled once for the 31 evaluations below
     def loss(x1):
         k = kernels.fc_relu(x1, x2, depth=2, w_std=1.3, b_std=0.2)
         return jnp.sum(w * k.ntk) + jnp.sum(w * k.nngp) ** 2
 
-    g = jax.grad(loss)(x1)
+    g = jax.jit(jax.grad(loss))(x1)
     eps = 1e-6
     fd = np.zeros(x1.shape)
     for idx in np.ndindex(*x1.shape):

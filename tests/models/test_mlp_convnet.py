@@ -20,7 +20,7 @@ def test_mlp_shapes_and_features():
     x = jnp.ones((5, 8, 8, 1))
     model = mlp(10, hidden=(32, 16))
     assert isinstance(model, ModelFns)
-    params = model.init(jax.random.PRNGKey(0), x)
+    params = jax.jit(model.init)(jax.random.PRNGKey(0), x)
     assert model.apply(params, x).shape == (5, 10)
     assert mlp(10, hidden=(32, 16), features_only=True).apply(params, x).shape == (5, 16)
     assert params["dense_0"]["kernel"].shape == (64, 32)

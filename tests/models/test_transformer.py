@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-jax.config.update("jax_enable_x64", True)
+from models.transformer import transformer
 
-from models.transformer import transformer  # noqa: E402
+pytestmark = pytest.mark.x64  # compares to 1e-6 and tighter
 
 V, L = 13, 7
 
@@ -16,7 +16,9 @@ V, L = 13, 7
 def lm():
     m = transformer(V, max_len=L, d_model=16, n_heads=2, n_layers=2, dtype=jnp.float64)
     x = jax.random.randint(jax.random.key(0), (3, L), 0, V)
-    return m, jax.jit(m.init)(jax.random.key(1), x), x  # jit: compiles faster than eager
+    # Compiled: run eagerly, every op of init and apply compiles on its own. The input checks
+    # read shapes and dtypes only, so they still raise while tracing.
+    return m._replace(apply=jax.jit(m.apply, static_argnames="train")), jax.jit(m.init)(jax.random.key(1), x), x
 
 
 def test_shapes_and_soft_equals_int(lm):
@@ -67,14 +69,15 @@ def test_bad_inputs(lm):
 def test_dropout_masks_replay_and_scale(lm):
     m0, p, x = lm
     m = transformer(V, max_len=L, d_model=16, n_heads=2, n_layers=2, dtype=jnp.float64, dropout=0.3)
-    np.testing.assert_array_equal(m.apply(p, x), m0.apply(p, x))  # evaluation mode: no dropout
+    apply = jax.jit(m.apply, static_argnames="train")  # compiled like the fixture's model
+    np.testing.assert_array_equal(apply(p, x), m0.apply(p, x))  # evaluation mode: no dropout
     k = jax.random.key(2)
-    a = m.apply(p, x, train=True, key=k)
-    np.testing.assert_array_equal(a, m.apply(p, x, train=True, key=k))
-    assert float(jnp.abs(a - m.apply(p, x, train=True, key=jax.random.key(3))).max()) > 1e-3
+    a = apply(p, x, train=True, key=k)
+    np.testing.assert_array_equal(a, apply(p, x, train=True, key=k))
+    assert float(jnp.abs(a - apply(p, x, train=True, key=jax.random.key(3))).max()) > 1e-3
     # Causal under the same masks: changing the last input leaves earlier positions unchanged.
     y = x.at[:, -1].set((x[:, -1] + 1) % V)
-    np.testing.assert_allclose(m.apply(p, y, train=True, key=k)[:, :-1], a[:, :-1], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(apply(p, y, train=True, key=k)[:, :-1], a[:, :-1], rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match="key"):
         m.apply(p, x, train=True)
     with pytest.raises(ValueError, match="dropout"):

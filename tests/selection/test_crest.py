@@ -50,7 +50,7 @@ def test_weighted_coreset_gradient_beats_random_minibatch():
 def test_quadratic_model_error_is_the_taylor_remainder(x64):
     x, y = _blobs(2, n=40)
     model = mlp(3, hidden=(8,), dtype=jnp.float64)
-    p0 = model.init(jax.random.PRNGKey(0), x[:1])
+    p0 = jax.jit(model.init)(jax.random.PRNGKey(0), x[:1])
     w = np.full(40, 1 / 40)
     direction = jax.tree_util.tree_map(lambda a: 0.3 * jax.random.normal(jax.random.PRNGKey(1), a.shape, a.dtype), p0)
     shift = lambda t: jax.tree_util.tree_map(lambda a, d: a + t * d, p0, direction)
@@ -81,7 +81,7 @@ def test_crest_train_learns_and_reselects_by_tau():
     x, y = _blobs(3, n=400)
     xt, yt = _blobs(3, n=200)
     model = mlp(3, hidden=(16,))
-    p0 = model.init(jax.random.PRNGKey(0), x[:1])
+    p0 = jax.jit(model.init)(jax.random.PRNGKey(0), x[:1])
     acc = jax.jit(lambda p: jnp.mean(jnp.argmax(model.apply(p, xt), -1) == yt))
     sgd = optax.sgd(0.1)  # one optimizer object: the three runs share the compiled step
     run = crest.crest_train(jax.random.PRNGKey(1), model.apply, p0, sgd, x, y, steps=40, batch_size=16, subset_size=64, n_subsets=4, tau=0.05, check_every=2, eval_fn=acc, eval_every=20)
@@ -102,7 +102,7 @@ def test_weighted_step_is_one_train_update():
     """make_weighted_step is distill.train.update on Σ w_i ℓ_i: the same state and loss."""
     x, y = _blobs(4, n=20)
     model = mlp(3, hidden=(4,))
-    p0 = model.init(jax.random.PRNGKey(0), x[:1])
+    p0 = jax.jit(model.init)(jax.random.PRNGKey(0), x[:1])
     opt = optax.sgd(0.1)
     w = jnp.full((20,), 1 / 20)
     state, loss = crest.make_weighted_step(model.apply, opt)(train.init(p0, opt), (x, y, w), jax.random.PRNGKey(1))
@@ -115,7 +115,7 @@ def test_weighted_step_is_one_train_update():
 def test_validation():
     x, y = _blobs(0, n=50)
     model = mlp(3, hidden=(4,))
-    p0 = model.init(jax.random.PRNGKey(0), x[:1])
+    p0 = jax.jit(model.init)(jax.random.PRNGKey(0), x[:1])
     f = lambda idx: x[idx]
     with pytest.raises(ValueError, match="subset_size"):
         crest.minibatch_coresets(jax.random.PRNGKey(0), f, 50, batch_size=8, subset_size=4)

@@ -28,7 +28,7 @@ def _head_grads(model, p, x, y):
 
 def test_layer_mask():
     model = mlp(3, hidden=(4,))
-    p = model.init(jax.random.PRNGKey(0), np.zeros((1, 5), np.float32))
+    p = jax.jit(model.init)(jax.random.PRNGKey(0), np.zeros((1, 5), np.float32))
     assert int(ssm.layer_mask(p, "head").sum()) == 4 * 3 + 3
     assert int(ssm.layer_mask(p, None).sum()) == 5 * 4 + 4 + 15
 
@@ -36,7 +36,7 @@ def test_layer_mask():
 def test_sketch_gram_matches_gradient_gram(x64):
     x, y = _blobs(0, n=12)
     model = mlp(3, hidden=(4,), dtype=jnp.float64)
-    p = model.init(jax.random.PRNGKey(0), x[:1])
+    p = jax.jit(model.init)(jax.random.PRNGKey(0), x[:1])
     g = _head_grads(model, p, x, y)  # (12, 15) true last-layer gradients
     c = np.asarray(ssm.zeroth_order_features(jax.random.PRNGKey(1), model.apply, p, x, y, n_directions=6000, eps=1e-5, sparsity=None))
     gram, est = g @ g.T, c @ c.T / c.shape[1]  # E[zzᵀ] = I  ⇒  E[c cᵀ]/P = G Gᵀ
@@ -50,7 +50,7 @@ def test_sketch_gram_matches_gradient_gram(x64):
 def test_sparsity_one_gives_rank_one_sketch(x64):
     x, y = _blobs(1, n=10)
     model = mlp(3, hidden=(4,), dtype=jnp.float64)
-    p = model.init(jax.random.PRNGKey(0), x[:1])
+    p = jax.jit(model.init)(jax.random.PRNGKey(0), x[:1])
     c = np.asarray(ssm.zeroth_order_features(jax.random.PRNGKey(2), model.apply, p, x, y, n_directions=8, eps=1e-5, sparsity=1))
     sv = np.linalg.svd(c, compute_uv=False)
     assert sv[1] < 1e-6 * sv[0]  # one coordinate kept: c_ip = g_i[k] z_p[k]
@@ -63,7 +63,7 @@ def test_ssm_train_learns_and_selects_every_step():
     xt, yt = _blobs(3, n=200)
     x, xt = x.astype(np.float32), xt.astype(np.float32)
     model = mlp(3, hidden=(16,))
-    p0 = model.init(jax.random.PRNGKey(0), x[:1])
+    p0 = jax.jit(model.init)(jax.random.PRNGKey(0), x[:1])
     acc = jax.jit(lambda p: jnp.mean(jnp.argmax(model.apply(p, xt), -1) == yt))
     run = ssm.ssm_train(jax.random.PRNGKey(1), model.apply, p0, optax.sgd(0.1), x, y, steps=40, batch_size=16, subset_size=48, n_directions=8, sparsity=16, eval_fn=acc, eval_every=40)
     assert run.selection_steps == list(range(40))
@@ -74,7 +74,7 @@ def test_validation():
     x, y = _blobs(0, n=20)
     x = x.astype(np.float32)
     model = mlp(3, hidden=(4,))
-    p = model.init(jax.random.PRNGKey(0), x[:1])
+    p = jax.jit(model.init)(jax.random.PRNGKey(0), x[:1])
     k = jax.random.PRNGKey(0)
     with pytest.raises(ValueError, match="n_directions"):
         ssm.zeroth_order_features(k, model.apply, p, x, y, n_directions=0)

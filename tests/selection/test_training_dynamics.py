@@ -20,7 +20,7 @@ def _data():
 def test_train_with_dynamics_records_every_epoch():
     x, y = _data()
     model = mlp(2, hidden=(16,))
-    p0 = model.init(jax.random.PRNGKey(0), x)
+    p0 = jax.jit(model.init)(jax.random.PRNGKey(0), x)
     params, dyn = td.train_with_dynamics(jax.random.PRNGKey(1), model.apply, p0, optax.adam(0.05), x, y, epochs=6, batch_size=16)
     assert dyn.loss.shape == dyn.prob_true.shape == dyn.correct.shape == (6, 40)
     assert float(dyn.loss[-1].mean()) < float(dyn.loss[0].mean())
@@ -35,7 +35,7 @@ def test_train_with_dynamics_records_every_epoch():
 def test_recorder_in_a_user_loop():
     x, y = _data()
     model = mlp(2, hidden=(8,))
-    params = model.init(jax.random.PRNGKey(0), x)
+    params = jax.jit(model.init)(jax.random.PRNGKey(0), x)
     opt = optax.sgd(0.5)
     state = opt.init(params)
     rec = td.DynamicsRecorder(model.apply, x, y)

@@ -342,12 +342,17 @@ def test_krr_predict_cholesky_agrees_with_pos_solve(x64):
     xs = jnp.asarray(np.asarray(x)[::3].reshape(12, -1))
     xt = jnp.asarray(np.asarray(x).reshape(36, -1))
     from models.kernels import fc_relu
-    k_ss, k_ts = fc_relu(xs, None, depth=3).ntk, fc_relu(xt, xs, depth=3).ntk
+    k_ss, k_ts = jax.jit(lambda xs, xt: (fc_relu(xs, None, depth=3).ntk, fc_relu(xt, xs, depth=3).ntk))(xs, xt)
     ys = jnp.asarray(rng.normal(size=(12, C)))
-    for lam in (1e-6, 1e-3, 0.1):
+
+    @jax.jit  # one compile for the three ridges
+    def both(lam):
         a = k_ss + lam * jnp.trace(k_ss) / 12 * jnp.eye(12)
-        old = k_ts @ jax.scipy.linalg.solve(a, ys, assume_a="pos")
-        np.testing.assert_allclose(krr.predict(k_ts, k_ss, ys, lam), old, rtol=1e-8, atol=1e-8)
+        return krr.predict(k_ts, k_ss, ys, lam), k_ts @ jax.scipy.linalg.solve(a, ys, assume_a="pos")
+
+    for lam in (1e-6, 1e-3, 0.1):
+        new, old = both(lam)
+        np.testing.assert_allclose(new, old, rtol=1e-8, atol=1e-8)
     a = rng.normal(size=(5, 5))
     k = jnp.asarray(a @ a.T + 0.1 * np.eye(5))
     np.testing.assert_allclose(krr.predict(k, k, ys[:5], 0.0), ys[:5], atol=1e-10)  # interpolates without ridge
