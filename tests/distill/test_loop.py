@@ -251,6 +251,7 @@ def _sharded_resume():
 
     from distill import parallel
 
+    jax.config.update("jax_enable_x64", True)  # the child sees no markers: as the module's tests
     mesh = parallel.make_mesh()
     x = jnp.asarray(np.random.default_rng(0).normal(size=(16, 3)))
 
