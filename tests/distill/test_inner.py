@@ -51,18 +51,24 @@ def _meta_grad(mode, steps, reverse_every="auto", opt=inner.Adam(0.01)):
     return jax.jit(jax.value_and_grad(outer, argnums=(0, 1, 2)))(x, y, theta)
 
 
-def test_unrolled_adam_equals_optax():
-    theta, x, y, _, _ = _problem()
-    tx = optax.adam(0.01)
+def _optax_adam(loss_at, theta, lr, steps):
+    """``steps`` optax Adam steps on ``loss_at(params, t)``, t = 1, …, steps: the reference trajectory."""
+    tx = optax.adam(lr)
 
-    @jax.jit  # one compiled optax step (eagerly, every op of it compiles on its own)
-    def optax_step(p, st):
-        u, st = tx.update(jax.grad(lambda q: mse(mlp_apply(q, x), y))(p), st)
+    @jax.jit  # one compiled step (eagerly, every op of it compiles on its own)
+    def step(p, st, t):
+        u, st = tx.update(jax.grad(loss_at)(p, t), st)
         return optax.apply_updates(p, u), st
 
-    st, p = tx.init(theta), theta
-    for _ in range(7):
-        p, st = optax_step(p, st)
+    p, st = theta, tx.init(theta)
+    for t in range(1, steps + 1):
+        p, st = step(p, st, t)
+    return p
+
+
+def test_unrolled_adam_equals_optax():
+    theta, x, y, _, _ = _problem()
+    p = _optax_adam(lambda q, t: mse(mlp_apply(q, x), y), theta, 0.01, 7)
     for mode in inner.MODES:
         out = inner.train(mlp_apply, mse, theta, (x, y), steps=7, optimizer=inner.Adam(0.01), mode=mode)
         np.testing.assert_allclose(_flat(out), _flat(p), rtol=1e-12, atol=1e-14)
@@ -247,17 +253,7 @@ def test_dropout_trajectory_is_fold_in_key_t():
     # With a key, step t uses the masks of fold_in(key, t): equal to a hand-written optax loop.
     theta, x, y, _, _ = _problem()
     key = jax.random.key(9)
-    tx = optax.adam(0.02)
-
-    @jax.jit  # one compiled optax step (eagerly, every op of it compiles on its own)
-    def optax_step(p, st, t):
-        g = jax.grad(lambda q: mse(mlp_dropout_apply(q, x, jax.random.fold_in(key, t)), y))(p)
-        u, st = tx.update(g, st)
-        return optax.apply_updates(p, u), st
-
-    p, st = theta, tx.init(theta)
-    for t in range(1, 6):
-        p, st = optax_step(p, st, t)
+    p = _optax_adam(lambda q, t: mse(mlp_dropout_apply(q, x, jax.random.fold_in(key, t)), y), theta, 0.02, 5)
     for mode in inner.MODES:
         out = inner.train(mlp_dropout_apply, mse, theta, (x, y), steps=5, optimizer=inner.Adam(0.02),
                           mode=mode, key=key)

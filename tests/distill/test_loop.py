@@ -251,7 +251,7 @@ def _sharded_resume():
 
     from distill import parallel
 
-    jax.config.update("jax_enable_x64", True)  # the child sees no markers: as the module's tests
+    jax.config.update("jax_enable_x64", True)  # the module's x64 marker does not reach the child
     mesh = parallel.make_mesh()
     x = jnp.asarray(np.random.default_rng(0).normal(size=(16, 3)))
 

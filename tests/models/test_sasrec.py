@@ -13,12 +13,15 @@ N_ITEMS, L = 11, 6
 PAD = N_ITEMS
 
 
+def _model():
+    return sasrec(N_ITEMS, max_len=L, d_model=16, n_heads=2, n_layers=2, dtype=jnp.float64)
+
+
 @pytest.fixture(scope="module")
 def rec():
-    m = sasrec(N_ITEMS, max_len=L, d_model=16, n_heads=2, n_layers=2, dtype=jnp.float64)
+    m = _model()
     x = jnp.array([[PAD, PAD, 3, 4, 5, 1], [0, 1, 2, 3, 4, 5], [PAD, PAD, PAD, PAD, PAD, 7]])
-    # Compiled: run eagerly, every op of init and apply compiles on its own. The input checks
-    # read shapes and dtypes only, so they still raise while tracing.
+    # Compiled: run eagerly, every op of init and apply compiles on its own.
     return m._replace(apply=jax.jit(m.apply, static_argnames="train")), jax.jit(m.init)(jax.random.key(0), x), x
 
 
@@ -52,7 +55,8 @@ def test_padding_content_is_ignored(rec):
 
 
 def test_bad_inputs(rec):
-    m, p, x = rec
+    _, p, x = rec
+    m = _model()  # not the fixture's compiled apply: the checks must raise on an eager call
     with pytest.raises(ValueError, match="x"):
         m.apply(p, jnp.zeros((3, L, N_ITEMS + 2)))
     with pytest.raises(TypeError, match="x"):

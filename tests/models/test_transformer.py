@@ -12,12 +12,15 @@ pytestmark = pytest.mark.x64  # compares to 1e-6 and tighter
 V, L = 13, 7
 
 
+def _model(dropout=0.0):
+    return transformer(V, max_len=L, d_model=16, n_heads=2, n_layers=2, dtype=jnp.float64, dropout=dropout)
+
+
 @pytest.fixture(scope="module")
 def lm():
-    m = transformer(V, max_len=L, d_model=16, n_heads=2, n_layers=2, dtype=jnp.float64)
+    m = _model()
     x = jax.random.randint(jax.random.key(0), (3, L), 0, V)
-    # Compiled: run eagerly, every op of init and apply compiles on its own. The input checks
-    # read shapes and dtypes only, so they still raise while tracing.
+    # Compiled: run eagerly, every op of init and apply compiles on its own.
     return m._replace(apply=jax.jit(m.apply, static_argnames="train")), jax.jit(m.init)(jax.random.key(1), x), x
 
 
@@ -53,7 +56,8 @@ def test_shorter_sequences(lm):
 
 
 def test_bad_inputs(lm):
-    m, p, x = lm
+    _, p, x = lm
+    m = _model()  # not the fixture's compiled apply: the checks must raise on an eager call
     with pytest.raises(ValueError, match="x"):
         m.apply(p, jnp.zeros((3, L, V + 1)))
     with pytest.raises(ValueError, match="max_len"):
@@ -68,7 +72,7 @@ def test_bad_inputs(lm):
 
 def test_dropout_masks_replay_and_scale(lm):
     m0, p, x = lm
-    m = transformer(V, max_len=L, d_model=16, n_heads=2, n_layers=2, dtype=jnp.float64, dropout=0.3)
+    m = _model(dropout=0.3)
     apply = jax.jit(m.apply, static_argnames="train")  # compiled like the fixture's model
     np.testing.assert_array_equal(apply(p, x), m0.apply(p, x))  # evaluation mode: no dropout
     k = jax.random.key(2)
