@@ -88,7 +88,7 @@ def _models(args, n_classes):
     the im2col convolution (vmapped, second-order) and is evaluated with ``lax`` convolutions
     (one model at a time) — the same function."""
     if args.convnet:
-        kw = dict(width=args.width, depth=args.depth)
+        kw = dict(width=args.width, depth=args.depth, stem_padding=args.stem_padding)
         return (convnet(n_classes, **kw), convnet(n_classes, features_only=True, **kw),
                 convnet(n_classes, conv="lax", **kw))
     model = mlp(n_classes, hidden=(128, 128))
@@ -269,6 +269,9 @@ def parse_args(argv):
     ap.add_argument("--convnet", action="store_true", help="ConvNet (--width, --depth) instead of the MLP")
     ap.add_argument("--width", type=int, default=32, help="ConvNet channels (the papers' ConvNet-3: 128)")
     ap.add_argument("--depth", type=int, default=2, help="ConvNet blocks (the papers' ConvNet-3: 3)")
+    ap.add_argument("--stem-padding", type=int, default=1,
+                    help="zero padding of the ConvNet's first convolution (the papers' PyTorch ConvNet: 3 for "
+                         "single-channel images, 28×28 → 32×32 maps; 1 keeps the recorded runs)")
     ap.add_argument("--dataset", default="digits", choices=["digits", "fashion_mnist", "mnist", "cifar10"],
                     help="sklearn digits or Fashion-MNIST (offline: apt-get install dataset-fashion-mnist), "
                          "or MNIST / CIFAR-10 through TFDS")
@@ -356,7 +359,8 @@ def eval_models(args, n_classes):
     """``{arch: evaluation model}`` for ``--eval-archs`` (default: the distillation architecture);
     the ConvNet evaluates with ``--eval-conv`` convolutions, one model at a time."""
     archs = args.eval_archs or ["convnet" if args.convnet else "mlp"]
-    make = {"convnet": lambda: convnet(n_classes, conv=args.eval_conv, width=args.width, depth=args.depth),
+    make = {"convnet": lambda: convnet(n_classes, conv=args.eval_conv, width=args.width, depth=args.depth,
+                                       stem_padding=args.stem_padding),
             "mlp": lambda: mlp(n_classes, hidden=(128, 128))}
     return {arch: make[arch]() for arch in archs}
 
@@ -442,7 +446,8 @@ def arch_table(results, ipcs):
 
 def run_config(args, expert_s):
     return {"dataset": args.dataset, "model": f"convnet w{args.width} d{args.depth}" if args.convnet else "mlp 128-128",
-            "ipcs": args.ipcs, "methods": args.methods, "method_steps": args.method_steps, "eval_conv": args.eval_conv, "farzi_methods": args.farzi_methods,
+            "stem_padding": args.stem_padding, "ipcs": args.ipcs, "methods": args.methods,
+            "method_steps": args.method_steps, "eval_conv": args.eval_conv, "farzi_methods": args.farzi_methods,
             "farzi_ipc": args.farzi_ipc, "outer_steps": args.steps, "outer_lr": args.lr,
             "outer_lr_farzi": args.lr_farzi, "real_batch": args.real_batch, "dc_inner_steps": args.dc_inner,
             "mm_inner_steps": args.mm_steps,

@@ -268,7 +268,13 @@ def run_dataset(
 
 
 def summarize(per_seed: list[dict], samplers, rates) -> list[dict]:
-    """Table 1.3 rows: mean τ per rate (over metrics, seeds) and Ψ per sampler."""
+    """Table 1.3 rows: mean τ per rate (over metrics, seeds) and Ψ per sampler.
+
+    ``psi`` pools every (seed, rate, metric) τ; with several seeds each row also holds
+    ``psi_seeds`` (Ψ of each seed alone), ``psi_std`` (their sample standard deviation),
+    and ``rank_seeds`` / ``rank_mean`` / ``rank_std``: the sampler's rank by Ψ within each
+    seed (1 = highest), i.e. how stable the ranking of the samplers is across splits.
+    """
     rows = []
     for name in samplers:
         row = {"sampler": name}
@@ -281,7 +287,18 @@ def summarize(per_seed: list[dict], samplers, rates) -> list[dict]:
         for m_i, m in enumerate(psi.METRICS):
             row[f"psi_{m}"] = psi.psi(np.array(all_t)[..., m_i])
         row["psi"] = psi.psi(np.array(all_t))
+        if len(per_seed) > 1:
+            row["psi_seeds"] = [psi.psi(np.array(all_t)[:, s]) for s in range(len(per_seed))]
+            row["psi_std"] = float(np.std(row["psi_seeds"], ddof=1))
         rows.append(row)
+    if len(per_seed) > 1:
+        for s in range(len(per_seed)):
+            order = sorted(range(len(rows)), key=lambda i: -rows[i]["psi_seeds"][s])
+            for rank, i in enumerate(order, start=1):
+                rows[i].setdefault("rank_seeds", []).append(rank)
+        for row in rows:
+            row["rank_mean"] = float(np.mean(row["rank_seeds"]))
+            row["rank_std"] = float(np.std(row["rank_seeds"], ddof=1))
     return rows
 
 
@@ -318,6 +335,8 @@ def run(args) -> dict:
     rows = summarize(per_seed, samplers, rates)
     rows.sort(key=lambda r: -r["psi"])
     cols = ["sampler"] + [f"tau@{int(round(r * 100))}" for r in rates] + [f"psi_{m}" for m in psi.METRICS] + ["psi"]
+    if len(args.seeds) > 1:
+        cols += ["psi_std", "rank_mean", "rank_std"]
     print(format_table(rows, cols))
     print("full-data panel (seed %d):" % args.seeds[0])
     full = per_seed[0]["full"]["panel"]

@@ -7,6 +7,12 @@ is the per-image, per-channel normalisation with a learned affine map (GroupNorm
 one channel per group), so the model has no batch statistics and ``apply`` is pure.
 Inputs are NHWC images; on 8×8 digits three poolings bring the map to 1×1.
 
+Every convolution pads by 1 ("SAME") except the first, which pads by ``stem_padding``.
+The papers' PyTorch ConvNet pads the first convolution of single-channel inputs by 3
+(``padding=3 if channel == 1``), so 28×28 (Fashion-)MNIST maps become 32×32 and
+ConvNet-3 ends on a 4×4 map (2,048 features at width 128) instead of 3×3 with
+``stem_padding=1``; ``stem_padding=3`` is that architecture.
+
 ``init`` is the flax module :class:`ConvNet` (its parameter names and initialisers);
 ``apply`` is :func:`convnet_apply`, the same function written directly on JAX
 primitives, with the instance norm, affine map and ReLU fused into one elementwise
@@ -51,13 +57,16 @@ class ConvNet(nn.Module):
     norm: str = "instance"
     features_only: bool = False
     dtype: Any = jnp.float32
+    stem_padding: int = 1
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         del train
         h = x.astype(self.dtype)
         for i in range(self.depth):
-            h = nn.Conv(self.width, (3, 3), padding="SAME", dtype=self.dtype, param_dtype=self.dtype, name=f"conv_{i}")(h)
+            p = self.stem_padding if i == 0 else 1
+            h = nn.Conv(self.width, (3, 3), padding=((p, p), (p, p)), dtype=self.dtype, param_dtype=self.dtype,
+                        name=f"conv_{i}")(h)
             if self.norm == "instance":
                 h = nn.InstanceNorm(epsilon=EPS, dtype=self.dtype, param_dtype=self.dtype, name=f"norm_{i}")(h)
             h = nn.relu(h)
@@ -95,31 +104,34 @@ def avg_pool2(h: jax.Array) -> jax.Array:
     return jnp.mean(h.reshape(n, hh // 2, 2, ww // 2, 2, c), axis=(2, 4))
 
 
-def conv3x3_im2col(h: jax.Array, kernel: jax.Array) -> jax.Array:
-    """3×3 SAME convolution as one matmul over the 9 shifted copies of the zero-padded map.
+def conv3x3_im2col(h: jax.Array, kernel: jax.Array, padding: int = 1) -> jax.Array:
+    """3×3 convolution as one matmul over the 9 shifted copies of the zero-padded map.
 
     Args:
       h: ``(n, H, W, C_in)``.
       kernel: ``(3, 3, C_in, C_out)`` (HWIO).
+      padding: zeros added on each side (1: SAME).
 
     Returns:
-      ``(n, H, W, C_out)``, ``y[p] = Σ_{a,b} h_pad[p + (a, b)] · K[a, b]`` (cross-correlation,
-      as ``lax.conv_general_dilated``).
+      ``(n, H + 2p − 2, W + 2p − 2, C_out)``, ``y[q] = Σ_{a,b} h_pad[q + (a, b)] · K[a, b]``
+      (cross-correlation, as ``lax.conv_general_dilated``).
     """
     n, hh, ww, c = h.shape
-    pad = jnp.pad(h, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    cols = jnp.concatenate([pad[:, a:a + hh, b:b + ww, :] for a in range(3) for b in range(3)], axis=-1)
+    ho, wo = hh + 2 * padding - 2, ww + 2 * padding - 2
+    pad = jnp.pad(h, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    cols = jnp.concatenate([pad[:, a:a + ho, b:b + wo, :] for a in range(3) for b in range(3)], axis=-1)
     return jnp.einsum("nhwk,ko->nhwo", cols, kernel.reshape(9 * c, kernel.shape[-1]))
 
 
-def _conv(h: jax.Array, kernel: jax.Array, conv: str) -> jax.Array:
+def _conv(h: jax.Array, kernel: jax.Array, conv: str, padding: int) -> jax.Array:
     if conv == "im2col":
-        return conv3x3_im2col(h, kernel)
-    return lax.conv_general_dilated(h, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return conv3x3_im2col(h, kernel, padding)
+    pads = ((padding, padding), (padding, padding))
+    return lax.conv_general_dilated(h, kernel, (1, 1), pads, dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
 def convnet_apply(params: Any, x: jax.Array, *, depth: int, norm: str = "instance", features_only: bool = False,
-                  dtype: Any = jnp.float32, conv: str = "im2col") -> jax.Array:
+                  dtype: Any = jnp.float32, conv: str = "im2col", stem_padding: int = 1) -> jax.Array:
     """The ConvNet forward pass on :class:`ConvNet`'s parameters.
 
     Args:
@@ -131,6 +143,7 @@ def convnet_apply(params: Any, x: jax.Array, *, depth: int, norm: str = "instanc
       features_only: return the flattened last feature map ``(n, H'·W'·width)``.
       dtype: computation dtype.
       conv: ``'im2col'`` or ``'lax'`` (module docstring).
+      stem_padding: zero padding of the first convolution (the others pad by 1).
 
     Returns:
       ``(n, n_classes)`` logits, ``W_head · vec(h_depth) + b`` with
@@ -138,7 +151,7 @@ def convnet_apply(params: Any, x: jax.Array, *, depth: int, norm: str = "instanc
     """
     h = x.astype(dtype)
     for i in range(depth):
-        h = _conv(h, params[f"conv_{i}"]["kernel"].astype(dtype), conv)
+        h = _conv(h, params[f"conv_{i}"]["kernel"].astype(dtype), conv, stem_padding if i == 0 else 1)
         if norm == "instance":
             h = instance_norm_relu(h, params[f"norm_{i}"]["scale"], params[f"norm_{i}"]["bias"])
         else:
@@ -160,6 +173,7 @@ def convnet(
     features_only: bool = False,
     dtype: Any = jnp.float32,
     conv: str = "im2col",
+    stem_padding: int = 1,
 ) -> ModelFns:
     """ConvNet-``depth`` with ``width`` channels as ``ModelFns``.
 
@@ -173,6 +187,9 @@ def convnet(
       dtype: parameter and computation dtype.
       conv: ``'im2col'`` (inside loops on CPU: training, the distillation objectives) or
         ``'lax'`` (one plain gradient outside a loop); the same function either way.
+      stem_padding: zero padding of the first convolution. 1 (default) keeps every map's
+        size; 3 is the papers' PyTorch ConvNet for single-channel images (28×28 → 32×32
+        maps; module docstring). The default stays 1 so that recorded runs reproduce.
 
     Returns:
       ``ModelFns``: ``init(key, x)`` (the flax module's parameters), ``apply(params, x (n, H, W, C), *,
@@ -183,7 +200,8 @@ def convnet(
     depth = check_int(depth, "depth", min_value=1)
     check_choice(norm, "norm", ("instance", "none"))
     check_choice(conv, "conv", ("im2col", "lax"))
-    module = ConvNet(n_classes, width, depth, norm, features_only, dtype)
+    stem_padding = check_int(stem_padding, "stem_padding", min_value=0)
+    module = ConvNet(n_classes, width, depth, norm, features_only, dtype, stem_padding)
 
     def check(x):
         if not hasattr(x, "ndim") or x.ndim != 4:
@@ -196,6 +214,7 @@ def convnet(
     def apply(params: Any, x: jax.Array, *, train: bool = False) -> jax.Array:
         del train  # no dropout / batch statistics
         check(x)
-        return convnet_apply(params, x, depth=depth, norm=norm, features_only=features_only, dtype=dtype, conv=conv)
+        return convnet_apply(params, x, depth=depth, norm=norm, features_only=features_only, dtype=dtype, conv=conv,
+                             stem_padding=stem_padding)
 
     return ModelFns(init, apply)

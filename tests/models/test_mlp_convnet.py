@@ -44,6 +44,11 @@ def test_convnet_architecture():
     # 32×32 inputs (CIFAR-size) reach a 4×4 map: 16·4·4 head inputs
     big = jax.eval_shape(convnet(10, width=8).init, jax.random.PRNGKey(0), jnp.ones((1, 32, 32, 3)))
     assert big["head"]["kernel"].shape == (8 * 4 * 4, 10)
+    # 28×28 grayscale: SAME everywhere ends on 3×3 (28 → 14 → 7 → 3); the papers' stem padding of 3 on 4×4
+    fm = jnp.ones((1, 28, 28, 1))
+    assert jax.eval_shape(convnet(10, width=8).init, jax.random.PRNGKey(0), fm)["head"]["kernel"].shape == (72, 10)
+    papers = jax.eval_shape(convnet(10, width=8, stem_padding=3).init, jax.random.PRNGKey(0), fm)
+    assert papers["head"]["kernel"].shape == (8 * 4 * 4, 10)
 
 
 def test_bad_inputs_name_the_argument():
@@ -53,23 +58,28 @@ def test_bad_inputs_name_the_argument():
         convnet(10, norm="batch")
     with pytest.raises(ValueError, match="conv"):
         convnet(10, conv="fft")
+    with pytest.raises(ValueError, match="stem_padding"):
+        convnet(10, stem_padding=-1)
     with pytest.raises(ValueError, match="x"):
         convnet(10).init(jax.random.PRNGKey(0), jnp.ones((2, 64)))
     with pytest.raises(ValueError, match="hidden"):
         mlp(3, hidden=(), features_only=True)
 
 
-def _numpy_convnet(params, x, depth):
-    """Hand-written NumPy reference: explicit 3×3 SAME convolution loops, instance norm, ReLU, 2×2 mean pool."""
+def _numpy_convnet(params, x, depth, stem_padding=1):
+    """Hand-written NumPy reference: explicit 3×3 convolution loops (the first padded by ``stem_padding``, the
+    others SAME), instance norm, ReLU, 2×2 mean pool."""
     h = np.asarray(x, np.float64)
     for i in range(depth):
         k = np.asarray(params[f"conv_{i}"]["kernel"], np.float64)
+        p = stem_padding if i == 0 else 1
         n, hh, ww, _ = h.shape
-        pad = np.pad(h, ((0, 0), (1, 1), (1, 1), (0, 0)))
-        out = np.zeros((n, hh, ww, k.shape[-1])) + np.asarray(params[f"conv_{i}"]["bias"])
+        ho, wo = hh + 2 * p - 2, ww + 2 * p - 2
+        pad = np.pad(h, ((0, 0), (p, p), (p, p), (0, 0)))
+        out = np.zeros((n, ho, wo, k.shape[-1])) + np.asarray(params[f"conv_{i}"]["bias"])
         for a in range(3):
             for b in range(3):
-                out += pad[:, a:a + hh, b:b + ww, :] @ k[a, b]
+                out += pad[:, a:a + ho, b:b + wo, :] @ k[a, b]
         mu = out.mean((1, 2), keepdims=True)
         var = out.var((1, 2), keepdims=True)
         out = (out - mu) / np.sqrt(var + 1e-5) * np.asarray(params[f"norm_{i}"]["scale"]) + np.asarray(
@@ -89,16 +99,19 @@ def _perturbed(params, seed):
     return jax.tree_util.tree_map(lambda a: jnp.asarray(a + 0.3 * rng.normal(size=a.shape), a.dtype), params)
 
 
-@pytest.mark.parametrize("side,channels,depth", [(7, 3, 2), pytest.param(12, 2, 3, marks=pytest.mark.slow)])
-def test_convnet_matches_flax_module_and_numpy_reference(side, channels, depth):
+@pytest.mark.parametrize("side,channels,depth,stem", [
+    (7, 3, 2, 1), (8, 1, 2, 3), pytest.param(12, 2, 3, 1, marks=pytest.mark.slow)])
+def test_convnet_matches_flax_module_and_numpy_reference(side, channels, depth, stem):
     from models.convnet import ConvNet
 
     x = jax.random.normal(jax.random.PRNGKey(1), (3, side, side, channels))
-    model = convnet(10, width=6, depth=depth)
+    model = convnet(10, width=6, depth=depth, stem_padding=stem)
     # Only the parameters' structure comes from the module (eval_shape: traced, not compiled); every value is drawn.
     shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
     params = _perturbed(jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes), 2)
-    ref_apply = lambda p, xb: ConvNet(10, 6, depth).apply({"params": p}, xb)
+    ref_apply = lambda p, xb: ConvNet(10, 6, depth, stem_padding=stem).apply({"params": p}, xb)
+    if stem == 3:  # the papers' single-channel stem: 8 → 12 → pool 6 → 6 → pool 3, so 6·3·3 head inputs
+        assert shapes["head"]["kernel"].shape == (6 * 3 * 3, 10)
 
     @jax.jit
     def both(p):  # logits and the gradient of Σ sin(logits) of the new apply and of the flax module
@@ -108,14 +121,14 @@ def test_convnet_matches_flax_module_and_numpy_reference(side, channels, depth):
     (out, ref), (g_new, g_ref) = both(params)
     # the flax module of the previous implementation, same parameters → same logits
     np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(out, _numpy_convnet(params, x, depth), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(out, _numpy_convnet(params, x, depth, stem), rtol=1e-4, atol=1e-4)
     # the gradients agree as well (the skipped conv bias gets exactly 0: instance norm cancels it)
     flat_new, flat_ref = jax.tree_util.tree_leaves_with_path(g_new), jax.tree_util.tree_leaves(g_ref)
     for (path, a), b in zip(flat_new, flat_ref, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4, err_msg=jax.tree_util.keystr(path))
     assert not np.any(np.asarray(g_new["conv_0"]["bias"]))
     # the lax convolution gives the same logits as the im2col one (the default)
-    lax_out = jax.jit(convnet(10, width=6, depth=depth, conv="lax").apply)(params, x)
+    lax_out = jax.jit(convnet(10, width=6, depth=depth, conv="lax", stem_padding=stem).apply)(params, x)
     np.testing.assert_allclose(lax_out, out, rtol=1e-5, atol=1e-5)
 
 
