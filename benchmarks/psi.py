@@ -284,11 +284,12 @@ def summarize(per_seed: list[dict], samplers, rates) -> list[dict]:
             t = [[res["samples"][name][key]["tau"][m] for m in psi.METRICS] for res in per_seed]
             row[f"tau@{key}"] = psi.psi(np.array(t))
             all_t.append(t)
+        all_t = np.array(all_t)  # (rates, seeds, metrics)
         for m_i, m in enumerate(psi.METRICS):
-            row[f"psi_{m}"] = psi.psi(np.array(all_t)[..., m_i])
-        row["psi"] = psi.psi(np.array(all_t))
+            row[f"psi_{m}"] = psi.psi(all_t[..., m_i])
+        row["psi"] = psi.psi(all_t)
         if len(per_seed) > 1:
-            row["psi_seeds"] = [psi.psi(np.array(all_t)[:, s]) for s in range(len(per_seed))]
+            row["psi_seeds"] = [psi.psi(all_t[:, s]) for s in range(len(per_seed))]
             row["psi_std"] = float(np.std(row["psi_seeds"], ddof=1))
         rows.append(row)
     if len(per_seed) > 1:

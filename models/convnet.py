@@ -206,6 +206,8 @@ def convnet(
     def check(x):
         if not hasattr(x, "ndim") or x.ndim != 4:
             raise ValueError(f"x: expected NHWC images of shape (n, H, W, C), got {getattr(x, 'shape', type(x).__name__)}")
+        if min(x.shape[1:3]) + 2 * stem_padding - 2 < 1:  # the first 3×3 convolution would leave no pixel
+            raise ValueError(f"x: images of shape {tuple(x.shape)} are too small for stem_padding={stem_padding}")
 
     def init(key: jax.Array, x: jax.Array) -> Any:
         check(x)

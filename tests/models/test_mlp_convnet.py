@@ -60,6 +60,8 @@ def test_bad_inputs_name_the_argument():
         convnet(10, conv="fft")
     with pytest.raises(ValueError, match="stem_padding"):
         convnet(10, stem_padding=-1)
+    with pytest.raises(ValueError, match="stem_padding=0"):  # a 2×2 image has no 3×3 VALID output
+        convnet(10, stem_padding=0).init(jax.random.PRNGKey(0), jnp.ones((1, 2, 2, 1)))
     with pytest.raises(ValueError, match="x"):
         convnet(10).init(jax.random.PRNGKey(0), jnp.ones((2, 64)))
     with pytest.raises(ValueError, match="hidden"):
