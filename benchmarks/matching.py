@@ -180,7 +180,7 @@ def distill_one(method, ipc, args, models, experts, *, farzi=False):
                              start=class_balanced_subset(ImageData(x, y, n_classes), ipc, seed=args.init_draw).x)
     kw = {} if batches is None else {"batches": batches}
     t0 = time.perf_counter()
-    res = module.distill(jax.random.PRNGKey(11), data, settings, init_params=params, **kw)
+    res = module.distill(jax.random.PRNGKey(11), data, settings, init_params=params, progress=True, **kw)
     extra = {"student_lr": res.student_lr} if module is mtt else {}
     labels = np.asarray(M.syn_labels(n_classes, ipc))  # KIP: its fixed labels' classes
     return res.data[0], labels, time.perf_counter() - t0, res.history, extra

@@ -25,7 +25,7 @@ in the recorded ``benchmarks/results/psi_cache/`` (read only), and new ones are
 written to ``<out>/psi_cache/`` (with ``--record``: the recorded cache itself; with
 ``--cache DIR``: ``DIR`` alone is read and written). A cached entry holding only some of
 the panel's models gets the missing ones trained and added, so ``--panel 7`` reuses the
-five-model entries. Writes ``psi[_quick][_panel7].json`` and its heatmap to ``--out`` (default ``runs/``; ``--record``:
+five-model entries. Writes ``psi[_quick][_<seeds>][_panel7].json`` (:func:`result_name`) and its heatmap to ``--out`` (default ``runs/``; ``--record``:
 ``benchmarks/results/``).
 """
 
@@ -324,6 +324,18 @@ def heatmap(rows: list[dict], rates, path: pathlib.Path, title: str) -> None:
     plt.close(fig)
 
 
+def result_name(quick: bool, seeds, panel: int) -> str:
+    """``psi[_quick][_<seeds>][_panel7]``: seed 0 alone adds nothing, seeds 0..n-1 add ``_<n>seeds``, any other
+    choice names its seeds, so a run of other seeds never overwrites the seed-0 result."""
+    name = "psi_quick" if quick else "psi"
+    seeds = list(seeds)
+    if seeds == list(range(len(seeds))) and len(seeds) > 1:
+        name += f"_{len(seeds)}seeds"
+    elif seeds != [0]:
+        name += "_seed" + "-".join(str(s) for s in seeds)
+    return name + ("_panel7" if panel == 7 else "")
+
+
 def run(args) -> dict:
     t_start = time.perf_counter()
     samplers = tuple(args.samplers or (QUICK_SAMPLERS if args.quick else SAMPLERS))
@@ -342,11 +354,7 @@ def run(args) -> dict:
     print("full-data panel (seed %d):" % args.seeds[0])
     full = per_seed[0]["full"]["panel"]
     print(format_table([{"model": m, **v} for m, v in full.items()], ["model", *psi.METRICS]))
-    name = "psi_quick" if args.quick else "psi"
-    if len(args.seeds) > 1:
-        name += f"_{len(args.seeds)}seeds"
-    if args.panel == 7:
-        name += "_panel7"
+    name = result_name(args.quick, args.seeds, args.panel)
     heatmap(rows, rates, out / f"{name}_heatmap.png",
             f"Ψ of CF samplers, {len(models)}-model panel, MovieLens latest-small (cf. Table 1.3 / Fig. 1.3)")
     wall = time.perf_counter() - t_start

@@ -35,3 +35,11 @@ def test_multi_seed_rows_hold_mean_std_and_ranks():
 def test_one_seed_rows_have_no_spread():
     (row,) = bench.summarize(_per_seed([{"a": 0.3}]), ("a",), (0.8, 0.2))
     assert row["psi"] == pytest.approx(0.3) and "psi_std" not in row and "rank_mean" not in row
+
+
+def test_result_name_never_reuses_the_seed0_name_for_other_seeds():
+    assert bench.result_name(False, [0], 7) == "psi_panel7"
+    assert bench.result_name(True, [0], 5) == "psi_quick"
+    assert bench.result_name(False, [0, 1, 2], 5) == "psi_3seeds"
+    assert bench.result_name(False, [2], 7) == "psi_seed2_panel7"
+    assert bench.result_name(False, [1, 2], 5) == "psi_seed1-2"
