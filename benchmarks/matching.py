@@ -88,7 +88,7 @@ def _models(args, n_classes):
     the im2col convolution (vmapped, second-order) and is evaluated with ``lax`` convolutions
     (one model at a time) — the same function."""
     if args.convnet:
-        kw = dict(width=args.width, depth=args.depth, stem_padding=args.stem_padding)
+        kw = dict(width=args.width, depth=args.depth, stem_padding=args.stem_padding, init=args.init)
         return (convnet(n_classes, **kw), convnet(n_classes, features_only=True, **kw),
                 convnet(n_classes, conv="lax", **kw))
     model = mlp(n_classes, hidden=(128, 128))
@@ -272,6 +272,9 @@ def parse_args(argv):
     ap.add_argument("--stem-padding", type=int, default=1,
                     help="zero padding of the ConvNet's first convolution (the papers' PyTorch ConvNet: 3 for "
                          "single-channel images, 28×28 → 32×32 maps; 1 keeps the recorded runs)")
+    ap.add_argument("--init", default="flax", choices=["flax", "torch"],
+                    help="ConvNet initialisation: flax's lecun-normal kernels and zero biases (the recorded runs), "
+                         "or PyTorch's U(±1/√fan_in) kernels and biases (the papers' code; models.convnet.torch_init)")
     ap.add_argument("--dataset", default="digits", choices=["digits", "fashion_mnist", "mnist", "cifar10"],
                     help="sklearn digits or Fashion-MNIST (offline: apt-get install dataset-fashion-mnist), "
                          "or MNIST / CIFAR-10 through TFDS")
@@ -360,7 +363,7 @@ def eval_models(args, n_classes):
     the ConvNet evaluates with ``--eval-conv`` convolutions, one model at a time."""
     archs = args.eval_archs or ["convnet" if args.convnet else "mlp"]
     make = {"convnet": lambda: convnet(n_classes, conv=args.eval_conv, width=args.width, depth=args.depth,
-                                       stem_padding=args.stem_padding),
+                                       stem_padding=args.stem_padding, init=args.init),
             "mlp": lambda: mlp(n_classes, hidden=(128, 128))}
     return {arch: make[arch]() for arch in archs}
 
@@ -446,7 +449,7 @@ def arch_table(results, ipcs):
 
 def run_config(args, expert_s):
     return {"dataset": args.dataset, "model": f"convnet w{args.width} d{args.depth}" if args.convnet else "mlp 128-128",
-            "stem_padding": args.stem_padding, "ipcs": args.ipcs, "methods": args.methods,
+            "stem_padding": args.stem_padding, "init": args.init, "ipcs": args.ipcs, "methods": args.methods,
             "method_steps": args.method_steps, "eval_conv": args.eval_conv, "farzi_methods": args.farzi_methods,
             "farzi_ipc": args.farzi_ipc, "outer_steps": args.steps, "outer_lr": args.lr,
             "outer_lr_farzi": args.lr_farzi, "real_batch": args.real_batch, "dc_inner_steps": args.dc_inner,

@@ -13,8 +13,10 @@ The papers' PyTorch ConvNet pads the first convolution of single-channel inputs 
 ConvNet-3 ends on a 4×4 map (2,048 features at width 128) instead of 3×3 with
 ``stem_padding=1``; ``stem_padding=3`` is that architecture.
 
-``init`` is the flax module :class:`ConvNet` (its parameter names and initialisers);
-``apply`` is :func:`convnet_apply`, the same function written directly on JAX
+``init`` is the flax module :class:`ConvNet` (its parameter names and initialisers:
+lecun-normal kernels, zero biases), or with ``init='torch'`` the same parameters redrawn
+as PyTorch initialises ``Conv2d`` and ``Linear`` (:func:`torch_init`), as the papers' code
+runs; the instance norm's affine map starts at (1, 0) either way. ``apply`` is :func:`convnet_apply`, the same function written directly on JAX
 primitives, with the instance norm, affine map and ReLU fused into one elementwise
 pass and the pooling as a reshape-mean. It returns the module's logits for the
 module's parameters. Two convolutions (``conv=``):
@@ -42,7 +44,7 @@ from jax import lax
 from distill.checks import check_choice, check_int
 from models.model_fns import ModelFns
 
-__all__ = ["ConvNet", "convnet", "convnet_apply", "conv3x3_im2col", "instance_norm_relu", "avg_pool2"]
+__all__ = ["ConvNet", "convnet", "convnet_apply", "conv3x3_im2col", "instance_norm_relu", "avg_pool2", "torch_init"]
 
 #: Instance-norm ε (flax ``InstanceNorm``'s default, and PyTorch's).
 EPS = 1e-5
@@ -164,6 +166,42 @@ def convnet_apply(params: Any, x: jax.Array, *, depth: int, norm: str = "instanc
     return h @ params["head"]["kernel"] + params["head"]["bias"]
 
 
+@jax.jit  # one compiled program instead of a dozen eager random ops
+def torch_init(key: jax.Array, params: Any) -> Any:
+    """Redraw every kernel and bias as PyTorch's ``Conv2d`` / ``Linear`` defaults do.
+
+    PyTorch initialises both layers with ``kaiming_uniform_(a=√5)`` for the weight and
+    ``U(-1/√fan_in, 1/√fan_in)`` for the bias, and kaiming-uniform with ``a = √5`` is
+    ``U(-b, b)`` with ``b = gain·√(3/fan_in)``, ``gain = √(2/(1+a²)) = √(1/3)``, i.e. the same
+    ``U(±1/√fan_in)``: standard deviation ``1/√(3·fan_in)`` against lecun-normal's
+    ``1/√fan_in``, and non-zero biases. ``fan_in`` is ``9·C_in`` for a 3×3 kernel and the
+    number of features for the head. Parameters without a ``kernel`` (the instance norm's
+    scale and bias) are returned unchanged.
+
+    Args:
+      key: PRNG key.
+      params: :class:`ConvNet` parameters (``{layer: {"kernel", "bias"} | {"scale", "bias"}}``).
+
+    Returns:
+      Parameters of the same structure, dtypes and shapes.
+    """
+    out = {}
+    for i, name in enumerate(sorted(params)):
+        layer = params[name]
+        if "kernel" not in layer:
+            out[name] = layer
+            continue
+        kernel, bias = layer["kernel"], layer["bias"]
+        fan_in = 1
+        for d in kernel.shape[:-1]:  # HWIO / (in, out): everything but the output axis
+            fan_in *= d
+        bound = fan_in ** -0.5
+        k_w, k_b = jax.random.split(jax.random.fold_in(key, i))
+        out[name] = {**layer, "kernel": jax.random.uniform(k_w, kernel.shape, kernel.dtype, -bound, bound),
+                     "bias": jax.random.uniform(k_b, bias.shape, bias.dtype, -bound, bound)}
+    return out
+
+
 def convnet(
     n_classes: int,
     *,
@@ -174,6 +212,7 @@ def convnet(
     dtype: Any = jnp.float32,
     conv: str = "im2col",
     stem_padding: int = 1,
+    init: str = "flax",
 ) -> ModelFns:
     """ConvNet-``depth`` with ``width`` channels as ``ModelFns``.
 
@@ -190,6 +229,8 @@ def convnet(
       stem_padding: zero padding of the first convolution. 1 (default) keeps every map's
         size; 3 is the papers' PyTorch ConvNet for single-channel images (28×28 → 32×32
         maps; module docstring). The default stays 1 so that recorded runs reproduce.
+      init: ``'flax'`` (default; the module's initialisers, every recorded run) or
+        ``'torch'`` (:func:`torch_init`, the papers' PyTorch initialisation).
 
     Returns:
       ``ModelFns``: ``init(key, x)`` (the flax module's parameters), ``apply(params, x (n, H, W, C), *,
@@ -201,6 +242,7 @@ def convnet(
     check_choice(norm, "norm", ("instance", "none"))
     check_choice(conv, "conv", ("im2col", "lax"))
     stem_padding = check_int(stem_padding, "stem_padding", min_value=0)
+    scheme = check_choice(init, "init", ("flax", "torch"))  # the name ``init`` is rebound below
     module = ConvNet(n_classes, width, depth, norm, features_only, dtype, stem_padding)
 
     def check(x):
@@ -211,7 +253,9 @@ def convnet(
 
     def init(key: jax.Array, x: jax.Array) -> Any:
         check(x)
-        return module.init(key, x, False)["params"]
+        params = module.init(key, x, False)["params"]
+        # A derived key: the torch draw must not reuse the flax draw's random bits.
+        return torch_init(jax.random.fold_in(key, 1), params) if scheme == "torch" else params
 
     def apply(params: Any, x: jax.Array, *, train: bool = False) -> jax.Array:
         del train  # no dropout / batch statistics

@@ -146,3 +146,41 @@ def test_convnet_without_norm_and_features():
     np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
     assert feats.shape == (2, 5 * 2 * 2)  # 8 → 4 → 2
     np.testing.assert_allclose(feats @ params["head"]["kernel"] + params["head"]["bias"], out, rtol=1e-5, atol=1e-5)
+
+
+def test_torch_init_is_pytorchs_default_initialisation():
+    """``init='torch'``: every kernel and bias ~ U(±1/√fan_in) (PyTorch's Conv2d / Linear
+    defaults: kaiming_uniform(a=√5) = U(±1/√fan_in), std 1/√(3·fan_in)); the norm's affine
+    map stays (1, 0); same structure, shapes and dtypes as the flax initialisation."""
+    x = jnp.zeros((1, 8, 8, 1))
+    flax_p = jax.jit(convnet(10, width=32, depth=2).init)(jax.random.PRNGKey(0), x)
+    torch_fns = convnet(10, width=32, depth=2, init="torch")
+    init = jax.jit(torch_fns.init)
+    p = init(jax.random.PRNGKey(0), x)
+    assert jax.tree.structure(p) == jax.tree.structure(flax_p)
+    assert all(a.shape == b.shape and a.dtype == b.dtype
+               for a, b in zip(jax.tree.leaves(p), jax.tree.leaves(flax_p), strict=True))
+    fan_ins = {"conv_0": 9, "conv_1": 9 * 32, "head": 32 * 2 * 2}
+    for name, fan_in in fan_ins.items():
+        bound = fan_in ** -0.5
+        for part in ("kernel", "bias"):
+            w = np.asarray(p[name][part])
+            assert 0 < np.abs(w).max() <= bound, (name, part)
+            if w.size >= 100:
+                assert np.abs(w).max() > 0.9 * bound, (name, part)
+        w = np.asarray(p[name]["kernel"]).ravel()
+        if w.size > 9_000:  # uniform, not normal (0.61 inside): std b/√3 and half the mass inside ±b/2
+            assert np.std(w) == pytest.approx(bound / np.sqrt(3), rel=0.02)
+            assert np.mean(np.abs(w) < bound / 2) == pytest.approx(0.5, abs=0.02)
+    for i in range(2):
+        np.testing.assert_array_equal(p[f"norm_{i}"]["scale"], 1.0)
+        np.testing.assert_array_equal(p[f"norm_{i}"]["bias"], 0.0)
+    # Deterministic in the key, new draws for a new key, independent of the flax draw.
+    again = init(jax.random.PRNGKey(0), x)
+    np.testing.assert_array_equal(again["conv_1"]["kernel"], p["conv_1"]["kernel"])
+    other = init(jax.random.PRNGKey(1), x)
+    assert not np.allclose(other["conv_1"]["kernel"], p["conv_1"]["kernel"])
+    r = np.corrcoef(np.ravel(p["conv_1"]["kernel"]), np.ravel(flax_p["conv_1"]["kernel"]))[0, 1]
+    assert abs(r) < 0.05
+    with pytest.raises(ValueError, match="init"):
+        convnet(10, init="kaiming")
