@@ -153,7 +153,7 @@ def test_torch_init_is_pytorchs_default_initialisation():
     defaults: kaiming_uniform(a=√5) = U(±1/√fan_in), std 1/√(3·fan_in)); the norm's affine
     map stays (1, 0); same structure, shapes and dtypes as the flax initialisation."""
     x = jnp.zeros((1, 8, 8, 1))
-    flax_p = jax.jit(convnet(10, width=32, depth=2).init)(jax.random.PRNGKey(0), x)
+    flax_p = jax.eval_shape(convnet(10, width=32, depth=2).init, jax.random.PRNGKey(0), x)  # no compile
     torch_fns = convnet(10, width=32, depth=2, init="torch")
     init = jax.jit(torch_fns.init)
     p = init(jax.random.PRNGKey(0), x)
@@ -175,12 +175,10 @@ def test_torch_init_is_pytorchs_default_initialisation():
     for i in range(2):
         np.testing.assert_array_equal(p[f"norm_{i}"]["scale"], 1.0)
         np.testing.assert_array_equal(p[f"norm_{i}"]["bias"], 0.0)
-    # Deterministic in the key, new draws for a new key, independent of the flax draw.
+    # Deterministic in the key, new draws for a new key.
     again = init(jax.random.PRNGKey(0), x)
     np.testing.assert_array_equal(again["conv_1"]["kernel"], p["conv_1"]["kernel"])
     other = init(jax.random.PRNGKey(1), x)
     assert not np.allclose(other["conv_1"]["kernel"], p["conv_1"]["kernel"])
-    r = np.corrcoef(np.ravel(p["conv_1"]["kernel"]), np.ravel(flax_p["conv_1"]["kernel"]))[0, 1]
-    assert abs(r) < 0.05
     with pytest.raises(ValueError, match="init"):
         convnet(10, init="kaiming")
