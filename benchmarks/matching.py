@@ -274,7 +274,8 @@ def parse_args(argv):
                          "single-channel images, 28×28 → 32×32 maps; 1 keeps the recorded runs)")
     ap.add_argument("--init", default="flax", choices=["flax", "torch"],
                     help="ConvNet initialisation: flax's lecun-normal kernels and zero biases (the recorded runs), "
-                         "or PyTorch's U(±1/√fan_in) kernels and biases (the papers' code; models.convnet.torch_init)")
+                         "or PyTorch's U(±1/√fan_in) kernels and biases (the papers' code; "
+                         "models.convnet.torch_init)")
     ap.add_argument("--dataset", default="digits", choices=["digits", "fashion_mnist", "mnist", "cifar10"],
                     help="sklearn digits or Fashion-MNIST (offline: apt-get install dataset-fashion-mnist), "
                          "or MNIST / CIFAR-10 through TFDS")

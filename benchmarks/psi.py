@@ -25,8 +25,8 @@ in the recorded ``benchmarks/results/psi_cache/`` (read only), and new ones are
 written to ``<out>/psi_cache/`` (with ``--record``: the recorded cache itself; with
 ``--cache DIR``: ``DIR`` alone is read and written). A cached entry holding only some of
 the panel's models gets the missing ones trained and added, so ``--panel 7`` reuses the
-five-model entries. Writes ``psi[_quick][_<seeds>][_panel7].json`` (:func:`result_name`) and its heatmap to ``--out`` (default ``runs/``; ``--record``:
-``benchmarks/results/``).
+five-model entries. Writes ``psi[_quick][_<seeds>][_panel7].json`` (:func:`result_name`)
+and its heatmap to ``--out`` (default ``runs/``; ``--record``: ``benchmarks/results/``).
 """
 
 from __future__ import annotations

@@ -16,10 +16,10 @@ ConvNet-3 ends on a 4×4 map (2,048 features at width 128) instead of 3×3 with
 ``init`` is the flax module :class:`ConvNet` (its parameter names and initialisers:
 lecun-normal kernels, zero biases), or with ``init='torch'`` the same parameters redrawn
 as PyTorch initialises ``Conv2d`` and ``Linear`` (:func:`torch_init`), as the papers' code
-runs; the instance norm's affine map starts at (1, 0) either way. ``apply`` is :func:`convnet_apply`, the same function written directly on JAX
-primitives, with the instance norm, affine map and ReLU fused into one elementwise
-pass and the pooling as a reshape-mean. It returns the module's logits for the
-module's parameters. Two convolutions (``conv=``):
+runs; the instance norm's affine map starts at (1, 0) either way. ``apply`` is
+:func:`convnet_apply`, the same function written directly on JAX primitives, with the
+instance norm, affine map and ReLU fused into one elementwise pass and the pooling as a
+reshape-mean. It returns the module's logits for the module's parameters. Two convolutions (``conv=``):
 
 * ``'im2col'`` (default): the 9 shifted copies of the padded map concatenated on the
   channel axis and one ``(n·H·W, 9·C_in) @ (9·C_in, width)`` matmul. Inside a loop body
@@ -34,6 +34,7 @@ module's parameters. Two convolutions (``conv=``):
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import flax.linen as nn
@@ -192,10 +193,7 @@ def torch_init(key: jax.Array, params: Any) -> Any:
             out[name] = layer
             continue
         kernel, bias = layer["kernel"], layer["bias"]
-        fan_in = 1
-        for d in kernel.shape[:-1]:  # HWIO / (in, out): everything but the output axis
-            fan_in *= d
-        bound = fan_in ** -0.5
+        bound = math.prod(kernel.shape[:-1]) ** -0.5  # fan_in: HWIO / (in, out) less the output axis
         k_w, k_b = jax.random.split(jax.random.fold_in(key, i))
         out[name] = {**layer, "kernel": jax.random.uniform(k_w, kernel.shape, kernel.dtype, -bound, bound),
                      "bias": jax.random.uniform(k_b, bias.shape, bias.dtype, -bound, bound)}
@@ -249,7 +247,8 @@ def convnet(
         if not hasattr(x, "ndim") or x.ndim != 4:
             raise ValueError(f"x: expected NHWC images of shape (n, H, W, C), got {getattr(x, 'shape', type(x).__name__)}")
         if min(x.shape[1:3]) + 2 * stem_padding - 2 < 1:  # the first 3×3 convolution would leave no pixel
-            raise ValueError(f"x: images of shape {tuple(x.shape)} are too small for stem_padding={stem_padding}")
+            raise ValueError(f"x: images of shape {tuple(x.shape)} are too small for "
+                             f"stem_padding={stem_padding}")
 
     def init(key: jax.Array, x: jax.Array) -> Any:
         check(x)
