@@ -56,6 +56,7 @@ Writes ``NAME.json``, ``NAME_grid.png``, ``NAME_memory.png`` and ``NAME_sets/*.n
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 
@@ -64,7 +65,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks._common import format_table, output_dir, parser, train_many, write_result
-from distill import inner, trajectories
+from distill import inner, loop, trajectories
 from distill.data import class_balanced_subset, load_digits, load_fashion_mnist, standardize
 from distill.data.images import ImageData, load_tfds_images
 from distill import matching as M
@@ -179,11 +180,23 @@ def distill_one(method, ipc, args, models, experts, *, farzi=False):
         params = module.init(jax.random.PRNGKey(0), data, settings,
                              start=class_balanced_subset(ImageData(x, y, n_classes), ipc, seed=args.init_draw).x)
     kw = {} if batches is None else {"batches": batches}
+    extra = {}
+    if args.checkpoint_dir is not None:
+        kw["checkpoint_dir"] = os.path.join(args.checkpoint_dir, f"{method}_ipc{ipc}" + ("_farzi" if farzi else ""))
+        # a resumed run times only the steps after this checkpoint (none if the run had finished)
+        extra["resumed_from_step"] = loop.latest_step(kw["checkpoint_dir"])
     t0 = time.perf_counter()
     res = module.distill(jax.random.PRNGKey(11), data, settings, init_params=params, progress=True, **kw)
-    extra = {"student_lr": res.student_lr} if module is mtt else {}
+    if module is mtt:
+        extra["student_lr"] = res.student_lr
     labels = np.asarray(M.syn_labels(n_classes, ipc))  # KIP: its fixed labels' classes
     return res.data[0], labels, time.perf_counter() - t0, res.history, extra
+
+
+def _per_step(secs, steps, extra):
+    """Seconds per outer step run by this invocation (``None`` if it only restored a finished run)."""
+    run = steps - (extra.get("resumed_from_step") or 0)
+    return secs / run if run > 0 else None
 
 
 def mtt_memory(ns, *, ipc=50, n_classes=10, shape=(8, 8, 1)):
@@ -322,6 +335,10 @@ def parse_args(argv):
                          "draws); 1: only the methods' start, --init-draw")
     ap.add_argument("--eval-steps", type=int, default=None,
                     help="training steps of every evaluation model (default 300 with adam, 1000 with papers)")
+    ap.add_argument("--checkpoint-dir", default=None,
+                    help="orbax checkpoints of every distillation under DIR/<method>_ipc<ipc>: a killed run resumes, "
+                         "and a rerun with more --steps extends a finished one (the recorded seconds are then the "
+                         "resumed part only)")
     args = ap.parse_args(argv)
     args.ipcs = args.ipcs or [1, 10]
     args.steps = args.steps or (60 if args.quick else 150)
@@ -425,7 +442,7 @@ def run_ipc(args, ipc, models, experts, test, out, results, grid):
         row[label] = f"{acc[0]:.1f}±{acc[1]:.1f}"
         results[f"ipc{ipc}"][label] = {"mean": acc[0], "std": acc[1], "accs": acc[2], "by_arch": by_arch,
                                         "distill_s": secs, "steps": len(hist.losses),
-                                        "s_per_step": secs / len(hist.losses),
+                                        "s_per_step": _per_step(secs, len(hist.losses), extra),
                                         "loss_first": hist.losses[0], "loss_last": hist.losses[-1], **extra}
         M.save_synthetic(out / f"{args.name}_sets" / f"{label.replace(' ', '_').replace('(', '').replace(')', '')}_ipc{ipc}",
                          imgs, labs, {"method": method, "farzi": is_farzi, "ipc": ipc, "mean": mean, "std": std,
@@ -434,7 +451,8 @@ def run_ipc(args, ipc, models, experts, test, out, results, grid):
             grid[label] = (imgs, ipc)
         archs = "  ".join(f"{a} {r['mean']:.1f}±{r['std']:.1f}" for a, r in by_arch.items())
         print(f"  ipc {ipc} {label}: {archs}  loss {hist.losses[0]:.4g} → {hist.losses[-1]:.4g}  "
-              f"({secs:.1f}s, {len(hist.losses)} steps, {secs / len(hist.losses):.2f}s/step incl. compile) {extra}", flush=True)
+              f"({secs:.1f}s, {len(hist.losses)} steps, {results[f'ipc{ipc}'][label]['s_per_step'] or 0:.2f}s/step incl. "
+              f"compile) {extra}", flush=True)
     return row
 
 
@@ -459,6 +477,7 @@ def run_config(args, expert_s):
                     "n_experts": args.n_experts, "expert_s": expert_s,
                     "expert_subsample": args.expert_subsample or "all"},
             "eval_archs": list(args.eval_models),
+            "checkpoint_dir": args.checkpoint_dir is not None,
             "init_draw": args.init_draw, "random_draws": args.random_draws,
             "eval": {"n_models": args.n_eval, "steps": args.eval_steps, "lr": args.eval_lr,
                      "protocol": args.eval_protocol, "optimizer": args.eval_optimizer, "augment": args.eval_augment},

@@ -28,7 +28,21 @@ _CACHE_ENV = "JAX_COMPILATION_CACHE_DIR"
 _OWN_CACHE = "DISTILL_TESTS_OWN_COMPILATION_CACHE"
 
 
+# Test programs are small and each is compiled once, so compilation is most of the run.
+# Skipping LLVM's expensive passes shortens it and leaves results bit-identical (checked
+# on matmuls, convolutions, reductions and their gradients). Optimisation level 0 would
+# save more, but it computes the float64 NTK 4e-9 (relative) away from numpy,
+# enough to fail a finite-difference test. Flags a user sets are kept.
+_FAST_COMPILE = ("--xla_llvm_disable_expensive_passes=true",)
+
+
+def _fast_compile_flags(flags: str) -> str:
+    have = {f.split("=")[0] for f in flags.split()}
+    return " ".join([flags, *(f for f in _FAST_COMPILE if f.split("=")[0] not in have)]).strip()
+
+
 def pytest_configure(config):
+    os.environ["XLA_FLAGS"] = _fast_compile_flags(os.environ.get("XLA_FLAGS", ""))
     if _CACHE_ENV not in os.environ:  # the controller (or a run without xdist) creates it
         os.environ[_CACHE_ENV] = tempfile.mkdtemp(prefix="distill-tests-jax-cache-")
         os.environ[_OWN_CACHE] = os.environ[_CACHE_ENV]

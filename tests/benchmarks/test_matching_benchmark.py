@@ -69,3 +69,35 @@ def test_random_draws_row_is_mean_and_std_over_draws(monkeypatch):
     res = {}
     bench.random_draws(args, 2, None, res, {1: {"mlp": {"mean": 7.0}}})
     assert len(calls) == 2 and res["random real (3 draws)"]["draw_means"] == [sums[0], 7.0, sums[2]]
+
+
+def test_checkpoint_dir_is_one_folder_per_method_and_ipc(monkeypatch, tmp_path):
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(40, 2, 2, 1)).astype(np.float32), np.arange(40) % 4
+    seen = []
+
+    class Fake:  # a method module: init, distill
+        @staticmethod
+        def init(key, data, settings, start=None):
+            return start
+
+        @staticmethod
+        def distill(key, data, settings, *, init_params, progress, **kw):
+            seen.append(kw.get("checkpoint_dir"))
+            return type("R", (), {"data": (init_params,), "history": None})()
+
+    monkeypatch.setattr(bench, "method_settings", lambda method, ipc, args, models, images: (Fake, None, None))
+    for flags, want in (([], [None, None]), (["--checkpoint-dir", str(tmp_path)],
+                                             [str(tmp_path / "DC_ipc1"), str(tmp_path / "DM_ipc2")])):
+        args = bench.parse_args(flags)
+        args.data = (x, y, 4, 0.0, 1.0)
+        seen.clear()
+        for method, ipc in (("DC", 1), ("DM", 2)):
+            images, labels, _, _, extra = bench.distill_one(method, ipc, args, None, None)
+            assert images.shape == (4 * ipc, 2, 2, 1) and list(labels) == list(np.repeat(np.arange(4), ipc))
+            assert extra == ({} if not flags else {"resumed_from_step": None})  # nothing to resume yet
+        assert seen == want
+    # seconds per step count only the steps this invocation ran
+    assert bench._per_step(10.0, 200, {}) == 0.05 and bench._per_step(10.0, 200, {"resumed_from_step": None}) == 0.05
+    assert bench._per_step(10.0, 200, {"resumed_from_step": 100}) == 0.1
+    assert bench._per_step(1.3, 200, {"resumed_from_step": 200}) is None

@@ -81,8 +81,7 @@ def test_objective_reads_argmax_inputs_and_differentiates_targets_only():
     np.testing.assert_allclose(value, want_v, rtol=1e-6)
     for a, b in zip(jax.tree_util.tree_leaves(grad), jax.tree_util.tree_leaves(want_g), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
-    soft_value, soft_grad = grad_by_hand(syn, False)
+    soft_value = jax.jit(by_hand, static_argnums=1)(syn, False)  # the value suffices: no third gradient compiled
     assert abs(float(soft_value) - float(value)) > 1e-4  # the reading matters
-    assert np.abs(np.asarray(grad.m) - np.asarray(soft_grad.m)).max() > 1e-4
     with pytest.raises(TypeError, match="settings.hard_inputs"):
         farzi.objective(syn, batch, key, farzi.Settings(**{**kw, "mode": "reverse_adam"}, hard_inputs=1))

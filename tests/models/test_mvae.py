@@ -27,9 +27,9 @@ def test_shapes():
     p = mvae.init(jax.random.key(0), 30, hidden=(20,), latent=8)
     assert [w.shape for w, _ in p.encoder] == [(30, 20), (20, 16)]
     assert [w.shape for w, _ in p.decoder] == [(8, 20), (20, 30)]
-    mu, logvar = mvae.encode(p, jnp.asarray(_rows()))
+    mu, logvar = jax.eval_shape(mvae.encode, p, jnp.asarray(_rows()))
     assert mu.shape == logvar.shape == (40, 8)
-    assert mvae.scores(p, _rows()).shape == (40, 30)
+    assert jax.eval_shape(mvae.scores, p, jnp.asarray(_rows())).shape == (40, 30)
 
 
 def test_kl_matches_gaussian_closed_form():
@@ -46,7 +46,8 @@ def test_loss_equals_hand_computation_without_dropout():
     x = _rows()[:6]
     p = mvae.init(jax.random.key(2), 30, hidden=(10,), latent=4)
     key = jax.random.key(3)
-    got = float(mvae.loss(p, (jnp.asarray(x), 0.3), key, dropout=0.0))
+    # jitted: one compilation (eagerly, each of its ops compiles on its own)
+    got = float(jax.jit(mvae.loss, static_argnames="dropout")(p, (jnp.asarray(x), 0.3), key, dropout=0.0))
     (w1, b1), (w2, b2) = p.encoder
     (v1, c1), (v2, c2) = p.decoder
     xn = x / np.linalg.norm(x, axis=1, keepdims=True)
