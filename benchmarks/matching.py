@@ -440,9 +440,9 @@ def run_ipc(args, ipc, models, experts, test, out, results, grid):
         imgs, labs, secs, hist, extra = distill_one(method, ipc, args, models, experts, farzi=is_farzi)
         acc, by_arch = _eval(args, imgs, labs, test)
         row[label] = f"{acc[0]:.1f}±{acc[1]:.1f}"
+        per_step = _per_step(secs, len(hist.losses), extra)
         results[f"ipc{ipc}"][label] = {"mean": acc[0], "std": acc[1], "accs": acc[2], "by_arch": by_arch,
-                                        "distill_s": secs, "steps": len(hist.losses),
-                                        "s_per_step": _per_step(secs, len(hist.losses), extra),
+                                        "distill_s": secs, "steps": len(hist.losses), "s_per_step": per_step,
                                         "loss_first": hist.losses[0], "loss_last": hist.losses[-1], **extra}
         M.save_synthetic(out / f"{args.name}_sets" / f"{label.replace(' ', '_').replace('(', '').replace(')', '')}_ipc{ipc}",
                          imgs, labs, {"method": method, "farzi": is_farzi, "ipc": ipc, "mean": mean, "std": std,
@@ -451,8 +451,7 @@ def run_ipc(args, ipc, models, experts, test, out, results, grid):
             grid[label] = (imgs, ipc)
         archs = "  ".join(f"{a} {r['mean']:.1f}±{r['std']:.1f}" for a, r in by_arch.items())
         print(f"  ipc {ipc} {label}: {archs}  loss {hist.losses[0]:.4g} → {hist.losses[-1]:.4g}  "
-              f"({secs:.1f}s, {len(hist.losses)} steps, {results[f'ipc{ipc}'][label]['s_per_step'] or 0:.2f}s/step incl. "
-              f"compile) {extra}", flush=True)
+              f"({secs:.1f}s, {len(hist.losses)} steps, {per_step or 0:.2f}s/step incl. compile) {extra}", flush=True)
     return row
 
 
