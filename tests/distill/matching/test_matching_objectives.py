@@ -125,6 +125,36 @@ def test_dc_objective_one_step_equals_manual(x64):
     np.testing.assert_allclose(loss, ref, rtol=1e-10)
 
 
+def test_dc_net_steps_match_after_k_sgd_steps_on_s(x64):
+    """net_steps = K: point t+1 is the network after K more full-batch SGD steps on S
+    (DC's inner_loop); the last point's update is skipped, not matched."""
+    x, y = tiny_data(jnp.float64)
+    model = tanh_model()
+    xs, xr = syn_init(x, y), per_class(x, y)
+    settings = dc.Settings(ipc=IPC, model=model, inner_steps=2, net_steps=3, inner_lr=0.5)
+    y_syn = jnp.repeat(jnp.arange(C), IPC)
+
+    @jax.jit
+    def loss_and_ref(xs, xr, key):
+        loss = dc.objective(xs, xr, key, settings)
+        one_step = dc.objective(xs, xr, key, settings._replace(net_steps=1))
+        theta = model.init(jax.random.split(key, 3)[1], xs[:1])
+        grad = lambda th, xx, c: jax.grad(lambda t: M.xent(model.apply(t, xx), jnp.full(xx.shape[0], c)))(th)
+        dist = lambda th: sum(M.match_distance(grad(th, xr[c], c), grad(th, xs[c * IPC:(c + 1) * IPC], c))
+                              for c in range(C))
+        d0 = dist(theta)
+        for _ in range(3):
+            g = jax.grad(lambda t: M.xent(model.apply(t, xs), y_syn))(theta)
+            theta = jax.tree_util.tree_map(lambda p, gg: p - 0.5 * gg, theta, g)
+        return loss, one_step, (d0 + dist(theta)) / 2
+
+    loss, one_step, ref = loss_and_ref(xs, xr, jax.random.key(3))
+    np.testing.assert_allclose(loss, ref, rtol=1e-10)
+    assert abs(float(loss) - float(one_step)) > 1e-3  # K = 3 is not the single step
+    with pytest.raises(ValueError, match="settings.net_steps"):
+        dc.objective(xs, xr, jax.random.key(3), settings._replace(net_steps=0))
+
+
 def test_dc_validation():
     x, y = tiny_data()
     settings = dc.Settings(ipc=IPC, model=mlp(C, hidden=(4,)))
