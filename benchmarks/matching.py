@@ -457,7 +457,8 @@ def run_ipc(args, ipc, models, experts, test, out, results, grid):
             grid[label] = (imgs, ipc)
         archs = "  ".join(f"{a} {r['mean']:.1f}±{r['std']:.1f}" for a, r in by_arch.items())
         print(f"  ipc {ipc} {label}: {archs}  loss {hist.losses[0]:.4g} → {hist.losses[-1]:.4g}  "
-              f"({secs:.1f}s, {len(hist.losses)} steps, {per_step or 0:.2f}s/step incl. compile) {extra}", flush=True)
+              f"({secs:.1f}s, {len(hist.losses)} steps, "
+              f"{'restored' if per_step is None else f'{per_step:.2f}s/step incl. compile'}) {extra}", flush=True)
     return row
 
 
