@@ -50,7 +50,10 @@ random-real baseline over N draws of real images (mean ± std over draws; ``--me
 baselines alone), and ``--init-draw K`` starts every method from draw K instead of draw 0.
 ``--dc-net-steps K`` trains the network K full-batch SGD steps on the synthetic set between two of DC/DSA's
 trajectory points (``distill.matching.dc.Settings.net_steps``; DC's code: 50 at IPC 10, 1 at IPC 1); the default 1
-is that of every recorded run without ``_net`` in its name.
+is that of every recorded run without ``_net`` in its name. ``--dc-interleave`` updates the images at every
+trajectory point, the network then training on the updated set (``Settings.interleave``; DC's Algorithm 1: T image
+updates per outer step); without it (every recorded run without ``_interleave`` in its name) one outer step is one
+update on the distances summed over the T points.
 
 Writes ``NAME.json``, ``NAME_grid.png``, ``NAME_memory.png`` and ``NAME_sets/*.npz``
 (``NAME`` = ``--name``, default ``matching[_quick][_convnet][_<dataset>]``) to ``--out``
@@ -149,7 +152,7 @@ def method_settings(method, ipc, args, models, images):
     if method in ("DC", "DSA"):
         dsa = M.augment.DIGITS_STRATEGY if method == "DSA" else None
         return (dc, dc.Settings(**base, model=model, inner_steps=args.dc_inner, inner_lr=0.01, dsa=dsa,
-                                net_steps=args.dc_net_steps,
+                                net_steps=args.dc_net_steps, interleave=args.dc_interleave,
                                 real_batch=args.real_batch), per_class_batches(x, y, n_classes, args.real_batch, 1))
     if method == "DM":
         return dm, dm.Settings(**base, embed=embed, real_batch=args.real_batch), per_class_batches(
@@ -323,6 +326,9 @@ def parse_args(argv):
     ap.add_argument("--dc-inner", type=int, default=10, help="DC/DSA trajectory points per outer step")
     ap.add_argument("--dc-net-steps", type=int, default=1,
                     help="DC/DSA network SGD steps on S between trajectory points (DC's code at IPC 10: 50)")
+    ap.add_argument("--dc-interleave", action="store_true",
+                    help="DC/DSA update the images at every trajectory point (DC's Algorithm 1) instead of once "
+                         "per outer step on the summed distances (the recorded runs)")
     ap.add_argument("--mtt-student-lr", type=float, default=1e-3, help="MTT's initial (learned) student learning rate")
     ap.add_argument("--mtt-syn-steps", type=int, default=20, help="MTT's student steps N on the synthetic set")
     ap.add_argument("--mm-inner-lr", type=float, default=1e-2,
@@ -478,7 +484,7 @@ def run_config(args, expert_s):
             "method_steps": args.method_steps, "eval_conv": args.eval_conv, "farzi_methods": args.farzi_methods,
             "farzi_ipc": args.farzi_ipc, "outer_steps": args.steps, "outer_lr": args.lr,
             "outer_lr_farzi": args.lr_farzi, "real_batch": args.real_batch, "dc_inner_steps": args.dc_inner,
-            "dc_net_steps": args.dc_net_steps,
+            "dc_net_steps": args.dc_net_steps, "dc_interleave": args.dc_interleave,
             "mm_inner_steps": args.mm_steps,
             "mtt": {"syn_steps": args.mtt_syn_steps, "expert_epochs_M": 2, "expert_total_epochs": args.expert_epochs,
                     "n_experts": args.n_experts, "expert_s": expert_s,

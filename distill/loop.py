@@ -343,7 +343,8 @@ def _empty_meta(fingerprint: dict) -> dict:
     }
 
 
-def _check_run_args(objective, syn_params, optimizer, steps, eval_every, checkpoint_every, patience, evaluate, state):
+def _check_run_args(objective, syn_params, optimizer, steps, eval_every, checkpoint_every, patience, evaluate, state,
+                    update=None):
     steps = check_int(steps, "steps", min_value=0)
     eval_every = check_int(eval_every, "eval_every", min_value=1)
     checkpoint_every = check_int(checkpoint_every, "checkpoint_every", min_value=1)
@@ -351,8 +352,10 @@ def _check_run_args(objective, syn_params, optimizer, steps, eval_every, checkpo
         patience = check_int(patience, "patience", min_value=1)
     if not hasattr(optimizer, "init") or not hasattr(optimizer, "update"):
         raise TypeError(f"optimizer: expected an optax GradientTransformation, got {type(optimizer).__name__}")
-    if not callable(objective):
+    if not callable(objective) and not (objective is None and update is not None):
         raise TypeError(f"objective: expected a callable, got {type(objective).__name__}")
+    if update is not None and not callable(update):
+        raise TypeError(f"update: expected a callable, got {type(update).__name__}")
     if evaluate is not None and not callable(evaluate):
         raise TypeError(f"evaluate: expected a callable, got {type(evaluate).__name__}")
     if not jax.tree_util.tree_leaves(syn_params):
@@ -362,7 +365,24 @@ def _check_run_args(objective, syn_params, optimizer, steps, eval_every, checkpo
     return steps, eval_every, checkpoint_every, patience
 
 
-def _make_step(objective, optimizer, project):
+def _optimizer_step(optimizer, project):
+    """``apply(params, opt_state, grads) -> (params, opt_state)``: one optimizer update
+    followed by ``project``."""
+    def apply(params, opt_state, grads):
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        if project is not None:
+            params = project(params)
+        return params, opt_state
+
+    return apply
+
+
+def _make_step(objective, optimizer, project, update=None):
+    apply = _optimizer_step(optimizer, project)
+    if update is not None:
+        return jax.jit(lambda params, opt_state, batch, step_key: update(params, opt_state, batch, step_key, apply))
+
     def scalar_objective(params, batch, key):
         out = objective(params, batch, key)
         if jnp.shape(out) != ():
@@ -372,10 +392,7 @@ def _make_step(objective, optimizer, project):
     @jax.jit
     def step_fn(params, opt_state, batch, step_key):
         loss, grads = jax.value_and_grad(scalar_objective)(params, batch, step_key)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        params = optax.apply_updates(params, updates)
-        if project is not None:
-            params = project(params)
+        params, opt_state = apply(params, opt_state, grads)
         return params, opt_state, loss
 
     return step_fn
@@ -420,7 +437,7 @@ def _history(meta: dict) -> History:
 
 
 def run(
-    objective: Callable[[Any, Any, jax.Array], jax.Array],
+    objective: Callable[[Any, Any, jax.Array], jax.Array] | None,
     syn_params: Any,
     optimizer: optax.GradientTransformation,
     batches: Callable[[int], Any] | Any,
@@ -438,6 +455,7 @@ def run(
     progress: bool = True,
     fingerprint: Mapping[str, Any] | None = None,
     state: dict | None = None,
+    update: Callable[..., tuple[Any, Any, jax.Array]] | None = None,
 ) -> tuple[Any, History]:
     """Optimise ``syn_params`` for ``steps`` updates of ``optimizer`` on ``objective``.
 
@@ -448,33 +466,32 @@ def run(
       optimizer: an optax ``GradientTransformation`` (e.g. ``optax.adam(1e-2)``).
       batches: ``batches(step) -> batch``, a deterministic function of the step, or a
         fixed batch pytree used at every step.
-      steps: total number of updates (a resumed run continues up to this count).
+      steps: total number of steps (a resumed run continues up to this count).
       key: PRNG key; step ``t`` uses ``jax.random.fold_in(key, t)``.
-      evaluate: ``evaluate(params) -> float`` or ``evaluate(params, step) -> float``
-        (``step`` = updates done), run every ``eval_every`` updates and after the last
-        one; the returned parameters are the best evaluated ones (a NaN value is never
-        the best). The final off-grid evaluation is not checkpointed, so extending a
-        finished run to more steps reproduces the longer uninterrupted run exactly.
+      evaluate: ``evaluate(params) -> float`` or ``evaluate(params, step) -> float``, run
+        every ``eval_every`` steps and after the last; the best evaluated parameters are
+        returned (NaN is never best). The final off-grid evaluation is not checkpointed,
+        so extending a finished run reproduces the longer uninterrupted run exactly.
       eval_every: updates between evaluations.
       evaluate_start: also evaluate the start (step 0): the result never validates worse.
       patience: stop after this many evaluations without improvement (``None``: never).
       maximize: whether larger evaluation values are better.
-      checkpoint_dir: where orbax checkpoints go; a run whose directory already holds a
-        checkpoint resumes from the newest intact one (a damaged newest step falls back
-        to the previous one with a warning) and refuses, naming the differences, one
-        written with another ``fingerprint``, parameter structure or ``eval_every``.
-        Restored arrays keep the sharding of ``syn_params`` where it is committed
-        (sharded over a mesh), else are placed like fresh ones.
+      checkpoint_dir: orbax checkpoints; a run resumes from the newest intact one (a
+        damaged newest step falls back to the previous one with a warning) and refuses,
+        naming the differences, one with another ``fingerprint``, parameter structure or
+        ``eval_every``. Restored arrays keep ``syn_params``' committed sharding.
       checkpoint_every: updates between checkpoints (plus one at the end).
-      project: applied to the parameters after each update (e.g. clipping), jitted
-        with the step.
-      progress: show progress on stderr: a tqdm bar on a terminal, a plain line every
-        ``ceil(steps / 20)`` updates when stderr is a file (:func:`progress_bar`).
+      project: applied to the parameters after each update (e.g. clipping), jitted.
+      progress: show progress on stderr (a tqdm bar; plain lines in a file: :func:`progress_bar`).
       fingerprint: JSON-able settings and data signatures (:func:`array_signature`) of
         the caller's run, stored with every checkpoint and compared on resume.
-      state: a JSON-able dict the caller's ``batches``/``evaluate`` read and update
-        (e.g. a schedule chosen on validation); it is checkpointed atomically with the
-        parameters and refilled in place on resume.
+      state: a JSON-able dict the caller's ``batches``/``evaluate`` read and update (e.g.
+        a schedule chosen on validation), checkpointed with the parameters, refilled on resume.
+      update: ``update(params, opt_state, batch, key, apply) -> (params, opt_state, loss)``,
+        a whole step in place of ``value_and_grad(objective)`` + one update, for methods
+        that update the data several times per step (DC's Algorithm 1); it calls
+        ``apply(params, opt_state, grads) -> (params, opt_state)`` (``optimizer`` + ``project``)
+        for each. ``objective`` may then be ``None``.
 
     Returns:
       ``(params, history)``: the best-by-``evaluate`` parameters (the final ones when
@@ -485,14 +502,14 @@ def run(
       ValueError: the checkpoint belongs to a different run, or none is intact.
     """
     steps, eval_every, checkpoint_every, patience = _check_run_args(
-        objective, syn_params, optimizer, steps, eval_every, checkpoint_every, patience, evaluate, state)
+        objective, syn_params, optimizer, steps, eval_every, checkpoint_every, patience, evaluate, state, update)
     fp = _fingerprint(fingerprint, syn_params, eval_every, maximize, bool(evaluate_start))
     syn_params = _global_params(syn_params)
     ckpt = {"params": syn_params, "opt_state": optimizer.init(syn_params), "best_params": syn_params}
     mngr = _manager(checkpoint_dir) if checkpoint_dir is not None else None
-    ckpt, meta = _resume(mngr, ckpt, fp, state)
     try:
-        _drive(ckpt, meta, mngr, _make_step(objective, optimizer, project), batches, key, steps=steps,
+        ckpt, meta = _resume(mngr, ckpt, fp, state)
+        _drive(ckpt, meta, mngr, _make_step(objective, optimizer, project, update), batches, key, steps=steps,
                evaluate=evaluate, eval_every=eval_every, patience=patience, maximize=maximize, progress=progress,
                checkpoint_every=checkpoint_every, state=state, evaluate_start=bool(evaluate_start))
     finally:

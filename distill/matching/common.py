@@ -303,12 +303,13 @@ def run(
     checkpoint_dir: Any,
     progress: bool,
     evaluate: Any,
+    update: Any = None,
 ) -> tuple[Any, loop.History]:
     """:func:`distill.loop.run` with Adam(``settings.lr``) for ``settings.steps`` steps;
-    step ``t``'s objective key is ``fold_in(key, t)``."""
+    step ``t``'s objective key is ``fold_in(key, t)``; ``update`` replaces the step."""
     return loop.run(objective, syn_params, optax.adam(settings.lr), batches, steps=settings.steps, key=key,
                     evaluate=evaluate, eval_every=settings.eval_every, checkpoint_dir=checkpoint_dir,
-                    progress=progress, fingerprint=fingerprint_)
+                    progress=progress, fingerprint=fingerprint_, update=update)
 
 
 class Result(NamedTuple):
@@ -343,13 +344,15 @@ def distill_images(
     batches: Any,
     fixed_batch: bool = False,
     fingerprint_extra: dict | None = None,
+    update: Any = None,
 ) -> tuple[Any, loop.History]:
     """The run every image method's ``distill`` shares: initial parameters from
     ``init(k_init, ...)`` (or ``init_params``), step ``t``'s real batch
     ``sample_batch(fold_in(k_batch, t), ...)`` (or ``batches(t)``; with ``fixed_batch`` the
     one batch ``sample_batch(k_batch, ...)`` at every step, as MTT's expert pool), the
     objective with ``settings`` bound, and :func:`run`. ``method`` is the module's
-    ``(init, sample_batch, objective)``; ``k_init, k_batch = data_keys(key)``."""
+    ``(init, sample_batch, objective)``; ``k_init, k_batch = data_keys(key)``; ``update``
+    replaces the loop's step (:func:`distill.loop.run`)."""
     init, sample_batch, objective = method
     k_init, k_batch = data_keys(key)
     params = init(k_init, data, settings) if init_params is None else init_params
@@ -360,7 +363,7 @@ def distill_images(
     obj = lambda p, b, k: objective(p, b, k, settings, mesh=mesh)  # noqa: E731
     fp = fingerprint(settings, Data(data.x, data.y, data.n_classes), **(fingerprint_extra or {}))
     return run(key, obj, params, batches, settings, fp, checkpoint_dir=checkpoint_dir, progress=progress,
-               evaluate=evaluate)
+               evaluate=evaluate, update=update)
 
 
 def synthetic_images(key: jax.Array, image_params: Any, data: Data, settings: Any) -> np.ndarray:

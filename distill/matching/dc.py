@@ -44,13 +44,13 @@ import numpy as np
 from jax.sharding import Mesh
 
 from distill import parallel
-from distill.checks import check_array, check_float, check_int, check_key
+from distill.checks import check_array, check_choice, check_float, check_int, check_key
 from distill.matching import augment, common
 from distill.matching.common import Data, Latent, tree_map, xent
 from models.model_fns import ModelFns
 
-__all__ = ["Settings", "Data", "Result", "init", "sample_batch", "objective", "distill", "layer_distance",
-           "match_distance"]
+__all__ = ["Settings", "Data", "Result", "init", "sample_batch", "objective", "interleaved_step", "distill",
+           "layer_distance", "match_distance"]
 
 
 class Settings(NamedTuple):
@@ -67,7 +67,8 @@ class Settings(NamedTuple):
       images: ``"pixels"`` (initialised from random real images) or a
         :class:`distill.matching.Latent` (Farzi's factorization, random init).
       inner_steps: T, trajectory points per objective call (the benchmark's 10; DC's
-        ``outer_loop``, 10 at IPC 10, whose image updates are here summed into one).
+        ``outer_loop``, 10 at IPC 10, whose image updates are summed into one unless
+        ``interleave``).
       inner_lr: η, the network's SGD learning rate on S (DC's 0.01).
       net_steps: K, full-batch SGD steps of the network on S between two trajectory
         points (DC's ``inner_loop``). The default 1 is DC's schedule at IPC 1 and that of
@@ -76,6 +77,10 @@ class Settings(NamedTuple):
         network update, so one objective call costs ``inner_steps`` matches and
         ``(inner_steps − 1)·net_steps`` network steps. The network always trains on
         un-augmented S (DSA's code augments these steps too).
+      interleave: update S at every trajectory point, the network then training on the
+        updated S (:func:`interleaved_step`; DC's Algorithm 1 and code: T image updates per
+        outer iteration). The default ``False`` (every recorded run) takes one update per
+        step on :func:`objective`, the mean over the T points of one S.
       dsa: a DSA strategy (e.g. ``augment.DIGITS_STRATEGY``) — DSA — or ``None`` — DC.
       include_bias: compare 1-d parameters too (DC skips them).
       real_batch: real images per class per step (the benchmark's 64; DC uses 256).
@@ -90,6 +95,7 @@ class Settings(NamedTuple):
     inner_steps: int = 10
     inner_lr: float = 0.01
     net_steps: int = 1
+    interleave: bool = False
     dsa: str | None = None
     include_bias: bool = False
     real_batch: int = 64
@@ -106,6 +112,7 @@ def _check_settings(settings: Any) -> Settings:
     check_int(settings.inner_steps, "settings.inner_steps", min_value=1)
     check_float(settings.inner_lr, "settings.inner_lr", min_value=0.0)
     check_int(settings.net_steps, "settings.net_steps", min_value=1)
+    check_choice(settings.interleave, "settings.interleave", (False, True))
     check_int(settings.real_batch, "settings.real_batch", min_value=1)
     if settings.dsa is not None:
         augment.parse_strategy(settings.dsa)
@@ -202,13 +209,71 @@ def objective(
     settings = _check_settings(settings)
     x_syn, x_syn_c, x_real, model, theta0, k_aug = common.class_grouped_setup(
         key, settings.images, settings.ipc, syn_params, batch, lambda c: common.classifier(settings.model, c))
-    n_classes = x_syn_c.shape[0]
-    y_syn = jnp.repeat(jnp.arange(n_classes), x_syn_c.shape[1])
-    include_bias, dsa, inner_lr = settings.include_bias, settings.dsa, settings.inner_lr
+
+    def step(theta, t):
+        d = _point_distance(model, theta, x_real, x_syn_c, _omega(k_aug, t, settings), settings, mesh)
+        return _advance(model, theta, x_syn, t, settings), d
+
+    _, ds = jax.lax.scan(step, theta0, jnp.arange(settings.inner_steps))
+    return jnp.mean(ds)
+
+
+def interleaved_step(
+    params: Any, opt_state: Any, batch: jax.Array, key: jax.Array, apply: Any, settings: Settings = Settings(),
+    *, mesh: Mesh | None = None,
+) -> tuple[Any, Any, jax.Array]:
+    """One outer iteration of DC's Algorithm 1: an image update at every trajectory point.
+
+    For ``t < T``: ``S ← apply(S, ∇_S Σ_c D(∇_θ ℓ(θ_t; B_c^real), ∇_θ ℓ(θ_t; S_c)))``, then
+    ``θ_{t+1} = SGD_η^K(θ_t; S)`` on the *updated* S — where :func:`objective` sums the T
+    distances of one S into one update. Same keys, θ₀, ω and real batch as
+    :func:`objective`; with T = 1 the two steps coincide. The ``update`` of
+    :func:`distill.loop.run` (``Settings(interleave=True)``).
+
+    Args:
+      params, opt_state: synthetic-image parameters and their optimizer state.
+      batch: real images per class, ``(C, B, ...)``.
+      key: PRNG key (θ₀, augmentation, materialization).
+      apply: ``apply(params, opt_state, grads) -> (params, opt_state)``, the optimizer update.
+      settings: :class:`Settings`.
+      mesh: spread the classes over this mesh's devices.
+
+    Returns:
+      ``(params, opt_state, mean distance before each update)``.
+    """
+    check_key(key)
+    settings = _check_settings(settings)
+    _, _, x_real, model, theta0, k_aug = common.class_grouped_setup(
+        key, settings.images, settings.ipc, params, batch, lambda c: common.classifier(settings.model, c))
+    n_classes = x_real.shape[0]
+    param = common.parametrization(settings.images, n_classes * settings.ipc, tuple(x_real.shape[2:]))
+    k_mat = jax.random.split(key, 3)[0]  # class_grouped_setup's materialization key
+
+    def point(carry, t):
+        p, o, theta = carry
+        omega = _omega(k_aug, t, settings)
+        d, g = jax.value_and_grad(lambda q: _point_distance(
+            model, theta, x_real, common.group_by_class(param.materialize(q, k_mat), n_classes), omega, settings,
+            mesh))(p)
+        p, o = apply(p, o, g)
+        return (p, o, _advance(model, theta, param.materialize(p, k_mat), t, settings)), d
+
+    (params, opt_state, _), ds = jax.lax.scan(point, (params, opt_state, theta0), jnp.arange(settings.inner_steps))
+    return params, opt_state, jnp.mean(ds)
+
+
+def _omega(k_aug: jax.Array, t: jax.Array, settings: Settings) -> Any:
+    # One ω per trajectory point, shared by all classes: an unbatched ω keeps
+    # augment.apply's switch a real branch under the class vmap (a per-class ω would
+    # evaluate every transformation for every class).
+    return None if settings.dsa is None else augment.sample(jax.random.fold_in(k_aug, t), settings.dsa)
+
+
+def _point_distance(model, theta, x_real, x_syn_c, omega, settings: Settings, mesh) -> jax.Array:
+    """``Σ_c D(∇_θ ℓ(θ; B_c^real), ∇_θ ℓ(θ; S_c))`` at one trajectory point (ω-augmented with DSA)."""
+    include_bias = settings.include_bias
 
     def class_terms(rows, w, theta, omega):
-        xr, xs, c = rows
-
         def one(xr_c, xs_c, c_, w_c):
             if omega is not None:
                 xr_c, xs_c = augment.apply(omega, xr_c), augment.apply(omega, xs_c)
@@ -217,30 +282,27 @@ def objective(
             g_s = grad(theta, xs_c)
             return w_c * match_distance(g_r, g_s, include_bias=include_bias)
 
-        return jnp.sum(jax.vmap(one)(xr, xs, c, w))
+        return jnp.sum(jax.vmap(one)(*rows, w))
 
-    classes = jnp.arange(n_classes, dtype=jnp.int32)
-    net_steps, n_points = settings.net_steps, settings.inner_steps
+    classes = jnp.arange(x_syn_c.shape[0], dtype=jnp.int32)
+    return parallel.sum_rows(class_terms, (x_real, x_syn_c, classes), theta, omega, mesh=mesh)
 
-    def sgd(theta):
-        g = jax.grad(lambda th: xent(model.apply(th, jax.lax.stop_gradient(x_syn)), y_syn))(theta)
-        return tree_map(lambda p, gg: p - inner_lr * gg, theta, g)
 
-    def step(theta, t):
-        # One ω per trajectory point, shared by all classes: an unbatched ω keeps
-        # augment.apply's switch a real branch under the class vmap (a per-class ω would
-        # evaluate every transformation for every class).
-        omega = None if dsa is None else augment.sample(jax.random.fold_in(k_aug, t), dsa)
-        d = parallel.sum_rows(class_terms, (x_real, x_syn_c, classes), theta, omega, mesh=mesh)
-        if net_steps == 1:  # the recorded runs' program, kept as it was compiled
-            theta = sgd(theta)
-        else:  # the last point's network update is never used: skip it
-            theta = jax.lax.cond(t < n_points - 1, lambda th: jax.lax.fori_loop(
-                0, net_steps, lambda _, th_: sgd(th_), th), lambda th: th, theta)
-        return jax.lax.stop_gradient(theta), d
+def _advance(model, theta: Any, x_syn: jax.Array, t: jax.Array, settings: Settings) -> Any:
+    """θ after ``net_steps`` full-batch SGD steps on (un-augmented, stop-gradient) S."""
+    n_classes, inner_lr = x_syn.shape[0] // settings.ipc, settings.inner_lr
+    y_syn = jnp.repeat(jnp.arange(n_classes), settings.ipc)
 
-    _, ds = jax.lax.scan(step, theta0, jnp.arange(settings.inner_steps))
-    return jnp.mean(ds)
+    def sgd(th):
+        g = jax.grad(lambda th_: xent(model.apply(th_, jax.lax.stop_gradient(x_syn)), y_syn))(th)
+        return tree_map(lambda p, gg: p - inner_lr * gg, th, g)
+
+    if settings.net_steps == 1:  # the recorded runs' program, kept as it was compiled
+        theta = sgd(theta)
+    else:  # the last point's network update is never used: skip it
+        theta = jax.lax.cond(t < settings.inner_steps - 1, lambda th: jax.lax.fori_loop(
+            0, settings.net_steps, lambda _, th_: sgd(th_), th), lambda th: th, theta)
+    return jax.lax.stop_gradient(theta)
 
 
 def distill(
@@ -276,8 +338,11 @@ def distill(
     """
     settings = _check_settings(settings)
     data = common.check_data(data, settings.ipc)
+    update = None
+    if settings.interleave:
+        update = lambda p, o, b, k, apply: interleaved_step(p, o, b, k, apply, settings, mesh=mesh)  # noqa: E731
     params, history = common.distill_images(
         (init, sample_batch, objective), key, data, settings, mesh=mesh, checkpoint_dir=checkpoint_dir,
-        progress=progress, evaluate=evaluate, init_params=init_params, batches=batches)
+        progress=progress, evaluate=evaluate, init_params=init_params, batches=batches, update=update)
     x_syn = common.synthetic_images(key, params, data, settings)
     return Result(params, (x_syn, np.asarray(common.syn_labels(data.n_classes, settings.ipc))), settings, history)

@@ -54,6 +54,41 @@ def test_projection_and_fixed_batch():
     assert float(jnp.max(jnp.abs(params["w"]))) <= 0.2 + 1e-12
 
 
+def test_custom_update_takes_several_projected_updates_per_step():
+    """``update`` replaces the step: here two half-batch updates per step, each through the
+    loop's ``apply`` (optimizer + projection), equal to the hand-written loop."""
+    key, opt = jax.random.PRNGKey(4), optax.adam(0.05)
+    clip = lambda p: jax.tree_util.tree_map(lambda a: jnp.clip(a, -0.6, 0.6), p)
+    half_loss = lambda p, half: jnp.mean((p["w"][:3] - half) ** 2) + jnp.sum(p["b"] ** 2)
+
+    def update(params, opt_state, batch, step_key, apply):
+        losses = []
+        for half in (batch[:3], batch[3:]):
+            loss, g = jax.value_and_grad(half_loss)(params, half)
+            params, opt_state = apply(params, opt_state, g)
+            losses.append(loss)
+        return params, opt_state, (losses[0] + losses[1]) / 2
+
+    params, hist = loop.run(None, _init(), opt, _batches, steps=6, key=key, project=clip, update=update,
+                            progress=False)
+    p, s, losses = _init(), opt.init(_init()), []
+    for t in range(6):
+        ls = []
+        for half in (_batches(t)[:3], _batches(t)[3:]):
+            loss, g = jax.value_and_grad(half_loss)(p, half)
+            u, s = opt.update(g, s, p)
+            p = clip(optax.apply_updates(p, u))
+            ls.append(float(loss))
+        losses.append(sum(ls) / 2)
+    np.testing.assert_allclose(params["w"], p["w"], rtol=1e-12)
+    np.testing.assert_allclose(hist.losses, losses, rtol=1e-12)
+    assert float(jnp.max(jnp.abs(params["w"]))) <= 0.6 and float(jnp.max(jnp.abs(params["w"]))) > 0.2
+    with pytest.raises(TypeError, match="update"):
+        loop.run(None, _init(), opt, _batches, steps=1, key=key, update=3)
+    with pytest.raises(TypeError, match="objective"):
+        loop.run(None, _init(), opt, _batches, steps=1, key=key)
+
+
 def test_early_stopping_returns_best_params():
     values = iter([1.0, 3.0, 2.0, 2.5, 2.9, 5.0])
     seen = []

@@ -155,6 +155,44 @@ def test_dc_net_steps_match_after_k_sgd_steps_on_s(x64):
         dc.objective(xs, xr, jax.random.key(3), settings._replace(net_steps=0))
 
 
+def test_dc_interleaved_step_updates_s_at_every_point(x64):
+    """interleave (DC's Algorithm 1): at each point S takes one optimizer step on that
+    point's distance, and the network then trains K steps on the updated S."""
+    x, y = tiny_data(jnp.float64)
+    model = tanh_model()
+    xs, xr = syn_init(x, y), per_class(x, y)
+    settings = dc.Settings(ipc=IPC, model=model, inner_steps=2, net_steps=2, inner_lr=0.5, interleave=True)
+    y_syn, eta, key = jnp.repeat(jnp.arange(C), IPC), 0.3, jax.random.key(5)
+    momentum = optax.sgd(eta, momentum=0.5)
+
+    def apply(p, o, g):
+        u, o = momentum.update(g, o, p)
+        return optax.apply_updates(p, u), o
+
+    @jax.jit
+    def steps_and_ref(xs, xr):
+        p, _, loss = dc.interleaved_step(xs, momentum.init(xs), xr, key, apply, settings)
+        theta = model.init(jax.random.split(key, 3)[1], xs[:1])
+        grad = lambda th, xx, c: jax.grad(lambda t: M.xent(model.apply(t, xx), jnp.full(xx.shape[0], c)))(th)
+        dist = lambda th, s: sum(M.match_distance(grad(th, xr[c], c), grad(th, s[c * IPC:(c + 1) * IPC], c))
+                                 for c in range(C))
+        s, v, ds = xs, jnp.zeros_like(xs), []
+        for t in range(2):
+            d, g = jax.value_and_grad(dist, argnums=1)(theta, s)
+            v = 0.5 * v + g  # optax's trace: v ← μ·v + g, S ← S − η·v
+            s, ds = s - eta * v, ds + [d]
+            for _ in range(2 if t == 0 else 0):
+                gt = jax.grad(lambda th, s_: M.xent(model.apply(th, s_), y_syn))(theta, s)
+                theta = jax.tree_util.tree_map(lambda a, gg: a - 0.5 * gg, theta, gt)
+        return p, loss, s, sum(ds) / 2
+
+    p, loss, s_ref, loss_ref = steps_and_ref(xs, xr)
+    np.testing.assert_allclose(p, s_ref, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(loss, loss_ref, rtol=1e-10)
+    with pytest.raises(ValueError, match="settings.interleave"):
+        dc.interleaved_step(xs, momentum.init(xs), xr, key, apply, settings._replace(interleave="yes"))
+
+
 def test_dc_validation():
     x, y = tiny_data()
     settings = dc.Settings(ipc=IPC, model=mlp(C, hidden=(4,)))
