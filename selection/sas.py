@@ -83,15 +83,24 @@ def expected_augmentation_distance(emb: Any, *, mesh: Any = None) -> jax.Array:
 
 @functools.partial(jax.jit, static_argnames=("mesh",))
 def _ead(rows, e, mesh):
-    def fn(r, e):  # r: (b, A, d) augmentations of the row examples
-        def pair(ra, eb):  # (b, d), (n, d) -> (b, n)
-            sq = jnp.sum(ra**2, 1)[:, None] - 2 * ra @ eb.T + jnp.sum(eb**2, 1)[None, :]
-            return jnp.sqrt(jnp.maximum(sq, 0.0))
+    n_aug, n = e.shape[:2]
 
-        per_a = jax.vmap(lambda ra: jnp.mean(jax.vmap(lambda eb: pair(ra, eb))(e), 0))(jnp.swapaxes(r, 0, 1))
+    def fn(r_i, e):  # r: (b, A, d) augmentations of the row examples, i: (b,) their row indices
+        r, i = r_i
+        same_row = i[:, None] == jnp.arange(n)[None, :]
+
+        def pair(ra, a, eb, b):  # (b, d), (n, d) -> (b, n)
+            sq = jnp.sum(ra**2, 1)[:, None] - 2 * ra @ eb.T + jnp.sum(eb**2, 1)[None, :]
+            # ‖x − x‖ is 0, but the expansion leaves rounding noise of order ε‖x‖² whose
+            # square root (√ε‖x‖, ~3e-4‖x‖ in float32) would depend on the device layout.
+            return jnp.where(same_row & (a == b), 0.0, jnp.sqrt(jnp.maximum(sq, 0.0)))
+
+        aug = jnp.arange(n_aug)
+        per_a = jax.vmap(lambda ra, a: jnp.mean(jax.vmap(lambda eb, b: pair(ra, a, eb, b))(e, aug), 0))(
+            jnp.swapaxes(r, 0, 1), aug)
         return jnp.mean(per_a, 0)
 
-    return parallel.map_rows(fn, rows, e, mesh=mesh)
+    return parallel.map_rows(fn, (rows, jnp.arange(n)), e, mesh=mesh)
 
 
 class SAS(NamedTuple):

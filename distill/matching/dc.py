@@ -80,7 +80,10 @@ class Settings(NamedTuple):
       interleave: update S at every trajectory point, the network then training on the
         updated S (:func:`interleaved_step`; DC's Algorithm 1 and code: T image updates per
         outer iteration). The default ``False`` (every recorded run) takes one update per
-        step on :func:`objective`, the mean over the T points of one S.
+        step on :func:`objective`, the mean over the T points of one S. Interleaved, each
+        step makes T updates, so ``lr`` must be smaller: on Fashion-MNIST IPC 10 with
+        ``net_steps=50``, Adam at 0.01 matched the summed run's accuracy in half the
+        steps (78.4 after 30, against 78.5 after 60 at 0.05), and 0.05 overshot (77.1).
       dsa: a DSA strategy (e.g. ``augment.DIGITS_STRATEGY``) — DSA — or ``None`` — DC.
       include_bias: compare 1-d parameters too (DC skips them).
       real_batch: real images per class per step (the benchmark's 64; DC uses 256).

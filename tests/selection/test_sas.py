@@ -22,6 +22,16 @@ def test_expected_augmentation_distance_brute_force(x64):
     assert np.all(np.diag(got) > 0)  # two augmentations of one example differ
 
 
+def test_self_distance_is_exact_in_float32():
+    """The a = b, i = j terms are exactly 0, not √(rounding noise) ≈ √ε·‖e‖ (~1e-2 here)."""
+    emb = (30.0 + np.random.default_rng(2).normal(size=(2, 5, 8))).astype(np.float32)
+    got = np.asarray(expected_augmentation_distance(emb), np.float64)
+    e = emb.astype(np.float64)
+    ref = np.mean([np.linalg.norm(e[a][:, None] - e[b][None], axis=-1) for a in range(2) for b in range(2)], 0)
+    np.testing.assert_allclose(np.diag(got), np.diag(ref), rtol=2e-3)
+    np.testing.assert_array_equal(np.asarray(expected_augmentation_distance(emb[:1]))[np.eye(5, dtype=bool)], 0.0)
+
+
 def test_augmentation_embeddings_and_identity_augmentation(x64):
     rng = np.random.default_rng(1)
     x = rng.normal(size=(7, 3))
