@@ -27,7 +27,8 @@ The DC algorithm alternates data and network updates; as a pure objective for
 ``loop.run`` each call draws a fresh θ₀ and sums the distance over the ``inner_steps``
 points of the trajectory (the network update uses the current S without gradient), so
 one outer step is one DC outer iteration with the data updates of its inner loop
-accumulated. Per-class terms are summed with :func:`distill.parallel.sum_rows`: with a
+accumulated; ``Settings(interleave=True)`` applies them one by one, as DC's Algorithm 1
+(:func:`interleaved_step`). Per-class terms are summed with :func:`distill.parallel.sum_rows`: with a
 ``mesh`` the classes are spread over the devices.
 
 The method in the one shape: ``Settings`` / ``Data`` / ``Result`` / :func:`init` /
