@@ -241,6 +241,12 @@ def check_real_per_class(x_real: Any) -> jax.Array:
     return x_real
 
 
+def setup_keys(key: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The (materialization, network init, augmentation) keys of :func:`class_grouped_setup`."""
+    k_mat, k_init, k_aug = jax.random.split(key, 3)
+    return k_mat, k_init, k_aug
+
+
 def class_grouped_setup(key: jax.Array, images: Any, ipc: int, syn_params: Any, batch: Any, net: Any):
     """The prologue shared by the per-class objectives (DC, DM).
 
@@ -254,7 +260,7 @@ def class_grouped_setup(key: jax.Array, images: Any, ipc: int, syn_params: Any, 
     """
     check_real_per_class(batch)
     n_classes = batch.shape[0]
-    k_mat, k_init, k_aug = jax.random.split(key, 3)
+    k_mat, k_init, k_aug = setup_keys(key)
     x_syn = parametrization(images, n_classes * ipc, tuple(batch.shape[2:])).materialize(syn_params, k_mat)
     if x_syn.ndim + 1 != batch.ndim or x_syn.shape[1:] != batch.shape[2:]:
         raise ValueError(

@@ -251,7 +251,7 @@ def interleaved_step(
         key, settings.images, settings.ipc, params, batch, lambda c: common.classifier(settings.model, c))
     n_classes = x_real.shape[0]
     param = common.parametrization(settings.images, n_classes * settings.ipc, tuple(x_real.shape[2:]))
-    k_mat = jax.random.split(key, 3)[0]  # class_grouped_setup's materialization key
+    k_mat = common.setup_keys(key)[0]  # the key class_grouped_setup materializes with
 
     def point(carry, t):
         p, o, theta = carry
