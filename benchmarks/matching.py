@@ -53,7 +53,9 @@ trajectory points (``distill.matching.dc.Settings.net_steps``; DC's code: 50 at 
 is that of every recorded run without ``_net`` in its name. ``--dc-interleave`` updates the images at every
 trajectory point, the network then training on the updated set (``Settings.interleave``; DC's Algorithm 1: T image
 updates per outer step); without it (every recorded run without ``_interleave`` in its name) one outer step is one
-update on the distances summed over the T points.
+update on the distances summed over the T points. ``--dc-net-momentum 0.5`` gives the network's SGD on the set DC's
+momentum (``Settings.net_momentum``), and ``--real-batch 256`` DC's real batch; the recorded runs use 0 and 64
+unless their config says otherwise.
 
 Writes ``NAME.json``, ``NAME_grid.png``, ``NAME_memory.png`` and ``NAME_sets/*.npz``
 (``NAME`` = ``--name``, default ``matching[_quick][_convnet][_<dataset>]``) to ``--out``
@@ -152,7 +154,8 @@ def method_settings(method, ipc, args, models, images):
     if method in ("DC", "DSA"):
         dsa = M.augment.DIGITS_STRATEGY if method == "DSA" else None
         return (dc, dc.Settings(**base, model=model, inner_steps=args.dc_inner, inner_lr=0.01, dsa=dsa,
-                                net_steps=args.dc_net_steps, interleave=args.dc_interleave,
+                                net_steps=args.dc_net_steps, net_momentum=args.dc_net_momentum,
+                                interleave=args.dc_interleave,
                                 real_batch=args.real_batch), per_class_batches(x, y, n_classes, args.real_batch, 1))
     if method == "DM":
         return dm, dm.Settings(**base, embed=embed, real_batch=args.real_batch), per_class_batches(
@@ -329,6 +332,10 @@ def parse_args(argv):
     ap.add_argument("--dc-interleave", action="store_true",
                     help="DC/DSA update the images at every trajectory point (DC's Algorithm 1) instead of once "
                          "per outer step on the summed distances (the recorded runs)")
+    ap.add_argument("--dc-net-momentum", type=float, default=0.0,
+                    help="DC/DSA momentum of the network's SGD on S (DC's code: 0.5; the recorded runs: 0)")
+    ap.add_argument("--real-batch", type=int, default=64,
+                    help="DC/DSA/DM real images per class per step (DC's code: 256; the recorded runs: 64)")
     ap.add_argument("--mtt-student-lr", type=float, default=1e-3, help="MTT's initial (learned) student learning rate")
     ap.add_argument("--mtt-syn-steps", type=int, default=20, help="MTT's student steps N on the synthetic set")
     ap.add_argument("--mm-inner-lr", type=float, default=1e-2,
@@ -356,7 +363,7 @@ def parse_args(argv):
     args.steps = args.steps or (60 if args.quick else 150)
     args.lr, args.lr_farzi = args.outer_lr, 0.05
     args.method_steps = {m: int(n) for m, n in (kv.split("=") for kv in args.method_steps)}
-    args.real_batch, args.mm_steps = 64, 20
+    args.mm_steps = 20
     args.levels = 17
     if args.eval_protocol == "papers":  # Zhao et al. 2021 / Zhao & Bilen 2021, 2023: 1,000 epochs, SGD, DSA
         args.eval_optimizer, args.eval_lr, args.eval_steps = "sgd", 0.01, args.eval_steps or 1000
@@ -484,7 +491,8 @@ def run_config(args, expert_s):
             "method_steps": args.method_steps, "eval_conv": args.eval_conv, "farzi_methods": args.farzi_methods,
             "farzi_ipc": args.farzi_ipc, "outer_steps": args.steps, "outer_lr": args.lr,
             "outer_lr_farzi": args.lr_farzi, "real_batch": args.real_batch, "dc_inner_steps": args.dc_inner,
-            "dc_net_steps": args.dc_net_steps, "dc_interleave": args.dc_interleave,
+            "dc_net_steps": args.dc_net_steps, "dc_net_momentum": args.dc_net_momentum,
+            "dc_interleave": args.dc_interleave,
             "mm_inner_steps": args.mm_steps,
             "mtt": {"syn_steps": args.mtt_syn_steps, "expert_epochs_M": 2, "expert_total_epochs": args.expert_epochs,
                     "n_experts": args.n_experts, "expert_s": expert_s,

@@ -291,10 +291,17 @@ def describe(value: Any) -> Any:
     return value
 
 
+#: Settings fields added after checkpoints had been written without them: at their
+#: default they are left out of the fingerprint, so those checkpoints still resume.
+_LATER_FIELDS = ("net_momentum",)
+
+
 def fingerprint(settings: Any, data: Data, **extra: Any) -> dict:
     """Settings and data signatures of a run, compared when a checkpoint is resumed."""
     # steps is not compared: a finished run extended to more steps resumes (distill.loop.run)
-    return {"settings": {k: describe(v) for k, v in settings._asdict().items() if k != "steps"},
+    defaults = type(settings)._field_defaults
+    return {"settings": {k: describe(v) for k, v in settings._asdict().items() if k != "steps" and not (
+                k in _LATER_FIELDS and k in defaults and v == defaults[k])},
             "x": loop.array_signature(data.x), "y": loop.array_signature(data.y), **extra}
 
 

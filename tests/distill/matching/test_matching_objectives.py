@@ -157,11 +157,13 @@ def test_dc_net_steps_match_after_k_sgd_steps_on_s(x64):
 
 def test_dc_interleaved_step_updates_s_at_every_point(x64):
     """interleave (DC's Algorithm 1): at each point S takes one optimizer step on that
-    point's distance, and the network then trains K steps on the updated S."""
+    point's distance, and the network then trains K steps on the updated S, with SGD
+    momentum whose buffer carries over from one point to the next (DC's optimizer_net)."""
     x, y = tiny_data(jnp.float64)
     model = tanh_model()
     xs, xr = syn_init(x, y), per_class(x, y)
-    settings = dc.Settings(ipc=IPC, model=model, inner_steps=2, net_steps=2, inner_lr=0.5, interleave=True)
+    settings = dc.Settings(ipc=IPC, model=model, inner_steps=3, net_steps=2, inner_lr=0.5, net_momentum=0.7,
+                           interleave=True)
     y_syn, eta, key = jnp.repeat(jnp.arange(C), IPC), 0.3, jax.random.key(5)
     momentum = optax.sgd(eta, momentum=0.5)
 
@@ -177,20 +179,24 @@ def test_dc_interleaved_step_updates_s_at_every_point(x64):
         dist = lambda th, s: sum(M.match_distance(grad(th, xr[c], c), grad(th, s[c * IPC:(c + 1) * IPC], c))
                                  for c in range(C))
         s, v, ds = xs, jnp.zeros_like(xs), []
-        for t in range(2):
+        buf = jax.tree_util.tree_map(jnp.zeros_like, theta)
+        for t in range(3):
             d, g = jax.value_and_grad(dist, argnums=1)(theta, s)
             v = 0.5 * v + g  # optax's trace: v ← μ·v + g, S ← S − η·v
             s, ds = s - eta * v, ds + [d]
-            for _ in range(2 if t == 0 else 0):
+            for _ in range(2 if t < 2 else 0):  # PyTorch's SGD: buf ← μ·buf + g, θ ← θ − η·buf
                 gt = jax.grad(lambda th, s_: M.xent(model.apply(th, s_), y_syn))(theta, s)
-                theta = jax.tree_util.tree_map(lambda a, gg: a - 0.5 * gg, theta, gt)
-        return p, loss, s, sum(ds) / 2
+                buf = jax.tree_util.tree_map(lambda b, gg: 0.7 * b + gg, buf, gt)
+                theta = jax.tree_util.tree_map(lambda a, b: a - 0.5 * b, theta, buf)
+        return p, loss, s, sum(ds) / 3
 
     p, loss, s_ref, loss_ref = steps_and_ref(xs, xr)
     np.testing.assert_allclose(p, s_ref, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(loss, loss_ref, rtol=1e-10)
     with pytest.raises(ValueError, match="settings.interleave"):
         dc.interleaved_step(xs, momentum.init(xs), xr, key, apply, settings._replace(interleave="yes"))
+    with pytest.raises(ValueError, match="settings.net_momentum"):
+        dc.interleaved_step(xs, momentum.init(xs), xr, key, apply, settings._replace(net_momentum=-0.1))
 
 
 def test_dc_validation():
@@ -553,6 +559,17 @@ def test_distill_resumes_and_keeps_the_best(tmp_path):
     assert best.history.best_step == 2
     with pytest.raises(ValueError, match="fingerprint|settings"):
         dm.distill(jax.random.key(0), data, settings._replace(real_batch=5), checkpoint_dir=tmp_path / "ck")
+
+
+def test_fingerprint_leaves_a_later_field_out_at_its_default():
+    """dc.Settings.net_momentum came after checkpoints were written: at its default 0 the
+    fingerprint is the one those checkpoints hold, so they resume; any other μ is compared."""
+    x, y = tiny_data()
+    data = M.Data(x, y, C)
+    plain = M.common.fingerprint(dc.Settings(ipc=IPC), data)["settings"]
+    assert "net_momentum" not in plain and plain["net_steps"] == 1
+    moved = M.common.fingerprint(dc.Settings(ipc=IPC, net_momentum=0.5), data)["settings"]
+    assert moved == {**plain, "net_momentum": 0.5}
 
 
 # ----------------------------------------------------------------------------- Farzi images, export
