@@ -53,9 +53,9 @@ trajectory points (``distill.matching.dc.Settings.net_steps``; DC's code: 50 at 
 is that of every recorded run without ``_net`` in its name. ``--dc-interleave`` updates the images at every
 trajectory point, the network then training on the updated set (``Settings.interleave``; DC's Algorithm 1: T image
 updates per outer step); without it (every recorded run without ``_interleave`` in its name) one outer step is one
-update on the distances summed over the T points. ``--dc-net-momentum 0.5`` gives the network's SGD on the set DC's
-momentum (``Settings.net_momentum``), and ``--real-batch 256`` DC's real batch; the recorded runs use 0 and 64
-unless their config says otherwise.
+update on the distances summed over the T points. ``--dc-net-momentum 0.5`` gives the network's SGD on the set
+the momentum of the DC paper's code (``Settings.net_momentum``), and ``--real-batch 256`` DC's real batch; the
+recorded runs use 0 and 64 unless their config says otherwise.
 
 Writes ``NAME.json``, ``NAME_grid.png``, ``NAME_memory.png`` and ``NAME_sets/*.npz``
 (``NAME`` = ``--name``, default ``matching[_quick][_convnet][_<dataset>]``) to ``--out``
@@ -333,7 +333,7 @@ def parse_args(argv):
                     help="DC/DSA update the images at every trajectory point (DC's Algorithm 1) instead of once "
                          "per outer step on the summed distances (the recorded runs)")
     ap.add_argument("--dc-net-momentum", type=float, default=0.0,
-                    help="DC/DSA momentum of the network's SGD on S (DC's code: 0.5; the recorded runs: 0)")
+                    help="DC/DSA momentum of the network's SGD on S (the DC paper's code: 0.5; DSA's code and the recorded runs: 0)")
     ap.add_argument("--real-batch", type=int, default=64,
                     help="DC/DSA/DM real images per class per step (DC's code: 256; the recorded runs: 64)")
     ap.add_argument("--mtt-student-lr", type=float, default=1e-3, help="MTT's initial (learned) student learning rate")

@@ -80,9 +80,10 @@ class Settings(NamedTuple):
         un-augmented S (DSA's code augments these steps too).
       net_momentum: μ of the network's SGD on S, PyTorch's form ``v ← μv + g, θ ← θ − ηv``,
         the buffer kept across the trajectory points of one outer step as DC's code keeps
-        its ``optimizer_net`` (μ = 0.5 there). The default 0 is plain SGD, every recorded
-        run's; with ``net_steps=50`` μ = 0.5 roughly doubles how far the later points are
-        trained.
+        its ``optimizer_net``: μ = 0.5 in the code of the DC paper (2021-01 to 2021-03
+        releases), plain SGD from the DSA release on. The default 0 is plain SGD, every
+        recorded run's; with ``net_steps=50``, μ = 0.5 roughly doubles how far the later
+        points are trained.
       interleave: update S at every trajectory point, the network then training on the
         updated S (:func:`interleaved_step`; DC's Algorithm 1 and code: T image updates per
         outer iteration). The default ``False`` (every recorded run) takes one update per
