@@ -54,8 +54,9 @@ is that of every recorded run without ``_net`` in its name. ``--dc-interleave`` 
 trajectory point, the network then training on the updated set (``Settings.interleave``; DC's Algorithm 1: T image
 updates per outer step); without it (every recorded run without ``_interleave`` in its name) one outer step is one
 update on the distances summed over the T points. ``--dc-net-momentum 0.5`` gives the network's SGD on the set
-the momentum of the DC paper's code (``Settings.net_momentum``), and ``--real-batch 256`` DC's real batch; the
-recorded runs use 0 and 64 unless their config says otherwise.
+the momentum of the DC paper's code (``Settings.net_momentum``), ``--dc-net-augment`` trains DSA's network on
+augmented images as DSA's code does (``Settings.net_augment``), and ``--real-batch 256`` is DC's real batch; the
+recorded runs use none of these unless their config says otherwise.
 
 Writes ``NAME.json``, ``NAME_grid.png``, ``NAME_memory.png`` and ``NAME_sets/*.npz``
 (``NAME`` = ``--name``, default ``matching[_quick][_convnet][_<dataset>]``) to ``--out``
@@ -155,7 +156,7 @@ def method_settings(method, ipc, args, models, images):
         dsa = M.augment.DIGITS_STRATEGY if method == "DSA" else None
         return (dc, dc.Settings(**base, model=model, inner_steps=args.dc_inner, inner_lr=0.01, dsa=dsa,
                                 net_steps=args.dc_net_steps, net_momentum=args.dc_net_momentum,
-                                interleave=args.dc_interleave,
+                                net_augment=args.dc_net_augment and dsa is not None, interleave=args.dc_interleave,
                                 real_batch=args.real_batch), per_class_batches(x, y, n_classes, args.real_batch, 1))
     if method == "DM":
         return dm, dm.Settings(**base, embed=embed, real_batch=args.real_batch), per_class_batches(
@@ -334,6 +335,9 @@ def parse_args(argv):
                          "per outer step on the summed distances (the recorded runs)")
     ap.add_argument("--dc-net-momentum", type=float, default=0.0,
                     help="DC/DSA momentum of the network's SGD on S (the DC paper's code: 0.5; DSA's code and the recorded runs: 0)")
+    ap.add_argument("--dc-net-augment", action="store_true",
+                    help="DSA trains its network between matches on augmented images, as DSA's code does (the "
+                         "recorded runs: un-augmented)")
     ap.add_argument("--real-batch", type=int, default=64,
                     help="DC/DSA/DM real images per class per step (DC's code: 256; the recorded runs: 64)")
     ap.add_argument("--mtt-student-lr", type=float, default=1e-3, help="MTT's initial (learned) student learning rate")
@@ -492,6 +496,7 @@ def run_config(args, expert_s):
             "farzi_ipc": args.farzi_ipc, "outer_steps": args.steps, "outer_lr": args.lr,
             "outer_lr_farzi": args.lr_farzi, "real_batch": args.real_batch, "dc_inner_steps": args.dc_inner,
             "dc_net_steps": args.dc_net_steps, "dc_net_momentum": args.dc_net_momentum,
+            "dc_net_augment": args.dc_net_augment,
             "dc_interleave": args.dc_interleave,
             "mm_inner_steps": args.mm_steps,
             "mtt": {"syn_steps": args.mtt_syn_steps, "expert_epochs_M": 2, "expert_total_epochs": args.expert_epochs,

@@ -76,14 +76,17 @@ class Settings(NamedTuple):
         every recorded run; DC's code takes 50 at IPC 10 (10 at IPC 50), so its later
         points are networks trained on S for hundreds of steps. The last point needs no
         network update, so one objective call costs ``inner_steps`` matches and
-        ``(inner_steps − 1)·net_steps`` network steps. The network always trains on
-        un-augmented S (DSA's code augments these steps too).
+        ``(inner_steps − 1)·net_steps`` network steps. The network trains on
+        un-augmented S unless ``net_augment``.
       net_momentum: μ of the network's SGD on S, PyTorch's form ``v ← μv + g, θ ← θ − ηv``,
         the buffer kept across the trajectory points of one outer step as DC's code keeps
         its ``optimizer_net``: μ = 0.5 in the code of the DC paper (2021-01 to 2021-03
         releases), plain SGD from the DSA release on. The default 0 is plain SGD, every
         recorded run's; with ``net_steps=50``, μ = 0.5 roughly doubles how far the later
         points are trained.
+      net_augment: with ``dsa``, each network step on S trains on every image augmented by
+        its own draw (:func:`augment.augment_each`), as DSA's code trains its network between
+        matches; the default ``False`` (every recorded run) trains on un-augmented S.
       interleave: update S at every trajectory point, the network then training on the
         updated S (:func:`interleaved_step`; DC's Algorithm 1 and code: T image updates per
         outer iteration). The default ``False`` (every recorded run) takes one update per
@@ -106,6 +109,7 @@ class Settings(NamedTuple):
     inner_lr: float = 0.01
     net_steps: int = 1
     net_momentum: float = 0.0
+    net_augment: bool = False
     interleave: bool = False
     dsa: str | None = None
     include_bias: bool = False
@@ -124,6 +128,9 @@ def _check_settings(settings: Any) -> Settings:
     check_float(settings.inner_lr, "settings.inner_lr", min_value=0.0)
     check_int(settings.net_steps, "settings.net_steps", min_value=1)
     check_float(settings.net_momentum, "settings.net_momentum", min_value=0.0, max_value=1.0)
+    check_choice(settings.net_augment, "settings.net_augment", (False, True))
+    if settings.net_augment and settings.dsa is None:
+        raise ValueError("settings.net_augment: augments with the DSA strategy; set settings.dsa too")
     check_choice(settings.interleave, "settings.interleave", (False, True))
     check_int(settings.real_batch, "settings.real_batch", min_value=1)
     if settings.dsa is not None:
@@ -224,7 +231,7 @@ def objective(
 
     def step(net, t):
         d = _point_distance(model, net[0], x_real, x_syn_c, _omega(k_aug, t, settings), settings, mesh)
-        return _advance(model, net, x_syn, t, settings), d
+        return _advance(model, net, x_syn, t, k_aug, settings), d
 
     _, ds = jax.lax.scan(step, _net_state(theta0, settings), jnp.arange(settings.inner_steps))
     return jnp.mean(ds)
@@ -268,7 +275,7 @@ def interleaved_step(
             model, net[0], x_real, common.group_by_class(param.materialize(q, k_mat), n_classes), omega, settings,
             mesh))(p)
         p, o = apply(p, o, g)
-        return (p, o, _advance(model, net, param.materialize(p, k_mat), t, settings)), d
+        return (p, o, _advance(model, net, param.materialize(p, k_mat), t, k_aug, settings)), d
 
     (params, opt_state, _), ds = jax.lax.scan(
         point, (params, opt_state, _net_state(theta0, settings)), jnp.arange(settings.inner_steps))
@@ -306,24 +313,33 @@ def _net_state(theta: Any, settings: Settings) -> tuple[Any, Any]:
     return theta, (tree_map(jnp.zeros_like, theta) if settings.net_momentum else None)
 
 
-def _advance(model, net: tuple[Any, Any], x_syn: jax.Array, t: jax.Array, settings: Settings) -> tuple[Any, Any]:
-    """``(θ, v)`` after ``net_steps`` full-batch SGD steps on (un-augmented, stop-gradient) S."""
+def _advance(model, net: tuple[Any, Any], x_syn: jax.Array, t: jax.Array, k_aug: jax.Array,
+             settings: Settings) -> tuple[Any, Any]:
+    """``(θ, v)`` after ``net_steps`` full-batch SGD steps on (stop-gradient) S, each image
+    augmented by its own draw with ``net_augment``."""
     n_classes, inner_lr, mu = x_syn.shape[0] // settings.ipc, settings.inner_lr, settings.net_momentum
     y_syn = jnp.repeat(jnp.arange(n_classes), settings.ipc)
 
-    def sgd(state):
+    def inputs(i):
+        if not settings.net_augment:
+            return jax.lax.stop_gradient(x_syn)
+        # keys T + t, apart from the matches' ω (fold_in(k_aug, t), t < T)
+        k = jax.random.fold_in(jax.random.fold_in(k_aug, settings.inner_steps + t), i)
+        return augment.augment_each(k, jax.lax.stop_gradient(x_syn), settings.dsa)
+
+    def sgd(i, state):
         th, v = state
-        g = jax.grad(lambda th_: xent(model.apply(th_, jax.lax.stop_gradient(x_syn)), y_syn))(th)
+        g = jax.grad(lambda th_: xent(model.apply(th_, inputs(i)), y_syn))(th)
         if v is None:  # plain SGD: the recorded runs' program, op for op
             return tree_map(lambda p, gg: p - inner_lr * gg, th, g), None
         v = tree_map(lambda vv, gg: mu * vv + gg, v, g)
         return tree_map(lambda p, vv: p - inner_lr * vv, th, v), v
 
     if settings.net_steps == 1:  # the recorded runs' program, kept as it was compiled
-        net = sgd(net)
+        net = sgd(0, net)
     else:  # the last point's network update is never used: skip it
         net = jax.lax.cond(t < settings.inner_steps - 1, lambda s: jax.lax.fori_loop(
-            0, settings.net_steps, lambda _, s_: sgd(s_), s), lambda s: s, net)
+            0, settings.net_steps, sgd, s), lambda s: s, net)
     return jax.lax.stop_gradient(net)
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from distill import inner, loop, trajectories
 from distill import matching as M
-from distill.matching import dc, dm, kip, meta, mtt
+from distill.matching import augment, dc, dm, kip, meta, mtt
 from models import krr
 from models.kernels import KernelSpec
 from models.mlp import mlp
@@ -153,6 +153,43 @@ def test_dc_net_steps_match_after_k_sgd_steps_on_s(x64):
     assert abs(float(loss) - float(one_step)) > 1e-3  # K = 3 is not the single step
     with pytest.raises(ValueError, match="settings.net_steps"):
         dc.objective(xs, xr, jax.random.key(3), settings._replace(net_steps=0))
+
+
+def test_dsa_net_augment_trains_the_network_on_augmented_s(x64):
+    """net_augment (DSA's code): every network step between matches sees each synthetic
+    image through its own draw of the strategy; matches keep one ω shared by both sides."""
+    x, y = tiny_data(jnp.float64)
+    model, strategy = tanh_model(), "cutout"
+    xs, xr = syn_init(x, y), per_class(x, y)
+    settings = dc.Settings(ipc=IPC, model=model, inner_steps=2, net_steps=2, inner_lr=0.5, dsa=strategy,
+                           net_augment=True)
+    y_syn = jnp.repeat(jnp.arange(C), IPC)
+
+    @jax.jit
+    def loss_and_ref(xs, xr, key):
+        loss = dc.objective(xs, xr, key, settings)
+        plain = dc.objective(xs, xr, key, settings._replace(net_augment=False))
+        _, k_init, k_aug = jax.random.split(key, 3)
+        theta = model.init(k_init, xs[:1])
+        grad = lambda th, xx, c: jax.grad(lambda t: M.xent(model.apply(t, xx), jnp.full(xx.shape[0], c)))(th)
+
+        def dist(th, t):
+            om = augment.sample(jax.random.fold_in(k_aug, t), strategy)
+            return sum(M.match_distance(grad(th, augment.apply(om, xr[c]), c),
+                                        grad(th, augment.apply(om, xs[c * IPC:(c + 1) * IPC]), c)) for c in range(C))
+
+        d0 = dist(theta, 0)
+        for i in range(2):  # the network's steps after point 0 draw keys T + 0 = 2, step i
+            xa = augment.augment_each(jax.random.fold_in(jax.random.fold_in(k_aug, 2), i), xs, strategy)
+            g = jax.grad(lambda t, xx: M.xent(model.apply(t, xx), y_syn))(theta, xa)
+            theta = jax.tree_util.tree_map(lambda p, gg: p - 0.5 * gg, theta, g)
+        return loss, plain, (d0 + dist(theta, 1)) / 2
+
+    loss, plain, ref = loss_and_ref(xs, xr, jax.random.key(3))
+    np.testing.assert_allclose(loss, ref, rtol=1e-10)
+    assert abs(float(loss) - float(plain)) > 1e-6 * float(loss)  # the augmentation reached the network
+    with pytest.raises(ValueError, match="settings.net_augment"):
+        dc.objective(xs, xr, jax.random.key(3), settings._replace(dsa=None))
 
 
 def test_dc_interleaved_step_updates_s_at_every_point(x64):
@@ -567,7 +604,7 @@ def test_fingerprint_leaves_a_later_field_out_at_its_default():
     x, y = tiny_data()
     data = M.Data(x, y, C)
     plain = M.common.fingerprint(dc.Settings(ipc=IPC), data)["settings"]
-    assert "net_momentum" not in plain and plain["net_steps"] == 1
+    assert "net_momentum" not in plain and "net_augment" not in plain and plain["net_steps"] == 1
     moved = M.common.fingerprint(dc.Settings(ipc=IPC, net_momentum=0.5), data)["settings"]
     assert moved == {**plain, "net_momentum": 0.5}
 
