@@ -73,7 +73,7 @@ class Settings(NamedTuple):
       inner_lr: η, the network's SGD learning rate on S (DC's 0.01).
       net_steps: K, full-batch SGD steps of the network on S between two trajectory
         points (DC's ``inner_loop``). The default 1 is DC's schedule at IPC 1 and that of
-        every recorded run; DC's code takes 50 at IPC 10 (10 at IPC 50), so its later
+        the recorded runs without ``_net`` in their name; DC's code takes 50 at IPC 10 (10 at IPC 50), so its later
         points are networks trained on S for hundreds of steps. The last point needs no
         network update, so one objective call costs ``inner_steps`` matches and
         ``(inner_steps − 1)·net_steps`` network steps. The network trains on
@@ -81,19 +81,22 @@ class Settings(NamedTuple):
       net_momentum: μ of the network's SGD on S, PyTorch's form ``v ← μv + g, θ ← θ − ηv``,
         the buffer kept across the trajectory points of one outer step as DC's code keeps
         its ``optimizer_net``: μ = 0.5 in the code of the DC paper (2021-01 to 2021-03
-        releases), plain SGD from the DSA release on. The default 0 is plain SGD, every
-        recorded run's; with ``net_steps=50``, μ = 0.5 roughly doubles how far the later
-        points are trained.
+        releases), plain SGD from the DSA release on. The default 0 is plain SGD, as in
+        DSA's code; with ``net_steps=50``, μ = 0.5 roughly doubles how far the later
+        points are trained, and on Fashion-MNIST IPC 10 it did not help (78.0 against
+        78.4 after 30 interleaved steps).
       net_augment: with ``dsa``, each network step on S trains on every image augmented by
         its own draw (:func:`augment.augment_each`), as DSA's code trains its network between
-        matches; the default ``False`` (every recorded run) trains on un-augmented S.
+        matches; the default ``False`` trains on un-augmented S (DC's code).
       interleave: update S at every trajectory point, the network then training on the
         updated S (:func:`interleaved_step`; DC's Algorithm 1 and code: T image updates per
-        outer iteration). The default ``False`` (every recorded run) takes one update per
-        step on :func:`objective`, the mean over the T points of one S. Interleaved, each
+        outer iteration). The default ``False`` (the recorded runs without ``_interleave``
+        in their name) takes one update per step on :func:`objective`, the mean over the
+        T points of one S. Interleaved, each
         step makes T updates, so ``lr`` must be smaller: on Fashion-MNIST IPC 10 with
         ``net_steps=50``, Adam at 0.01 matched the summed run's accuracy in half the
-        steps (78.4 after 30, against 78.5 after 60 at 0.05), and 0.05 overshot (77.1).
+        steps (78.4 after 30, against 78.5 after 60 at 0.05) and reached 79.2 after 60;
+        0.05 overshot (77.1).
       dsa: a DSA strategy (e.g. ``augment.DIGITS_STRATEGY``) — DSA — or ``None`` — DC.
       include_bias: compare 1-d parameters too (DC skips them).
       real_batch: real images per class per step (the benchmark's 64; DC uses 256).
