@@ -73,11 +73,11 @@ class Settings(NamedTuple):
       inner_lr: η, the network's SGD learning rate on S (DC's 0.01).
       net_steps: K, full-batch SGD steps of the network on S between two trajectory
         points (DC's ``inner_loop``). The default 1 is DC's schedule at IPC 1 and that of
-        the recorded runs without ``_net`` in their name; DC's code takes 50 at IPC 10 (10 at IPC 50), so its later
-        points are networks trained on S for hundreds of steps. The last point needs no
-        network update, so one objective call costs ``inner_steps`` matches and
-        ``(inner_steps − 1)·net_steps`` network steps. The network trains on
-        un-augmented S unless ``net_augment``.
+        the recorded runs without ``_net`` in their name; DC's code takes 50 at IPC 10 (10
+        at IPC 50), so its later points are networks trained on S for hundreds of steps.
+        The last point needs no network update, so one objective call costs
+        ``inner_steps`` matches and ``(inner_steps − 1)·net_steps`` network steps. The
+        network trains on un-augmented S unless ``net_augment``.
       net_momentum: μ of the network's SGD on S, PyTorch's form ``v ← μv + g, θ ← θ − ηv``,
         the buffer kept across the trajectory points of one outer step as DC's code keeps
         its ``optimizer_net``: μ = 0.5 in the code of the DC paper (2021-01 to 2021-03
@@ -92,11 +92,10 @@ class Settings(NamedTuple):
         updated S (:func:`interleaved_step`; DC's Algorithm 1 and code: T image updates per
         outer iteration). The default ``False`` (the recorded runs without ``_interleave``
         in their name) takes one update per step on :func:`objective`, the mean over the
-        T points of one S. Interleaved, each
-        step makes T updates, so ``lr`` must be smaller: on Fashion-MNIST IPC 10 with
-        ``net_steps=50``, Adam at 0.01 matched the summed run's accuracy in half the
-        steps (78.4 after 30, against 78.5 after 60 at 0.05) and reached 79.2 after 60;
-        0.05 overshot (77.1).
+        T points of one S. Interleaved, each step makes T updates, so ``lr`` must be
+        smaller: on Fashion-MNIST IPC 10 with ``net_steps=50``, Adam at 0.01 matched the
+        summed run's accuracy in half the steps (78.4 after 30, against 78.5 after 60 at
+        0.05) and reached 79.2 after 60; 0.05 overshot (77.1).
       dsa: a DSA strategy (e.g. ``augment.DIGITS_STRATEGY``) — DSA — or ``None`` — DC.
       include_bias: compare 1-d parameters too (DC skips them).
       real_batch: real images per class per step (the benchmark's 64; DC uses 256).
