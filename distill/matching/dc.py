@@ -87,7 +87,9 @@ class Settings(NamedTuple):
         78.4 after 30 interleaved steps).
       net_augment: with ``dsa``, each network step on S trains on every image augmented by
         its own draw (:func:`augment.augment_each`), as DSA's code trains its network between
-        matches; the default ``False`` trains on un-augmented S (DC's code).
+        matches; the default ``False`` trains on un-augmented S (DC's code). On
+        Fashion-MNIST IPC 10 it changed nothing (77.8 against 77.9 after 20 interleaved
+        steps) and cost 17 % more per step.
       interleave: update S at every trajectory point, the network then training on the
         updated S (:func:`interleaved_step`; DC's Algorithm 1 and code: T image updates per
         outer iteration). The default ``False`` (the recorded runs without ``_interleave``
