@@ -155,53 +155,17 @@ def test_dc_net_steps_match_after_k_sgd_steps_on_s(x64):
         dc.objective(xs, xr, jax.random.key(3), settings._replace(net_steps=0))
 
 
-def test_dsa_net_augment_trains_the_network_on_augmented_s(x64):
-    """net_augment (DSA's code): every network step between matches sees each synthetic
-    image through its own draw of the strategy; matches keep one ω shared by both sides."""
+def test_interleaved_step_with_network_momentum_and_augmentation(x64):
+    """interleave (DC's Algorithm 1): at each point S takes one optimizer step on that
+    point's distance (DSA: one ω shared by both sides), and the network then trains K
+    steps on the updated S, with SGD momentum whose buffer carries over from one point to
+    the next (DC's optimizer_net) and, with net_augment, every image augmented by its own
+    draw (DSA's code)."""
     x, y = tiny_data(jnp.float64)
     model, strategy = tanh_model(), "cutout"
     xs, xr = syn_init(x, y), per_class(x, y)
-    settings = dc.Settings(ipc=IPC, model=model, inner_steps=2, net_steps=2, inner_lr=0.5, dsa=strategy,
-                           net_augment=True)
-    y_syn = jnp.repeat(jnp.arange(C), IPC)
-
-    @jax.jit
-    def loss_and_ref(xs, xr, key):
-        loss = dc.objective(xs, xr, key, settings)
-        _, k_init, k_aug = jax.random.split(key, 3)
-        theta = plain = model.init(k_init, xs[:1])
-        grad = lambda th, xx, c: jax.grad(lambda t: M.xent(model.apply(t, xx), jnp.full(xx.shape[0], c)))(th)
-
-        def dist(th, t):  # Σ_c over the classes (a vmap: one traced copy)
-            om = augment.sample(jax.random.fold_in(k_aug, t), strategy)
-            one = lambda xr_c, xs_c, c: M.match_distance(grad(th, augment.apply(om, xr_c), c),
-                                                         grad(th, augment.apply(om, xs_c), c))
-            return jnp.sum(jax.vmap(one)(xr, xs.reshape(C, IPC, *xs.shape[1:]), jnp.arange(C)))
-
-        sgd = lambda th, xx: jax.tree_util.tree_map(
-            lambda p, gg: p - 0.5 * gg, th, jax.grad(lambda t: M.xent(model.apply(t, xx), y_syn))(th))
-        d0 = dist(theta, 0)
-        for i in range(2):  # the network's steps after point 0 draw keys T + 0 = 2, step i
-            theta = sgd(theta, augment.augment_each(jax.random.fold_in(jax.random.fold_in(k_aug, 2), i), xs, strategy))
-            plain = sgd(plain, xs)
-        return loss, (d0 + dist(theta, 1)) / 2, (d0 + dist(plain, 1)) / 2
-
-    loss, ref, ref_plain = loss_and_ref(xs, xr, jax.random.key(3))
-    np.testing.assert_allclose(loss, ref, rtol=1e-10)
-    assert abs(float(ref) - float(ref_plain)) > 1e-4 * float(ref)  # the network's augmentation shows in the loss
-    with pytest.raises(ValueError, match="settings.net_augment"):
-        dc.objective(xs, xr, jax.random.key(3), settings._replace(dsa=None))
-
-
-def test_dc_interleaved_step_updates_s_at_every_point(x64):
-    """interleave (DC's Algorithm 1): at each point S takes one optimizer step on that
-    point's distance, and the network then trains K steps on the updated S, with SGD
-    momentum whose buffer carries over from one point to the next (DC's optimizer_net)."""
-    x, y = tiny_data(jnp.float64)
-    model = tanh_model()
-    xs, xr = syn_init(x, y), per_class(x, y)
     settings = dc.Settings(ipc=IPC, model=model, inner_steps=3, net_steps=2, inner_lr=0.5, net_momentum=0.7,
-                           interleave=True)
+                           dsa=strategy, net_augment=True, interleave=True)
     y_syn, eta, key = jnp.repeat(jnp.arange(C), IPC), 0.3, jax.random.key(5)
     momentum = optax.sgd(eta, momentum=0.5)
 
@@ -212,29 +176,40 @@ def test_dc_interleaved_step_updates_s_at_every_point(x64):
     @jax.jit
     def steps_and_ref(xs, xr):
         p, _, loss = dc.interleaved_step(xs, momentum.init(xs), xr, key, apply, settings)
-        theta = model.init(jax.random.split(key, 3)[1], xs[:1])
+        _, k_init, k_aug = jax.random.split(key, 3)
+        theta = model.init(k_init, xs[:1])
         grad = lambda th, xx, c: jax.grad(lambda t: M.xent(model.apply(t, xx), jnp.full(xx.shape[0], c)))(th)
-        dist = lambda th, s: sum(M.match_distance(grad(th, xr[c], c), grad(th, s[c * IPC:(c + 1) * IPC], c))
-                                 for c in range(C))
-        s, v, ds = xs, jnp.zeros_like(xs), []
+
+        def dist(th, s, t):  # Σ_c D at point t (a vmap over the classes: one traced copy)
+            om = augment.sample(jax.random.fold_in(k_aug, t), strategy)
+            one = lambda xr_c, xs_c, c: M.match_distance(grad(th, augment.apply(om, xr_c), c),
+                                                         grad(th, augment.apply(om, xs_c), c))
+            return jnp.sum(jax.vmap(one)(xr, s.reshape(C, IPC, *s.shape[1:]), jnp.arange(C)))
+
+        s, v, ds, moved = xs, jnp.zeros_like(xs), [], []
         buf = jax.tree_util.tree_map(jnp.zeros_like, theta)
         for t in range(3):
-            d, g = jax.value_and_grad(dist, argnums=1)(theta, s)
+            d, g = jax.value_and_grad(dist, argnums=1)(theta, s, t)
             v = 0.5 * v + g  # optax's trace: v ← μ·v + g, S ← S − η·v
             s, ds = s - eta * v, ds + [d]
-            for _ in range(2 if t < 2 else 0):  # PyTorch's SGD: buf ← μ·buf + g, θ ← θ − η·buf
-                gt = jax.grad(lambda th, s_: M.xent(model.apply(th, s_), y_syn))(theta, s)
+            for i in range(2 if t < 2 else 0):  # keys T + t, step i; PyTorch's SGD: buf ← μ·buf + g
+                sa = augment.augment_each(jax.random.fold_in(jax.random.fold_in(k_aug, 3 + t), i), s, strategy)
+                moved.append(jnp.max(jnp.abs(sa - s)))
+                gt = jax.grad(lambda th, s_: M.xent(model.apply(th, s_), y_syn))(theta, sa)
                 buf = jax.tree_util.tree_map(lambda b, gg: 0.7 * b + gg, buf, gt)
                 theta = jax.tree_util.tree_map(lambda a, b: a - 0.5 * b, theta, buf)
-        return p, loss, s, sum(ds) / 3
+        return p, loss, s, sum(ds) / 3, jnp.min(jnp.stack(moved))
 
-    p, loss, s_ref, loss_ref = steps_and_ref(xs, xr)
+    p, loss, s_ref, loss_ref, moved = steps_and_ref(xs, xr)
+    assert float(moved) > 0.1  # every network step saw augmented images
     np.testing.assert_allclose(p, s_ref, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(loss, loss_ref, rtol=1e-10)
     with pytest.raises(ValueError, match="settings.interleave"):
         dc.interleaved_step(xs, momentum.init(xs), xr, key, apply, settings._replace(interleave="yes"))
     with pytest.raises(ValueError, match="settings.net_momentum"):
         dc.interleaved_step(xs, momentum.init(xs), xr, key, apply, settings._replace(net_momentum=-0.1))
+    with pytest.raises(ValueError, match="settings.net_augment"):
+        dc.objective(xs, xr, key, settings._replace(dsa=None))
 
 
 def test_dc_validation():
