@@ -157,7 +157,8 @@ def method_settings(method, ipc, args, models, images):
         return (dc, dc.Settings(**base, model=model, inner_steps=args.dc_inner, inner_lr=0.01, dsa=dsa,
                                 net_steps=args.dc_net_steps, net_momentum=args.dc_net_momentum,
                                 net_augment=args.dc_net_augment and dsa is not None, interleave=args.dc_interleave,
-                                real_batch=args.real_batch), per_class_batches(x, y, n_classes, args.real_batch, 1))
+                                real_batch=args.real_batch, point_batches=args.dc_point_batches),
+                per_class_batches(x, y, n_classes, args.real_batch * (args.dc_inner if args.dc_point_batches else 1), 1))
     if method == "DM":
         return dm, dm.Settings(**base, embed=embed, real_batch=args.real_batch), per_class_batches(
             x, y, n_classes, args.real_batch, 2)
@@ -338,6 +339,9 @@ def parse_args(argv):
     ap.add_argument("--dc-net-augment", action="store_true",
                     help="DSA trains its network between matches on augmented images, as DSA's code does (the "
                          "recorded runs: un-augmented)")
+    ap.add_argument("--dc-point-batches", action="store_true",
+                    help="DC/DSA match every trajectory point to its own real batch, as DC's code does (the recorded "
+                         "runs: one batch per outer step)")
     ap.add_argument("--real-batch", type=int, default=64,
                     help="DC/DSA/DM real images per class per step (DC's code: 256; the recorded runs: 64)")
     ap.add_argument("--mtt-student-lr", type=float, default=1e-3, help="MTT's initial (learned) student learning rate")
@@ -496,7 +500,7 @@ def run_config(args, expert_s):
             "farzi_ipc": args.farzi_ipc, "outer_steps": args.steps, "outer_lr": args.lr,
             "outer_lr_farzi": args.lr_farzi, "real_batch": args.real_batch, "dc_inner_steps": args.dc_inner,
             "dc_net_steps": args.dc_net_steps, "dc_net_momentum": args.dc_net_momentum,
-            "dc_net_augment": args.dc_net_augment,
+            "dc_net_augment": args.dc_net_augment, "dc_point_batches": args.dc_point_batches,
             "dc_interleave": args.dc_interleave,
             "mm_inner_steps": args.mm_steps,
             "mtt": {"syn_steps": args.mtt_syn_steps, "expert_epochs_M": 2, "expert_total_epochs": args.expert_epochs,

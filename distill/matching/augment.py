@@ -19,10 +19,10 @@ images of the call share its parameters:
 * ``scale``  — per-axis scale in ``[1/1.2, 1.2]`` (bilinear resampling, zero fill);
 * ``rotate`` — rotation by up to ±15° (bilinear resampling, zero fill).
 
-Images are NHWC. ``sample(key, strategy)`` draws ω; ``apply(omega, x)`` applies it —
-call ``apply`` with the same ω on both sides to get the Siamese pair. ``augment_each``
-draws an independent ω for every image: the augmentation with which the DSA and DM papers
-train their evaluation models on a synthetic set.
+Images are NHWC. ``sample(key, strategy)`` draws ω; ``apply(omega, x, strategy)`` applies it —
+call ``apply`` with the same ω on both sides to get the Siamese pair (passing the strategy
+compiles only its families). ``augment_each`` draws an independent ω for every image: the
+augmentation with which the DSA and DM papers train their evaluation models on a synthetic set.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from distill.checks import check_array, check_choice, check_key
+from distill.checks import check_array, check_choice, check_key, is_concrete
 
 __all__ = ["DSAParams", "TRANSFORMS", "DIGITS_STRATEGY", "CIFAR_STRATEGY", "parse_strategy", "sample", "apply", "augment",
            "augment_each"]
@@ -137,12 +137,16 @@ def _rotate(om, x):
 _FNS = (_color, _crop, _cutout, _flip, _scale, _rotate)
 
 
-def apply(omega: DSAParams, x: jax.Array) -> jax.Array:
+def apply(omega: DSAParams, x: jax.Array, strategy: str | None = None) -> jax.Array:
     """Apply the drawn augmentation ω to NHWC images ``x`` (all images alike); differentiable in ``x``.
 
     Args:
       omega: a :class:`DSAParams` from :func:`sample`.
       x: ``(n, H, W, C)`` float images.
+      strategy: the strategy ω was drawn with. Only its families are compiled: each family
+        is a branch of a ``lax.switch`` that XLA compiles whichever branch runs, and the
+        resampling families cost the most. ``None`` compiles all six. An ω outside
+        ``strategy`` is a ``ValueError`` when ω is concrete and NaN images under ``jit``.
 
     Returns:
       ``(n, H, W, C)`` augmented images.
@@ -150,16 +154,31 @@ def apply(omega: DSAParams, x: jax.Array) -> jax.Array:
     if not isinstance(omega, DSAParams):
         raise TypeError(f"omega: expected DSAParams from augment.sample, got {type(omega).__name__}")
     check_array(x, "x", ndim=4, kind="float")
+    if strategy is None:
+        return _switch(omega, tuple(range(len(TRANSFORMS))), x)
+    families = tuple(sorted(set(parse_strategy(strategy))))
+    if is_concrete(omega.which) and int(omega.which) not in families:
+        raise ValueError(f"omega: draws {TRANSFORMS[int(omega.which)]!r}, which strategy {strategy!r} does not hold")
+    inside = jnp.any(jnp.asarray(families) == omega.which)
+    return jnp.where(inside, _switch(omega, families, x), jnp.nan)
+
+
+def _switch(omega: DSAParams, families: tuple[int, ...], x: jax.Array) -> jax.Array:
     # ω's parameters are drawn in the default float dtype (float64 under jax_enable_x64); every
     # branch returns x's dtype so lax.switch sees equal branch types.
-    return jax.lax.switch(omega.which, [lambda xx, f=f: f(omega, xx).astype(xx.dtype) for f in _FNS], x)
+    branches = [lambda xx, f=_FNS[i]: f(omega, xx).astype(xx.dtype) for i in families]
+    if len(branches) == 1:
+        return branches[0](x)
+    # position of ω.which among the compiled families (the full set: ω.which itself)
+    position = omega.which if len(families) == len(TRANSFORMS) else jnp.argmax(jnp.asarray(families) == omega.which)
+    return jax.lax.switch(position, branches, x)
 
 
 def augment(key: jax.Array, x: jax.Array, strategy: str = DIGITS_STRATEGY) -> jax.Array:
     """``apply(sample(key, strategy), x)``: call it with the same key on real and synthetic images."""
     check_array(x, "x", ndim=4, kind="float")  # before sampling ω: a bad batch fails fast
     check_key(key)
-    return apply(sample(key, strategy), x)
+    return apply(sample(key, strategy), x, strategy)
 
 
 def augment_each(key: jax.Array, x: jax.Array, strategy: str = DIGITS_STRATEGY) -> jax.Array:
@@ -180,5 +199,5 @@ def augment_each(key: jax.Array, x: jax.Array, strategy: str = DIGITS_STRATEGY) 
     check_array(x, "x", ndim=4, kind="float")
     check_key(key)
     parse_strategy(strategy)
-    one = lambda k, xi: apply(sample(k, strategy), xi[None])[0]
+    one = lambda k, xi: apply(sample(k, strategy), xi[None], strategy)[0]
     return jax.vmap(one)(jax.random.split(key, x.shape[0]), x)

@@ -293,7 +293,7 @@ def describe(value: Any) -> Any:
 
 #: Settings fields added after checkpoints had been written without them: at their
 #: default they are left out of the fingerprint, so those checkpoints still resume.
-_LATER_FIELDS = ("net_momentum", "net_augment")
+_LATER_FIELDS = ("net_momentum", "net_augment", "point_batches")
 
 
 def fingerprint(settings: Any, data: Data, **extra: Any) -> dict:

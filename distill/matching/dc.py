@@ -100,7 +100,12 @@ class Settings(NamedTuple):
         0.05) and reached 79.2 after 60; 0.05 overshot (77.1).
       dsa: a DSA strategy (e.g. ``augment.DIGITS_STRATEGY``) — DSA — or ``None`` — DC.
       include_bias: compare 1-d parameters too (DC skips them).
-      real_batch: real images per class per step (the benchmark's 64; DC uses 256).
+      real_batch: real images per class per match (the benchmark's 64; DC's code 256).
+      point_batches: every trajectory point matches its own ``real_batch`` real images
+        per class, as DC's code draws a fresh batch at each ``outer_loop`` iteration:
+        :func:`sample_batch` then draws ``inner_steps · real_batch`` per class and point
+        ``t`` takes the ``t``-th block of ``real_batch``. The default ``False`` (every
+        recorded run) matches all T points to one batch per outer step.
       eval_every: updates between ``evaluate`` calls (``loop.run``'s 50).
     """
 
@@ -118,6 +123,7 @@ class Settings(NamedTuple):
     dsa: str | None = None
     include_bias: bool = False
     real_batch: int = 64
+    point_batches: bool = False
     eval_every: int = 50
 
 
@@ -137,6 +143,7 @@ def _check_settings(settings: Any) -> Settings:
         raise ValueError("settings.net_augment: augments with the DSA strategy; set settings.dsa too")
     check_choice(settings.interleave, "settings.interleave", (False, True))
     check_int(settings.real_batch, "settings.real_batch", min_value=1)
+    check_choice(settings.point_batches, "settings.point_batches", (False, True))
     if settings.dsa is not None:
         augment.parse_strategy(settings.dsa)
     return settings
@@ -151,9 +158,11 @@ def init(key: jax.Array, data: Data, settings: Settings = Settings(), *, start: 
 
 
 def sample_batch(key: jax.Array, data: Data, settings: Settings = Settings()) -> jax.Array:
-    """``settings.real_batch`` random real images of every class, ``(C, B, ...)``."""
+    """``settings.real_batch`` random real images of every class, ``(C, B, ...)``
+    (``inner_steps · real_batch`` with ``point_batches``: one block per trajectory point)."""
     settings = _check_settings(settings)
-    return common.per_class_batch(key, common.check_data(data), settings.real_batch)
+    per_point = settings.inner_steps if settings.point_batches else 1
+    return common.per_class_batch(key, common.check_data(data), per_point * settings.real_batch)
 
 
 def layer_distance(g_real: jax.Array, g_syn: jax.Array) -> jax.Array:
@@ -232,9 +241,11 @@ def objective(
     settings = _check_settings(settings)
     x_syn, x_syn_c, x_real, model, theta0, k_aug = common.class_grouped_setup(
         key, settings.images, settings.ipc, syn_params, batch, lambda c: common.classifier(settings.model, c))
+    _check_point_batches(x_real, settings)
 
     def step(net, t):
-        d = _point_distance(model, net[0], x_real, x_syn_c, _omega(k_aug, t, settings), settings, mesh)
+        d = _point_distance(model, net[0], _point_batch(x_real, t, settings), x_syn_c, _omega(k_aug, t, settings),
+                            settings, mesh)
         return _advance(model, net, x_syn, t, k_aug, settings), d
 
     _, ds = jax.lax.scan(step, _net_state(theta0, settings), jnp.arange(settings.inner_steps))
@@ -268,6 +279,7 @@ def interleaved_step(
     settings = _check_settings(settings)
     _, _, x_real, model, theta0, k_aug = common.class_grouped_setup(
         key, settings.images, settings.ipc, params, batch, lambda c: common.classifier(settings.model, c))
+    _check_point_batches(x_real, settings)
     n_classes = x_real.shape[0]
     param = common.parametrization(settings.images, n_classes * settings.ipc, tuple(x_real.shape[2:]))
     k_mat = common.setup_keys(key)[0]  # the key class_grouped_setup materializes with
@@ -275,8 +287,9 @@ def interleaved_step(
     def point(carry, t):
         p, o, net = carry
         omega = _omega(k_aug, t, settings)
+        x_real_t = _point_batch(x_real, t, settings)
         d, g = jax.value_and_grad(lambda q: _point_distance(
-            model, net[0], x_real, common.group_by_class(param.materialize(q, k_mat), n_classes), omega, settings,
+            model, net[0], x_real_t, common.group_by_class(param.materialize(q, k_mat), n_classes), omega, settings,
             mesh))(p)
         p, o = apply(p, o, g)
         return (p, o, _advance(model, net, param.materialize(p, k_mat), t, k_aug, settings)), d
@@ -284,6 +297,20 @@ def interleaved_step(
     (params, opt_state, _), ds = jax.lax.scan(
         point, (params, opt_state, _net_state(theta0, settings)), jnp.arange(settings.inner_steps))
     return params, opt_state, jnp.mean(ds)
+
+
+def _check_point_batches(batch: jax.Array, settings: Settings) -> None:
+    if settings.point_batches and batch.shape[1] % settings.inner_steps:
+        raise ValueError(f"batch: point_batches splits the {batch.shape[1]} real images per class into "
+                         f"{settings.inner_steps} equal blocks, one per trajectory point; draw a multiple")
+
+
+def _point_batch(x_real: jax.Array, t: jax.Array, settings: Settings) -> jax.Array:
+    """The real images point ``t`` matches: all of them, or its block with ``point_batches``."""
+    if not settings.point_batches:
+        return x_real
+    size = x_real.shape[1] // settings.inner_steps
+    return jax.lax.dynamic_slice_in_dim(x_real, t * size, size, axis=1)
 
 
 def _omega(k_aug: jax.Array, t: jax.Array, settings: Settings) -> Any:
@@ -300,7 +327,7 @@ def _point_distance(model, theta, x_real, x_syn_c, omega, settings: Settings, me
     def class_terms(rows, w, theta, omega):
         def one(xr_c, xs_c, c_, w_c):
             if omega is not None:
-                xr_c, xs_c = augment.apply(omega, xr_c), augment.apply(omega, xs_c)
+                xr_c, xs_c = augment.apply(omega, xr_c, settings.dsa), augment.apply(omega, xs_c, settings.dsa)
             grad = jax.grad(lambda th, xx: xent(model.apply(th, xx), jnp.full((xx.shape[0],), c_)))
             g_r = jax.lax.stop_gradient(grad(theta, xr_c))
             g_s = grad(theta, xs_c)

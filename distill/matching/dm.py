@@ -134,7 +134,7 @@ def objective(
 
         def one(xr_c, xs_c, c_, w_c):
             if omega is not None:
-                xr_c, xs_c = augment.apply(omega, xr_c), augment.apply(omega, xs_c)
+                xr_c, xs_c = augment.apply(omega, xr_c, settings.dsa), augment.apply(omega, xs_c, settings.dsa)
             f_r = jax.lax.stop_gradient(embed.apply(theta, xr_c))
             f_s = embed.apply(theta, xs_c)
             return w_c * mmd(f_r, f_s)

@@ -82,6 +82,26 @@ def test_siamese_same_omega_on_real_and_synthetic():
         assert np.all(np.isfinite(np.asarray(g))) and float(jnp.abs(g).max()) > 0, which
 
 
+def _switch_sizes(strategy, x):
+    """Branch counts of the ``lax.switch``es in ``apply(ω, x, strategy)``'s program."""
+    jaxpr = jax.make_jaxpr(lambda om: A.apply(om, x, strategy))(_omega("color")).jaxpr
+    return [len(e.params["branches"]) for e in jaxpr.eqns if e.primitive.name == "cond"]
+
+
+def test_apply_compiles_only_the_strategy_and_refuses_an_omega_outside_it():
+    x, strategy = _images(), "flip_color_cutout"
+    restricted = jax.jit(lambda om, xx: A.apply(om, xx, strategy))
+    for which in ("color", "cutout", "flip"):  # each family inside the strategy: as with all six compiled
+        om = _omega(which, flip=1.0)
+        np.testing.assert_array_equal(restricted(om, x), apply(om, x), err_msg=which)
+    assert _switch_sizes(strategy, x) == [3] and _switch_sizes(None, x) == [6] and _switch_sizes("cutout", x) == []
+    with pytest.raises(ValueError, match="^omega:.*'crop'"):
+        A.apply(_omega("crop"), x, strategy)
+    assert np.all(np.isnan(np.asarray(restricted(_omega("crop"), x))))  # under jit: NaN, not a plausible image
+    one = jax.jit(lambda om, xx: A.apply(om, xx, "cutout"))  # one family: no switch at all
+    np.testing.assert_array_equal(one(_omega("cutout"), x), apply(_omega("cutout"), x))
+
+
 def test_augment_each_draws_one_omega_per_image():
     x = _images()
     key = jax.random.key(3)

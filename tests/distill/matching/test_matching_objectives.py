@@ -127,32 +127,40 @@ def test_dc_objective_one_step_equals_manual(x64):
 
 def test_dc_net_steps_match_after_k_sgd_steps_on_s(x64):
     """net_steps = K: point t+1 is the network after K more full-batch SGD steps on S
-    (DC's inner_loop); the last point's update is skipped, not matched."""
+    (DC's inner_loop); the last point's update is skipped, not matched. With point_batches,
+    point t matches the t-th block of the real batch (DC's fresh batch per outer_loop)."""
     x, y = tiny_data(jnp.float64)
     model = tanh_model()
     xs, xr = syn_init(x, y), per_class(x, y)
-    settings = dc.Settings(ipc=IPC, model=model, inner_steps=2, net_steps=3, inner_lr=0.5)
+    settings = dc.Settings(ipc=IPC, model=model, inner_steps=2, net_steps=3, inner_lr=0.5, point_batches=True)
     y_syn = jnp.repeat(jnp.arange(C), IPC)
 
-    @jax.jit
-    def loss_and_ref(xs, xr, key):
-        loss = dc.objective(xs, xr, key, settings)
-        one_step = dc.objective(xs, xr, key, settings._replace(net_steps=1))
-        theta = model.init(jax.random.split(key, 3)[1], xs[:1])
-        grad = lambda th, xx, c: jax.grad(lambda t: M.xent(model.apply(t, xx), jnp.full(xx.shape[0], c)))(th)
-        dist = lambda th: sum(M.match_distance(grad(th, xr[c], c), grad(th, xs[c * IPC:(c + 1) * IPC], c))
-                              for c in range(C))
-        d0 = dist(theta)
-        for _ in range(3):
-            g = jax.grad(lambda t: M.xent(model.apply(t, xs), y_syn))(theta)
-            theta = jax.tree_util.tree_map(lambda p, gg: p - 0.5 * gg, theta, g)
-        return loss, one_step, (d0 + dist(theta)) / 2
-
-    loss, one_step, ref = loss_and_ref(xs, xr, jax.random.key(3))
+    key = jax.random.key(3)
+    loss = jax.jit(lambda xs, xr: dc.objective(xs, xr, key, settings))(xs, xr)
+    grad = lambda th, xx, c: jax.grad(lambda t: M.xent(model.apply(t, xx), jnp.full(xx.shape[0], c)))(th)
+    dist = jax.jit(lambda th, xb: sum(M.match_distance(grad(th, xb[c], c), grad(th, xs[c * IPC:(c + 1) * IPC], c))
+                                      for c in range(C)))
+    sgd = jax.jit(lambda th: jax.tree_util.tree_map(
+        lambda p, gg: p - 0.5 * gg, th, jax.grad(lambda t: M.xent(model.apply(t, xs), y_syn))(th)))
+    thetas = [model.init(jax.random.split(key, 3)[1], xs[:1])]
+    for _ in range(3):
+        thetas.append(sgd(thetas[-1]))
+    blocks = xr[:, :4], xr[:, 4:]  # 8 real images per class: 4 per point
+    ref = (dist(thetas[0], blocks[0]) + dist(thetas[3], blocks[1])) / 2
     np.testing.assert_allclose(loss, ref, rtol=1e-10)
-    assert abs(float(loss) - float(one_step)) > 1e-3  # K = 3 is not the single step
+    one_step = (dist(thetas[0], blocks[0]) + dist(thetas[1], blocks[1])) / 2
+    assert abs(float(ref) - float(one_step)) > 1e-3  # K = 3 is not the single step: the match is not blind to K
+    swapped = (dist(thetas[0], blocks[1]) + dist(thetas[3], blocks[0])) / 2
+    assert abs(float(ref) - float(swapped)) > 1e-3  # nor to which block each point matches
     with pytest.raises(ValueError, match="settings.net_steps"):
-        dc.objective(xs, xr, jax.random.key(3), settings._replace(net_steps=0))
+        dc.objective(xs, xr, key, settings._replace(net_steps=0))
+    with pytest.raises(ValueError, match="^batch: point_batches"):
+        dc.objective(xs, xr[:, :7], key, settings)
+    with pytest.raises(ValueError, match="settings.point_batches"):
+        dc.objective(xs, xr, key, settings._replace(point_batches="yes"))
+    data = M.Data(x, y, C)  # sample_batch draws a block per point
+    assert dc.sample_batch(key, data, settings._replace(real_batch=3)).shape == (C, 6, HW, HW, 1)
+    assert dc.sample_batch(key, data, dc.Settings(ipc=IPC, inner_steps=2, real_batch=3)).shape == (C, 3, HW, HW, 1)
 
 
 def test_interleaved_step_with_network_momentum_and_augmentation(x64):
@@ -160,12 +168,12 @@ def test_interleaved_step_with_network_momentum_and_augmentation(x64):
     point's distance (DSA: one ω shared by both sides), and the network then trains K
     steps on the updated S, with SGD momentum whose buffer carries over from one point to
     the next (DC's optimizer_net) and, with net_augment, every image augmented by its own
-    draw (DSA's code)."""
+    draw (DSA's code); with point_batches, point t matches its own block of real images."""
     x, y = tiny_data(jnp.float64)
     model, strategy = tanh_model(), "cutout"
-    xs, xr = syn_init(x, y), per_class(x, y)
+    xs, xr = syn_init(x, y), per_class(x, y, b=9)  # 3 real images per class for each of the 3 points
     settings = dc.Settings(ipc=IPC, model=model, inner_steps=3, net_steps=2, inner_lr=0.5, net_momentum=0.7,
-                           dsa=strategy, net_augment=True, interleave=True)
+                           dsa=strategy, net_augment=True, interleave=True, point_batches=True)
     y_syn, eta, key = jnp.repeat(jnp.arange(C), IPC), 0.3, jax.random.key(5)
     momentum = optax.sgd(eta, momentum=0.5)
 
@@ -173,35 +181,42 @@ def test_interleaved_step_with_network_momentum_and_augmentation(x64):
         u, o = momentum.update(g, o, p)
         return optax.apply_updates(p, u), o
 
+    p, _, loss = jax.jit(lambda xs, xr: dc.interleaved_step(xs, momentum.init(xs), xr, key, apply, settings))(xs, xr)
+    # The reference: a Python loop over two compiled pieces (one match, one network step),
+    # not one unrolled program, which would take three times as long to compile.
+    _, k_init, k_aug = jax.random.split(key, 3)
+    theta = model.init(k_init, xs[:1])
+    grad = lambda th, xx, c: jax.grad(lambda t: M.xent(model.apply(t, xx), jnp.full(xx.shape[0], c)))(th)
+
     @jax.jit
-    def steps_and_ref(xs, xr):
-        p, _, loss = dc.interleaved_step(xs, momentum.init(xs), xr, key, apply, settings)
-        _, k_init, k_aug = jax.random.split(key, 3)
-        theta = model.init(k_init, xs[:1])
-        grad = lambda th, xx, c: jax.grad(lambda t: M.xent(model.apply(t, xx), jnp.full(xx.shape[0], c)))(th)
-
-        def dist(th, s, t):  # Σ_c D at point t (a vmap over the classes: one traced copy)
+    def match(th, s, xb, t):  # Σ_c D at point t on real images xb, and its gradient in S (a vmap over the classes)
+        def dist(s):
             om = augment.sample(jax.random.fold_in(k_aug, t), strategy)
-            one = lambda xr_c, xs_c, c: M.match_distance(grad(th, augment.apply(om, xr_c), c),
-                                                         grad(th, augment.apply(om, xs_c), c))
-            return jnp.sum(jax.vmap(one)(xr, s.reshape(C, IPC, *s.shape[1:]), jnp.arange(C)))
+            one = lambda xr_c, xs_c, c: M.match_distance(grad(th, augment.apply(om, xr_c, strategy), c),
+                                                         grad(th, augment.apply(om, xs_c, strategy), c))
+            return jnp.sum(jax.vmap(one)(xb, s.reshape(C, IPC, *s.shape[1:]), jnp.arange(C)))
 
-        s, v, ds, moved = xs, jnp.zeros_like(xs), [], []
-        buf = jax.tree_util.tree_map(jnp.zeros_like, theta)
-        for t in range(3):
-            d, g = jax.value_and_grad(dist, argnums=1)(theta, s, t)
-            v = 0.5 * v + g  # optax's trace: v ← μ·v + g, S ← S − η·v
-            s, ds = s - eta * v, ds + [d]
-            for i in range(2 if t < 2 else 0):  # keys T + t, step i; PyTorch's SGD: buf ← μ·buf + g
-                sa = augment.augment_each(jax.random.fold_in(jax.random.fold_in(k_aug, 3 + t), i), s, strategy)
-                moved.append(jnp.max(jnp.abs(sa - s)))
-                gt = jax.grad(lambda th, s_: M.xent(model.apply(th, s_), y_syn))(theta, sa)
-                buf = jax.tree_util.tree_map(lambda b, gg: 0.7 * b + gg, buf, gt)
-                theta = jax.tree_util.tree_map(lambda a, b: a - 0.5 * b, theta, buf)
-        return p, loss, s, sum(ds) / 3, jnp.min(jnp.stack(moved))
+        return jax.value_and_grad(dist)(s)
 
-    p, loss, s_ref, loss_ref, moved = steps_and_ref(xs, xr)
-    assert float(moved) > 0.1  # every network step saw augmented images
+    @jax.jit
+    def net_step(th, buf, s, k):  # PyTorch's SGD on S augmented per image: buf ← μ·buf + g, θ ← θ − η·buf
+        sa = augment.augment_each(k, s, strategy)
+        gt = jax.grad(lambda th_: M.xent(model.apply(th_, sa), y_syn))(th)
+        buf = jax.tree_util.tree_map(lambda b, gg: 0.7 * b + gg, buf, gt)
+        return jax.tree_util.tree_map(lambda a, b: a - 0.5 * b, th, buf), buf, jnp.max(jnp.abs(sa - s))
+
+    s, v, ds, moved = xs, jnp.zeros_like(xs), [], []
+    buf = jax.tree_util.tree_map(jnp.zeros_like, theta)
+    for t in range(3):
+        d, g = match(theta, s, xr[:, 3 * t:3 * t + 3], t)
+        v = 0.5 * v + g  # optax's trace: v ← μ·v + g, S ← S − η·v
+        s, ds = s - eta * v, ds + [d]
+        for i in range(2 if t < 2 else 0):  # keys T + t, step i
+            theta, buf, m = net_step(theta, buf, s, jax.random.fold_in(jax.random.fold_in(k_aug, 3 + t), i))
+            moved.append(float(m))
+
+    s_ref, loss_ref = s, sum(ds) / 3
+    assert min(moved) > 0.1  # every network step saw augmented images
     np.testing.assert_allclose(p, s_ref, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(loss, loss_ref, rtol=1e-10)
     with pytest.raises(ValueError, match="settings.interleave"):
