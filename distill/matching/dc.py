@@ -97,7 +97,7 @@ class Settings(NamedTuple):
         T points of one S. Interleaved, each step makes T updates, so ``lr`` must be
         smaller: on Fashion-MNIST IPC 10 with ``net_steps=50``, Adam at 0.01 matched the
         summed run's accuracy in half the steps (78.4 after 30, against 78.5 after 60 at
-        0.05) and reached 79.2 after 60; 0.05 overshot (77.1).
+        0.05) and reached 79.2 after 60 (79.1 after 80); 0.05 overshot (77.1).
       dsa: a DSA strategy (e.g. ``augment.DIGITS_STRATEGY``) — DSA — or ``None`` — DC.
       include_bias: compare 1-d parameters too (DC skips them).
       real_batch: real images per class per match. The default 64 is the benchmark's; DC's
