@@ -154,11 +154,11 @@ def method_settings(method, ipc, args, models, images):
     base = dict(ipc=ipc, steps=args.method_steps.get(method, args.steps), lr=args.lr_farzi if images != "pixels" else args.lr, images=images)
     if method in ("DC", "DSA"):
         dsa = M.augment.DIGITS_STRATEGY if method == "DSA" else None
-        return (dc, dc.Settings(**base, model=model, inner_steps=args.dc_inner, inner_lr=0.01, dsa=dsa,
-                                net_steps=args.dc_net_steps, net_momentum=args.dc_net_momentum,
-                                net_augment=args.dc_net_augment and dsa is not None, interleave=args.dc_interleave,
-                                real_batch=args.real_batch, point_batches=args.dc_point_batches),
-                per_class_batches(x, y, n_classes, args.real_batch * (args.dc_inner if args.dc_point_batches else 1), 1))
+        settings = dc.Settings(**base, model=model, inner_steps=args.dc_inner, inner_lr=0.01, dsa=dsa,
+                               net_steps=args.dc_net_steps, net_momentum=args.dc_net_momentum,
+                               net_augment=args.dc_net_augment and dsa is not None, interleave=args.dc_interleave,
+                               real_batch=args.real_batch, point_batches=args.dc_point_batches)
+        return dc, settings, per_class_batches(x, y, n_classes, dc.batch_size(settings), 1)
     if method == "DM":
         return dm, dm.Settings(**base, embed=embed, real_batch=args.real_batch), per_class_batches(
             x, y, n_classes, args.real_batch, 2)

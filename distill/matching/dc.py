@@ -50,7 +50,7 @@ from distill.matching import augment, common
 from distill.matching.common import Data, Latent, tree_map, xent
 from models.model_fns import ModelFns
 
-__all__ = ["Settings", "Data", "Result", "init", "sample_batch", "objective", "interleaved_step", "distill",
+__all__ = ["Settings", "Data", "Result", "init", "batch_size", "sample_batch", "objective", "interleaved_step", "distill",
            "layer_distance", "match_distance"]
 
 
@@ -161,12 +161,16 @@ def init(key: jax.Array, data: Data, settings: Settings = Settings(), *, start: 
     return common.init_images(key, data, settings.ipc, settings.images, start)
 
 
-def sample_batch(key: jax.Array, data: Data, settings: Settings = Settings()) -> jax.Array:
-    """``settings.real_batch`` random real images of every class, ``(C, B, ...)``
-    (``inner_steps · real_batch`` with ``point_batches``: one block per trajectory point)."""
+def batch_size(settings: Settings = Settings()) -> int:
+    """Real images per class in one step's batch: ``real_batch``, or ``inner_steps · real_batch``
+    with ``point_batches`` (one block per trajectory point)."""
     settings = _check_settings(settings)
-    per_point = settings.inner_steps if settings.point_batches else 1
-    return common.per_class_batch(key, common.check_data(data), per_point * settings.real_batch)
+    return settings.real_batch * (settings.inner_steps if settings.point_batches else 1)
+
+
+def sample_batch(key: jax.Array, data: Data, settings: Settings = Settings()) -> jax.Array:
+    """:func:`batch_size` random real images of every class, ``(C, B, ...)``."""
+    return common.per_class_batch(key, common.check_data(data), batch_size(settings))
 
 
 def layer_distance(g_real: jax.Array, g_syn: jax.Array) -> jax.Array:

@@ -161,6 +161,8 @@ def test_dc_net_steps_match_after_k_sgd_steps_on_s(x64):
     data = M.Data(x, y, C)  # sample_batch draws a block per point
     assert dc.sample_batch(key, data, settings._replace(real_batch=3)).shape == (C, 6, HW, HW, 1)
     assert dc.sample_batch(key, data, dc.Settings(ipc=IPC, inner_steps=2, real_batch=3)).shape == (C, 3, HW, HW, 1)
+    assert dc.batch_size(settings._replace(real_batch=3)) == 6 and dc.batch_size(settings._replace(
+        point_batches=False, real_batch=3)) == 3
 
 
 def test_interleaved_step_with_network_momentum_and_augmentation(x64):
