@@ -86,11 +86,24 @@ def zeroth_order_features(
     n_layer = int(jnp.sum(mask))
     s = n_layer if sparsity is None else check_int(sparsity, "sparsity", min_value=1)
     s = min(s, n_layer)
-    return _zo(apply, params, mask, key, jnp.asarray(x), jnp.asarray(y), n_directions, eps, s)
+    z1, z2 = _directions(ravel_pytree(params)[0], mask, key, n_directions)
+    return _zo(apply, params, mask, z1, z2, jnp.asarray(x), jnp.asarray(y), eps, s)
 
 
-@functools.partial(jax.jit, static_argnames=("apply", "p", "s"))
-def _zo(apply, params, mask, key, x, y, p, eps, s):
+@functools.partial(jax.jit, static_argnames=("p",))
+def _directions(flat, mask, key, p):
+    """The Gaussian directions of both rounds, ``(P, d)`` each, the first restricted to the layer.
+
+    A program of their own: fused into the sketch, the inverse-error-function polynomial of
+    ``jax.random.normal`` is duplicated into every consumer, which multiplies compile time.
+    """
+    k1, k2 = jax.random.split(key)
+    z1 = jax.random.normal(k1, (p,) + flat.shape, flat.dtype) * mask
+    return z1, jax.random.normal(k2, (p,) + flat.shape, flat.dtype)
+
+
+@functools.partial(jax.jit, static_argnames=("apply", "s"))
+def _zo(apply, params, mask, z1, z2, x, y, eps, s):
     flat, unravel = ravel_pytree(params)  # inside the jit: a fresh unravel must not retrace
 
     def per_example(f):
@@ -100,8 +113,6 @@ def _zo(apply, params, mask, key, x, y, p, eps, s):
     def coeffs(z):  # (b,) two forward passes along z
         return (per_example(flat + eps * z) - per_example(flat - eps * z)) / (2 * eps)
 
-    k1, k2 = jax.random.split(key)
-    z1 = jax.random.normal(k1, (p,) + flat.shape, flat.dtype) * mask
     if s < flat.shape[0]:
         g_hat = jnp.mean(jax.vmap(lambda z: jnp.mean(coeffs(z)) * z)(z1), axis=0)
         score = jnp.where(mask, jnp.abs(g_hat), -jnp.inf)
@@ -109,8 +120,7 @@ def _zo(apply, params, mask, key, x, y, p, eps, s):
         sparse = jnp.zeros(flat.shape, bool).at[top].set(True)
     else:
         sparse = mask
-    z2 = jax.random.normal(k2, (p,) + flat.shape, flat.dtype) * sparse
-    return jax.vmap(coeffs)(z2).T  # (b, P)
+    return jax.vmap(coeffs)(z2 * sparse).T  # (b, P)
 
 
 def ssm_features(

@@ -15,14 +15,21 @@ pytestmark = pytest.mark.x64  # compares to 1e-6 and tighter
 V, L = 8, 5
 
 
-def _setup(**kw):
+def _setup(trained_omega=True, **kw):
+    """Settings, real tokens, Ω of two checkpoints and the factorisation. With
+    ``trained_omega=False`` Ω holds zeros of the parameters' shapes (no model compiled),
+    for tests that never evaluate the objective."""
     model = transformer(V, max_len=L, d_model=8, n_heads=2, n_layers=1, dtype=jnp.float64)
     key = jax.random.key(0)
     # Real data with structure: token t+1 = (t + 1) mod V.
     start = jax.random.randint(key, (24, 1), 0, V)
     tokens = (start + jnp.arange(L + 1)[None]) % V
-    theta = jax.jit(model.init)(key, tokens[:, :-1])  # jit: compiles faster than eager
-    omega = jax.tree_util.tree_map(lambda a: jnp.stack([a, 1.01 * a]), theta)
+    if trained_omega:
+        theta = jax.jit(model.init)(key, tokens[:, :-1])  # jit: compiles faster than eager
+        omega = jax.tree_util.tree_map(lambda a: jnp.stack([a, 1.01 * a]), theta)
+    else:
+        shapes = jax.eval_shape(model.init, key, tokens[:, :-1])
+        omega = jax.tree_util.tree_map(lambda a: np.zeros((2, *a.shape), a.dtype), shapes)
     settings = farzi.Settings(model=model, n_seqs=3, seq_len=L + 1, latent_dim=4, random_init_prob=0.0, **kw)
     param = parametrize.latent_factorization(3, L + 1, 4, V)
     return settings, tokens, omega, param
@@ -191,7 +198,7 @@ def test_inner_adam_settings_are_validated_where_used():
 
 @pytest.mark.parametrize("init", [pytest.param("random", marks=pytest.mark.slow), "real"])
 def test_initial_factors_are_where_distill_starts(init):
-    settings, tokens, omega, _ = _setup(steps=0, init=init)
+    settings, tokens, omega, _ = _setup(False, steps=0, init=init)  # 0 steps: Ω is never read
     settings = settings._replace(n_seqs=2)
     kw = dict(n_seqs=2, seq_len=L + 1, vocab_size=V, latent_dim=4, init=init)
     data = farzi.Data(tokens, omega)
@@ -207,7 +214,7 @@ def test_initial_factors_are_where_distill_starts(init):
 
 
 def test_bad_inputs():
-    settings, tokens, omega, param = _setup()
+    settings, tokens, omega, param = _setup(False)  # every call fails its checks before reading Ω
     syn, data = param.init(jax.random.key(0)), farzi.Data(tokens, omega)
     key = jax.random.key(0)
     with pytest.raises(TypeError, match="settings.model"):
@@ -229,7 +236,7 @@ def test_bad_inputs():
 
 
 def test_sample_batch_is_distills_first_batch():
-    settings, tokens, omega, _ = _setup(batch_size=5)
+    settings, tokens, omega, _ = _setup(False, batch_size=5)  # the batch carries Ω, never reads it
     batch = farzi.sample_batch(jax.random.key(2), farzi.Data(tokens, omega, pad_id=None), settings)
     assert batch.tokens.shape == (5, L + 1) and batch.pad_id is None
     assert len({tuple(r) for r in np.asarray(batch.tokens).tolist()}) <= 5

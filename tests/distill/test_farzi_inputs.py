@@ -1,5 +1,7 @@
 """How Farzi data are read: soft inputs (the dissertation's) or argmax inputs with soft targets."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,6 +21,7 @@ def _bigram():
     return ModelFns(lambda k, x: {"w": 0.3 * jax.random.normal(k, (V, V)), "b": jnp.zeros(V)}, apply)
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1))  # one program, not one per eager op
 def _soft_data(seed=0, shape=(4, 7)):
     logits = 2.0 * jax.random.normal(jax.random.key(seed), (*shape, V))
     return jax.nn.softmax(logits, axis=-1)
@@ -46,11 +49,12 @@ def test_hard_inputs_student_learns_the_mean_target_of_each_input():
     x, y = (np.asarray(a) for a in farzi.student_pairs(d, hard_inputs=True))
     want = np.stack([y[x == i].mean(0) for i in range(V)])
     assert all((x == i).any() for i in range(V))
+    predict = jax.jit(lambda p: jax.nn.softmax(_bigram().apply(p, jnp.arange(V)[None]), -1)[0])
     got = {}
     for hard in (True, False):
         out = farzi.train_student(jax.random.key(0), _bigram(), d, steps=600, learning_rate=0.1,
                                   hard_inputs=hard, dropout=False)
-        got[hard] = np.asarray(jax.nn.softmax(_bigram().apply(out.params, jnp.arange(V)[None]), -1)[0])
+        got[hard] = np.asarray(predict(out.params))
     np.testing.assert_allclose(got[True], want, atol=2e-3)
     assert np.abs(got[False] - want).max() > 0.05
 
@@ -76,12 +80,11 @@ def test_objective_reads_argmax_inputs_and_differentiates_targets_only():
 
     settings = farzi.Settings(**kw, hard_inputs=True)  # the soft reading is checked in test_inner/test_farzi
     value, grad = jax.jit(jax.value_and_grad(lambda s: farzi.objective(s, batch, key, settings)))(syn)
-    grad_by_hand = jax.jit(jax.value_and_grad(by_hand), static_argnums=1)
-    want_v, want_g = grad_by_hand(syn, True)
+    # One program for both readings; the soft value suffices (no second gradient compiled).
+    (want_v, want_g), soft_value = jax.jit(lambda s: (jax.value_and_grad(by_hand)(s, True), by_hand(s, False)))(syn)
     np.testing.assert_allclose(value, want_v, rtol=1e-6)
     for a, b in zip(jax.tree_util.tree_leaves(grad), jax.tree_util.tree_leaves(want_g), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
-    soft_value = jax.jit(by_hand, static_argnums=1)(syn, False)  # the value suffices: no third gradient compiled
     assert abs(float(soft_value) - float(value)) > 1e-4  # the reading matters
     with pytest.raises(TypeError, match="settings.hard_inputs"):
         farzi.objective(syn, batch, key, farzi.Settings(**{**kw, "mode": "reverse_adam"}, hard_inputs=1))

@@ -1,5 +1,7 @@
 """inner.train: the three modes agree; reverse-mode Adam equals jax.grad through unrolled Adam."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -21,13 +23,13 @@ def mse(o, y):
 
 
 def _problem(dtype=jnp.float64, n=16, d_in=4, hidden=20):
-    ks = jax.random.split(jax.random.key(0), 6)
-    f = jnp.float64
-    theta = {"w1": 0.5 * jax.random.normal(ks[0], (d_in, hidden), f), "b1": jnp.zeros(hidden, f),
-             "w2": 0.5 * jax.random.normal(ks[1], (hidden, 2), f), "b2": jnp.zeros(2, f)}
-    x, y = jax.random.normal(ks[2], (n, d_in), f), jax.random.normal(ks[3], (n, 2), f)
-    xr, yr = jax.random.normal(ks[4], (32, d_in), f), jax.random.normal(ks[5], (32, 2), f)
-    c = lambda a: a.astype(dtype)
+    # numpy draws: eager jax.random calls would each compile a program per shape.
+    rng = np.random.default_rng(0)
+    theta = {"w1": 0.5 * rng.normal(size=(d_in, hidden)), "b1": np.zeros(hidden),
+             "w2": 0.5 * rng.normal(size=(hidden, 2)), "b2": np.zeros(2)}
+    x, y = rng.normal(size=(n, d_in)), rng.normal(size=(n, 2))
+    xr, yr = rng.normal(size=(32, d_in)), rng.normal(size=(32, 2))
+    c = lambda a: jnp.asarray(a, dtype)
     return jax.tree_util.tree_map(c, theta), c(x), c(y), c(xr), c(yr)
 
 
@@ -51,27 +53,30 @@ def _meta_grad(mode, steps, reverse_every="auto", opt=inner.Adam(0.01)):
     return jax.jit(jax.value_and_grad(outer, argnums=(0, 1, 2)))(x, y, theta)
 
 
-def _optax_adam(loss_at, theta, lr, steps):
-    """``steps`` optax Adam steps on ``loss_at(params, t)``, t = 1, …, steps: the reference trajectory."""
+def _optax_and(loss_at, lr, steps, theta, *fns):
+    """``steps`` optax Adam steps on ``loss_at(params, t)``, t = 1, …, steps (the reference
+    trajectory), and ``fn(theta)`` for each of ``fns``, in one compiled program: compilation
+    is most of the cost, and XLA computes the forward passes that the modes share once."""
     tx = optax.adam(lr)
 
-    @jax.jit  # one compiled step (eagerly, every op of it compiles on its own)
-    def step(p, st, t):
+    def step(t, carry):
+        p, st = carry
         u, st = tx.update(jax.grad(loss_at)(p, t), st)
         return optax.apply_updates(p, u), st
 
-    p, st = theta, tx.init(theta)
-    for t in range(1, steps + 1):
-        p, st = step(p, st, t)
-    return p
+    @jax.jit
+    def run(theta):
+        return jax.lax.fori_loop(1, steps + 1, step, (theta, tx.init(theta)))[0], [fn(theta) for fn in fns]
+
+    return run(theta)
 
 
 def test_unrolled_adam_equals_optax():
     theta, x, y, _, _ = _problem()
-    p = _optax_adam(lambda q, t: mse(mlp_apply(q, x), y), theta, 0.01, 7)
-    for mode in inner.MODES:
-        out = jax.jit(lambda th, m=mode: inner.train(mlp_apply, mse, th, (x, y), steps=7, optimizer=inner.Adam(0.01),
-                                                     mode=m))(theta)
+    modes = [lambda th, m=m: inner.train(mlp_apply, mse, th, (x, y), steps=7, optimizer=inner.Adam(0.01), mode=m)
+             for m in inner.MODES]
+    p, outs = _optax_and(lambda q, t: mse(mlp_apply(q, x), y), 0.01, 7, theta, *modes)
+    for out in outs:
         np.testing.assert_allclose(_flat(out), _flat(p), rtol=1e-12, atol=1e-14)
 
 
@@ -146,18 +151,11 @@ def test_reverse_recovers_theta0_float64():
 
 
 def test_closed_over_arrays_get_gradients():
-    theta, x, y, xr, yr = _problem()
-    w = jnp.linspace(0.5, 1.5, 2)
-
-    def outer(w, mode):
-        loss = lambda o, t: jnp.mean(w * (o - t) ** 2)  # closes over a traced array
-        th_t = inner.train(mlp_apply, loss, theta, (x, y), steps=10, optimizer=inner.Adam(0.01), mode=mode)
-        return mse(mlp_apply(th_t, xr), yr)
-
-    grad = jax.jit(jax.grad(outer), static_argnums=1)  # one compilation, not one per op
-    g_ref = grad(w, "unrolled")
-    g_rev = grad(w, "reverse_adam")
-    np.testing.assert_allclose(g_rev, g_ref, rtol=1e-6)
+    # The loss of the inner model closes over the traced weights w (see _dropout_meta_grads);
+    # the reversal must hand them their gradient like the unrolled loop does.
+    (_, g_ref), (_, g_rev), _ = _dropout_meta_grads()(jax.random.key(11))
+    assert float(jnp.abs(g_ref[3]).min()) > 1e-6  # w really gets a gradient
+    np.testing.assert_allclose(g_rev[3], g_ref[3], rtol=1e-6)
 
 
 def _temp_bytes(mode, steps, every="auto"):
@@ -255,35 +253,47 @@ def test_dropout_trajectory_is_fold_in_key_t():
     # With a key, step t uses the masks of fold_in(key, t): equal to a hand-written optax loop.
     theta, x, y, _, _ = _problem()
     key = jax.random.key(9)
-    p = _optax_adam(lambda q, t: mse(mlp_dropout_apply(q, x, jax.random.fold_in(key, t)), y), theta, 0.02, 5)
-    for mode in inner.MODES:
-        out = jax.jit(lambda th, m=mode: inner.train(mlp_dropout_apply, mse, th, (x, y), steps=5,
-                                                     optimizer=inner.Adam(0.02), mode=m, key=key))(theta)
+    fns = [lambda th, m=m: inner.train(mlp_dropout_apply, mse, th, (x, y), steps=5, optimizer=inner.Adam(0.02),
+                                       mode=m, key=key) for m in inner.MODES]
+    det = lambda th: inner.train(mlp_apply, mse, th, (x, y), steps=5, optimizer=inner.Adam(0.02))
+    p, (*outs, det) = _optax_and(lambda q, t: mse(mlp_dropout_apply(q, x, jax.random.fold_in(key, t)), y), 0.02, 5,
+                                 theta, *fns, det)
+    for out in outs:
         np.testing.assert_allclose(_flat(out), _flat(p), rtol=1e-10, atol=1e-12)
-    det = inner.train(mlp_apply, mse, theta, (x, y), steps=5, optimizer=inner.Adam(0.02))
     assert _rel(det, p) > 1e-3  # the masks really change the trajectory
 
 
-def test_three_modes_same_meta_gradient_with_dropout():
+@functools.cache
+def _dropout_meta_grads():
+    """``key ↦`` value and gradient in (x, y, θ₀, w) of the real loss after 15 inner Adam
+    steps with dropout, for ('unrolled', 'auto'), ('reverse_adam', 'auto') and
+    ('reverse_adam', None). The inner loss weighs the two outputs by w, an array it closes
+    over. Compiled once for the tests that read it."""
     theta, x, y, xr, yr = _problem()
+    w = jnp.asarray(np.linspace(0.5, 1.5, 2))
 
     @jax.jit
-    def grads(x, y, th, key):
-        def outer(x, y, th, mode, every):
-            th_t = inner.train(mlp_dropout_apply, mse, th, (x, y), steps=15, optimizer=inner.Adam(0.01),
+    def grads(x, y, th, w, key):
+        def outer(x, y, th, w, mode, every):
+            loss = lambda o, t: jnp.mean(w * (o - t) ** 2)  # closes over a traced array
+            th_t = inner.train(mlp_dropout_apply, loss, th, (x, y), steps=15, optimizer=inner.Adam(0.01),
                                mode=mode, key=key, reverse_every=every)
             return mse(mlp_apply(th_t, xr), yr)
 
         # The reversal is what must regenerate each step's masks on the way back; checkpointed
         # mode with dropout is checked by the slow SASRec test below (one compilation fewer here).
         modes = (("unrolled", "auto"), ("reverse_adam", "auto"), ("reverse_adam", None))
-        return [jax.value_and_grad(outer, argnums=(0, 1, 2))(x, y, th, m, e) for m, e in modes]
+        return [jax.value_and_grad(outer, argnums=(0, 1, 2, 3))(x, y, th, w, m, e) for m, e in modes]
 
-    (v_ref, g_ref), *others = grads(x, y, theta, jax.random.key(11))
+    return lambda key: grads(x, y, theta, w, key)
+
+
+def test_three_modes_same_meta_gradient_with_dropout():
+    (v_ref, g_ref), *others = _dropout_meta_grads()(jax.random.key(11))
     for (v, g), name in zip(others, ("reverse_adam auto", "reverse_adam pure"), strict=True):
         np.testing.assert_allclose(v, v_ref, rtol=1e-12)
         assert _rel(g, g_ref) < 1e-6, (name, _rel(g, g_ref))
-    (_, g_other), *_ = grads(x, y, theta, jax.random.key(12))
+    (_, g_other), *_ = _dropout_meta_grads()(jax.random.key(12))
     assert _rel(g_other, g_ref) > 1e-2  # another key, other masks, another meta-gradient
 
 

@@ -8,6 +8,11 @@ import pytest
 from models import lightgcn
 
 
+# One embedding width everywhere: init and the propagation run eagerly, and each op
+# compiles once per shape, so the tests (and fit's own init) share those compilations.
+DIM = 16
+
+
 def _data(n_users=30, n_items=40, seed=0):
     rng = np.random.default_rng(seed)
     users, items = [], []
@@ -20,7 +25,7 @@ def _data(n_users=30, n_items=40, seed=0):
 
 def test_zero_layers_is_matrix_factorisation():
     users, items, nu, ni = _data()
-    p = lightgcn.init(jax.random.key(0), nu, ni, dim=5)
+    p = lightgcn.init(jax.random.key(0), nu, ni, dim=DIM)
     g = lightgcn.graph(users, items, nu, ni)
     want = np.asarray(p.user_emb) @ np.asarray(p.item_emb).T
     got = np.asarray(lightgcn.scores(p, g, jnp.arange(nu), n_layers=0))
@@ -31,7 +36,7 @@ def test_propagation_equals_dense_formula():
     users, items, nu, ni = _data()
     users = np.concatenate([users, users[:3]])  # duplicates count once
     items = np.concatenate([items, items[:3]])
-    p = lightgcn.init(jax.random.key(1), nu, ni, dim=4, scale=1.0)
+    p = lightgcn.init(jax.random.key(1), nu, ni, dim=DIM, scale=1.0)
     g = lightgcn.graph(users, items, nu, ni)
     r = np.zeros((nu, ni))
     r[users, items] = 1
@@ -51,7 +56,7 @@ def test_propagation_equals_dense_formula():
 
 def test_loss_decreases_and_groups_are_learned():
     users, items, nu, ni = _data()
-    f = lightgcn.fit(jax.random.key(0), users, items, nu, ni, dim=16, epochs=60, batch_size=64, lr=1e-2)
+    f = lightgcn.fit(jax.random.key(0), users, items, nu, ni, dim=DIM, epochs=60, batch_size=64, lr=1e-2)
     assert np.mean(f.history.losses[-10:]) < 0.5 * np.mean(f.history.losses[:10])
     s = np.asarray(lightgcn.scores(f.params, f.graph, jnp.arange(nu)))
     own = s.reshape(nu, 2, ni // 2).mean(-1)
@@ -64,7 +69,7 @@ def test_bad_inputs_name_the_argument():
         lightgcn.graph(users + nu, items, nu, ni)
     with pytest.raises(ValueError, match="n_layers"):
         lightgcn.fit(jax.random.key(0), users, items, nu, ni, n_layers=-1)
-    p = lightgcn.init(jax.random.key(0), nu, ni)
+    p = lightgcn.init(jax.random.key(0), nu, ni, dim=DIM)
     with pytest.raises(TypeError, match="g"):
         lightgcn.propagate(p, (users, items))
     with pytest.raises(ValueError, match="users"):

@@ -24,7 +24,7 @@ def _rows(n_users=40, n_items=30, seed=0):
 
 
 def test_shapes():
-    p = mvae.init(jax.random.key(0), 30, hidden=(20,), latent=8)
+    p = jax.eval_shape(lambda k: mvae.init(k, 30, hidden=(20,), latent=8), jax.random.key(0))  # traced, not run
     assert [w.shape for w, _ in p.encoder] == [(30, 20), (20, 16)]
     assert [w.shape for w, _ in p.decoder] == [(8, 20), (20, 30)]
     mu, logvar = jax.eval_shape(mvae.encode, p, jnp.asarray(_rows()))
@@ -44,7 +44,10 @@ def test_kl_matches_gaussian_closed_form():
 
 def test_loss_equals_hand_computation_without_dropout():
     x = _rows()[:6]
-    p = mvae.init(jax.random.key(2), 30, hidden=(10,), latent=4)
+    # init's structure (traced, not run: each of its random ops would compile) with numpy values
+    rng = np.random.default_rng(2)
+    shapes = jax.eval_shape(lambda k: mvae.init(k, 30, hidden=(10,), latent=4), jax.random.key(2))
+    p = jax.tree_util.tree_map(lambda s: jnp.asarray(0.3 * rng.normal(size=s.shape).astype(np.float32)), shapes)
     key = jax.random.key(3)
     # jitted: one compilation (eagerly, each of its ops compiles on its own)
     got = float(jax.jit(mvae.loss, static_argnames="dropout")(p, (jnp.asarray(x), 0.3), key, dropout=0.0))
@@ -68,7 +71,7 @@ def test_anneal_schedule_and_learning():
     np.testing.assert_allclose(np.asarray(f.betas)[[0, 5, 119]], [0.0, 0.1, 0.2], atol=1e-6)
     assert np.mean(f.history.losses[-10:]) < np.mean(f.history.losses[:10]) - 1.0
     # The planted groups are recovered: each user's top unseen items come from the own half.
-    s = np.where(x > 0, -np.inf, np.asarray(mvae.scores(f.params, x)))
+    s = np.where(x > 0, -np.inf, np.asarray(jax.jit(mvae.scores)(f.params, x)))  # one compilation, not one per op
     top = np.argsort(-s, axis=1)[:, :3]
     own = (top // 15) == (np.arange(40) % 2)[:, None]
     assert own.mean() > 0.9
@@ -81,7 +84,7 @@ def test_bad_inputs_name_the_argument():
     with pytest.raises(ValueError, match="total_anneal_steps"):
         mvae.fit(jax.random.key(0), x, total_anneal_steps=0)
     with pytest.raises(ValueError, match="x"):
-        mvae.scores(mvae.init(jax.random.key(0), 30, hidden=(4,), latent=2), x[:, :10])
+        mvae.scores(jax.eval_shape(lambda k: mvae.init(k, 30, hidden=(4,), latent=2), jax.random.key(0)), x[:, :10])
     with pytest.raises(TypeError, match="params"):
         mvae.scores({"w": 1}, x)
 

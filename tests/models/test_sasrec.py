@@ -13,16 +13,23 @@ N_ITEMS, L = 11, 6
 PAD = N_ITEMS
 
 
-def _model():
-    return sasrec(N_ITEMS, max_len=L, d_model=16, n_heads=2, n_layers=2, dtype=jnp.float64)
+def _model(dropout=0.0):
+    return sasrec(N_ITEMS, max_len=L, d_model=16, n_heads=2, n_layers=2, dtype=jnp.float64, dropout=dropout)
 
 
 @pytest.fixture(scope="module")
 def rec():
     m = _model()
     x = jnp.array([[PAD, PAD, 3, 4, 5, 1], [0, 1, 2, 3, 4, 5], [PAD, PAD, PAD, PAD, PAD, 7]])
-    # Compiled: run eagerly, every op of init and apply compiles on its own.
-    return m._replace(apply=jax.jit(m.apply, static_argnames="train")), jax.jit(m.init)(jax.random.key(0), x), x
+    # The parameter tree comes from init, traced but not compiled (init's program, the
+    # forward pass plus every initialiser, is the largest of the module); the values are
+    # N(0, 0.5²) from numpy: every property tested here holds for any parameters, and
+    # these keep the LayerNorm scales and the scores of order 1.
+    shapes = jax.eval_shape(m.init, jax.random.key(0), x)
+    rng = np.random.default_rng(0)
+    p = jax.tree_util.tree_map(lambda s: jnp.asarray(0.5 * rng.normal(size=s.shape), s.dtype), shapes)
+    # Compiled: run eagerly, every op of apply compiles on its own.
+    return m._replace(apply=jax.jit(m.apply, static_argnames="train")), p, x
 
 
 def test_shapes_and_soft_equals_int(rec):
@@ -45,13 +52,12 @@ def test_causality(rec):
 
 
 def test_padding_content_is_ignored(rec):
-    m, p, _ = rec
-    # Two left-padded rows with the same items but different pad counts before them
-    # give the same last-position scores only if pads are inert; here we check that a
-    # padded prefix equals dropping the prefix columns (positions are right-aligned).
-    x = jnp.array([[PAD, PAD, 3, 4, 5]])
-    apply = jax.jit(m.apply)  # one compile per shape instead of one per eager op
-    np.testing.assert_allclose(apply(p, x)[:, -1], apply(p, x[:, 2:])[:, -1], rtol=1e-10, atol=1e-10)
+    m, p, x = rec
+    # A left-padded row gives the same scores at its item positions only if pads are
+    # inert; here we check that a padded prefix equals dropping the prefix columns
+    # (positions are right-aligned). The padded row is the fixture's first one, so the
+    # padded side reuses the fixture's compilation and only the shorter shape compiles.
+    np.testing.assert_allclose(m.apply(p, x)[:1, 2:], m.apply(p, x[:1, 2:]), rtol=1e-10, atol=1e-10)
 
 
 def test_bad_inputs(rec):
@@ -66,18 +72,20 @@ def test_bad_inputs(rec):
 
 
 def test_dropout_masks_replay_with_the_key(rec):
-    _, p, x = rec
-    m = sasrec(N_ITEMS, max_len=L, d_model=16, n_heads=2, n_layers=2, dtype=jnp.float64, dropout=0.5)
-    base = sasrec(N_ITEMS, max_len=L, d_model=16, n_heads=2, n_layers=2, dtype=jnp.float64)
+    base, p, x = rec
+    m = _model(dropout=0.5)
+    # Compiled like the fixture's model: the calls of each mode share one compilation.
+    m = m._replace(apply=jax.jit(m.apply, static_argnames="train"))
     # Evaluation mode ignores the rate (dropout has no parameters: the same params fit both).
     np.testing.assert_array_equal(m.apply(p, x), base.apply(p, x))
     k = jax.random.key(5)
     a, b = m.apply(p, x, train=True, key=k), m.apply(p, x, train=True, key=k)
     np.testing.assert_array_equal(a, b)
     other = m.apply(p, x, train=True, key=jax.random.key(6))
-    assert float(jnp.abs(other - a).max()) > 1e-3 and float(jnp.abs(a - base.apply(p, x)).max()) > 1e-3
+    a, other = np.asarray(a), np.asarray(other)
+    assert np.abs(other - a).max() > 1e-3 and np.abs(a - np.asarray(base.apply(p, x))).max() > 1e-3
     np.testing.assert_array_equal(base.apply(p, x, train=True, key=k), base.apply(p, x))  # rate 0: no-op
     with pytest.raises(ValueError, match="key"):
-        m.apply(p, x, train=True)
+        _model(dropout=0.5).apply(p, x, train=True)
     with pytest.raises(ValueError, match="dropout"):
         sasrec(N_ITEMS, max_len=L, dropout=1.0)

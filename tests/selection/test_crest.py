@@ -50,29 +50,32 @@ def test_weighted_coreset_gradient_beats_random_minibatch():
 def test_quadratic_model_error_is_the_taylor_remainder(x64):
     x, y = _blobs(2, n=40)
     model = mlp(3, hidden=(8,), dtype=jnp.float64)
-    p0 = jax.jit(model.init)(jax.random.PRNGKey(0), x[:1])
+    p0 = jax.tree_util.tree_map(np.asarray, jax.jit(model.init)(jax.random.PRNGKey(0), x[:1]))
     w = np.full(40, 1 / 40)
-    direction = jax.tree_util.tree_map(lambda a: 0.3 * jax.random.normal(jax.random.PRNGKey(1), a.shape, a.dtype), p0)
+    rng = np.random.default_rng(1)  # numpy direction and shifts: no eager jax op to compile
+    direction = jax.tree_util.tree_map(lambda a: 0.3 * rng.normal(size=a.shape), p0)
     shift = lambda t: jax.tree_util.tree_map(lambda a, d: a + t * d, p0, direction)
     assert float(crest.quadratic_model_error(model.apply, p0, p0, x, y, w)) < 1e-15
-    # brute force: explicit Hessian of the flattened weighted loss
+    # brute force: explicit Hessian of the flattened weighted loss (one jitted program)
     flat0, unravel = jax.flatten_util.ravel_pytree(p0)
     dflat = jax.flatten_util.ravel_pytree(direction)[0]
 
-    @jax.jit
     def loss(f):
         logp = jax.nn.log_softmax(model.apply(unravel(f), x))
         return -jnp.sum(w * logp[np.arange(40), y])
 
-    h = jax.jit(jax.hessian(loss))(flat0)
-    g0 = jax.jit(jax.grad(loss))(flat0)
-    for t in (1.0, 0.1):
-        dlt = t * dflat
-        model_val = loss(flat0) + g0 @ dlt + 0.5 * dlt @ h @ dlt
-        ref = abs(float(model_val - loss(flat0 + dlt))) / float(loss(flat0 + dlt))
-        np.testing.assert_allclose(float(crest.quadratic_model_error(model.apply, p0, shift(t), x, y, w)), ref, rtol=1e-8)
-    e1 = float(crest.quadratic_model_error(model.apply, p0, shift(1.0), x, y, w))
-    e01 = float(crest.quadratic_model_error(model.apply, p0, shift(0.1), x, y, w))
+    @jax.jit
+    def brute_force(dlts):
+        h, g0, l0 = jax.hessian(loss)(flat0), jax.grad(loss)(flat0), loss(flat0)
+        model_val = jax.vmap(lambda d: l0 + g0 @ d + 0.5 * d @ h @ d)(dlts)
+        actual = jax.vmap(lambda d: loss(flat0 + d))(dlts)
+        return jnp.abs(model_val - actual) / actual
+
+    ts = (1.0, 0.1)
+    refs = np.asarray(brute_force(jnp.stack([t * dflat for t in ts])))
+    errs = [float(crest.quadratic_model_error(model.apply, p0, shift(t), x, y, w)) for t in ts]
+    np.testing.assert_allclose(errs, refs, rtol=1e-8)
+    e1, e01 = errs
     assert e01 < 0.02 * e1  # a higher-order remainder (ReLU kinks keep it from a clean cubic)
 
 
@@ -98,17 +101,34 @@ def test_crest_train_learns_and_reselects_by_tau():
     assert h_once.selection_steps == [0]
 
 
+def _sgd_step_by_hand(p, x, y, w, lr):
+    """``Σ_i w_i ℓ_i`` of the one-hidden-layer MLP and ``p − lr·∇`` by backpropagation in numpy."""
+    p = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), p)
+    (k1, b1), (k2, b2) = (p["dense_0"]["kernel"], p["dense_0"]["bias"]), (p["head"]["kernel"], p["head"]["bias"])
+    pre = x @ k1 + b1
+    h = np.maximum(pre, 0.0)
+    logits = h @ k2 + b2
+    logp = logits - logits.max(1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(1, keepdims=True))
+    loss = -np.sum(w * logp[np.arange(len(y)), y])
+    dlogits = w[:, None] * (np.exp(logp) - np.eye(logits.shape[1])[y])
+    dpre = (dlogits @ k2.T) * (pre > 0)
+    grads = {"dense_0": {"kernel": x.T @ dpre, "bias": dpre.sum(0)}, "head": {"kernel": h.T @ dlogits, "bias": dlogits.sum(0)}}
+    return loss, jax.tree_util.tree_map(lambda a, g: a - lr * g, p, grads)
+
+
 def test_weighted_step_is_one_train_update():
-    """make_weighted_step is distill.train.update on Σ w_i ℓ_i: the same state and loss."""
+    """make_weighted_step is one SGD update on Σ w_i ℓ_i: the loss and parameters of
+    backpropagation by hand (numpy, float64)."""
     x, y = _blobs(4, n=20)
     model = mlp(3, hidden=(4,))
     p0 = jax.jit(model.init)(jax.random.PRNGKey(0), x[:1])
     opt = optax.sgd(0.1)
-    w = jnp.full((20,), 1 / 20)
-    state, loss = crest.make_weighted_step(model.apply, opt)(train.init(p0, opt), (x, y, w), jax.random.PRNGKey(1))
-    ref_state, ref_loss = train.update(train.init(p0, opt), (x, y, w), jax.random.PRNGKey(1), loss=crest.WeightedCE(model.apply), optimizer=opt)
-    np.testing.assert_allclose(float(loss), float(ref_loss), rtol=1e-6)
-    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), state.params, ref_state.params)
+    w = np.linspace(0.5, 1.5, 20) / 20  # unequal weights: a plain mean would not pass
+    state, loss = crest.make_weighted_step(model.apply, opt)(train.init(p0, opt), (x, y, w.astype(np.float32)), jax.random.PRNGKey(1))
+    ref_loss, ref_params = _sgd_step_by_hand(p0, x.astype(np.float64), y, w, 0.1)
+    np.testing.assert_allclose(float(loss), ref_loss, rtol=1e-6)
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), state.params, ref_params)
     assert crest.WeightedCE(model.apply) == crest.WeightedCE(model.apply)  # one compiled step per model
 
 

@@ -30,13 +30,25 @@ def _ridge_fit(x, y, l2, eps=None):
     return jnp.linalg.solve(a, (x * w[:, None]).T @ y)
 
 
+@jax.jit
+def _ridge_reference(x, y, xt, yt, l2):
+    """At ε = 0: the closed-form fit, its Jacobian dθ̂/dε and the gradient of the test loss in ε.
+
+    Both ridge tests get their references from this one compiled program (eagerly, every
+    op of the solve and of its derivatives would compile on its own).
+    """
+    fit = lambda e: _ridge_fit(x, y, l2, e)
+    e0 = jnp.zeros(x.shape[0])  # adds 0.0 to the weights: the fit of ε = None
+    return fit(e0), jax.jacobian(fit)(e0), jax.grad(lambda e: sq_loss({"w": fit(e)}, (xt, yt)))(e0)
+
+
 def test_ridge_influence_params_are_exact_derivatives(x64):
     x, y, xt, yt = _ridge_data(0)
     l2 = 0.1
-    p = {"w": _ridge_fit(x, y, l2)}
-    obj = influence.objective(sq_loss, p, l2=l2)
     # dθ̂/dεᵢ of the closed form, by reverse-mode through the solve
-    jac = jax.jacobian(lambda e: _ridge_fit(jnp.asarray(x), jnp.asarray(y), l2, e))(jnp.zeros(x.shape[0]))
+    w, jac, _ = _ridge_reference(x, y, xt, yt, l2)
+    p = {"w": w}
+    obj = influence.objective(sq_loss, p, l2=l2)
     cg = influence.influence_params(obj, (x, y), method="cg")
     np.testing.assert_allclose(np.asarray(cg), np.asarray(jac).T, atol=1e-9)
     lam_max = float(np.linalg.eigvalsh(x.T @ x / len(x)).max()) + l2
@@ -47,10 +59,9 @@ def test_ridge_influence_params_are_exact_derivatives(x64):
 def test_ridge_influence_loss_is_exact_derivative_of_test_loss(x64):
     x, y, xt, yt = _ridge_data(1)
     l2 = 0.2
-    p = {"w": _ridge_fit(x, y, l2)}
+    w, _, ref = _ridge_reference(x, y, xt, yt, l2)  # ref: d L_test(θ̂_ε)/dεᵢ through the solve
+    p = {"w": w}
     obj = influence.objective(sq_loss, p, l2=l2)
-    test_loss = lambda e: sq_loss({"w": _ridge_fit(jnp.asarray(x), jnp.asarray(y), l2, e)}, (xt, yt))
-    ref = jax.grad(test_loss)(jnp.zeros(x.shape[0]))
     got = influence.influence_loss(obj, (x, y), (xt, yt))
     np.testing.assert_allclose(np.asarray(got), np.asarray(ref), atol=1e-9)
     # per-test matrix: its mean over test points is the influence on the mean test loss

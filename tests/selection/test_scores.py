@@ -16,7 +16,11 @@ def _setup(n=13, d=5, c=4, seed=0):
     rng = np.random.default_rng(seed)
     x = jnp.asarray(rng.normal(size=(n, d)), jnp.float32)
     y = jnp.asarray(rng.integers(0, c, n), jnp.int32)
-    params = [model.init(jax.random.PRNGKey(s), x) for s in range(2)]
+    # Two models: init's parameter tree (traced, not compiled) with N(0, 1/shape[0]) values
+    # from numpy (N(0, 1/fan_in) kernels); an eager init would compile each of its random ops.
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
+    draw = lambda s: jnp.asarray((rng.normal(size=s.shape) / np.sqrt(s.shape[0])).astype(s.dtype))
+    params = [jax.tree_util.tree_map(draw, shapes) for _ in range(2)]
     return model, params, x, y
 
 
@@ -29,28 +33,34 @@ def test_grand_equals_python_loop_of_gradients():
     got = scores.grand(model.apply, params[0], (x, y), block_size=4)  # ragged blocks
     want = []
     grad_one = jax.jit(jax.grad(partial(_ce, model)))
+    xs, ys = np.asarray(x), np.asarray(y)  # rows and norms in numpy: eager jax ops compile one by one
     for i in range(x.shape[0]):
-        g = grad_one(params[0], x[i], y[i])
-        want.append(np.sqrt(sum(float(jnp.sum(a**2)) for a in jax.tree_util.tree_leaves(g))))
+        g = grad_one(params[0], xs[i], ys[i])
+        want.append(np.sqrt(sum(np.sum(np.asarray(a, np.float64) ** 2) for a in jax.tree_util.tree_leaves(g))))
     np.testing.assert_allclose(got, want, rtol=2e-5)
-    # ensemble: mean over models
+    # ensemble: mean over models (the single models at the block size above: no new compile)
     ens = scores.grand(model.apply, params, (x, y))
-    each = [scores.grand(model.apply, p, (x, y)) for p in params]
+    each = [scores.grand(model.apply, p, (x, y), block_size=4) for p in params]
     np.testing.assert_allclose(ens, np.mean(each, axis=0), rtol=1e-5)
+
+
+def _softmax(logits):
+    z = np.asarray(logits, np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    return np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
 
 
 def test_loss_el2n_margin_entropy_match_direct_formulas():
     model, params, x, y = _setup()
-    logits = [model.apply(p, x) for p in params]
-    probs = [jax.nn.softmax(lg) for lg in logits]
-    onehot = jax.nn.one_hot(y, 4)
+    apply = jax.jit(model.apply)  # the logits in one compilation; the formulas in numpy
+    probs = [_softmax(apply(p, x)) for p in params]
+    onehot = np.eye(4)[np.asarray(y)]
     np.testing.assert_allclose(
-        scores.loss(model.apply, params[0], (x, y)),
-        -jnp.take_along_axis(jax.nn.log_softmax(logits[0]), y[:, None], 1)[:, 0], rtol=1e-5)
+        scores.loss(model.apply, params[0], (x, y)), -np.log(probs[0][np.arange(13), np.asarray(y)]), rtol=1e-5)
     np.testing.assert_allclose(
         scores.el2n(model.apply, params, (x, y)),
-        np.mean([jnp.linalg.norm(p - onehot, axis=1) for p in probs], axis=0), rtol=1e-5)
-    s = np.sort(np.asarray(probs[0]), axis=1)
+        np.mean([np.linalg.norm(p - onehot, axis=1) for p in probs], axis=0), rtol=1e-5)
+    s = np.sort(probs[0], axis=1)
     np.testing.assert_allclose(scores.margin(model.apply, params[0], x), s[:, -1] - s[:, -2], rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(
         scores.entropy(model.apply, params[0], (x, y)),
@@ -66,15 +76,17 @@ def test_scorer_is_jittable_with_partial():
 
 def test_perplexity_matches_manual():
     v, n, length = 7, 3, 5
-    table = jax.random.normal(jax.random.PRNGKey(1), (v, v))
+    table = np.random.default_rng(1).normal(size=(v, v)).astype(np.float32)
     apply = lambda p, t: p[t]  # bigram LM: logits depend on the current token
-    tokens = jnp.asarray(np.random.default_rng(0).integers(0, v, (n, length + 1)), jnp.int32)
-    mask = jnp.asarray(np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 0, 0, 0, 0]], np.float32))
-    got = scores.perplexity(apply, table, tokens, mask=mask)
-    logp = jax.nn.log_softmax(table, axis=-1)
+    tokens = np.random.default_rng(0).integers(0, v, (n, length + 1)).astype(np.int32)
+    mask = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 0, 0, 0, 0]], np.float32)
+    got = scores.perplexity(apply, jnp.asarray(table), jnp.asarray(tokens), mask=jnp.asarray(mask))
+    # the reference in numpy: eager jax indexing would compile each gather
+    t64 = table.astype(np.float64)
+    logp = t64 - np.log(np.sum(np.exp(t64), axis=-1, keepdims=True))
     for i in range(n):
         m = int(mask[i].sum())
-        nll = [-float(logp[tokens[i, t], tokens[i, t + 1]]) for t in range(m)]
+        nll = [-logp[tokens[i, t], tokens[i, t + 1]] for t in range(m)]
         np.testing.assert_allclose(got[i], np.exp(np.mean(nll)), rtol=1e-5)
 
 
@@ -106,6 +118,7 @@ def test_prototype_distance_outliers_score_highest():
     rng = np.random.default_rng(0)
     centers = rng.normal(size=(3, 8)) * 5
     x = np.concatenate([c + 0.1 * rng.normal(size=(30, 8)) for c in centers] + [rng.normal(size=(3, 8)) * 5])
+    # (93, 8), k = 3: the k-means compilation is shared with test_coresets' blob test
     d = scores.prototype_distance(jax.random.PRNGKey(0), jnp.asarray(x, jnp.float32), 3, metric="euclidean")
     assert set(np.argsort(-np.asarray(d))[:3]) == {90, 91, 92}
 

@@ -56,6 +56,28 @@ def _knn_data(seed, n=8, m=10, c=3):
     return rng.normal(size=(n, 2)), rng.integers(0, c, n).astype(np.int32), rng.normal(size=(m, 2)), rng.integers(0, c, m).astype(np.int32)
 
 
+def _knn_utility_np(x, y, xt, yt, k, mask):
+    """Jia et al.'s K-NN utility by hand (numpy): mean over test points of the matching
+    labels among the ``min(K, |S|)`` nearest members of ``S`` (ties by index), over ``K``."""
+    members = np.flatnonzero(mask)
+    d = ((xt[:, None] - x[None, members]) ** 2).sum(-1)
+    nearest = members[np.argsort(d, axis=1, kind="stable")[:, :k]]
+    return float(np.mean((y[nearest] == yt[:, None]).sum(1)) / k)
+
+
+def _knn_shapley_by_subsets(x, y, xt, yt, k):
+    """Shapley values of :func:`_knn_utility_np` from the subset formula, all ``2ⁿ`` subsets in numpy."""
+    n = len(x)
+    masks = (np.arange(2**n)[:, None] >> np.arange(n)) & 1
+    u = np.array([_knn_utility_np(x, y, xt, yt, k, m) for m in masks])
+    phi = np.zeros(n)
+    for code, m in enumerate(masks):
+        s = int(m.sum())
+        for i in np.flatnonzero(m == 0):
+            phi[i] += math.factorial(s) * math.factorial(n - s - 1) / math.factorial(n) * (u[code | (1 << i)] - u[code])
+    return phi
+
+
 @pytest.mark.parametrize("k", [1, 3, 10])
 def test_knn_shapley_closed_form_equals_enumeration(x64, k):
     x, y, xt, yt = _knn_data(k)
@@ -66,30 +88,31 @@ def test_knn_shapley_closed_form_equals_enumeration(x64, k):
 
 
 def test_knn_shapley_k_above_n_sums_to_utility(x64):
-    # K > n: every point fills one of K slots, U(D) = Σ m / K = 6 / 50 (the old base case m_n / n gave 1.0).
-    x, y = np.arange(6, dtype=np.float64)[:, None], np.zeros(6, np.int32)
-    vals = np.asarray(shapley.knn_shapley(x, y, x[:1], y[:1], 50))
-    np.testing.assert_allclose(vals.sum(), 0.12, atol=1e-12)
-    exact = shapley.exact_shapley(shapley.knn_utility(x, y, x[:1], y[:1], 50), 6)
-    np.testing.assert_allclose(vals, exact, atol=1e-12)
+    # K > n: every point fills one of K slots, U(D) = Σ m / K = 8 / 10 (the old base case m_n / n gave 1.0).
+    # n = 8, 10 test points and K = 10, as in the closed-form test: its compiled program is reused.
+    x, y = np.stack([np.arange(8.0), np.zeros(8)], 1), np.zeros(8, np.int32)
+    xt, yt = np.repeat(x[:1], 10, 0), np.zeros(10, np.int32)
+    vals = np.asarray(shapley.knn_shapley(x, y, xt, yt, 10))
+    np.testing.assert_allclose(vals.sum(), 0.8, atol=1e-12)
+    np.testing.assert_allclose(vals, _knn_shapley_by_subsets(x, y, xt, yt, 10), atol=1e-12)
     # Mixed labels with the farthest point matching: enumeration again.
-    xm, ym, xt, yt = _knn_data(3, n=5, m=4, c=2)
+    xm, ym, xt, yt = _knn_data(3, c=2)
     ym[:] = 0
     yt[:] = 0
     ym[0] = 1
-    exact = shapley.exact_shapley(shapley.knn_utility(xm, ym, xt, yt, 9), 5)
-    np.testing.assert_allclose(np.asarray(shapley.knn_shapley(xm, ym, xt, yt, 9)), exact, atol=1e-12)
+    exact = _knn_shapley_by_subsets(xm, ym, xt, yt, 10)
+    np.testing.assert_allclose(np.asarray(shapley.knn_shapley(xm, ym, xt, yt, 10)), exact, atol=1e-12)
 
 
 def test_tmc_converges_to_exact(x64):
     x, y, xt, yt = _knn_data(7, n=7)
     u = shapley.knn_utility(x, y, xt, yt, 2)
-    exact = shapley.exact_shapley(u, 7)
+    exact = _knn_shapley_by_subsets(x, y, xt, yt, 2)  # numpy: no compilation per utility
     res = shapley.tmc_shapley(jax.random.PRNGKey(0), u, 7, truncation=0.0, max_permutations=2000, convergence_tol=1e-3, window=200, batch=100)
     assert res.n_permutations == 2000 and not res.converged
     assert res.utility_calls == 2000 * 7 + 2  # no truncation: every prefix evaluated
     np.testing.assert_allclose(res.values, exact, atol=0.025)
-    np.testing.assert_allclose(res.values.sum(), float(u(jnp.ones(7, bool))), atol=1e-9)  # efficiency per permutation
+    np.testing.assert_allclose(res.values.sum(), _knn_utility_np(x, y, xt, yt, 2, np.ones(7, bool)), atol=1e-9)  # efficiency per permutation
 
 
 def test_tmc_truncation_saves_calls_and_stops_on_convergence(x64):
@@ -168,8 +191,9 @@ def test_tmc_engines_agree_for_the_same_permutations(x64):
     ref = shapley.tmc_shapley(jax.random.PRNGKey(3), u, n, engine="map", **kw)
     assert ref.n_permutations == 32 and len(ref.errors) == 3  # checks after 16, 24, 32
     assert 2 < ref.utility_calls < 32 * n + 2  # truncation skipped some evaluations
-    for engine in ("vmap", "python"):
-        got = shapley.tmc_shapley(jax.random.PRNGKey(3), u, n, engine=engine, batches_per_call=4, **kw)
+    # the Python engine gets the utility jitted: one compilation, then fast calls per prefix
+    for engine, util in (("vmap", u), ("python", jax.jit(u))):
+        got = shapley.tmc_shapley(jax.random.PRNGKey(3), util, n, engine=engine, batches_per_call=4, **kw)
         np.testing.assert_allclose(got.values, ref.values, atol=1e-12)
         np.testing.assert_allclose(got.errors, ref.errors, atol=1e-12)
         assert (got.n_permutations, got.utility_calls, got.converged) == (ref.n_permutations, ref.utility_calls, ref.converged)

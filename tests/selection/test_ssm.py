@@ -17,13 +17,20 @@ def _blobs(seed, n=200, d=5, c=3):
     return (centers[y] + rng.normal(size=(n, d))), y
 
 
-def _head_grads(model, p, x, y):
-    def loss(head, xi, yi):
-        q = dict(p, head=head)
-        return -jax.nn.log_softmax(model.apply(q, xi[None]))[0, yi]
+# One model object for the float64 tests: ``apply`` is a static argument of the jitted
+# sketch, so the same object (and the same shapes) reuses its compilation.
+_MODEL64 = mlp(3, hidden=(4,), dtype=jnp.float64)
 
-    g = jax.vmap(jax.grad(loss), (None, 0, 0))(p["head"], x, y)
-    return np.concatenate([np.asarray(g["bias"]), np.asarray(g["kernel"]).reshape(len(x), -1)], 1)
+
+def _head_grads(p, x, y):
+    """Per-example last-layer gradients of the cross-entropy by hand (numpy):
+    ``∂ℓ/∂b = softmax − onehot`` and ``∂ℓ/∂W = h ⊗ (softmax − onehot)``."""
+    p = jax.tree_util.tree_map(np.asarray, p)
+    h = np.maximum(x @ p["dense_0"]["kernel"] + p["dense_0"]["bias"], 0.0)
+    logits = h @ p["head"]["kernel"] + p["head"]["bias"]
+    prob = np.exp(logits - logits.max(1, keepdims=True))
+    r = prob / prob.sum(1, keepdims=True) - np.eye(logits.shape[1])[y]
+    return np.concatenate([r, (h[:, :, None] * r[:, None, :]).reshape(len(x), -1)], 1)
 
 
 def test_layer_mask():
@@ -35,10 +42,9 @@ def test_layer_mask():
 
 def test_sketch_gram_matches_gradient_gram(x64):
     x, y = _blobs(0, n=12)
-    model = mlp(3, hidden=(4,), dtype=jnp.float64)
-    p = jax.jit(model.init)(jax.random.PRNGKey(0), x[:1])
-    g = _head_grads(model, p, x, y)  # (12, 15) true last-layer gradients
-    c = np.asarray(ssm.zeroth_order_features(jax.random.PRNGKey(1), model.apply, p, x, y, n_directions=6000, eps=1e-5, sparsity=None))
+    p = jax.jit(_MODEL64.init)(jax.random.PRNGKey(0), x[:1])
+    g = _head_grads(p, x, y)  # (12, 15) true last-layer gradients
+    c = np.asarray(ssm.zeroth_order_features(jax.random.PRNGKey(1), _MODEL64.apply, p, x, y, n_directions=6000, eps=1e-5, sparsity=None))
     gram, est = g @ g.T, c @ c.T / c.shape[1]  # E[zzᵀ] = I  ⇒  E[c cᵀ]/P = G Gᵀ
     assert np.linalg.norm(est - gram) < 0.1 * np.linalg.norm(gram)
     # squared distances, what facility location sees
@@ -48,14 +54,15 @@ def test_sketch_gram_matches_gradient_gram(x64):
 
 
 def test_sparsity_one_gives_rank_one_sketch(x64):
-    x, y = _blobs(1, n=10)
-    model = mlp(3, hidden=(4,), dtype=jnp.float64)
-    p = jax.jit(model.init)(jax.random.PRNGKey(0), x[:1])
-    c = np.asarray(ssm.zeroth_order_features(jax.random.PRNGKey(2), model.apply, p, x, y, n_directions=8, eps=1e-5, sparsity=1))
+    x, y = _blobs(1, n=12)
+    p = jax.jit(_MODEL64.init)(jax.random.PRNGKey(0), x[:1])
+    c = np.asarray(ssm.zeroth_order_features(jax.random.PRNGKey(2), _MODEL64.apply, p, x, y, n_directions=8, eps=1e-5, sparsity=1))
     sv = np.linalg.svd(c, compute_uv=False)
     assert sv[1] < 1e-6 * sv[0]  # one coordinate kept: c_ip = g_i[k] z_p[k]
-    c_all = np.asarray(ssm.zeroth_order_features(jax.random.PRNGKey(2), model.apply, p, x, y, n_directions=8, eps=1e-5, sparsity=None))
-    assert np.linalg.svd(c_all, compute_uv=False)[1] > 1e-3 * sv[0]
+    # without sparsification, rank > 1 (the shapes and arguments of the Gram test: one compilation)
+    c_all = np.asarray(ssm.zeroth_order_features(jax.random.PRNGKey(2), _MODEL64.apply, p, x, y, n_directions=6000, eps=1e-5, sparsity=None))
+    sv_all = np.linalg.svd(c_all, compute_uv=False)
+    assert sv_all[1] > 1e-3 * sv_all[0]
 
 
 def test_ssm_train_learns_and_selects_every_step():

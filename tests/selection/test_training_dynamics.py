@@ -17,32 +17,51 @@ def _data():
     return jnp.asarray(x), jnp.asarray(y)
 
 
+_MODEL = mlp(2, hidden=(16,))
+
+
+def _init(x):
+    """Initial parameters: init's tree (traced, not compiled) with N(0, 1/shape[0]) numpy values.
+
+    An init run eagerly or jitted would compile its random ops; kernels get N(0, 1/fan_in).
+    """
+    rng = np.random.default_rng(0)
+    shapes = jax.eval_shape(_MODEL.init, jax.random.PRNGKey(0), x)
+    return jax.tree_util.tree_map(lambda s: jnp.asarray((rng.normal(size=s.shape) / np.sqrt(s.shape[0])).astype(s.dtype)), shapes)
+
+
 def test_train_with_dynamics_records_every_epoch():
     x, y = _data()
-    model = mlp(2, hidden=(16,))
-    p0 = jax.jit(model.init)(jax.random.PRNGKey(0), x)
-    params, dyn = td.train_with_dynamics(jax.random.PRNGKey(1), model.apply, p0, optax.adam(0.05), x, y, epochs=6, batch_size=16)
+    model = _MODEL
+    params, dyn = td.train_with_dynamics(jax.random.PRNGKey(1), model.apply, _init(x), optax.adam(0.05), x, y, epochs=6, batch_size=16)
     assert dyn.loss.shape == dyn.prob_true.shape == dyn.correct.shape == (6, 40)
-    assert float(dyn.loss[-1].mean()) < float(dyn.loss[0].mean())
-    np.testing.assert_allclose(dyn.prob_true, jnp.exp(-dyn.loss), rtol=1e-5)
-    last = td.record_examples(model.apply, params, x, y)  # the last record is the final model
+    loss = np.asarray(dyn.loss, np.float64)  # checked in numpy: each eager jax op compiles
+    assert loss[-1].mean() < loss[0].mean()
+    np.testing.assert_allclose(dyn.prob_true, np.exp(-loss), rtol=1e-5)
+    # the last record is the final model (record_examples compiled once, not op by op)
+    last = jax.jit(td.record_examples, static_argnums=0)(model.apply, params, x, y)
     np.testing.assert_allclose(dyn.loss[-1], last.loss, rtol=1e-5, atol=1e-6)
     # feeds the dynamics scorers
-    assert scores.forgetting_events(dyn.correct).shape == (40,)
-    assert scores.data_map(dyn.prob_true, dyn.correct).variability.shape == (40,)
+    assert jax.jit(scores.forgetting_events)(dyn.correct).shape == (40,)
+    assert jax.jit(scores.data_map)(dyn.prob_true, dyn.correct).variability.shape == (40,)
 
 
 def test_recorder_in_a_user_loop():
     x, y = _data()
-    model = mlp(2, hidden=(8,))
-    params = jax.jit(model.init)(jax.random.PRNGKey(0), x)
+    model = _MODEL
+    params = _init(x)
     opt = optax.sgd(0.5)
     state = opt.init(params)
     rec = td.DynamicsRecorder(model.apply, x, y)
     loss = lambda p: -jnp.mean(jax.nn.log_softmax(model.apply(p, x))[jnp.arange(40), y])
-    for _ in range(3):
+
+    @jax.jit  # the user's step, compiled once (eagerly, each of its ops compiles on its own)
+    def step(params, state):
         upd, state = opt.update(jax.grad(loss)(params), state)
-        params = optax.apply_updates(params, upd)
+        return optax.apply_updates(params, upd), state
+
+    for _ in range(3):
+        params, state = step(params, state)
         rec.record(params)
     dyn = rec.dynamics()
     assert dyn.correct.shape == (3, 40) and dyn.correct.dtype == bool
