@@ -55,7 +55,8 @@ trajectory point, the network then training on the updated set (``Settings.inter
 updates per outer step); without it (every recorded run without ``_interleave`` in its name) one outer step is one
 update on the distances summed over the T points. ``--dc-net-momentum 0.5`` gives the network's SGD on the set
 the momentum of the DC paper's code (``Settings.net_momentum``), ``--dc-net-augment`` trains DSA's network on
-augmented images as DSA's code does (``Settings.net_augment``), and ``--real-batch 256`` is DC's real batch; the
+augmented images as DSA's code does (``Settings.net_augment``), ``--real-batch 256`` is DC's real batch, and
+``--dc-outer-momentum 0.5 --outer-lr 0.1`` updates the images with DC's SGD (``Settings.outer_momentum``); the
 recorded runs use none of these unless their config says otherwise.
 
 Writes ``NAME.json``, ``NAME_grid.png``, ``NAME_memory.png`` and ``NAME_sets/*.npz``
@@ -157,7 +158,8 @@ def method_settings(method, ipc, args, models, images):
         settings = dc.Settings(**base, model=model, inner_steps=args.dc_inner, inner_lr=0.01, dsa=dsa,
                                net_steps=args.dc_net_steps, net_momentum=args.dc_net_momentum,
                                net_augment=args.dc_net_augment and dsa is not None, interleave=args.dc_interleave,
-                               real_batch=args.real_batch, point_batches=args.dc_point_batches)
+                               real_batch=args.real_batch, point_batches=args.dc_point_batches,
+                               outer_momentum=args.dc_outer_momentum)
         return dc, settings, per_class_batches(x, y, n_classes, dc.batch_size(settings), 1)
     if method == "DM":
         return dm, dm.Settings(**base, embed=embed, real_batch=args.real_batch), per_class_batches(
@@ -342,6 +344,9 @@ def parse_args(argv):
     ap.add_argument("--dc-point-batches", action="store_true",
                     help="DC/DSA match every trajectory point to its own real batch, as DC's code does (the recorded "
                          "runs: one batch per outer step)")
+    ap.add_argument("--dc-outer-momentum", type=float, default=None,
+                    help="DC/DSA update the images with SGD(--outer-lr) and this momentum instead of Adam (DC's code: "
+                         "SGD 0.1, momentum 0.5; the recorded runs: Adam)")
     ap.add_argument("--real-batch", type=int, default=64,
                     help="DC/DSA/DM real images per class per step (DC's code: 256; the recorded runs: 64)")
     ap.add_argument("--mtt-student-lr", type=float, default=1e-3, help="MTT's initial (learned) student learning rate")
@@ -501,6 +506,7 @@ def run_config(args, expert_s):
             "outer_lr_farzi": args.lr_farzi, "real_batch": args.real_batch, "dc_inner_steps": args.dc_inner,
             "dc_net_steps": args.dc_net_steps, "dc_net_momentum": args.dc_net_momentum,
             "dc_net_augment": args.dc_net_augment, "dc_point_batches": args.dc_point_batches,
+            "dc_outer_momentum": args.dc_outer_momentum,
             "dc_interleave": args.dc_interleave,
             "mm_inner_steps": args.mm_steps,
             "mtt": {"syn_steps": args.mtt_syn_steps, "expert_epochs_M": 2, "expert_total_epochs": args.expert_epochs,

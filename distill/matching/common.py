@@ -293,7 +293,7 @@ def describe(value: Any) -> Any:
 
 #: Settings fields added after checkpoints had been written without them: at their
 #: default they are left out of the fingerprint, so those checkpoints still resume.
-_LATER_FIELDS = ("net_momentum", "net_augment", "point_batches")
+_LATER_FIELDS = ("net_momentum", "net_augment", "point_batches", "outer_momentum")
 
 
 def fingerprint(settings: Any, data: Data, **extra: Any) -> dict:
@@ -317,10 +317,13 @@ def run(
     progress: bool,
     evaluate: Any,
     update: Any = None,
+    optimizer: Any = None,
 ) -> tuple[Any, loop.History]:
-    """:func:`distill.loop.run` with Adam(``settings.lr``) for ``settings.steps`` steps;
-    step ``t``'s objective key is ``fold_in(key, t)``; ``update`` replaces the step."""
-    return loop.run(objective, syn_params, optax.adam(settings.lr), batches, steps=settings.steps, key=key,
+    """:func:`distill.loop.run` with ``optimizer`` (default Adam(``settings.lr``)) for
+    ``settings.steps`` steps; step ``t``'s objective key is ``fold_in(key, t)``; ``update``
+    replaces the step."""
+    optimizer = optax.adam(settings.lr) if optimizer is None else optimizer
+    return loop.run(objective, syn_params, optimizer, batches, steps=settings.steps, key=key,
                     evaluate=evaluate, eval_every=settings.eval_every, checkpoint_dir=checkpoint_dir,
                     progress=progress, fingerprint=fingerprint_, update=update)
 
@@ -358,6 +361,7 @@ def distill_images(
     fixed_batch: bool = False,
     fingerprint_extra: dict | None = None,
     update: Any = None,
+    optimizer: Any = None,
 ) -> tuple[Any, loop.History]:
     """The run every image method's ``distill`` shares: initial parameters from
     ``init(k_init, ...)`` (or ``init_params``), step ``t``'s real batch
@@ -365,7 +369,7 @@ def distill_images(
     one batch ``sample_batch(k_batch, ...)`` at every step, as MTT's expert pool), the
     objective with ``settings`` bound, and :func:`run`. ``method`` is the module's
     ``(init, sample_batch, objective)``; ``k_init, k_batch = data_keys(key)``; ``update``
-    replaces the loop's step (:func:`distill.loop.run`)."""
+    replaces the loop's step (:func:`distill.loop.run`); ``optimizer`` replaces Adam(``settings.lr``)."""
     init, sample_batch, objective = method
     k_init, k_batch = data_keys(key)
     params = init(k_init, data, settings) if init_params is None else init_params
@@ -376,7 +380,7 @@ def distill_images(
     obj = lambda p, b, k: objective(p, b, k, settings, mesh=mesh)  # noqa: E731
     fp = fingerprint(settings, Data(data.x, data.y, data.n_classes), **(fingerprint_extra or {}))
     return run(key, obj, params, batches, settings, fp, checkpoint_dir=checkpoint_dir, progress=progress,
-               evaluate=evaluate, update=update)
+               evaluate=evaluate, update=update, optimizer=optimizer)
 
 
 def synthetic_images(key: jax.Array, image_params: Any, data: Data, settings: Any) -> np.ndarray:

@@ -229,6 +229,43 @@ def test_interleaved_step_with_network_momentum_and_augmentation(x64):
         dc.objective(xs, xr, key, settings._replace(dsa=None))
 
 
+def test_dc_outer_optimizer_is_dc_sgd_and_distill_uses_it(monkeypatch):
+    """outer_momentum: S is updated with DC's image optimizer, PyTorch's SGD
+    ``v ← μv + g, S ← S − lr·v`` (the default: Adam), and dc.distill hands that optimizer
+    to the loop. (The interleaved test above checks the loop's use of it in float64.)"""
+    settings = dc.Settings(ipc=IPC, steps=2, lr=0.1, outer_momentum=0.5, model=tanh_model(), real_batch=4)
+    grads = np.random.default_rng(0).normal(size=(3, 5))
+
+    def updates(opt):
+        s, state, out = np.ones(5), opt.init(np.ones(5)), []
+        for g in grads:
+            u, state = opt.update(g, state, s)
+            s = s + np.asarray(u)
+            out.append(s)
+        return np.stack(out)
+
+    s, v, ref = np.ones(5), np.zeros(5), []
+    for g in grads:
+        v = 0.5 * v + g
+        s = s - 0.1 * v
+        ref.append(s)
+    np.testing.assert_allclose(updates(dc.outer_optimizer(settings)), np.stack(ref), rtol=1e-6)
+    adam = updates(dc.outer_optimizer(settings._replace(outer_momentum=None)))
+    np.testing.assert_allclose(adam[0], 1 - 0.1 * np.sign(grads[0]), rtol=1e-5)  # Adam's first step: lr·sign(g)
+    seen = []
+
+    def fake_run(key, objective, params, batches, settings_, fp, **kw):
+        seen.append(kw["optimizer"])
+        return params, M.common.loop.History([], [], [], [], -1, float("nan"), False)
+
+    monkeypatch.setattr(M.common, "run", fake_run)
+    x, y = tiny_data()
+    dc.distill(jax.random.key(0), M.Data(x, y, C), settings)
+    np.testing.assert_allclose(updates(seen[0]), np.stack(ref), rtol=1e-6)
+    with pytest.raises(ValueError, match="settings.outer_momentum"):
+        dc.outer_optimizer(settings._replace(outer_momentum=1.5))
+
+
 def test_dc_validation():
     x, y = tiny_data()
     settings = dc.Settings(ipc=IPC, model=mlp(C, hidden=(4,)))
@@ -600,6 +637,9 @@ def test_fingerprint_leaves_a_later_field_out_at_its_default():
     assert "net_momentum" not in plain and "net_augment" not in plain and plain["net_steps"] == 1
     moved = M.common.fingerprint(dc.Settings(ipc=IPC, net_momentum=0.5), data)["settings"]
     assert moved == {**plain, "net_momentum": 0.5}
+    assert "outer_momentum" not in plain
+    sgd = M.common.fingerprint(dc.Settings(ipc=IPC, outer_momentum=0.5), data)["settings"]
+    assert sgd == {**plain, "outer_momentum": 0.5}
 
 
 # ----------------------------------------------------------------------------- Farzi images, export
