@@ -114,7 +114,9 @@ class Settings(NamedTuple):
         interleaved steps).
       outer_momentum: ``None`` updates the images with Adam(``lr``); a float μ with SGD(``lr``)
         and momentum μ, PyTorch's form ``v ← μv + g, S ← S − lr·v`` as DC's code updates its
-        images (lr 0.1, μ 0.5). The default is Adam: it is what every recorded run used.
+        images (lr 0.1, μ 0.5). The default is Adam(0.01). On Fashion-MNIST IPC 10, DC's SGD
+        reached the same set after 60 interleaved steps (79.2 against 79.2) and trailed
+        it after 30 (77.6 against 78.4; DSA after 20: 77.2 against 77.9).
       eval_every: updates between ``evaluate`` calls (``loop.run``'s 50).
     """
 
