@@ -86,20 +86,22 @@ def zeroth_order_features(
     n_layer = int(jnp.sum(mask))
     s = n_layer if sparsity is None else check_int(sparsity, "sparsity", min_value=1)
     s = min(s, n_layer)
-    z1, z2 = _directions(ravel_pytree(params)[0], mask, key, n_directions)
+    # only the flat dtype is needed here: eval_shape reads it without copying the parameters
+    dtype = jax.eval_shape(lambda q: ravel_pytree(q)[0], params).dtype
+    z1, z2 = _directions(key, mask, n_directions, dtype)
     return _zo(apply, params, mask, z1, z2, jnp.asarray(x), jnp.asarray(y), eps, s)
 
 
-@functools.partial(jax.jit, static_argnames=("p",))
-def _directions(flat, mask, key, p):
+@functools.partial(jax.jit, static_argnames=("p", "dtype"))
+def _directions(key, mask, p, dtype):
     """The Gaussian directions of both rounds, ``(P, d)`` each, the first restricted to the layer.
 
     A program of their own: fused into the sketch, the inverse-error-function polynomial of
     ``jax.random.normal`` is duplicated into every consumer, which multiplies compile time.
     """
     k1, k2 = jax.random.split(key)
-    z1 = jax.random.normal(k1, (p,) + flat.shape, flat.dtype) * mask
-    return z1, jax.random.normal(k2, (p,) + flat.shape, flat.dtype)
+    z1 = jax.random.normal(k1, (p,) + mask.shape, dtype) * mask
+    return z1, jax.random.normal(k2, (p,) + mask.shape, dtype)
 
 
 @functools.partial(jax.jit, static_argnames=("apply", "s"))

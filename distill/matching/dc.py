@@ -51,8 +51,8 @@ from distill.matching import augment, common
 from distill.matching.common import Data, Latent, tree_map, xent
 from models.model_fns import ModelFns
 
-__all__ = ["Settings", "Data", "Result", "init", "outer_optimizer", "batch_size", "sample_batch", "objective", "interleaved_step", "distill",
-           "layer_distance", "match_distance"]
+__all__ = ["Settings", "Data", "Result", "init", "outer_optimizer", "batch_size", "sample_batch", "objective",
+           "interleaved_step", "distill", "layer_distance", "match_distance"]
 
 
 class Settings(NamedTuple):
