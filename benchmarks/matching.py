@@ -56,7 +56,9 @@ updates per outer step); without it (every recorded run without ``_interleave`` 
 update on the distances summed over the T points. ``--dc-net-momentum 0.5`` gives the network's SGD on the set
 the momentum of the DC paper's code (``Settings.net_momentum``), ``--dc-net-augment`` trains DSA's network on
 augmented images as DSA's code does (``Settings.net_augment``), ``--real-batch 256`` is DC's real batch, and
-``--dc-outer-momentum 0.5 --outer-lr 0.1`` updates the images with DC's SGD (``Settings.outer_momentum``); the
+``--dc-outer-momentum 0.5 --outer-lr 0.1`` updates the images with DC's SGD (``Settings.outer_momentum``);
+``--dm-outer-momentum 0.5 --outer-lr 1 --dm-dsa color_crop_cutout_flip_scale_rotate --real-batch 256`` is DM's
+code (``distill.matching.dm.Settings``), and ``--eval-strategy`` sets the papers' evaluation augmentation; the
 recorded runs use none of these unless their config says otherwise.
 
 Writes ``NAME.json``, ``NAME_grid.png``, ``NAME_memory.png`` and ``NAME_sets/*.npz``
@@ -162,7 +164,8 @@ def method_settings(method, ipc, args, models, images):
                                outer_momentum=args.dc_outer_momentum)
         return dc, settings, per_class_batches(x, y, n_classes, dc.batch_size(settings), 1)
     if method == "DM":
-        return dm, dm.Settings(**base, embed=embed, real_batch=args.real_batch), per_class_batches(
+        return dm, dm.Settings(**base, embed=embed, real_batch=args.real_batch, dsa=args.dm_dsa,
+                               outer_momentum=args.dm_outer_momentum), per_class_batches(
             x, y, n_classes, args.real_batch, 2)
     if method == "KIP":
         targets = np.asarray(M.kip_targets(jnp.asarray(y), n_classes))
@@ -347,6 +350,15 @@ def parse_args(argv):
     ap.add_argument("--dc-outer-momentum", type=float, default=None,
                     help="DC/DSA update the images with SGD(--outer-lr) and this momentum instead of Adam (DC's code: "
                          "SGD 0.1, momentum 0.5; the recorded runs: Adam)")
+    ap.add_argument("--dm-outer-momentum", type=float, default=None,
+                    help="DM updates the images with SGD(--outer-lr) and this momentum instead of Adam (DM's code: "
+                         "SGD 1, momentum 0.5; the recorded runs: Adam)")
+    ap.add_argument("--dm-dsa", default=None, metavar="STRATEGY",
+                    help="DM augments real and synthetic images with one DSA draw per step (DM's code: "
+                         "color_crop_cutout_flip_scale_rotate; the recorded runs: none)")
+    ap.add_argument("--eval-strategy", default=None, metavar="STRATEGY",
+                    help="DSA strategy of the papers' evaluation (default: color_crop_cutout_scale_rotate on "
+                         "grayscale images, the DSA paper's; DM's code keeps _flip_ on every dataset)")
     ap.add_argument("--real-batch", type=int, default=64,
                     help="DC/DSA/DM real images per class per step (DC's code: 256; the recorded runs: 64)")
     ap.add_argument("--mtt-student-lr", type=float, default=1e-3, help="MTT's initial (learned) student learning rate")
@@ -381,9 +393,17 @@ def parse_args(argv):
     if args.eval_protocol == "papers":  # Zhao et al. 2021 / Zhao & Bilen 2021, 2023: 1,000 epochs, SGD, DSA
         args.eval_optimizer, args.eval_lr, args.eval_steps = "sgd", 0.01, args.eval_steps or 1000
         grayscale = args.dataset in ("digits", "fashion_mnist", "mnist")
-        args.eval_augment = M.augment.DIGITS_STRATEGY if grayscale else M.augment.CIFAR_STRATEGY
+        args.eval_augment = args.eval_strategy or (M.augment.DIGITS_STRATEGY if grayscale else M.augment.CIFAR_STRATEGY)
     else:  # the recorded runs
+        if args.eval_strategy is not None:
+            raise ValueError("--eval-strategy: only the papers' protocol augments (--eval-protocol papers)")
         args.eval_optimizer, args.eval_lr, args.eval_steps, args.eval_augment = "adam", 1e-3, args.eval_steps or 300, None
+    for flag, strategy in (("--dm-dsa", args.dm_dsa), ("--eval-strategy", args.eval_strategy)):
+        if strategy is not None:
+            try:
+                M.augment.parse_strategy(strategy)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"{flag}: {e}") from None
     args.name = args.name or ("matching_quick" if args.quick else "matching") + ("_convnet" if args.convnet else "") + (
         "" if args.dataset == "digits" else f"_{args.dataset}")
     return args
@@ -507,6 +527,7 @@ def run_config(args, expert_s):
             "dc_net_steps": args.dc_net_steps, "dc_net_momentum": args.dc_net_momentum,
             "dc_net_augment": args.dc_net_augment, "dc_point_batches": args.dc_point_batches,
             "dc_outer_momentum": args.dc_outer_momentum,
+            "dm_outer_momentum": args.dm_outer_momentum, "dm_dsa": args.dm_dsa,
             "dc_interleave": args.dc_interleave,
             "mm_inner_steps": args.mm_steps,
             "mtt": {"syn_steps": args.mtt_syn_steps, "expert_epochs_M": 2, "expert_total_epochs": args.expert_epochs,

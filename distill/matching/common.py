@@ -135,7 +135,8 @@ def check_images(images: Any, name: str = "settings.images") -> Any:
 
 
 def check_base_settings(settings: Any, settings_type: type) -> Any:
-    """The fields every matching method has: ``ipc``, ``steps``, ``lr``, ``images``, ``eval_every``."""
+    """The fields every matching method has: ``ipc``, ``steps``, ``lr``, ``images``, ``eval_every``
+    (and ``outer_momentum`` where a method has it)."""
     if not isinstance(settings, settings_type):
         raise TypeError(f"settings: expected {settings_type.__module__}.Settings, got {type(settings).__name__}")
     check_int(settings.ipc, "settings.ipc", min_value=1)
@@ -143,6 +144,8 @@ def check_base_settings(settings: Any, settings_type: type) -> Any:
     check_float(settings.lr, "settings.lr", min_value=0.0, strict_min=True)
     check_int(settings.eval_every, "settings.eval_every", min_value=1)
     check_images(settings.images)
+    if getattr(settings, "outer_momentum", None) is not None:
+        check_float(settings.outer_momentum, "settings.outer_momentum", min_value=0.0, max_value=1.0)
     return settings
 
 
@@ -305,6 +308,17 @@ def fingerprint(settings: Any, data: Data, **extra: Any) -> dict:
             "x": loop.array_signature(data.x), "y": loop.array_signature(data.y), **extra}
 
 
+def outer_optimizer(settings: Any) -> optax.GradientTransformation:
+    """The optimizer of the synthetic images: Adam(``settings.lr``), or SGD(``settings.lr``)
+    with momentum μ when the settings have ``outer_momentum = μ`` set — PyTorch's form
+    ``v ← μv + g, S ← S − lr·v``, as DC's code (lr 0.1, μ 0.5) and DM's (lr 1, μ 0.5)
+    update their images."""
+    momentum = getattr(settings, "outer_momentum", None)
+    if momentum is None:
+        return optax.adam(settings.lr)
+    return optax.sgd(settings.lr, momentum=momentum)
+
+
 def run(
     key: jax.Array,
     objective: Callable[[Any, Any, jax.Array], jax.Array],
@@ -319,10 +333,10 @@ def run(
     update: Any = None,
     optimizer: Any = None,
 ) -> tuple[Any, loop.History]:
-    """:func:`distill.loop.run` with ``optimizer`` (default Adam(``settings.lr``)) for
+    """:func:`distill.loop.run` with ``optimizer`` (default :func:`outer_optimizer`) for
     ``settings.steps`` steps; step ``t``'s objective key is ``fold_in(key, t)``; ``update``
     replaces the step."""
-    optimizer = optax.adam(settings.lr) if optimizer is None else optimizer
+    optimizer = outer_optimizer(settings) if optimizer is None else optimizer
     return loop.run(objective, syn_params, optimizer, batches, steps=settings.steps, key=key,
                     evaluate=evaluate, eval_every=settings.eval_every, checkpoint_dir=checkpoint_dir,
                     progress=progress, fingerprint=fingerprint_, update=update)
@@ -369,7 +383,7 @@ def distill_images(
     one batch ``sample_batch(k_batch, ...)`` at every step, as MTT's expert pool), the
     objective with ``settings`` bound, and :func:`run`. ``method`` is the module's
     ``(init, sample_batch, objective)``; ``k_init, k_batch = data_keys(key)``; ``update``
-    replaces the loop's step (:func:`distill.loop.run`); ``optimizer`` replaces Adam(``settings.lr``)."""
+    replaces the loop's step (:func:`distill.loop.run`); ``optimizer`` replaces :func:`outer_optimizer`."""
     init, sample_batch, objective = method
     k_init, k_batch = data_keys(key)
     params = init(k_init, data, settings) if init_params is None else init_params

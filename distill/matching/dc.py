@@ -156,8 +156,6 @@ def _check_settings(settings: Any) -> Settings:
     check_choice(settings.interleave, "settings.interleave", (False, True))
     check_int(settings.real_batch, "settings.real_batch", min_value=1)
     check_choice(settings.point_batches, "settings.point_batches", (False, True))
-    if settings.outer_momentum is not None:
-        check_float(settings.outer_momentum, "settings.outer_momentum", min_value=0.0, max_value=1.0)
     if settings.dsa is not None:
         augment.parse_strategy(settings.dsa)
     return settings
@@ -166,10 +164,7 @@ def _check_settings(settings: Any) -> Settings:
 def outer_optimizer(settings: Settings = Settings()) -> optax.GradientTransformation:
     """The optimizer of the synthetic images: Adam(``lr``), or SGD(``lr``) with momentum
     ``outer_momentum`` when that is set (DC's code: SGD 0.1, μ 0.5)."""
-    settings = _check_settings(settings)
-    if settings.outer_momentum is None:
-        return optax.adam(settings.lr)
-    return optax.sgd(settings.lr, momentum=settings.outer_momentum)
+    return common.outer_optimizer(_check_settings(settings))
 
 
 def init(key: jax.Array, data: Data, settings: Settings = Settings(), *, start: Any = None) -> Any:

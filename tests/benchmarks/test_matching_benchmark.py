@@ -18,6 +18,27 @@ def test_flag_defaults_and_eval_archs():
     assert list(bench.eval_models(args, 10)) == ["convnet", "mlp"] and args.n_eval == 3
 
 
+def test_dm_reference_flags_reach_the_settings():
+    """--dm-outer-momentum / --dm-dsa / --eval-strategy: DM's code's optimizer and augmentation."""
+    flags = ["--dm-outer-momentum", "0.5", "--outer-lr", "1", "--dm-dsa", "color_crop_cutout_flip_scale_rotate",
+             "--real-batch", "256", "--eval-protocol", "papers", "--eval-strategy", "color_crop_scale"]
+    args = bench.parse_args(flags)
+    args.data = (np.zeros((4, 2, 2, 1), np.float32), np.arange(4) % 2, 2, 0.0, 1.0)
+    _, settings, batches = bench.method_settings("DM", 1, args, (None, None), "pixels")
+    assert (settings.outer_momentum, settings.lr, settings.dsa, settings.real_batch) == (
+        0.5, 1.0, "color_crop_cutout_flip_scale_rotate", 256)
+    assert batches(0).shape == (2, 256, 2, 2, 1) and args.eval_augment == "color_crop_scale"
+    assert bench.parse_args(["--eval-protocol", "papers"]).eval_augment == "color_crop_cutout_scale_rotate"
+    default = bench.parse_args([])
+    default.data = args.data
+    _, settings, _ = bench.method_settings("DM", 1, default, (None, None), "pixels")
+    assert (settings.outer_momentum, settings.dsa, settings.real_batch) == (None, None, 64)  # the recorded runs
+    with pytest.raises(ValueError, match="--dm-dsa"):
+        bench.parse_args(["--dm-dsa", "color_blur"])
+    with pytest.raises(ValueError, match="--eval-strategy"):
+        bench.parse_args(["--eval-strategy", "crop"])  # the Adam protocol does not augment
+
+
 def test_arch_table_rows():
     res = {"ipc1": {"random real": {"by_arch": {"convnet": {"mean": 50.04, "std": 1.26}, "mlp": {"mean": 40.0,
                                                                                                   "std": 0.0}}},

@@ -229,11 +229,14 @@ def test_interleaved_step_with_network_momentum_and_augmentation(x64):
         dc.objective(xs, xr, key, settings._replace(dsa=None))
 
 
-def test_dc_outer_optimizer_is_dc_sgd_and_distill_uses_it(monkeypatch):
-    """outer_momentum: S is updated with DC's image optimizer, PyTorch's SGD
-    ``v ← μv + g, S ← S − lr·v`` (the default: Adam), and dc.distill hands that optimizer
+@pytest.mark.parametrize("method", ["dc", "dm"])
+def test_outer_optimizer_is_pytorch_sgd_and_distill_uses_it(monkeypatch, method):
+    """outer_momentum: S is updated with DC's / DM's image optimizer, PyTorch's SGD
+    ``v ← μv + g, S ← S − lr·v`` (the default: Adam), and distill hands that optimizer
     to the loop. (The interleaved test above checks the loop's use of it in float64.)"""
-    settings = dc.Settings(ipc=IPC, steps=2, lr=0.1, outer_momentum=0.5, model=tanh_model(), real_batch=4)
+    module = {"dc": dc, "dm": dm}[method]
+    settings = module.Settings(ipc=IPC, steps=2, lr=0.1, outer_momentum=0.5, real_batch=4,
+                               **({"model": tanh_model()} if method == "dc" else {}))
     grads = np.random.default_rng(0).normal(size=(3, 5))
 
     def updates(opt):
@@ -249,8 +252,8 @@ def test_dc_outer_optimizer_is_dc_sgd_and_distill_uses_it(monkeypatch):
         v = 0.5 * v + g
         s = s - 0.1 * v
         ref.append(s)
-    np.testing.assert_allclose(updates(dc.outer_optimizer(settings)), np.stack(ref), rtol=1e-6)
-    adam = updates(dc.outer_optimizer(settings._replace(outer_momentum=None)))
+    np.testing.assert_allclose(updates(module.outer_optimizer(settings)), np.stack(ref), rtol=1e-6)
+    adam = updates(module.outer_optimizer(settings._replace(outer_momentum=None)))
     np.testing.assert_allclose(adam[0], 1 - 0.1 * np.sign(grads[0]), rtol=1e-5)  # Adam's first step: lr·sign(g)
     seen = []
 
@@ -260,10 +263,12 @@ def test_dc_outer_optimizer_is_dc_sgd_and_distill_uses_it(monkeypatch):
 
     monkeypatch.setattr(M.common, "run", fake_run)
     x, y = tiny_data()
-    dc.distill(jax.random.key(0), M.Data(x, y, C), settings)
+    module.distill(jax.random.key(0), M.Data(x, y, C), settings)
     np.testing.assert_allclose(updates(seen[0]), np.stack(ref), rtol=1e-6)
     with pytest.raises(ValueError, match="settings.outer_momentum"):
-        dc.outer_optimizer(settings._replace(outer_momentum=1.5))
+        module.outer_optimizer(settings._replace(outer_momentum=1.5))
+    with pytest.raises(ValueError, match="settings.outer_momentum"):
+        module.init(jax.random.key(0), M.Data(x, y, C), settings._replace(outer_momentum=-0.1))
 
 
 def test_dc_validation():
