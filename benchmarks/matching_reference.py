@@ -185,6 +185,11 @@ def parse_args(argv):
                     help="evaluate these synthetic sets (benchmarks.matching's NAME_sets/*.npz) instead")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
     args = ap.parse_args(argv)
+    for flag, value, low in (("--ipc", args.ipc, 1), ("--iters", args.iters, 0), ("--num-eval", args.num_eval, 1),
+                             ("--eval-epochs", args.eval_epochs, 1), ("--batch-real", args.batch_real, 1),
+                             ("--threads", args.threads, 1)):
+        if value < low:
+            raise ValueError(f"{flag}: expected at least {low}, got {value}")
     args.name = args.name or f"matching_reference_dm_digits_ipc{args.ipc}"
     return args
 

@@ -37,3 +37,12 @@ def test_load_reference_refuses_another_version(tmp_path):
     (tmp_path / "utils.py").write_text(UTILS)
     with pytest.raises(ValueError, match="--reference"):
         bench.load_reference(tmp_path)
+
+
+def test_flags_are_checked():
+    args = bench.parse_args(["--reference", "ref"])
+    assert (args.ipc, args.iters, args.batch_real, args.lr_img, args.name) == (
+        1, 2000, 256, 1.0, "matching_reference_dm_digits_ipc1")  # main_DM.py's batch and lr; 2,000 iterations
+    for flag in ("--iters", "--num-eval", "--ipc"):
+        with pytest.raises(ValueError, match=flag):
+            bench.parse_args(["--reference", "ref", flag, "-1"])
