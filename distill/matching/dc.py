@@ -434,7 +434,6 @@ def distill(
         update = lambda p, o, b, k, apply: interleaved_step(p, o, b, k, apply, settings, mesh=mesh)  # noqa: E731
     params, history = common.distill_images(
         (init, sample_batch, objective), key, data, settings, mesh=mesh, checkpoint_dir=checkpoint_dir,
-        progress=progress, evaluate=evaluate, init_params=init_params, batches=batches, update=update,
-        optimizer=outer_optimizer(settings))
+        progress=progress, evaluate=evaluate, init_params=init_params, batches=batches, update=update)
     x_syn = common.synthetic_images(key, params, data, settings)
     return Result(params, (x_syn, np.asarray(common.syn_labels(data.n_classes, settings.ipc))), settings, history)

@@ -184,7 +184,6 @@ def distill(
     data = common.check_data(data, settings.ipc)
     params, history = common.distill_images(
         (init, sample_batch, objective), key, data, settings, mesh=mesh, checkpoint_dir=checkpoint_dir,
-        progress=progress, evaluate=evaluate, init_params=init_params, batches=batches,
-        optimizer=outer_optimizer(settings))
+        progress=progress, evaluate=evaluate, init_params=init_params, batches=batches)
     x_syn = common.synthetic_images(key, params, data, settings)
     return Result(params, (x_syn, np.asarray(common.syn_labels(data.n_classes, settings.ipc))), settings, history)

@@ -232,7 +232,7 @@ def test_interleaved_step_with_network_momentum_and_augmentation(x64):
 @pytest.mark.parametrize("method", ["dc", "dm"])
 def test_outer_optimizer_is_pytorch_sgd_and_distill_uses_it(monkeypatch, method):
     """outer_momentum: S is updated with DC's / DM's image optimizer, PyTorch's SGD
-    ``v ← μv + g, S ← S − lr·v`` (the default: Adam), and distill hands that optimizer
+    ``v ← μv + g, S ← S − lr·v`` (the default: Adam), and distill's run hands that optimizer
     to the loop. (The interleaved test above checks the loop's use of it in float64.)"""
     module = {"dc": dc, "dm": dm}[method]
     settings = module.Settings(ipc=IPC, steps=2, lr=0.1, outer_momentum=0.5, real_batch=4,
@@ -257,11 +257,11 @@ def test_outer_optimizer_is_pytorch_sgd_and_distill_uses_it(monkeypatch, method)
     np.testing.assert_allclose(adam[0], 1 - 0.1 * np.sign(grads[0]), rtol=1e-5)  # Adam's first step: lr·sign(g)
     seen = []
 
-    def fake_run(key, objective, params, batches, settings_, fp, **kw):
-        seen.append(kw["optimizer"])
+    def fake_loop_run(objective, params, optimizer, batches, **kw):  # the optimizer that reaches the loop
+        seen.append(optimizer)
         return params, M.common.loop.History([], [], [], [], -1, float("nan"), False)
 
-    monkeypatch.setattr(M.common, "run", fake_run)
+    monkeypatch.setattr(M.common.loop, "run", fake_loop_run)
     x, y = tiny_data()
     module.distill(jax.random.key(0), M.Data(x, y, C), settings)
     np.testing.assert_allclose(updates(seen[0]), np.stack(ref), rtol=1e-6)
